@@ -1,0 +1,142 @@
+//! `pooler`: the standalone binary. Parses the command line, sets up logging
+//! and signals, and hands a listener to `pooler_core::Pooler`.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use pooler_core::config::{AuthMethod, NodeConfig};
+use pooler_core::{Config, Pooler};
+use tokio::net::TcpListener;
+
+const USAGE: &str = "\
+pooler: PostgreSQL connection pooler and query router
+
+USAGE:
+    pooler --config FILE        run with this configuration file
+    pooler check --config FILE  validate a configuration file and exit
+    pooler demo [--port PORT]   start a throwaway PostgreSQL primary + standby
+                                and a pooler in front of them (Ctrl-C cleans up)
+    pooler --version
+
+Logging follows RUST_LOG (default: info), e.g. RUST_LOG=pooler_core=debug.
+";
+
+enum Command {
+    Run(PathBuf),
+    Check(PathBuf),
+    Demo { port: u16 },
+}
+
+fn parse_args() -> Result<Command> {
+    let mut args = std::env::args().skip(1);
+    let mut config = None;
+    let mut sub = None;
+    let mut port = 6432u16;
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "-h" | "--help" => {
+                print!("{USAGE}");
+                std::process::exit(0);
+            }
+            "-V" | "--version" => {
+                println!("pooler {}", env!("CARGO_PKG_VERSION"));
+                std::process::exit(0);
+            }
+            "-c" | "--config" => config = Some(PathBuf::from(args.next().context("--config needs a file")?)),
+            "--port" => {
+                let p = args.next().context("--port needs a number")?;
+                port = p.parse().with_context(|| format!("--port: {p:?} is not a port number"))?;
+            }
+            "check" | "demo" if sub.is_none() => sub = Some(a),
+            other => bail!("unknown argument {other:?}\n\n{USAGE}"),
+        }
+    }
+    match (sub.as_deref(), config) {
+        (Some("demo"), _) => Ok(Command::Demo { port }),
+        (Some("check"), Some(c)) => Ok(Command::Check(c)),
+        (None, Some(c)) => Ok(Command::Run(c)),
+        _ => bail!("missing --config FILE\n\n{USAGE}"),
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    match (term, int) {
+        (Ok(mut t), Ok(mut i)) => {
+            tokio::select! {
+                _ = t.recv() => tracing::info!("SIGTERM received"),
+                _ = i.recv() => tracing::info!("SIGINT received"),
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+async fn serve(config: Config) -> Result<()> {
+    let addr = config.listen_addr()?;
+    let pooler = Pooler::new(config).context("cannot start")?;
+    let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    tracing::info!(%addr, "listening");
+    pooler.run(listener, shutdown_signal()).await;
+    Ok(())
+}
+
+async fn demo(port: u16) -> Result<()> {
+    println!("starting a throwaway PostgreSQL primary and one streaming standby...");
+    let cluster = tokio::task::spawn_blocking(|| pooler_testkit::Cluster::builder().standbys(1).start())
+        .await
+        .context("cluster start task failed")?
+        .context("cannot start the demo PostgreSQL cluster")?;
+    let nodes: Vec<NodeConfig> = cluster
+        .nodes()
+        .map(|n| NodeConfig { host: n.host().to_owned(), port: n.port(), weight: 1.0, data_dir: Some(n.data_dir().display().to_string()) })
+        .collect();
+    let mut config = Config::with_nodes(nodes);
+    config.auth.method = AuthMethod::Trust;
+    config.server.listen = format!("127.0.0.1:{port}");
+    config.validate()?;
+    println!("primary  on 127.0.0.1:{}", cluster.primary().port());
+    for s in cluster.standbys() {
+        println!("standby  on 127.0.0.1:{} (streaming from the primary)", s.port());
+    }
+    println!("data in  {}", cluster.dir().display());
+    println!();
+    println!("pooler listening on 127.0.0.1:{port} (auth: trust). Connect with:");
+    println!();
+    println!("    psql -h 127.0.0.1 -p {port} -U postgres postgres");
+    println!();
+    println!("Press Ctrl-C to stop; the cluster and its files are removed.");
+    let result = serve(config).await;
+    tokio::task::spawn_blocking(move || drop(cluster)).await.ok();
+    println!("demo cluster stopped and removed");
+    result
+}
+
+fn main() -> Result<()> {
+    let cmd = parse_args()?;
+    if let Command::Check(path) = &cmd {
+        Config::load(path)?;
+        println!("{}: OK", path.display());
+        return Ok(());
+    }
+    init_logging();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the runtime")?;
+    rt.block_on(async {
+        match cmd {
+            Command::Run(path) => serve(Config::load(&path)?).await,
+            Command::Demo { port } => demo(port).await,
+            Command::Check(_) => Ok(()),
+        }
+    })
+}

@@ -1,0 +1,335 @@
+//! One connection to a PostgreSQL server: connect, authenticate, run the
+//! pooler's own statements (reset, SET), and the state the pooler tracks.
+
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+use postgres_protocol::message::frontend;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::auth::UserSecret;
+use crate::error::Error;
+use crate::protocol::messages::{tag, AuthRequest, BackendKeyData, ParameterStatus};
+use crate::protocol::{split_frame, Frame, ProtocolError, TransactionStatus};
+
+/// Where a server listens, and how to name it in messages.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerAddr {
+    /// Host name or address.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+}
+
+impl std::fmt::Display for ServerAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
+/// What the pooler needs to log in to a server as one user.
+#[derive(Clone, Debug)]
+pub struct LoginInfo {
+    /// Role name.
+    pub user: String,
+    /// Database name.
+    pub database: String,
+    /// The user's secret from the password file, if any.
+    pub secret: Option<UserSecret>,
+}
+
+/// An authenticated server connection, idle at ReadyForQuery or lent to a client.
+#[derive(Debug)]
+pub struct ServerConn {
+    pub(crate) stream: TcpStream,
+    /// Bytes read from the server and not yet consumed.
+    pub(crate) buf: BytesMut,
+    /// Run-time parameters as the server last reported them.
+    params: Vec<(String, String)>,
+    key: BackendKeyData,
+    addr: ServerAddr,
+    created: Instant,
+    pub(crate) idle_since: Instant,
+    max_message: usize,
+}
+
+impl ServerConn {
+    /// Opens a TCP connection, sends the startup packet, authenticates, and
+    /// reads up to the first ReadyForQuery.
+    pub async fn connect(
+        addr: &ServerAddr,
+        login: &LoginInfo,
+        timeout: Duration,
+        max_message: usize,
+    ) -> Result<ServerConn, Error> {
+        match tokio::time::timeout(timeout, Self::connect_inner(addr, login, max_message)).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::ConnectTimeout { addr: addr.to_string() }),
+        }
+    }
+
+    async fn connect_inner(addr: &ServerAddr, login: &LoginInfo, max_message: usize) -> Result<ServerConn, Error> {
+        let stream = TcpStream::connect((addr.host.as_str(), addr.port))
+            .await
+            .map_err(|source| Error::Connect { addr: addr.to_string(), source })?;
+        configure_socket(&stream);
+        let now = Instant::now();
+        let mut conn = ServerConn {
+            stream,
+            buf: BytesMut::with_capacity(8192),
+            params: Vec::new(),
+            key: BackendKeyData { pid: 0, secret: 0 },
+            addr: addr.clone(),
+            created: now,
+            idle_since: now,
+            max_message,
+        };
+        let mut out = BytesMut::new();
+        frontend::startup_message(
+            [("user", login.user.as_str()), ("database", login.database.as_str())],
+            &mut out,
+        )
+        .map_err(|e| Error::ServerAuth(format!("cannot encode startup packet: {e}")))?;
+        conn.write(&out).await?;
+        conn.authenticate(login).await?;
+        // After AuthenticationOk: ParameterStatus, BackendKeyData, ReadyForQuery.
+        loop {
+            let frame = conn.read_frame().await?;
+            match frame.tag() {
+                tag::PARAMETER_STATUS => conn.note_parameter(frame.body())?,
+                tag::BACKEND_KEY_DATA => {
+                    conn.key = BackendKeyData::parse(frame.body()).map_err(Error::ServerProtocol)?
+                }
+                tag::READY_FOR_QUERY => return Ok(conn),
+                tag::ERROR_RESPONSE => return Err(Error::Server(frame.into_bytes())),
+                tag::NOTICE_RESPONSE | b'v' => {}
+                t => {
+                    return Err(Error::ServerProtocol(ProtocolError::Unexpected {
+                        tag: t,
+                        context: "during server startup",
+                    }))
+                }
+            }
+        }
+    }
+
+    /// Answers the server's authentication requests until AuthenticationOk.
+    async fn authenticate(&mut self, login: &LoginInfo) -> Result<(), Error> {
+        let mut scram: Option<ScramSha256> = None;
+        let mut out = BytesMut::new();
+        let no_password = |method: &str| {
+            Error::ServerAuth(format!(
+                "server asks for {method} authentication for user \"{}\" and the password file has no usable password for that user",
+                login.user
+            ))
+        };
+        loop {
+            let frame = self.read_frame().await?;
+            match frame.tag() {
+                tag::AUTHENTICATION => {}
+                tag::ERROR_RESPONSE => return Err(Error::Server(frame.into_bytes())),
+                tag::NOTICE_RESPONSE => continue,
+                t => {
+                    return Err(Error::ServerProtocol(ProtocolError::Unexpected {
+                        tag: t,
+                        context: "during server authentication",
+                    }))
+                }
+            }
+            out.clear();
+            let enc = |e: std::io::Error| Error::ServerAuth(format!("cannot encode message: {e}"));
+            match AuthRequest::parse(frame.body()).map_err(Error::ServerProtocol)? {
+                AuthRequest::Ok => return Ok(()),
+                AuthRequest::Cleartext => {
+                    let pw = login.secret.as_ref().and_then(|s| s.plaintext()).ok_or_else(|| no_password("cleartext password"))?;
+                    frontend::password_message(pw.as_bytes(), &mut out).map_err(enc)?;
+                }
+                AuthRequest::Md5 { salt } => {
+                    let hashed = login
+                        .secret
+                        .as_ref()
+                        .and_then(|s| s.md5_response(&login.user, salt))
+                        .ok_or_else(|| no_password("md5"))?;
+                    frontend::password_message(hashed.as_bytes(), &mut out).map_err(enc)?;
+                }
+                AuthRequest::Sasl(list) => {
+                    if !AuthRequest::sasl_mechanisms(list).any(|m| m == b"SCRAM-SHA-256") {
+                        return Err(Error::ServerAuth("server offers no SASL mechanism the pooler supports".into()));
+                    }
+                    let pw = login.secret.as_ref().and_then(|s| s.plaintext()).ok_or_else(|| no_password("SCRAM-SHA-256"))?;
+                    let s = ScramSha256::new(pw.as_bytes(), ChannelBinding::unrequested());
+                    frontend::sasl_initial_response("SCRAM-SHA-256", s.message(), &mut out).map_err(enc)?;
+                    scram = Some(s);
+                }
+                AuthRequest::SaslContinue(data) => {
+                    let s = scram.as_mut().ok_or(Error::ServerProtocol(ProtocolError::Malformed(
+                        "SASL continue without SASL start",
+                    )))?;
+                    s.update(data).map_err(|e| Error::ServerAuth(format!("SCRAM exchange failed: {e}")))?;
+                    // update() succeeded, so the client-final message is ready.
+                    frontend::sasl_response(s.message(), &mut out).map_err(enc)?;
+                }
+                AuthRequest::SaslFinal(data) => {
+                    let s = scram.as_mut().ok_or(Error::ServerProtocol(ProtocolError::Malformed(
+                        "SASL final without SASL start",
+                    )))?;
+                    s.finish(data)
+                        .map_err(|e| Error::ServerAuth(format!("server's SCRAM signature is invalid: {e}")))?;
+                    continue;
+                }
+                AuthRequest::Unsupported(code) => {
+                    return Err(Error::ServerAuth(format!(
+                        "server asks for an authentication method the pooler does not support (code {code})"
+                    )))
+                }
+            }
+            self.write(&out).await?;
+        }
+    }
+
+    /// Reads one whole frame (for the pooler's own short exchanges only).
+    pub(crate) async fn read_frame(&mut self) -> Result<Frame, Error> {
+        loop {
+            if let Some(f) = split_frame(&mut self.buf, self.max_message).map_err(Error::ServerProtocol)? {
+                return Ok(f);
+            }
+            self.buf.reserve(4096);
+            let n = self.stream.read_buf(&mut self.buf).await.map_err(Error::ServerIo)?;
+            if n == 0 {
+                return Err(Error::ServerClosed);
+            }
+        }
+    }
+
+    pub(crate) async fn write(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        self.stream.write_all(bytes).await.map_err(Error::ServerIo)
+    }
+
+    /// Runs one statement with the simple protocol and reads its whole answer.
+    /// ParameterStatus updates are recorded; other output is dropped. An
+    /// ErrorResponse is returned as [`Error::Server`] once ReadyForQuery arrives.
+    pub async fn simple_query(&mut self, sql: &str) -> Result<TransactionStatus, Error> {
+        let mut out = BytesMut::new();
+        crate::protocol::write::query(&mut out, sql);
+        self.write(&out).await?;
+        let mut error: Option<Bytes> = None;
+        loop {
+            let frame = self.read_frame().await?;
+            match frame.tag() {
+                tag::PARAMETER_STATUS => self.note_parameter(frame.body())?,
+                tag::ERROR_RESPONSE => {
+                    if error.is_none() {
+                        error = Some(frame.into_bytes());
+                    }
+                }
+                tag::READY_FOR_QUERY => {
+                    let status = TransactionStatus::parse(frame.body()).map_err(Error::ServerProtocol)?;
+                    return match error {
+                        Some(e) => Err(Error::Server(e)),
+                        None => Ok(status),
+                    };
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Records a ParameterStatus body.
+    pub(crate) fn note_parameter(&mut self, body: &[u8]) -> Result<(), Error> {
+        let p = ParameterStatus::parse(body).map_err(Error::ServerProtocol)?;
+        note_param(&mut self.params, p);
+        Ok(())
+    }
+
+    /// The socket, the read buffer and the parameter list, borrowed apart so the
+    /// relay can use them at once.
+    pub(crate) fn parts(&mut self) -> (&mut TcpStream, &mut BytesMut, &mut Vec<(String, String)>) {
+        (&mut self.stream, &mut self.buf, &mut self.params)
+    }
+
+    /// Run-time parameters as the server last reported them.
+    pub fn params(&self) -> &[(String, String)] {
+        &self.params
+    }
+
+    /// One reported parameter.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// The server's cancel key for this connection.
+    pub fn key(&self) -> BackendKeyData {
+        self.key
+    }
+
+    /// The server's address.
+    pub fn addr(&self) -> &ServerAddr {
+        &self.addr
+    }
+
+    /// When the connection was opened.
+    pub fn created(&self) -> Instant {
+        self.created
+    }
+
+    /// True when nothing unexpected is waiting on the socket and it is not
+    /// closed: a server that was terminated while idle has sent an error and
+    /// closed, which this sees without blocking.
+    pub fn is_alive(&self) -> bool {
+        if !self.buf.is_empty() {
+            return false;
+        }
+        let mut probe = [0u8; 1];
+        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+
+    /// Sends Terminate and closes, without waiting long.
+    pub async fn close(mut self) {
+        let mut out = BytesMut::new();
+        frontend::terminate(&mut out);
+        let _ = tokio::time::timeout(Duration::from_millis(500), self.stream.write_all(&out)).await;
+    }
+}
+
+/// Records a reported parameter value in `params`.
+pub(crate) fn note_param(params: &mut Vec<(String, String)>, p: ParameterStatus<'_>) {
+    match params.iter_mut().find(|(k, _)| k == p.name) {
+        Some((_, v)) => {
+            if v != p.value {
+                *v = p.value.to_owned();
+            }
+        }
+        None => params.push((p.name.to_owned(), p.value.to_owned())),
+    }
+}
+
+/// TCP_NODELAY and keepalive on a connection.
+pub(crate) fn configure_socket(stream: &TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let sock = socket2::SockRef::from(stream);
+    let ka = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(60))
+        .with_interval(Duration::from_secs(10));
+    let _ = sock.set_tcp_keepalive(&ka);
+}
+
+/// Sends a CancelRequest for `key` to the server at `addr` and waits for the
+/// server to close the connection (which is how it acknowledges).
+pub async fn send_cancel(addr: &ServerAddr, key: BackendKeyData, timeout: Duration) -> Result<(), Error> {
+    let work = async {
+        let mut stream = TcpStream::connect((addr.host.as_str(), addr.port))
+            .await
+            .map_err(|source| Error::Connect { addr: addr.to_string(), source })?;
+        let mut out = BytesMut::new();
+        frontend::cancel_request(key.pid, key.secret, &mut out);
+        stream.write_all(&out).await.map_err(Error::ServerIo)?;
+        let mut sink = [0u8; 64];
+        while stream.read(&mut sink).await.map_err(Error::ServerIo)? > 0 {}
+        Ok(())
+    };
+    tokio::time::timeout(timeout, work)
+        .await
+        .unwrap_or_else(|_| Err(Error::ConnectTimeout { addr: addr.to_string() }))
+}

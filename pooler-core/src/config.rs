@@ -1,0 +1,388 @@
+//! Typed configuration: one TOML file, validated with errors that name the key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read configuration file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed, a key is unknown or a value has the wrong type.
+    /// The message names the key and shows the line.
+    #[error("invalid configuration: {0}")]
+    Parse(String),
+    /// A value is of the right type but not acceptable.
+    #[error("invalid configuration: {key}: {problem}")]
+    Invalid {
+        /// Dotted key, e.g. `pool.size` or `nodes[1].port`.
+        key: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+}
+
+fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key: key.into(), problem: problem.into() }
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Listener and client-facing limits.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// Backend connection pools.
+    #[serde(default)]
+    pub pool: PoolConfig,
+    /// Client and backend authentication.
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// The PostgreSQL servers. Until health checks discover roles, the first
+    /// node is the primary and the others are standbys.
+    #[serde(default)]
+    pub nodes: Vec<NodeConfig>,
+}
+
+/// Listener and client-facing settings (`[server]`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on, `host:port`.
+    pub listen: String,
+    /// Most client connections at once; more are refused with SQLSTATE 53300.
+    pub max_client_connections: usize,
+    /// Time a client has to finish startup and authentication.
+    #[serde(deserialize_with = "duration")]
+    pub client_login_timeout: Duration,
+    /// On shutdown, how long running transactions may take to finish.
+    #[serde(deserialize_with = "duration")]
+    pub shutdown_timeout: Duration,
+    /// Largest message the pooler buffers whole to inspect (bytes). Messages the
+    /// pooler only relays (rows, COPY data) stream through and are not limited.
+    pub max_message_size: usize,
+    /// Log every connection and disconnection at info level.
+    pub log_connections: bool,
+    /// Log every simple-protocol statement and Parse at info level.
+    pub log_statements: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:6432".into(),
+            max_client_connections: 1000,
+            client_login_timeout: Duration::from_secs(15),
+            shutdown_timeout: Duration::from_secs(30),
+            max_message_size: 64 << 20,
+            log_connections: true,
+            log_statements: false,
+        }
+    }
+}
+
+/// How backend connections are shared between clients.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolMode {
+    /// A client holds one backend connection for its whole session.
+    Session,
+}
+
+/// Backend pool settings (`[pool]`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolConfig {
+    /// Pooling mode.
+    pub mode: PoolMode,
+    /// Most backend connections per (node, user, database).
+    pub size: usize,
+    /// Time allowed to open and authenticate a backend connection.
+    #[serde(deserialize_with = "duration")]
+    pub connect_timeout: Duration,
+    /// How long a client waits for a free backend connection before it gets an
+    /// error (SQLSTATE 53300).
+    #[serde(deserialize_with = "duration")]
+    pub checkout_timeout: Duration,
+    /// A backend connection older than this is closed instead of reused.
+    #[serde(deserialize_with = "duration")]
+    pub server_lifetime: Duration,
+    /// A backend connection idle in the pool longer than this is closed.
+    #[serde(deserialize_with = "duration")]
+    pub server_idle_timeout: Duration,
+    /// Statements run on a backend connection when its client leaves, before it
+    /// is reused (pgpool's reset_query_list). An open transaction is rolled back
+    /// first in any case.
+    pub reset_query_list: Vec<String>,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            mode: PoolMode::Session,
+            size: 20,
+            connect_timeout: Duration::from_secs(5),
+            checkout_timeout: Duration::from_secs(30),
+            server_lifetime: Duration::from_secs(3600),
+            server_idle_timeout: Duration::from_secs(600),
+            reset_query_list: vec!["DISCARD ALL".into()],
+        }
+    }
+}
+
+/// How clients prove who they are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+pub enum AuthMethod {
+    /// No password.
+    #[serde(rename = "trust")]
+    Trust,
+    /// MD5 challenge (a user with a SCRAM secret is asked for SCRAM instead, as
+    /// PostgreSQL does).
+    #[serde(rename = "md5")]
+    Md5,
+    /// SCRAM-SHA-256.
+    #[serde(rename = "scram-sha-256")]
+    ScramSha256,
+}
+
+/// Authentication settings (`[auth]`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Method clients must use.
+    pub method: AuthMethod,
+    /// Password file (`"user" "secret"` or `user:secret` lines; plaintext, md5
+    /// or SCRAM secrets). Used to check clients and to log in to backends.
+    pub password_file: Option<PathBuf>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig { method: AuthMethod::ScramSha256, password_file: None }
+    }
+}
+
+/// One PostgreSQL server (`[[nodes]]`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Host name or IP address.
+    pub host: String,
+    /// TCP port.
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// Load-balancing weight (used by the router).
+    #[serde(default = "default_weight")]
+    pub weight: f64,
+    /// Data directory on the node's host (for failover command placeholders).
+    #[serde(default)]
+    pub data_dir: Option<String>,
+}
+
+fn default_port() -> u16 {
+    5432
+}
+
+fn default_weight() -> f64 {
+    1.0
+}
+
+impl Config {
+    /// Reads, parses and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let mut config = Config::from_toml(&text)?;
+        // A relative password file is relative to the configuration file.
+        if let (Some(pf), Some(dir)) = (&config.auth.password_file, path.parent()) {
+            if pf.is_relative() {
+                config.auth.password_file = Some(dir.join(pf));
+            }
+        }
+        Ok(config)
+    }
+
+    /// Parses and validates TOML text.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// A configuration with defaults everywhere and these nodes.
+    pub fn with_nodes(nodes: Vec<NodeConfig>) -> Config {
+        Config {
+            server: ServerConfig::default(),
+            pool: PoolConfig::default(),
+            auth: AuthConfig::default(),
+            nodes,
+        }
+    }
+
+    /// Checks values that parse but make no sense. Errors name the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let s = &self.server;
+        s.listen
+            .parse::<SocketAddr>()
+            .map_err(|e| invalid("server.listen", format!("{:?} is not host:port ({e})", s.listen)))?;
+        if s.max_client_connections == 0 {
+            return Err(invalid("server.max_client_connections", "must be at least 1"));
+        }
+        if s.max_message_size < 1024 {
+            return Err(invalid("server.max_message_size", "must be at least 1024 bytes"));
+        }
+        if s.max_message_size > (1 << 30) {
+            return Err(invalid("server.max_message_size", "must be at most 1 GiB (1073741824)"));
+        }
+        let p = &self.pool;
+        if p.size == 0 {
+            return Err(invalid("pool.size", "must be at least 1"));
+        }
+        for (key, d) in [
+            ("pool.connect_timeout", p.connect_timeout),
+            ("pool.checkout_timeout", p.checkout_timeout),
+            ("pool.server_lifetime", p.server_lifetime),
+            ("pool.server_idle_timeout", p.server_idle_timeout),
+            ("server.client_login_timeout", s.client_login_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(invalid(key, "must be greater than zero"));
+            }
+        }
+        for (i, q) in p.reset_query_list.iter().enumerate() {
+            if q.trim().is_empty() || q.contains('\0') {
+                return Err(invalid(format!("pool.reset_query_list[{i}]"), "must be a non-empty statement"));
+            }
+        }
+        if self.auth.method != AuthMethod::Trust && self.auth.password_file.is_none() {
+            return Err(invalid(
+                "auth.password_file",
+                "required when auth.method is md5 or scram-sha-256 (or set auth.method = \"trust\")",
+            ));
+        }
+        if self.nodes.is_empty() {
+            return Err(invalid("nodes", "at least one [[nodes]] entry is required"));
+        }
+        for (i, n) in self.nodes.iter().enumerate() {
+            if n.host.trim().is_empty() {
+                return Err(invalid(format!("nodes[{i}].host"), "must not be empty"));
+            }
+            if n.port == 0 {
+                return Err(invalid(format!("nodes[{i}].port"), "must not be 0"));
+            }
+            if !n.weight.is_finite() || n.weight < 0.0 {
+                return Err(invalid(format!("nodes[{i}].weight"), "must be a number >= 0"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The address to listen on (validated).
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.server
+            .listen
+            .parse()
+            .map_err(|e| invalid("server.listen", format!("{:?} is not host:port ({e})", self.server.listen)))
+    }
+}
+
+/// Parses a duration written as a number and a unit: `250ms`, `5s`, `10m`, `1h`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration: expected a number followed by ms, s, m or h, e.g. \"5s\""))?;
+    let secs = match unit.trim() {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" | "min" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("{s:?} has no valid unit: use ms, s, m or h, e.g. \"5s\"")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("{s:?} is out of range"))
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_duration(&s).map_err(serde::de::Error::custom)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "[auth]\nmethod = \"trust\"\n[[nodes]]\nhost = \"127.0.0.1\"\n";
+
+    #[test]
+    fn minimal_file_takes_documented_defaults() {
+        let c = Config::from_toml(MINIMAL).unwrap();
+        assert_eq!(c.server.listen, "127.0.0.1:6432");
+        assert_eq!(c.pool.size, 20);
+        assert_eq!(c.pool.reset_query_list, vec!["DISCARD ALL".to_string()]);
+        assert_eq!(c.nodes[0].port, 5432);
+        assert_eq!(c.pool.connect_timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Config::from_toml(&format!("{MINIMAL}[pool]\nsizee = 3\n")).unwrap_err().to_string();
+        assert!(err.contains("sizee"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let err = Config::from_toml(&format!("{MINIMAL}[pool]\nsize = \"big\"\n")).unwrap_err().to_string();
+        assert!(err.contains("size"), "{err}");
+    }
+
+    #[test]
+    fn bad_duration_explains_units() {
+        let err = Config::from_toml(&format!("{MINIMAL}[pool]\nconnect_timeout = \"5\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("connect_timeout") && err.contains("unit"), "{err}");
+    }
+
+    #[test]
+    fn zero_pool_size_is_refused_with_key() {
+        let err = Config::from_toml(&format!("{MINIMAL}[pool]\nsize = 0\n")).unwrap_err().to_string();
+        assert_eq!(err, "invalid configuration: pool.size: must be at least 1");
+    }
+
+    #[test]
+    fn password_methods_need_a_password_file() {
+        let err = Config::from_toml("[[nodes]]\nhost = \"h\"\n").unwrap_err().to_string();
+        assert!(err.contains("auth.password_file"), "{err}");
+    }
+
+    #[test]
+    fn missing_nodes_and_bad_listen_are_refused() {
+        let err = Config::from_toml("[auth]\nmethod = \"trust\"\n").unwrap_err().to_string();
+        assert!(err.contains("nodes"), "{err}");
+        let err = Config::from_toml(&format!("[server]\nlisten = \"nowhere\"\n{MINIMAL}")).unwrap_err().to_string();
+        assert!(err.contains("server.listen"), "{err}");
+    }
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
+        assert!(parse_duration("h").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
+    }
+}

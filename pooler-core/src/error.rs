@@ -1,0 +1,150 @@
+//! The crate's error type: which side failed, and what the client is told.
+
+use bytes::Bytes;
+
+use crate::protocol::messages::ErrorFields;
+use crate::protocol::ProtocolError;
+
+/// Which party a failure came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// The client connection or what the client sent.
+    Client,
+    /// A PostgreSQL server connection or what it sent.
+    Server,
+    /// The pooler itself (limits, pools, shutdown).
+    Pooler,
+}
+
+/// A failure while serving a client.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The client broke the protocol.
+    #[error("client protocol violation: {0}")]
+    ClientProtocol(ProtocolError),
+    /// A server broke the protocol.
+    #[error("server protocol violation: {0}")]
+    ServerProtocol(ProtocolError),
+    /// Reading from or writing to the client failed.
+    #[error("client connection: {0}")]
+    ClientIo(std::io::Error),
+    /// Reading from or writing to a server failed.
+    #[error("server connection: {0}")]
+    ServerIo(std::io::Error),
+    /// A server closed its connection unexpectedly.
+    #[error("server closed the connection unexpectedly")]
+    ServerClosed,
+    /// Could not open a server connection.
+    #[error("could not connect to server {addr}: {source}")]
+    Connect {
+        /// `host:port` of the node.
+        addr: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Opening and authenticating a server connection took too long.
+    #[error("timeout while connecting to server {addr}")]
+    ConnectTimeout {
+        /// `host:port` of the node.
+        addr: String,
+    },
+    /// The server answered with an ErrorResponse (kept whole, to forward it).
+    #[error("server error: {}", server_error_text(.0))]
+    Server(Bytes),
+    /// The pooler cannot log in to the server for this user.
+    #[error("cannot authenticate to server: {0}")]
+    ServerAuth(String),
+    /// The client failed authentication.
+    #[error("password authentication failed for user \"{user}\"")]
+    ClientAuth {
+        /// The user name the client gave.
+        user: String,
+    },
+    /// No backend connection became free in time.
+    #[error("no server connection available for user \"{user}\" database \"{database}\" within {waited_ms} ms (pool size {size})")]
+    PoolTimeout {
+        /// User of the pool.
+        user: String,
+        /// Database of the pool.
+        database: String,
+        /// How long the client waited.
+        waited_ms: u64,
+        /// The pool size in force.
+        size: usize,
+    },
+    /// The pooler is shutting down.
+    #[error("the pooler is shutting down")]
+    Shutdown,
+    /// A client request the pooler refuses (the text says why).
+    #[error("{message}")]
+    Refused {
+        /// SQLSTATE to report.
+        code: &'static str,
+        /// Message to report.
+        message: String,
+    },
+}
+
+fn server_error_text(frame: &Bytes) -> String {
+    let f = ErrorFields::new(frame.get(5..).unwrap_or_default());
+    format!(
+        "{} {}: {}",
+        f.severity().unwrap_or("ERROR"),
+        f.code().unwrap_or("?????"),
+        f.message().unwrap_or("(no message)")
+    )
+}
+
+impl Error {
+    /// Which party the failure came from.
+    pub fn side(&self) -> Side {
+        match self {
+            Error::ClientProtocol(_) | Error::ClientIo(_) | Error::ClientAuth { .. } | Error::Refused { .. } => {
+                Side::Client
+            }
+            Error::ServerProtocol(_)
+            | Error::ServerIo(_)
+            | Error::ServerClosed
+            | Error::Connect { .. }
+            | Error::ConnectTimeout { .. }
+            | Error::Server(_)
+            | Error::ServerAuth(_) => Side::Server,
+            Error::PoolTimeout { .. } | Error::Shutdown => Side::Pooler,
+        }
+    }
+
+    /// True when the same request could succeed if simply tried again later
+    /// (nothing was sent to a server, or the server never got it).
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Error::Connect { .. } | Error::ConnectTimeout { .. } | Error::PoolTimeout { .. }
+        )
+    }
+
+    /// The SQLSTATE reported to the client.
+    pub fn sqlstate(&self) -> &'static str {
+        match self {
+            Error::ClientProtocol(e) | Error::ServerProtocol(e) => e.sqlstate(),
+            Error::ClientIo(_) => "08006",
+            Error::ServerIo(_) | Error::ServerClosed => "08006",
+            Error::Connect { .. } | Error::ConnectTimeout { .. } => "08001",
+            Error::Server(_) => "XX000",
+            Error::ServerAuth(_) => "28000",
+            Error::ClientAuth { .. } => "28P01",
+            Error::PoolTimeout { .. } => "53300",
+            Error::Shutdown => "57P01",
+            Error::Refused { code, .. } => code,
+        }
+    }
+
+    /// The server's ErrorResponse frame when the server produced this error, so
+    /// it can be forwarded to the client unchanged.
+    pub fn server_error_frame(&self) -> Option<&Bytes> {
+        match self {
+            Error::Server(b) => Some(b),
+            _ => None,
+        }
+    }
+}

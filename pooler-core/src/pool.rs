@@ -1,0 +1,283 @@
+//! Backend connection pools: one per (node, user, database), with a bounded
+//! number of connections, a bounded FIFO wait, reset on return, and lifetimes.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::backend::{LoginInfo, ServerAddr, ServerConn};
+use crate::config::PoolConfig;
+use crate::error::Error;
+use crate::metrics as m;
+use crate::protocol::TransactionStatus;
+
+/// Identifies one pool.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PoolKey {
+    /// Index of the node in the configuration.
+    pub node: usize,
+    /// Role name.
+    pub user: String,
+    /// Database name.
+    pub database: String,
+}
+
+/// Counters of one pool, readable without locks.
+#[derive(Debug, Default)]
+pub struct PoolStats {
+    /// Connections opened over the pool's life.
+    pub opened: AtomicU64,
+    /// Connections closed (lifetime, idle timeout, broken, failed reset).
+    pub closed: AtomicU64,
+    /// Successful checkouts.
+    pub checkouts: AtomicU64,
+    /// Checkouts that had to wait for a free slot.
+    pub waits: AtomicU64,
+    /// Checkouts that gave up after `checkout_timeout`.
+    pub timeouts: AtomicU64,
+}
+
+/// A pool of server connections for one (node, user, database).
+///
+/// A semaphore with `size` permits bounds the connections lent out; a
+/// connection is only ever opened by a holder of a permit when no idle one is
+/// left, so idle plus lent never exceeds `size`. Tokio's semaphore is fair, so
+/// waiting clients are served first come, first served.
+#[derive(Debug)]
+pub struct Pool {
+    key: PoolKey,
+    addr: ServerAddr,
+    login: LoginInfo,
+    settings: PoolConfig,
+    max_message: usize,
+    slots: Arc<Semaphore>,
+    idle: Mutex<Vec<ServerConn>>,
+    stats: PoolStats,
+}
+
+/// A server connection lent to a client. Give it back with [`Pool::checkin`];
+/// dropping it instead closes the connection and frees its slot.
+#[derive(Debug)]
+pub struct Lease {
+    conn: ServerConn,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Lease {
+    /// The connection.
+    pub fn conn(&mut self) -> &mut ServerConn {
+        &mut self.conn
+    }
+
+    /// The connection, read-only.
+    pub fn conn_ref(&self) -> &ServerConn {
+        &self.conn
+    }
+}
+
+impl Pool {
+    fn new(key: PoolKey, addr: ServerAddr, login: LoginInfo, settings: PoolConfig, max_message: usize) -> Pool {
+        Pool {
+            slots: Arc::new(Semaphore::new(settings.size)),
+            key,
+            addr,
+            login,
+            settings,
+            max_message,
+            idle: Mutex::new(Vec::new()),
+            stats: PoolStats::default(),
+        }
+    }
+
+    /// The pool's key.
+    pub fn key(&self) -> &PoolKey {
+        &self.key
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &PoolStats {
+        &self.stats
+    }
+
+    /// Idle connections now.
+    pub fn idle_count(&self) -> usize {
+        self.idle.lock().map(|v| v.len()).unwrap_or(0)
+    }
+
+    /// Connections lent to clients now.
+    pub fn active_count(&self) -> usize {
+        self.settings.size - self.slots.available_permits()
+    }
+
+    /// Takes a connection: an idle one if any is healthy, else a new one, waiting
+    /// up to `checkout_timeout` for a free slot.
+    pub async fn checkout(&self) -> Result<Lease, Error> {
+        let started = Instant::now();
+        let permit = match self.slots.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                self.stats.waits.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!(m::CHECKOUT_WAITS).increment(1);
+                match tokio::time::timeout(self.settings.checkout_timeout, self.slots.clone().acquire_owned()).await {
+                    Ok(Ok(p)) => p,
+                    Ok(Err(_)) => return Err(Error::Shutdown),
+                    Err(_) => {
+                        self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                        metrics::counter!(m::CHECKOUT_TIMEOUTS).increment(1);
+                        return Err(Error::PoolTimeout {
+                            user: self.key.user.clone(),
+                            database: self.key.database.clone(),
+                            waited_ms: started.elapsed().as_millis() as u64,
+                            size: self.settings.size,
+                        });
+                    }
+                }
+            }
+        };
+        metrics::histogram!(m::CHECKOUT_WAIT_SECONDS).record(started.elapsed().as_secs_f64());
+        while let Some(conn) = self.pop_idle() {
+            if self.reusable(&conn) && conn.is_alive() {
+                self.stats.checkouts.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!(m::CHECKOUTS).increment(1);
+                return Ok(Lease { conn, _permit: permit });
+            }
+            self.discard(conn);
+        }
+        let conn = ServerConn::connect(&self.addr, &self.login, self.settings.connect_timeout, self.max_message).await?;
+        self.stats.opened.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(m::SERVER_CONNECTIONS_OPENED).increment(1);
+        self.stats.checkouts.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(m::CHECKOUTS).increment(1);
+        Ok(Lease { conn, _permit: permit })
+    }
+
+    fn pop_idle(&self) -> Option<ServerConn> {
+        // LIFO: the most recently used connection is the warmest, and the others
+        // age out through the idle timeout.
+        self.idle.lock().ok()?.pop()
+    }
+
+    fn reusable(&self, conn: &ServerConn) -> bool {
+        conn.created().elapsed() < self.settings.server_lifetime
+            && conn.idle_since.elapsed() < self.settings.server_idle_timeout
+    }
+
+    fn discard(&self, conn: ServerConn) {
+        self.stats.closed.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(m::SERVER_CONNECTIONS_CLOSED).increment(1);
+        tokio::spawn(conn.close());
+    }
+
+    /// Returns a lent connection. `status` is the transaction status of its last
+    /// ReadyForQuery; the caller guarantees that no request is outstanding on it.
+    /// An open transaction is rolled back, the reset statements run, and the
+    /// connection goes back to the idle list (or is closed if anything fails or
+    /// it has outlived `server_lifetime`). The slot is freed only after that, so
+    /// the pool never holds more than `size` connections.
+    pub async fn checkin(&self, lease: Lease, status: TransactionStatus) {
+        let Lease { mut conn, _permit } = lease;
+        if conn.created().elapsed() >= self.settings.server_lifetime {
+            self.discard(conn);
+            return;
+        }
+        if status != TransactionStatus::Idle {
+            match conn.simple_query("ROLLBACK").await {
+                Ok(TransactionStatus::Idle) => {}
+                _ => {
+                    self.discard(conn);
+                    return;
+                }
+            }
+        }
+        for q in &self.settings.reset_query_list {
+            match conn.simple_query(q).await {
+                Ok(TransactionStatus::Idle) => {}
+                other => {
+                    if let Err(e) = other {
+                        tracing::warn!(pool = ?self.key, query = %q, error = %e, "reset query failed; closing server connection");
+                    }
+                    self.discard(conn);
+                    return;
+                }
+            }
+        }
+        conn.idle_since = Instant::now();
+        match self.idle.lock() {
+            Ok(mut idle) => idle.push(conn),
+            Err(_) => self.discard(conn),
+        }
+    }
+
+    /// Closes idle connections past their idle timeout or lifetime.
+    pub fn prune(&self) {
+        let expired: Vec<ServerConn> = match self.idle.lock() {
+            Ok(mut idle) => {
+                let (keep, drop): (Vec<_>, Vec<_>) = idle.drain(..).partition(|c| self.reusable(c));
+                *idle = keep;
+                drop
+            }
+            Err(_) => return,
+        };
+        for c in expired {
+            self.discard(c);
+        }
+    }
+
+    /// Closes every idle connection (shutdown).
+    pub fn close_idle(&self) {
+        let all: Vec<ServerConn> = match self.idle.lock() {
+            Ok(mut idle) => idle.drain(..).collect(),
+            Err(_) => return,
+        };
+        for c in all {
+            self.discard(c);
+        }
+    }
+}
+
+/// All pools, created on first use.
+#[derive(Debug)]
+pub struct Pools {
+    map: DashMap<PoolKey, Arc<Pool>>,
+    settings: PoolConfig,
+    max_message: usize,
+}
+
+impl Pools {
+    /// An empty set of pools with these settings.
+    pub fn new(settings: PoolConfig, max_message: usize) -> Pools {
+        Pools { map: DashMap::new(), settings, max_message }
+    }
+
+    /// The pool for `key`, created if needed.
+    pub fn get(&self, key: PoolKey, addr: &ServerAddr, login: impl FnOnce() -> LoginInfo) -> Arc<Pool> {
+        if let Some(p) = self.map.get(&key) {
+            return p.clone();
+        }
+        self.map
+            .entry(key.clone())
+            .or_insert_with(|| Arc::new(Pool::new(key, addr.clone(), login(), self.settings.clone(), self.max_message)))
+            .clone()
+    }
+
+    /// Every pool now.
+    pub fn all(&self) -> Vec<Arc<Pool>> {
+        self.map.iter().map(|e| e.value().clone()).collect()
+    }
+
+    /// Prunes every pool.
+    pub fn prune(&self) {
+        for p in self.all() {
+            p.prune();
+        }
+    }
+
+    /// How often [`Pools::prune`] should run.
+    pub fn prune_interval(&self) -> Duration {
+        (self.settings.server_idle_timeout.min(self.settings.server_lifetime) / 4)
+            .clamp(Duration::from_millis(100), Duration::from_secs(10))
+    }
+}

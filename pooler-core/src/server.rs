@@ -1,0 +1,203 @@
+//! The entry point: accept clients on a listener until a shutdown future
+//! resolves, then drain gracefully.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+
+use crate::auth::PasswordFile;
+use crate::backend::ServerAddr;
+use crate::cancel::CancelRegistry;
+use crate::config::Config;
+use crate::metrics as m;
+use crate::pool::Pools;
+use crate::protocol::write::{self as w, Severity};
+use crate::protocol::{split_startup, StartupPacket};
+
+/// Why a pooler could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The password file could not be loaded.
+    #[error("auth.password_file: {0}")]
+    PasswordFile(#[from] crate::auth::PasswordFileError),
+}
+
+/// Lifecycle of the whole pooler, seen by every session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Serving.
+    Running,
+    /// Not accepting; sessions close when their transaction ends.
+    Draining,
+    /// The drain timeout ran out: every session closes now.
+    Force,
+}
+
+/// What every session shares.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) passwords: Option<PasswordFile>,
+    pub(crate) pools: Pools,
+    pub(crate) cancels: Arc<CancelRegistry>,
+    pub(crate) nodes: Vec<ServerAddr>,
+    pub(crate) phase: watch::Receiver<Phase>,
+}
+
+/// A configured pooler, ready to serve a listener.
+///
+/// ```no_run
+/// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+/// use pooler_core::{Config, Pooler};
+/// let config = Config::load(std::path::Path::new("pooler.toml"))?;
+/// let listener = tokio::net::TcpListener::bind(config.listen_addr()?).await?;
+/// let pooler = Pooler::new(config)?;
+/// pooler.run(listener, async { let _ = tokio::signal::ctrl_c().await; }).await;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Pooler {
+    shared: Arc<Shared>,
+    phase_tx: watch::Sender<Phase>,
+}
+
+impl Pooler {
+    /// Validates `config` and loads its password file.
+    pub fn new(config: Config) -> Result<Pooler, StartError> {
+        let passwords = match &config.auth.password_file {
+            Some(path) => Some(PasswordFile::load(path)?),
+            None => None,
+        };
+        Pooler::with_passwords(config, passwords)
+    }
+
+    /// Like [`Pooler::new`], with the password file given in memory.
+    pub fn with_passwords(config: Config, passwords: Option<PasswordFile>) -> Result<Pooler, StartError> {
+        config.validate()?;
+        let nodes = config.nodes.iter().map(|n| ServerAddr { host: n.host.clone(), port: n.port }).collect();
+        let (phase_tx, phase) = watch::channel(Phase::Running);
+        let shared = Shared {
+            pools: Pools::new(config.pool.clone(), config.server.max_message_size),
+            config,
+            passwords,
+            cancels: Arc::new(CancelRegistry::new()),
+            nodes,
+            phase,
+        };
+        Ok(Pooler { shared: Arc::new(shared), phase_tx })
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    /// The backend pools (for inspection: sizes and counters).
+    pub fn pools(&self) -> &Pools {
+        &self.shared.pools
+    }
+
+    /// Serves clients from `listener` until `shutdown` resolves. Then it stops
+    /// accepting, lets sessions finish their transaction for up to
+    /// `server.shutdown_timeout`, closes the rest, and closes idle server
+    /// connections before returning.
+    pub async fn run(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        let max_clients = self.shared.config.server.max_client_connections;
+        let slots = Arc::new(Semaphore::new(max_clients));
+        let maintenance = tokio::spawn(maintain(self.shared.clone()));
+        tokio::pin!(shutdown);
+        loop {
+            let (stream, peer) = tokio::select! {
+                r = listener.accept() => match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off, keep serving.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = &mut shutdown => break,
+            };
+            metrics::counter!(m::CLIENT_CONNECTIONS).increment(1);
+            match slots.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    let shared = self.shared.clone();
+                    tokio::spawn(async move {
+                        crate::session::serve(stream, peer, shared).await;
+                        drop(permit);
+                    });
+                }
+                Err(_) => {
+                    metrics::counter!(m::CLIENTS_REFUSED).increment(1);
+                    tracing::warn!(client = %peer, max_clients, "too many clients; connection refused");
+                    tokio::spawn(refuse_too_many(stream));
+                }
+            }
+        }
+        drop(listener);
+        tracing::info!("shutting down: no new clients; waiting for transactions to finish");
+        let _ = self.phase_tx.send(Phase::Draining);
+        let all = u32::try_from(max_clients).unwrap_or(u32::MAX);
+        let timeout = self.shared.config.server.shutdown_timeout;
+        if tokio::time::timeout(timeout, slots.acquire_many(all)).await.is_err() {
+            tracing::warn!(?timeout, "shutdown timeout reached; closing remaining clients");
+            let _ = self.phase_tx.send(Phase::Force);
+            let _ = tokio::time::timeout(Duration::from_secs(5), slots.acquire_many(all)).await;
+        }
+        maintenance.abort();
+        for pool in self.shared.pools.all() {
+            pool.close_idle();
+        }
+        // Let the Terminate messages go out.
+        tokio::task::yield_now().await;
+        tracing::info!("shutdown complete");
+    }
+}
+
+/// Periodic pool upkeep: close idle connections past their timeouts.
+async fn maintain(shared: Arc<Shared>) {
+    let every = shared.pools.prune_interval();
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        shared.pools.prune();
+    }
+}
+
+/// Answers a client over the connection limit the way PostgreSQL does: read
+/// its startup packet (declining TLS), then FATAL 53300.
+async fn refuse_too_many(mut stream: TcpStream) {
+    let work = async {
+        let mut buf = BytesMut::new();
+        loop {
+            match split_startup(&mut buf) {
+                Ok(Some(StartupPacket::SslRequest)) | Ok(Some(StartupPacket::GssEncRequest)) => {
+                    stream.write_all(b"N").await?;
+                }
+                Ok(Some(StartupPacket::Startup(_))) => break,
+                Ok(Some(StartupPacket::Cancel(_))) | Err(_) => return Ok(()),
+                Ok(None) => {
+                    use tokio::io::AsyncReadExt;
+                    if stream.read_buf(&mut buf).await? == 0 {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        let mut out = BytesMut::new();
+        w::error_response(&mut out, Severity::Fatal, "53300", "sorry, too many clients already");
+        stream.write_all(&out).await
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(5), work).await;
+}

@@ -1,0 +1,682 @@
+//! One task per client: startup, authentication, backend assignment, and the
+//! relay loop that moves bytes both ways until the client leaves.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use crate::auth::{self, ScramServer};
+use crate::backend::{self, LoginInfo, ServerConn};
+use crate::cancel::CancelTarget;
+use crate::config::AuthMethod;
+use crate::error::Error;
+use crate::metrics as m;
+use crate::pool::{Lease, PoolKey};
+use crate::protocol::messages::{self, tag, ParameterStatus, SaslInitialResponse};
+use crate::protocol::write::{self as w, Severity};
+use crate::protocol::{split_frame, split_startup, Frame, ProtocolError, Scanner, StartupMessage, StartupPacket};
+use crate::protocol::{TransactionStatus, Verdict};
+use crate::server::{Phase, Shared};
+
+/// Largest authentication message accepted from a client (PostgreSQL's
+/// PG_MAX_AUTH_TOKEN_LENGTH).
+const MAX_AUTH_MESSAGE: usize = 65_535 + 5;
+/// Bytes reserved per socket read.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// The client side of a session.
+struct Client {
+    stream: TcpStream,
+    buf: BytesMut,
+    out: BytesMut,
+    peer: SocketAddr,
+}
+
+impl Client {
+    async fn flush(&mut self) -> Result<(), Error> {
+        if !self.out.is_empty() {
+            self.stream.write_all(&self.out).await.map_err(Error::ClientIo)?;
+            self.out.clear();
+        }
+        Ok(())
+    }
+
+    async fn fill(&mut self) -> Result<usize, Error> {
+        self.buf.reserve(READ_CHUNK);
+        self.stream.read_buf(&mut self.buf).await.map_err(Error::ClientIo)
+    }
+
+    /// Reads one whole frame during login (small messages only).
+    async fn read_frame(&mut self) -> Result<Frame, Error> {
+        loop {
+            if let Some(f) = split_frame(&mut self.buf, MAX_AUTH_MESSAGE).map_err(Error::ClientProtocol)? {
+                return Ok(f);
+            }
+            if self.fill().await? == 0 {
+                return Err(Error::ClientIo(std::io::ErrorKind::UnexpectedEof.into()));
+            }
+        }
+    }
+
+    /// Sends an ErrorResponse (after anything already queued) and flushes.
+    async fn send_error(&mut self, severity: Severity, err: &Error) {
+        match err.server_error_frame() {
+            Some(frame) => self.out.extend_from_slice(frame),
+            None => w::error_response(&mut self.out, severity, err.sqlstate(), &err.to_string()),
+        }
+        let _ = self.flush().await;
+    }
+}
+
+/// Serves one accepted client connection to the end.
+pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    let _ = stream.set_nodelay(true);
+    let mut client = Client { stream, buf: BytesMut::new(), out: BytesMut::new(), peer };
+    let login_timeout = shared.config.server.client_login_timeout;
+    let startup = match tokio::time::timeout(login_timeout, read_startup(&mut client, &shared)).await {
+        Ok(Ok(Some(s))) => s,
+        Ok(Ok(None)) => return,
+        Ok(Err(e)) => {
+            if !matches!(e, Error::ClientIo(_)) {
+                tracing::info!(client = %peer, error = %e, "startup refused");
+                client.send_error(Severity::Fatal, &e).await;
+            }
+            return;
+        }
+        Err(_) => {
+            let e = Error::Refused { code: "08006", message: "timeout expired while waiting for the startup packet".into() };
+            client.send_error(Severity::Fatal, &e).await;
+            return;
+        }
+    };
+    let Some(user) = startup.param("user").map(str::to_owned) else {
+        let e = Error::Refused { code: "28000", message: "no PostgreSQL user name specified in startup packet".into() };
+        client.send_error(Severity::Fatal, &e).await;
+        return;
+    };
+    let database = startup.param("database").filter(|d| !d.is_empty()).unwrap_or(&user).to_owned();
+    if shared.config.server.log_connections {
+        tracing::info!(client = %peer, %user, %database, "client connected");
+    }
+    let login = tokio::time::timeout(login_timeout, authenticate(&mut client, &shared, &user)).await;
+    match login {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            metrics::counter!(m::AUTH_FAILURES).increment(1);
+            tracing::info!(client = %peer, %user, error = %e, "authentication failed");
+            if !matches!(e, Error::ClientIo(_)) {
+                client.send_error(Severity::Fatal, &e).await;
+            }
+            return;
+        }
+        Err(_) => {
+            let e = Error::Refused { code: "08006", message: "timeout expired during authentication".into() };
+            client.send_error(Severity::Fatal, &e).await;
+            return;
+        }
+    }
+    w::auth_ok(&mut client.out);
+    let end = run_session(&mut client, &shared, &startup, user.clone(), database.clone()).await;
+    if shared.config.server.log_connections {
+        tracing::info!(client = %peer, %user, %database, reason = %end, "client disconnected");
+    }
+}
+
+/// Reads the startup packet, answering SSL and GSS requests with `N` and
+/// handling a cancel request. `Ok(None)`: the connection is done.
+async fn read_startup(client: &mut Client, shared: &Shared) -> Result<Option<StartupMessage>, Error> {
+    let mut negotiations = 0;
+    loop {
+        match split_startup(&mut client.buf).map_err(Error::ClientProtocol)? {
+            Some(StartupPacket::SslRequest) | Some(StartupPacket::GssEncRequest) => {
+                negotiations += 1;
+                if negotiations > 2 {
+                    return Err(Error::ClientProtocol(ProtocolError::Malformed("too many encryption requests")));
+                }
+                // TLS and GSSAPI encryption are not offered (yet): the client
+                // goes on in plain text or gives up, as it chooses.
+                client.stream.write_all(b"N").await.map_err(Error::ClientIo)?;
+            }
+            Some(StartupPacket::Cancel(key)) => {
+                if let Some(target) = shared.cancels.lookup(key) {
+                    metrics::counter!(m::CANCELS_FORWARDED).increment(1);
+                    if let Err(e) = backend::send_cancel(&target.addr, target.key, Duration::from_secs(5)).await {
+                        tracing::warn!(client = %client.peer, error = %e, "forwarding cancel request failed");
+                    }
+                }
+                return Ok(None);
+            }
+            Some(StartupPacket::Startup(msg)) => {
+                negotiate_version(client, &msg);
+                if let Some(r) = msg.param("replication") {
+                    if !matches!(r.to_ascii_lowercase().as_str(), "false" | "off" | "no" | "0") {
+                        return Err(Error::Refused {
+                            code: "08P01",
+                            message: "replication connections are not supported by the pooler; connect to the server directly".into(),
+                        });
+                    }
+                }
+                return Ok(Some(msg));
+            }
+            None => {
+                if client.fill().await? == 0 {
+                    return Ok(None);
+                }
+            }
+        }
+    }
+}
+
+/// Queues NegotiateProtocolVersion when the client asked for a newer minor
+/// version or for protocol options (`_pq_.*`) the pooler does not know.
+fn negotiate_version(client: &mut Client, msg: &StartupMessage) {
+    let unknown: Vec<&str> =
+        msg.params.iter().map(|(k, _)| k.as_str()).filter(|k| k.starts_with("_pq_.")).collect();
+    if msg.minor > 0 || !unknown.is_empty() {
+        w::negotiate_protocol_version(&mut client.out, 0, &unknown);
+    }
+}
+
+/// Runs the configured client authentication. Errors are reported as
+/// PostgreSQL does, without telling whether the user exists.
+async fn authenticate(client: &mut Client, shared: &Shared, user: &str) -> Result<(), Error> {
+    let secret = shared.passwords.as_ref().and_then(|p| p.get(user));
+    let fail = || Error::ClientAuth { user: user.to_owned() };
+    let method = shared.config.auth.method;
+    let use_scram = match method {
+        AuthMethod::Trust => return Ok(()),
+        AuthMethod::ScramSha256 => true,
+        // Like PostgreSQL: md5 is asked for only when an md5 answer can be checked;
+        // a user whose only secret is a SCRAM verifier is asked for SCRAM.
+        AuthMethod::Md5 => secret.is_some_and(|s| s.plaintext().is_none() && s.md5().is_none() && s.scram().is_some()),
+    };
+    if !use_scram {
+        let salt = auth::md5_salt();
+        w::auth_md5(&mut client.out, salt);
+        client.flush().await?;
+        let frame = expect_password(client).await?;
+        let answer = messages::password_message(frame.body()).map_err(Error::ClientProtocol)?;
+        return match secret {
+            Some(s) if auth::verify_md5(s, user, salt, answer) => Ok(()),
+            _ => Err(fail()),
+        };
+    }
+    let mut scram = ScramServer::new(secret.and_then(|s| s.scram()), user);
+    w::auth_sasl(&mut client.out, ScramServer::mechanisms());
+    client.flush().await?;
+    let frame = expect_password(client).await?;
+    let init = SaslInitialResponse::parse(frame.body()).map_err(Error::ClientProtocol)?;
+    let server_first = scram.client_first(init.mechanism, init.data).map_err(|e| Error::Refused {
+        code: "28000",
+        message: format!("SCRAM authentication failed: {e}"),
+    })?;
+    w::auth_sasl_continue(&mut client.out, &server_first);
+    client.flush().await?;
+    let frame = expect_password(client).await?;
+    match scram.client_final(frame.body()) {
+        Ok(server_final) => {
+            w::auth_sasl_final(&mut client.out, &server_final);
+            Ok(())
+        }
+        Err(_) => Err(fail()),
+    }
+}
+
+async fn expect_password(client: &mut Client) -> Result<Frame, Error> {
+    let frame = client.read_frame().await?;
+    if frame.tag() != tag::PASSWORD {
+        return Err(Error::ClientProtocol(ProtocolError::Unexpected {
+            tag: frame.tag(),
+            context: "while expecting a password response",
+        }));
+    }
+    Ok(frame)
+}
+
+/// Why a session ended (for the log).
+#[derive(Debug)]
+enum End {
+    /// The client sent Terminate.
+    Terminated,
+    /// The client closed its socket.
+    ClientClosed,
+    /// The pooler is shutting down and the client was idle.
+    Shutdown,
+    /// The shutdown timeout ran out.
+    ForcedShutdown,
+    /// Something failed.
+    Failed(Error),
+}
+
+impl std::fmt::Display for End {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            End::Terminated => f.write_str("terminate"),
+            End::ClientClosed => f.write_str("client closed the connection"),
+            End::Shutdown => f.write_str("pooler shutdown"),
+            End::ForcedShutdown => f.write_str("pooler shutdown timeout"),
+            End::Failed(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// After authentication: take a server connection, finish the client's
+/// startup, relay, and give the connection back.
+async fn run_session(
+    client: &mut Client,
+    shared: &Arc<Shared>,
+    startup: &StartupMessage,
+    user: String,
+    database: String,
+) -> End {
+    let node = 0; // the primary, until the router chooses nodes
+    let Some(addr) = shared.nodes.get(node) else {
+        let e = Error::Refused { code: "08001", message: "no backend node is configured".into() };
+        client.send_error(Severity::Fatal, &e).await;
+        return End::Failed(e);
+    };
+    let key = PoolKey { node, user: user.clone(), database: database.clone() };
+    let pool = shared.pools.get(key, addr, || LoginInfo {
+        secret: shared.passwords.as_ref().and_then(|p| p.get(&user)).cloned(),
+        user: user.clone(),
+        database: database.clone(),
+    });
+    let mut phase = shared.phase.clone();
+    let checkout = tokio::select! {
+        r = pool.checkout() => r,
+        _ = phase.wait_for(|p| *p != Phase::Running) => Err(Error::Shutdown),
+    };
+    let mut lease = match checkout {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(client = %client.peer, %user, %database, error = %e, "no server connection for client");
+            client.send_error(Severity::Fatal, &e).await;
+            return End::Failed(e);
+        }
+    };
+    if let Err(e) = apply_startup_params(lease.conn(), startup).await {
+        client.send_error(Severity::Fatal, &e).await;
+        finish(&pool, lease, true, TransactionStatus::Idle).await;
+        return End::Failed(e);
+    }
+    let cancel = shared.cancels.register();
+    cancel.set_target(Some(CancelTarget { addr: lease.conn_ref().addr().clone(), key: lease.conn_ref().key() }));
+    for (k, v) in lease.conn_ref().params() {
+        w::parameter_status(&mut client.out, k, v);
+    }
+    w::backend_key_data(&mut client.out, cancel.key().pid, cancel.key().secret);
+    w::ready_for_query(&mut client.out, TransactionStatus::Idle);
+    if let Err(e) = client.flush().await {
+        finish(&pool, lease, true, TransactionStatus::Idle).await;
+        return End::Failed(e);
+    }
+    metrics::gauge!(m::CLIENTS_ACTIVE).increment(1.0);
+    let outcome = relay(client, lease.conn(), shared, &mut phase).await;
+    metrics::gauge!(m::CLIENTS_ACTIVE).decrement(1.0);
+    cancel.set_target(None);
+    drop(cancel);
+    let RelayOutcome { end, clean, status, client_can_take_error } = outcome;
+    let notice = match &end {
+        End::Shutdown | End::ForcedShutdown => Some(Error::Refused {
+            code: "57P01",
+            message: "terminating connection due to administrator command".into(),
+        }),
+        End::Failed(e) if e.side() == crate::error::Side::Server || matches!(e, Error::ClientProtocol(_)) => {
+            Some(clone_for_client(e))
+        }
+        _ => None,
+    };
+    if let (Some(n), true) = (notice, client_can_take_error) {
+        client.send_error(Severity::Fatal, &n).await;
+    }
+    finish(&pool, lease, clean, status).await;
+    end
+}
+
+/// A client-facing copy of an error (the original stays in the log).
+fn clone_for_client(e: &Error) -> Error {
+    match e {
+        Error::ServerClosed | Error::ServerIo(_) => Error::Refused {
+            code: "08006",
+            message: "server closed the connection unexpectedly; the query may or may not have run".into(),
+        },
+        other => Error::Refused { code: other.sqlstate(), message: other.to_string() },
+    }
+}
+
+/// Returns the lease to its pool when the connection is clean, else closes it.
+async fn finish(pool: &crate::pool::Pool, lease: Lease, clean: bool, status: TransactionStatus) {
+    if clean {
+        pool.checkin(lease, status).await;
+    } else {
+        drop(lease);
+    }
+}
+
+/// Sets the client's startup parameters (`application_name`, `client_encoding`,
+/// `DateStyle`, anything in `options`...) on the server connection where they
+/// differ from what the server reports.
+async fn apply_startup_params(conn: &mut ServerConn, startup: &StartupMessage) -> Result<(), Error> {
+    let mut wanted: Vec<(String, String)> = Vec::new();
+    for (k, v) in &startup.params {
+        match k.as_str() {
+            "user" | "database" | "replication" => {}
+            k if k.starts_with("_pq_.") => {}
+            "options" => wanted.extend(parse_options(v)?),
+            _ => wanted.push((k.clone(), v.clone())),
+        }
+    }
+    let mut sql = String::new();
+    for (k, v) in &wanted {
+        if conn.param(k).is_some_and(|cur| cur.eq_ignore_ascii_case(v)) {
+            continue;
+        }
+        sql.push_str(if sql.is_empty() { "SELECT " } else { ", " });
+        sql.push_str("pg_catalog.set_config(");
+        push_literal(&mut sql, k);
+        sql.push_str(", ");
+        push_literal(&mut sql, v);
+        sql.push_str(", false)");
+    }
+    if sql.is_empty() {
+        return Ok(());
+    }
+    conn.simple_query(&sql).await.map(|_| ())
+}
+
+/// Appends `s` as an escape-string literal, safe whatever
+/// standard_conforming_strings is.
+fn push_literal(sql: &mut String, s: &str) {
+    sql.push_str("E'");
+    for c in s.chars() {
+        match c {
+            '\'' => sql.push_str("''"),
+            '\\' => sql.push_str("\\\\"),
+            '\0' => {}
+            c => sql.push(c),
+        }
+    }
+    sql.push('\'');
+}
+
+/// Parses the `options` startup parameter: `-c name=value` and `--name=value`
+/// items separated by spaces, with `\` escaping the next character.
+fn parse_options(options: &str) -> Result<Vec<(String, String)>, Error> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut chars = options.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                if let Some(n) = chars.next() {
+                    cur.push(n);
+                }
+            }
+            c if c.is_ascii_whitespace() => {
+                if !cur.is_empty() {
+                    words.push(std::mem::take(&mut cur));
+                }
+            }
+            c => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        words.push(cur);
+    }
+    let bad = |w: &str| Error::Refused {
+        code: "08P01",
+        message: format!("invalid command-line argument in startup packet options: {w:?} (only -c name=value and --name=value are supported)"),
+    };
+    let mut out = Vec::new();
+    let mut it = words.into_iter();
+    while let Some(w) = it.next() {
+        let assignment = if w == "-c" {
+            it.next().ok_or_else(|| bad("-c"))?
+        } else if let Some(rest) = w.strip_prefix("--") {
+            rest.to_owned()
+        } else if let Some(rest) = w.strip_prefix("-c") {
+            rest.to_owned()
+        } else {
+            return Err(bad(&w));
+        };
+        let (k, v) = assignment.split_once('=').ok_or_else(|| bad(&assignment))?;
+        out.push((k.replace('-', "_"), v.to_owned()));
+    }
+    Ok(out)
+}
+
+/// What the relay loop leaves behind.
+struct RelayOutcome {
+    end: End,
+    /// Nothing is outstanding on the server connection: it may be reused.
+    clean: bool,
+    /// Transaction status of the last ReadyForQuery.
+    status: TransactionStatus,
+    /// The client stream stands between two messages: an ErrorResponse may be sent.
+    client_can_take_error: bool,
+}
+
+/// State of the server-to-client direction.
+struct Down {
+    scanner: Scanner,
+    ready_count: u64,
+    status: TransactionStatus,
+    writing: bool,
+}
+
+/// Relays both directions at once until the client leaves, the server fails or
+/// shutdown says stop. Each direction forwards whole read batches in one write;
+/// only the frames it must see are looked into.
+async fn relay(
+    client: &mut Client,
+    conn: &mut ServerConn,
+    shared: &Shared,
+    phase: &mut watch::Receiver<Phase>,
+) -> RelayOutcome {
+    let max = shared.config.server.max_message_size;
+    let log_statements = shared.config.server.log_statements;
+    let peer = client.peer;
+    // Requests that will each end with a ReadyForQuery (Query, Sync, FunctionCall).
+    let requests = AtomicU64::new(0);
+    // The client's last forwarded message ends a request and nothing is half sent.
+    let up_clean = AtomicBool::new(true);
+    let mut down = Down { scanner: Scanner::new(max), ready_count: 0, status: TransactionStatus::Idle, writing: false };
+    let mut up_scanner = Scanner::new(max);
+    let mut force = phase.clone();
+
+    let (mut cr, mut cw) = client.stream.split();
+    let cbuf = &mut client.buf;
+    let (server_stream, sbuf, params) = conn.parts();
+    let (mut sr, mut sw) = server_stream.split();
+
+    let upstream = async {
+        loop {
+            let mut failure: Option<Error> = None;
+            let scan = up_scanner.scan(
+                cbuf,
+                |t| matches!(t, tag::QUERY | b'S' | b'F' | tag::TERMINATE | tag::PARSE),
+                |t, body| {
+                    match t {
+                        tag::TERMINATE => return Verdict::Hold,
+                        tag::QUERY | b'S' | b'F' => {
+                            requests.fetch_add(1, Ordering::Relaxed);
+                        }
+                        _ => {}
+                    }
+                    if log_statements {
+                        log_statement(peer, t, body);
+                    }
+                    if t == tag::PARSE && messages::Parse::parse(body).is_err() {
+                        failure = Some(Error::ClientProtocol(ProtocolError::Malformed("invalid Parse message")));
+                        return Verdict::Hold;
+                    }
+                    Verdict::Forward
+                },
+            );
+            let scan = match scan {
+                Ok(s) => s,
+                Err(e) => return End::Failed(Error::ClientProtocol(e)),
+            };
+            if let Some(e) = failure {
+                return End::Failed(e);
+            }
+            if scan.forward > 0 {
+                up_clean.store(false, Ordering::Relaxed);
+                if let Err(e) = sw.write_all(&cbuf[..scan.forward]).await {
+                    return End::Failed(Error::ServerIo(e));
+                }
+                cbuf.advance(scan.forward);
+                let ends_request = matches!(up_scanner.last_tag(), tag::QUERY | b'S' | b'F');
+                up_clean.store(up_scanner.at_boundary() && ends_request, Ordering::Relaxed);
+            }
+            if scan.stopped {
+                // Terminate is at the front of the buffer: the client is done.
+                return End::Terminated;
+            }
+            cbuf.reserve(READ_CHUNK);
+            match cr.read_buf(cbuf).await {
+                Ok(0) => return End::ClientClosed,
+                Ok(_) => {}
+                Err(e) => return End::Failed(Error::ClientIo(e)),
+            }
+        }
+    };
+
+    let downstream = async {
+        let mut draining = false;
+        loop {
+            let mut failure: Option<ProtocolError> = None;
+            let scan = down.scanner.scan(
+                sbuf,
+                |t| t == tag::READY_FOR_QUERY || t == tag::PARAMETER_STATUS,
+                |t, body| {
+                    if t == tag::READY_FOR_QUERY {
+                        match TransactionStatus::parse(body) {
+                            Ok(s) => {
+                                down.status = s;
+                                down.ready_count += 1;
+                            }
+                            Err(e) => failure = Some(e),
+                        }
+                    } else {
+                        match ParameterStatus::parse(body) {
+                            Ok(p) => backend::note_param(params, p),
+                            Err(e) => failure = Some(e),
+                        }
+                    }
+                    Verdict::Forward
+                },
+            );
+            match scan {
+                Ok(scan) if failure.is_none() => {
+                    if scan.forward > 0 {
+                        down.writing = true;
+                        if let Err(e) = cw.write_all(&sbuf[..scan.forward]).await {
+                            return End::Failed(Error::ClientIo(e));
+                        }
+                        down.writing = false;
+                        sbuf.advance(scan.forward);
+                    }
+                }
+                Ok(_) => return End::Failed(Error::ServerProtocol(failure.unwrap_or(ProtocolError::Malformed("?")))),
+                Err(e) => return End::Failed(Error::ServerProtocol(e)),
+            }
+            if draining && is_idle(&down, &requests, &up_clean, sbuf) {
+                return End::Shutdown;
+            }
+            sbuf.reserve(READ_CHUNK);
+            tokio::select! {
+                r = sr.read_buf(sbuf) => match r {
+                    Ok(0) => return End::Failed(Error::ServerClosed),
+                    Ok(_) => {}
+                    Err(e) => return End::Failed(Error::ServerIo(e)),
+                },
+                _ = phase.wait_for(|p| *p != Phase::Running), if !draining => {
+                    draining = true;
+                    if is_idle(&down, &requests, &up_clean, sbuf) {
+                        return End::Shutdown;
+                    }
+                }
+            }
+        }
+    };
+
+    let end = tokio::select! {
+        e = upstream => e,
+        e = downstream => e,
+        _ = force.wait_for(|p| *p == Phase::Force) => End::ForcedShutdown,
+    };
+    let clean = down.ready_count == requests.load(Ordering::Relaxed)
+        && up_clean.load(Ordering::Relaxed)
+        && down.scanner.at_boundary()
+        && !down.writing
+        && sbuf.is_empty()
+        && !matches!(&end, End::Failed(e) if e.side() == crate::error::Side::Server);
+    RelayOutcome { end, clean, status: down.status, client_can_take_error: down.scanner.at_boundary() && !down.writing }
+}
+
+/// True when the server connection has nothing outstanding and no open
+/// transaction: the session may be closed without losing anything.
+fn is_idle(down: &Down, requests: &AtomicU64, up_clean: &AtomicBool, sbuf: &BytesMut) -> bool {
+    down.status == TransactionStatus::Idle
+        && down.ready_count == requests.load(Ordering::Relaxed)
+        && up_clean.load(Ordering::Relaxed)
+        && down.scanner.at_boundary()
+        && sbuf.is_empty()
+}
+
+fn log_statement(peer: SocketAddr, t: u8, body: &[u8]) {
+    match t {
+        tag::QUERY => {
+            if let Ok(q) = messages::Query::parse(body) {
+                tracing::info!(client = %peer, sql = %String::from_utf8_lossy(q.sql), "statement");
+            }
+        }
+        tag::PARSE => {
+            if let Ok(p) = messages::Parse::parse(body) {
+                tracing::info!(client = %peer, statement = p.name, sql = p.sql, "parse");
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_parameter_yields_settings() {
+        let got = parse_options("-c search_path=a,b --statement-timeout=5s -cwork_mem=64MB").unwrap();
+        assert_eq!(
+            got,
+            vec![
+                ("search_path".to_string(), "a,b".to_string()),
+                ("statement_timeout".to_string(), "5s".to_string()),
+                ("work_mem".to_string(), "64MB".to_string()),
+            ]
+        );
+        let got = parse_options(r"-c application_name=my\ app").unwrap();
+        assert_eq!(got, vec![("application_name".to_string(), "my app".to_string())]);
+    }
+
+    #[test]
+    fn options_parameter_refuses_other_switches() {
+        assert!(parse_options("-d 5").is_err());
+        assert!(parse_options("-c").is_err());
+        assert!(parse_options("-c novalue").is_err());
+    }
+
+    #[test]
+    fn literals_are_escaped() {
+        let mut s = String::new();
+        push_literal(&mut s, r"it's a \ test");
+        assert_eq!(s, r"E'it''s a \\ test'");
+    }
+}
