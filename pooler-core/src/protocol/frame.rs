@@ -267,4 +267,88 @@ mod tests {
         let mut sc = Scanner::new(64);
         assert!(sc.scan(&wire[..5], |_| true, |_, _| Verdict::Forward).is_err());
     }
+
+    mod properties {
+        use super::*;
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+
+        fn encode(msgs: &[(u8, Vec<u8>)]) -> Vec<u8> {
+            msgs.iter().flat_map(|(t, b)| msg(*t, b)).collect()
+        }
+
+        proptest! {
+            #[test]
+            fn frames_cut_at_random_boundaries_come_back_whole_and_unchanged(
+                msgs in vec((any::<u8>(), vec(any::<u8>(), 0..300)), 0..20),
+                cuts in vec(1usize..64, 1..30),
+            ) {
+                let wire = encode(&msgs);
+                let mut buf = BytesMut::new();
+                let mut got = Vec::new();
+                let mut pos = 0;
+                let mut i = 0;
+                while pos < wire.len() {
+                    let n = cuts[i % cuts.len()].min(wire.len() - pos);
+                    buf.extend_from_slice(&wire[pos..pos + n]);
+                    pos += n;
+                    i += 1;
+                    while let Some(f) = split_frame(&mut buf, 1024).unwrap() {
+                        got.push((f.tag(), f.body().to_vec()));
+                    }
+                }
+                prop_assert!(buf.is_empty());
+                prop_assert_eq!(got, msgs);
+            }
+
+            #[test]
+            fn arbitrary_bytes_never_panic_nor_reserve_past_the_limit(
+                data in vec(any::<u8>(), 0..4000),
+                chunk in 1usize..64,
+            ) {
+                let mut buf = BytesMut::new();
+                'outer: for piece in data.chunks(chunk) {
+                    buf.extend_from_slice(piece);
+                    loop {
+                        match split_frame(&mut buf, 2048) {
+                            Ok(Some(f)) => prop_assert!(f.as_bytes().len() <= 2048),
+                            Ok(None) => break,
+                            Err(_) => break 'outer,
+                        }
+                    }
+                    prop_assert!(buf.capacity() <= 2048 + 4096 + data.len());
+                }
+            }
+
+            #[test]
+            fn scanner_forwards_every_byte_once_in_order_and_sees_each_inspected_frame(
+                msgs in vec((prop::sample::select(vec![b'D', b'Z', b'S', b'C', b'T']), vec(any::<u8>(), 0..300)), 0..20),
+                cuts in vec(1usize..64, 1..30),
+            ) {
+                let wire = encode(&msgs);
+                let mut sc = Scanner::new(1024);
+                let mut pending = BytesMut::new();
+                let mut forwarded = Vec::new();
+                let mut seen = Vec::new();
+                let mut pos = 0;
+                let mut i = 0;
+                while pos < wire.len() {
+                    let n = cuts[i % cuts.len()].min(wire.len() - pos);
+                    pending.extend_from_slice(&wire[pos..pos + n]);
+                    pos += n;
+                    i += 1;
+                    let s = sc.scan(&pending, |t| t == b'Z' || t == b'S', |t, b| {
+                        seen.push((t, b.to_vec()));
+                        Verdict::Forward
+                    }).unwrap();
+                    forwarded.extend_from_slice(&pending.split_to(s.forward));
+                }
+                prop_assert!(pending.is_empty());
+                prop_assert!(sc.at_boundary());
+                prop_assert_eq!(forwarded, wire);
+                let expected: Vec<_> = msgs.into_iter().filter(|(t, _)| *t == b'Z' || *t == b'S').collect();
+                prop_assert_eq!(seen, expected);
+            }
+        }
+    }
 }

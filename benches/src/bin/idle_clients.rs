@@ -1,0 +1,107 @@
+//! Memory cost of idle clients: starts a real PostgreSQL, the `pooler` binary
+//! in front of it, opens N clients that log in and then sit idle, and reports
+//! the pooler's resident memory.
+//! Run: `cargo build --release -p pooler-bin && cargo run --release -p pooler-benches --bin idle-clients -- --clients 1000`.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use pooler_benches::rss_kib;
+
+fn startup_packet(user: &str) -> Vec<u8> {
+    let mut body = 196608u32.to_be_bytes().to_vec();
+    for (k, v) in [("user", user), ("database", "postgres"), ("application_name", "idle")] {
+        body.extend_from_slice(k.as_bytes());
+        body.push(0);
+        body.extend_from_slice(v.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut v = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+    v.extend(body);
+    v
+}
+
+/// Logs in and returns the socket once ReadyForQuery arrived.
+fn login(port: u16) -> std::io::Result<TcpStream> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    s.write_all(&startup_packet("postgres"))?;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 2048];
+    while !got.windows(6).any(|w| w == b"Z\0\0\0\x05I") {
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            return Err(std::io::Error::other(format!("closed during login: {:?}", String::from_utf8_lossy(&got))));
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    Ok(s)
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut clients = 1000usize;
+    let mut pooler = PathBuf::from("target/release/pooler");
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--clients" => clients = args.next().ok_or("--clients N")?.parse()?,
+            "--pooler" => pooler = PathBuf::from(args.next().ok_or("--pooler PATH")?),
+            _ => return Err(format!("unknown argument {a}").into()),
+        }
+    }
+    if !pooler.exists() {
+        return Err(format!("{} not found: build it with cargo build --release -p pooler-bin", pooler.display()).into());
+    }
+    // Session pooling gives every client its own server connection.
+    let max_conn = (clients + 20).to_string();
+    let cluster = pooler_testkit::Cluster::builder().setting("max_connections", &max_conn).start()?;
+    let port = pooler_testkit::free_port()?;
+    let dir = cluster.dir().join("idle-clients");
+    std::fs::create_dir_all(&dir)?;
+    let config = dir.join("pooler.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\nmax_client_connections = {}\nlog_connections = false\n\
+             [pool]\nsize = {clients}\n[auth]\nmethod = \"trust\"\n[[nodes]]\nhost = \"127.0.0.1\"\nport = {}\n",
+            clients + 10,
+            cluster.primary().port()
+        ),
+    )?;
+    let mut child = Command::new(&pooler).arg("--config").arg(&config).env("RUST_LOG", "warn").stdout(Stdio::null()).spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return Err("pooler did not start".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let warm = login(port)?;
+    drop(warm);
+    std::thread::sleep(Duration::from_millis(200));
+    let (_, base_rss) = rss_kib(child.id()).ok_or("no /proc entry for the pooler")?;
+    let started = Instant::now();
+    let mut open = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        open.push(login(port)?);
+    }
+    let login_time = started.elapsed();
+    std::thread::sleep(Duration::from_millis(500));
+    let (peak, rss) = rss_kib(child.id()).ok_or("no /proc entry for the pooler")?;
+    println!("| idle clients | pooler RSS before | pooler RSS with clients | peak RSS (VmHWM) | per client | login time |");
+    println!("|---|---|---|---|---|---|");
+    println!(
+        "| {clients} | {base_rss} KiB | {rss} KiB | {peak} KiB | {:.1} KiB | {:.2} s |",
+        (rss.saturating_sub(base_rss)) as f64 / clients as f64,
+        login_time.as_secs_f64()
+    );
+    drop(open);
+    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let _ = child.wait();
+    Ok(())
+}

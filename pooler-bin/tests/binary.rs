@@ -1,0 +1,184 @@
+//! End-to-end tests of the `pooler` binary as a user runs it.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use pooler_testkit::Cluster;
+
+const BIN: &str = env!("CARGO_BIN_EXE_pooler");
+
+fn temp_dir(name: &str) -> PathBuf {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let d = std::env::temp_dir().join(format!("pooler-bin-test-{name}-{}-{nanos}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn write_config(dir: &Path, body: &str) -> PathBuf {
+    let p = dir.join("pooler.toml");
+    std::fs::write(&p, body).unwrap();
+    p
+}
+
+/// The pooler process; killed on drop if still running.
+struct Running {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Running {
+    fn start(config: &Path, port: u16) -> Running {
+        let child = Command::new(BIN)
+            .arg("--config")
+            .arg(config)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start pooler");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "pooler did not start listening");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Running { child, port }
+    }
+
+    /// Peak resident set size of the pooler process (VmHWM), in KiB.
+    fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status().unwrap();
+        assert!(ok.success());
+    }
+}
+
+fn config_for(cluster: &Cluster, port: u16, extra: &str) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\nshutdown_timeout = \"5s\"\n{extra}\n[auth]\nmethod = \"trust\"\n\n[[nodes]]\nhost = \"127.0.0.1\"\nport = {}\n",
+        cluster.primary().port()
+    )
+}
+
+fn psql(cluster: &Cluster, port: u16, sql: &str) -> std::process::Output {
+    Command::new(cluster.bin_dir().join("psql"))
+        .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres", "-d", "postgres", "-c", sql])
+        .env("PGCONNECT_TIMEOUT", "10")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn invalid_config_fails_at_start_naming_the_key() {
+    let dir = temp_dir("badconf");
+    let path = write_config(&dir, "[pool]\nsize = 0\n[auth]\nmethod = \"trust\"\n[[nodes]]\nhost = \"127.0.0.1\"\n");
+    let out = Command::new(BIN).arg("--config").arg(&path).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("pool.size") && err.contains("at least 1"), "{err}");
+
+    let path = write_config(&dir, "[pool]\nmode = \"sessoin\"\n[[nodes]]\nhost = \"h\"\n");
+    let out = Command::new(BIN).arg("check").arg("--config").arg(&path).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("mode") && err.contains("sessoin"), "{err}");
+
+    let out = Command::new(BIN).arg("--config").arg(dir.join("missing.toml")).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.toml"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn large_result_streams_through_without_growing_pooler_memory() {
+    let cluster = Cluster::builder().start().unwrap();
+    let dir = temp_dir("large");
+    let port = pooler_testkit::free_port().unwrap();
+    let running = Running::start(&write_config(&dir, &config_for(&cluster, port, "")), port);
+    // Warm up, then note the pooler's peak memory before the big result.
+    assert!(psql(&cluster, port, "SELECT 1").status.success());
+    let before = running.peak_rss_kib();
+
+    // 120 MB through COPY TO STDOUT (psql streams it to us).
+    let mut child = Command::new(cluster.bin_dir().join("psql"))
+        .args(["-X", "-q", "-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres", "-d", "postgres", "-c"])
+        .arg("COPY (SELECT repeat('x', 1000) FROM generate_series(1, 120000)) TO STDOUT")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut total = 0usize;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = stdout.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        total += n;
+    }
+    assert!(child.wait().unwrap().success());
+    assert_eq!(total, 120_000 * 1001);
+
+    // And 110 MB as ordinary rows (DataRow messages).
+    let out = psql(&cluster, port, "SELECT sum(length(r)) FROM (SELECT repeat('y', 1000) AS r FROM generate_series(1, 110000)) s");
+    assert!(out.status.success());
+    let mut child = Command::new(cluster.bin_dir().join("psql"))
+        .args(["-X", "-q", "-A", "-t", "-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres", "-d", "postgres", "-c"])
+        .arg("\\set FETCH_COUNT 1000\nSELECT repeat('y', 1000) FROM generate_series(1, 110000)")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut rows = 0usize;
+    let mut stdout = child.stdout.take().unwrap();
+    loop {
+        let n = stdout.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        rows += buf[..n].iter().filter(|&&b| b == b'\n').count();
+    }
+    assert!(child.wait().unwrap().success());
+    assert!(rows >= 110_000, "{rows} rows");
+
+    let after = running.peak_rss_kib();
+    // The pooler relayed 230 MB; its peak memory grew by far less than one result.
+    assert!(after - before < 16 * 1024, "peak RSS grew from {before} KiB to {after} KiB");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn sigterm_stops_the_binary_gracefully() {
+    let cluster = Cluster::builder().start().unwrap();
+    let dir = temp_dir("sigterm");
+    let port = pooler_testkit::free_port().unwrap();
+    let mut running = Running::start(&write_config(&dir, &config_for(&cluster, port, "")), port);
+    assert!(psql(&cluster, port, "SELECT 1").status.success());
+    running.signal("TERM");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = running.child.try_wait().unwrap() {
+            assert!(status.success(), "exit status {status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "pooler did not stop after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = running.port;
+    std::fs::remove_dir_all(&dir).unwrap();
+}

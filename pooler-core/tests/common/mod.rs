@@ -1,0 +1,154 @@
+//! Shared pieces of the end-to-end tests: a real cluster, an in-process pooler
+//! in front of it, and real clients.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use pooler_core::auth::PasswordFile;
+use pooler_core::config::{AuthMethod, NodeConfig};
+use pooler_core::{Config, Pooler};
+use pooler_testkit::Cluster;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+/// A pooler serving on a loopback port in this process.
+pub struct TestPooler {
+    pub addr: SocketAddr,
+    pub pooler: std::sync::Arc<Pooler>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestPooler {
+    /// Starts `Pooler::run` on a fresh loopback port.
+    pub async fn start(config: Config, passwords: Option<PasswordFile>) -> TestPooler {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+        let addr = listener.local_addr().expect("local addr");
+        let pooler = std::sync::Arc::new(Pooler::with_passwords(config, passwords).expect("valid config"));
+        let (tx, rx) = oneshot::channel::<()>();
+        let p = pooler.clone();
+        let task = tokio::spawn(async move {
+            p.run(listener, async {
+                let _ = rx.await;
+            })
+            .await
+        });
+        TestPooler { addr, pooler, stop: Some(tx), task: Some(task) }
+    }
+
+    /// Asks for a graceful shutdown and returns the task that completes when it
+    /// is done.
+    pub fn shutdown(&mut self) -> tokio::task::JoinHandle<()> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        self.task.take().expect("shutdown called twice")
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// A tokio-postgres config pointing at the pooler.
+    pub fn pg_config(&self, user: &str, db: &str) -> tokio_postgres::Config {
+        let mut c = tokio_postgres::Config::new();
+        c.host("127.0.0.1").port(self.port()).user(user).dbname(db).connect_timeout(Duration::from_secs(10));
+        c
+    }
+
+    /// Connects with tokio-postgres as `user` (no password) to database postgres.
+    pub async fn connect(&self, user: &str) -> tokio_postgres::Client {
+        connect_with(self.pg_config(user, "postgres")).await.expect("connect through the pooler")
+    }
+}
+
+impl Drop for TestPooler {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Connects and spawns the connection task.
+pub async fn connect_with(config: tokio_postgres::Config) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let (client, conn) = config.connect(tokio_postgres::NoTls).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
+}
+
+/// A cluster with just a primary (started on a blocking thread).
+pub async fn primary_only() -> Cluster {
+    tokio::task::spawn_blocking(|| Cluster::builder().start().expect("start PostgreSQL"))
+        .await
+        .expect("cluster task")
+}
+
+/// A configuration for `cluster` with trust authentication towards clients.
+pub fn trust_config(cluster: &Cluster) -> Config {
+    let nodes = cluster
+        .nodes()
+        .map(|n| NodeConfig { host: n.host().to_owned(), port: n.port(), weight: 1.0, data_dir: None })
+        .collect();
+    let mut c = Config::with_nodes(nodes);
+    c.auth.method = AuthMethod::Trust;
+    c.server.log_connections = false;
+    c
+}
+
+/// Runs a client binary (psql, pgbench) from the cluster's bin dir.
+pub fn run_client(cluster: &Cluster, program: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut cmd = Command::new(cluster.bin_dir().join(program));
+    cmd.args(args)
+        .env_remove("PGPASSWORD")
+        .env_remove("PGHOST")
+        .env_remove("PGPORT")
+        .env_remove("PGUSER")
+        .env_remove("PGDATABASE")
+        .env("PGCONNECT_TIMEOUT", "10")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    if let Some(input) = stdin {
+        use std::io::Write;
+        child.stdin.take().expect("stdin").write_all(input).expect("write stdin");
+    } else {
+        drop(child.stdin.take());
+    }
+    child.wait_with_output().expect("wait for client")
+}
+
+/// psql through the pooler; panics with its stderr on failure.
+pub fn psql(cluster: &Cluster, port: u16, user: &str, sql: &str) -> String {
+    let port = port.to_string();
+    let out = run_client(
+        cluster,
+        "psql",
+        &["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", &port, "-U", user, "-d", "postgres", "-c", sql],
+        None,
+    );
+    assert!(out.status.success(), "psql failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Polls `cond` until it holds or `timeout` passes.
+pub async fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cond()
+}
+
+/// SQLSTATE of a tokio-postgres error, if the server (or pooler) sent one.
+pub fn sqlstate(e: &tokio_postgres::Error) -> Option<String> {
+    e.as_db_error().map(|d| d.code().code().to_owned())
+}

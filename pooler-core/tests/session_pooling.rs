@@ -1,0 +1,388 @@
+//! End-to-end: session pooling through the pooler against a real PostgreSQL.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simple_and_extended_queries_return_server_results() {
+    let cluster = primary_only().await;
+    let pooler = TestPooler::start(trust_config(&cluster), None).await;
+    let client = pooler.connect("postgres").await;
+
+    let rows = client.simple_query("SELECT 1 AS one, 'two' AS two").await.unwrap();
+    let row = rows.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(r) => Some(r),
+        _ => None,
+    });
+    assert_eq!(row.unwrap().get("two"), Some("two"));
+
+    // Extended protocol with parameters, and a prepared statement reused.
+    let stmt = client.prepare("SELECT $1::int4 + $2::int4").await.unwrap();
+    for i in 0..20 {
+        let r = client.query_one(&stmt, &[&i, &1i32]).await.unwrap();
+        assert_eq!(r.get::<_, i32>(0), i + 1);
+    }
+    // The session really runs on the primary.
+    let r = client.query_one("SELECT pg_is_in_recovery()", &[]).await.unwrap();
+    assert!(!r.get::<_, bool>(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_are_reported_and_the_session_recovers() {
+    let cluster = primary_only().await;
+    let pooler = TestPooler::start(trust_config(&cluster), None).await;
+    let client = pooler.connect("postgres").await;
+
+    let e = client.simple_query("SELECT 1/0").await.unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("22012"));
+    let e = client.query("SELECT * FROM no_such_table", &[]).await.unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("42P01"));
+    assert_eq!(client.query_one("SELECT 41 + 1", &[]).await.unwrap().get::<_, i32>(0), 42);
+
+    // An error inside a transaction block, then ROLLBACK.
+    client.batch_execute("BEGIN").await.unwrap();
+    let e = client.batch_execute("SELECT 1/0").await.unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("22012"));
+    let e = client.batch_execute("SELECT 1").await.unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("25P02"));
+    client.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(client.query_one("SELECT 7", &[]).await.unwrap().get::<_, i32>(0), 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_from_stdin_and_to_stdout_pass_through() {
+    let cluster = primary_only().await;
+    let pooler = TestPooler::start(trust_config(&cluster), None).await;
+    let client = pooler.connect("postgres").await;
+    client.batch_execute("CREATE TABLE items (id int, name text)").await.unwrap();
+
+    // tokio-postgres COPY FROM STDIN, in several chunks.
+    let sink = client.copy_in("COPY items FROM STDIN").await.unwrap();
+    futures_util::pin_mut!(sink);
+    for chunk in 0..10 {
+        let mut data = String::new();
+        for i in 0..1000 {
+            data.push_str(&format!("{}\tname {}\n", chunk * 1000 + i, i));
+        }
+        sink.send(bytes::Bytes::from(data)).await.unwrap();
+    }
+    assert_eq!(sink.finish().await.unwrap(), 10_000);
+
+    // COPY TO STDOUT.
+    let stream = client.copy_out("COPY (SELECT * FROM items ORDER BY id) TO STDOUT").await.unwrap();
+    futures_util::pin_mut!(stream);
+    let mut total = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        total.extend_from_slice(&chunk.unwrap());
+    }
+    let text = String::from_utf8(total).unwrap();
+    assert_eq!(text.lines().count(), 10_000);
+    assert_eq!(text.lines().next(), Some("0\tname 0"));
+
+    // psql's \copy uses the same protocol from a real libpq client.
+    let port = pooler.port().to_string();
+    let out = run_client(
+        &cluster,
+        "psql",
+        &["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", &port, "-U", "postgres", "-d", "postgres", "-c", "COPY items FROM STDIN"],
+        Some(b"20000\tfrom psql\n20001\tfrom psql\n\\.\n"),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let n = psql(&cluster, pooler.port(), "postgres", "SELECT count(*) FROM items WHERE name = 'from psql'");
+    assert_eq!(n, "2");
+    // A failed COPY (bad data) reports the error and the session goes on.
+    let sink = client.copy_in::<_, bytes::Bytes>("COPY items FROM STDIN").await.unwrap();
+    futures_util::pin_mut!(sink);
+    sink.send(bytes::Bytes::from_static(b"not-a-number\tx\n")).await.unwrap();
+    let e = sink.finish().await.unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("22P02"));
+    assert_eq!(client.query_one("SELECT count(*) FROM items", &[]).await.unwrap().get::<_, i64>(0), 10_002);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_clients_queue_on_a_pool_of_ten_and_all_finish() {
+    let cluster = primary_only().await;
+    let mut config = trust_config(&cluster);
+    config.pool.size = 10;
+    config.pool.checkout_timeout = Duration::from_secs(120);
+    let pooler = TestPooler::start(config, None).await;
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let cfg = pooler.pg_config("postgres", "postgres");
+        tasks.push(tokio::spawn(async move {
+            let client = connect_with(cfg).await?;
+            let r = client.query_one("SELECT $1::int4, pg_sleep(0.02)::text", &[&i]).await?;
+            Ok::<i32, tokio_postgres::Error>(r.get(0))
+        }));
+    }
+    let mut sum = 0i64;
+    for t in tasks {
+        sum += t.await.unwrap().expect("every client succeeds") as i64;
+    }
+    assert_eq!(sum, (0..200).sum::<i64>());
+    let pools = pooler.pooler.pools().all();
+    assert_eq!(pools.len(), 1);
+    let stats = pools[0].stats();
+    assert!(stats.opened.load(Ordering::Relaxed) <= 10, "opened {}", stats.opened.load(Ordering::Relaxed));
+    assert!(stats.waits.load(Ordering::Relaxed) > 0);
+    assert_eq!(stats.checkouts.load(Ordering::Relaxed), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_connection_is_reused_and_reset_between_clients() {
+    let cluster = primary_only().await;
+    let pooler = TestPooler::start(trust_config(&cluster), None).await;
+    let mut pids = Vec::new();
+    for i in 0..5 {
+        let mut cfg = pooler.pg_config("postgres", "postgres");
+        cfg.application_name(&format!("client{i}"));
+        let client = connect_with(cfg).await.unwrap();
+        let r = client.query_one("SELECT pg_backend_pid(), current_setting('application_name')", &[]).await.unwrap();
+        pids.push(r.get::<_, i32>(0));
+        assert_eq!(r.get::<_, String>(1), format!("client{i}"));
+        // State left behind must not reach the next client.
+        client.batch_execute("SET work_mem = '7MB'; PREPARE leftover AS SELECT 1").await.unwrap();
+        drop(client);
+        let pool = pooler.pooler.pools().all()[0].clone();
+        assert!(eventually(Duration::from_secs(5), || pool.idle_count() == 1).await);
+    }
+    assert!(pids.windows(2).all(|w| w[0] == w[1]), "one backend served everyone: {pids:?}");
+    let client = pooler.connect("postgres").await;
+    let r = client.query_one("SELECT current_setting('work_mem'), (SELECT count(*) FROM pg_prepared_statements)", &[]).await.unwrap();
+    assert_eq!(r.get::<_, String>(0), "4MB");
+    assert_eq!(r.get::<_, i64>(1), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn startup_parameters_reach_the_server_and_are_reported() {
+    let cluster = primary_only().await;
+    let pooler = TestPooler::start(trust_config(&cluster), None).await;
+    let mut cfg = pooler.pg_config("postgres", "postgres");
+    cfg.application_name("reporting").options("-c search_path=pg_catalog,public -c statement_timeout=1234");
+    let client = connect_with(cfg).await.unwrap();
+    let r = client
+        .query_one(
+            "SELECT current_setting('application_name'), current_setting('search_path'), current_setting('statement_timeout')",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.get::<_, String>(0), "reporting");
+    assert_eq!(r.get::<_, String>(1), "pg_catalog, public");
+    assert_eq!(r.get::<_, String>(2), "1234ms");
+
+    // psql shows what the server reported at startup (server_version etc.).
+    let v = psql(&cluster, pooler.port(), "postgres", "SHOW server_version");
+    assert!(v.starts_with(char::is_numeric), "{v}");
+
+    // A bad startup parameter fails the connection with the server's error.
+    let mut cfg = pooler.pg_config("postgres", "postgres");
+    cfg.options("-c no_such_setting_x=1");
+    let e = connect_with(cfg).await.unwrap_err();
+    assert!(e.to_string().contains("no_such_setting_x") || sqlstate(&e).is_some(), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_reaches_the_serving_backend_within_a_second() {
+    let cluster = primary_only().await;
+    let pooler = TestPooler::start(trust_config(&cluster), None).await;
+    let client = pooler.connect("postgres").await;
+    let token = client.cancel_token();
+    let started = Instant::now();
+    let canceller = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        token.cancel_query(tokio_postgres::NoTls).await
+    });
+    let e = client.simple_query("SELECT pg_sleep(30)").await.unwrap_err();
+    canceller.await.unwrap().unwrap();
+    assert_eq!(sqlstate(&e).as_deref(), Some("57014"), "{e}");
+    assert!(started.elapsed() < Duration::from_millis(1300), "took {:?}", started.elapsed());
+    // The session keeps working after the cancel.
+    assert_eq!(client.query_one("SELECT 3", &[]).await.unwrap().get::<_, i32>(0), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_with_a_wrong_key_cancels_nothing() {
+    let cluster = primary_only().await;
+    let pooler = TestPooler::start(trust_config(&cluster), None).await;
+    let client = pooler.connect("postgres").await;
+    // A raw CancelRequest with made-up keys: accepted and ignored.
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::net::TcpStream::connect(pooler.addr).await.unwrap();
+    let mut pkt = Vec::new();
+    pkt.extend_from_slice(&16u32.to_be_bytes());
+    pkt.extend_from_slice(&80877102u32.to_be_bytes());
+    pkt.extend_from_slice(&1i32.to_be_bytes());
+    pkt.extend_from_slice(&2i32.to_be_bytes());
+    s.write_all(&pkt).await.unwrap();
+    let r = client.query_one("SELECT pg_sleep(0.3)::text, 5", &[]).await.unwrap();
+    assert_eq!(r.get::<_, i32>(1), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_backend_gives_client_an_error_and_pool_recovers() {
+    let cluster = primary_only().await;
+    let pooler = TestPooler::start(trust_config(&cluster), None).await;
+    let victim = pooler.connect("postgres").await;
+    let pid: i32 = victim.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+
+    // Kill the backend under the client, from a direct connection.
+    let killed = cluster.primary().query_one(&format!("SELECT pg_terminate_backend({pid})")).unwrap();
+    assert_eq!(killed, "t");
+    let e = victim.simple_query("SELECT 1").await.unwrap_err();
+    assert!(e.is_closed() || sqlstate(&e).is_some(), "client sees an error: {e}");
+    drop(victim);
+
+    // The next client gets a working (new) backend.
+    let next = pooler.connect("postgres").await;
+    let pid2: i32 = next.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    assert_ne!(pid, pid2);
+
+    // An idle pooled connection killed behind the pooler's back is not handed out.
+    drop(next);
+    let pool = pooler.pooler.pools().all()[0].clone();
+    assert!(eventually(Duration::from_secs(5), || pool.idle_count() == 1).await);
+    cluster.primary().query_one(&format!("SELECT pg_terminate_backend({pid2})")).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let third = pooler.connect("postgres").await;
+    let pid3: i32 = third.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    assert_ne!(pid3, pid2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_for_a_full_pool_times_out_with_a_clear_error() {
+    let cluster = primary_only().await;
+    let mut config = trust_config(&cluster);
+    config.pool.size = 1;
+    config.pool.checkout_timeout = Duration::from_millis(300);
+    let pooler = TestPooler::start(config, None).await;
+    let holder = pooler.connect("postgres").await;
+    holder.simple_query("SELECT 1").await.unwrap();
+    let started = Instant::now();
+    let e = connect_with(pooler.pg_config("postgres", "postgres")).await.unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("53300"), "{e}");
+    assert!(e.to_string().contains("no server connection available"), "{e}");
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    drop(holder);
+    // Once the holder leaves, the next client gets in.
+    let c = pooler.connect("postgres").await;
+    c.simple_query("SELECT 1").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_over_the_limit_are_refused_like_postgres() {
+    let cluster = primary_only().await;
+    let mut config = trust_config(&cluster);
+    config.server.max_client_connections = 2;
+    let pooler = TestPooler::start(config, None).await;
+    let a = pooler.connect("postgres").await;
+    let b = pooler.connect("postgres").await;
+    let e = connect_with(pooler.pg_config("postgres", "postgres")).await.unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("53300"));
+    assert!(e.to_string().contains("too many clients"), "{e}");
+    drop(a);
+    // A slot frees up when a client leaves.
+    let mut ok = false;
+    for _ in 0..50 {
+        if connect_with(pooler.pg_config("postgres", "postgres")).await.is_ok() {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(ok);
+    drop(b);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_open_transactions_finish_and_closes_idle_clients() {
+    let cluster = primary_only().await;
+    let mut config = trust_config(&cluster);
+    config.server.shutdown_timeout = Duration::from_secs(20);
+    let mut pooler = TestPooler::start(config, None).await;
+    let setup = pooler.connect("postgres").await;
+    setup.batch_execute("CREATE TABLE t (x int)").await.unwrap();
+    drop(setup);
+    let busy = pooler.connect("postgres").await;
+    let idle = pooler.connect("postgres").await;
+    busy.batch_execute("BEGIN; INSERT INTO t VALUES (1)").await.unwrap();
+    idle.simple_query("SELECT 1").await.unwrap();
+
+    let done = pooler.shutdown();
+    // The idle client is told and closed.
+    assert!(eventually(Duration::from_secs(5), || idle.is_closed()).await);
+    // New clients are not accepted.
+    assert!(connect_with(pooler.pg_config("postgres", "postgres")).await.is_err());
+    // The open transaction may still finish.
+    busy.batch_execute("INSERT INTO t VALUES (2); COMMIT").await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), done).await.expect("shutdown finishes").unwrap();
+    assert!(busy.is_closed() || busy.simple_query("SELECT 1").await.is_err());
+    assert_eq!(cluster.primary().query_one("SELECT count(*) FROM t").unwrap(), "2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_timeout_closes_transactions_that_do_not_finish() {
+    let cluster = primary_only().await;
+    let mut config = trust_config(&cluster);
+    config.server.shutdown_timeout = Duration::from_millis(300);
+    let mut pooler = TestPooler::start(config, None).await;
+    let busy = pooler.connect("postgres").await;
+    busy.batch_execute("BEGIN").await.unwrap();
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(10), pooler.shutdown()).await.expect("shutdown finishes").unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert!(eventually(Duration::from_secs(5), || busy.is_closed()).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_with_sslmode_prefer_falls_back_to_plain_text() {
+    let cluster = primary_only().await;
+    let pooler = TestPooler::start(trust_config(&cluster), None).await;
+    let port = pooler.port().to_string();
+    let dsn = format!("host=127.0.0.1 port={port} user=postgres dbname=postgres sslmode=prefer gssencmode=prefer");
+    let out = run_client(&cluster, "psql", &["-X", "-A", "-t", "-c", "SELECT 'plain'", &dsn], None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "plain");
+    let dsn = format!("host=127.0.0.1 port={port} user=postgres dbname=postgres sslmode=require");
+    let out = run_client(&cluster, "psql", &["-X", "-c", "SELECT 1", &dsn], None);
+    assert!(!out.status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_database_error_comes_from_the_server() {
+    let cluster = primary_only().await;
+    let pooler = TestPooler::start(trust_config(&cluster), None).await;
+    let e = connect_with(pooler.pg_config("postgres", "no_such_db")).await.unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("3D000"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbench_through_the_pooler_has_no_failed_transactions() {
+    let cluster = primary_only().await;
+    let mut config = trust_config(&cluster);
+    config.pool.size = 20;
+    let pooler = TestPooler::start(config, None).await;
+    let port = pooler.port().to_string();
+    let common = ["-h", "127.0.0.1", "-p", port.as_str(), "-U", "postgres"];
+    let bench = {
+        let cluster = &cluster;
+        move |args: Vec<&str>| {
+            let mut all: Vec<&str> = common.to_vec();
+            all.extend(args);
+            all.push("postgres");
+            run_client(cluster, "pgbench", &all, None)
+        }
+    };
+    let out = tokio::task::block_in_place(|| bench(vec!["-i", "-q", "-s", "1"]));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = tokio::task::block_in_place(|| bench(vec!["-c", "20", "-j", "2", "-t", "50", "-M", "extended"]));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("number of transactions actually processed: 1000/1000"), "{stdout}");
+    assert!(stdout.contains("number of failed transactions: 0"), "{stdout}");
+}
