@@ -182,3 +182,43 @@ fn sigterm_stops_the_binary_gracefully() {
     let _ = running.port;
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn demo_serves_psql_and_cleans_up_on_ctrl_c() {
+    let port = pooler_testkit::free_port().unwrap();
+    let mut child = Command::new(BIN)
+        .args(["demo", "--port", &port.to_string()])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "demo did not start listening");
+        assert!(child.try_wait().unwrap().is_none(), "demo exited early");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let psql = pooler_testkit::pg_bin_dir().unwrap().join("psql");
+    let out = Command::new(psql)
+        .args(["-X", "-A", "-t", "-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres", "postgres", "-c"])
+        .arg("SELECT pg_is_in_recovery(), (SELECT count(*) FROM pg_stat_replication)")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // The pooler serves the primary, which streams to one standby.
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "f|1");
+
+    let ok = Command::new("kill").arg("-INT").arg(child.id().to_string()).status().unwrap();
+    assert!(ok.success());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(&format!("psql -h 127.0.0.1 -p {port} -U postgres postgres")), "{stdout}");
+    let data_dir = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("data in  "))
+        .map(|d| PathBuf::from(d.trim()))
+        .expect("the demo prints its data directory");
+    assert!(!data_dir.exists(), "{} is removed", data_dir.display());
+}

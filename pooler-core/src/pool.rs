@@ -14,6 +14,10 @@ use crate::error::Error;
 use crate::metrics as m;
 use crate::protocol::TransactionStatus;
 
+/// Longest time the reset of a returned connection may take before the
+/// connection is closed instead.
+const RESET_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Identifies one pool.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct PoolKey {
@@ -183,25 +187,17 @@ impl Pool {
             self.discard(conn);
             return;
         }
-        if status != TransactionStatus::Idle {
-            match conn.simple_query("ROLLBACK").await {
-                Ok(TransactionStatus::Idle) => {}
-                _ => {
-                    self.discard(conn);
-                    return;
-                }
+        match tokio::time::timeout(RESET_TIMEOUT, self.reset(&mut conn, status)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(pool = ?self.key, error = %e, "reset failed; closing server connection");
+                self.discard(conn);
+                return;
             }
-        }
-        for q in &self.settings.reset_query_list {
-            match conn.simple_query(q).await {
-                Ok(TransactionStatus::Idle) => {}
-                other => {
-                    if let Err(e) = other {
-                        tracing::warn!(pool = ?self.key, query = %q, error = %e, "reset query failed; closing server connection");
-                    }
-                    self.discard(conn);
-                    return;
-                }
+            Err(_) => {
+                tracing::warn!(pool = ?self.key, timeout = ?RESET_TIMEOUT, "reset timed out; closing server connection");
+                self.discard(conn);
+                return;
             }
         }
         conn.idle_since = Instant::now();
@@ -209,6 +205,23 @@ impl Pool {
             Ok(mut idle) => idle.push(conn),
             Err(_) => self.discard(conn),
         }
+    }
+
+    /// Rolls back an open transaction and runs the reset statements.
+    async fn reset(&self, conn: &mut ServerConn, status: TransactionStatus) -> Result<(), Error> {
+        let statements = (status != TransactionStatus::Idle)
+            .then_some("ROLLBACK")
+            .into_iter()
+            .chain(self.settings.reset_query_list.iter().map(String::as_str));
+        for q in statements {
+            if conn.simple_query(q).await? != TransactionStatus::Idle {
+                return Err(Error::Refused {
+                    code: "XX000",
+                    message: format!("reset statement {q:?} left a transaction open"),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Closes idle connections past their idle timeout or lifetime.
@@ -268,11 +281,14 @@ impl Pools {
         self.map.iter().map(|e| e.value().clone()).collect()
     }
 
-    /// Prunes every pool.
+    /// Prunes every pool, and forgets pools that hold no connection and that
+    /// no client is using (so clients naming ever new databases cannot make
+    /// the table grow without bound).
     pub fn prune(&self) {
         for p in self.all() {
             p.prune();
         }
+        self.map.retain(|_, p| Arc::strong_count(p) > 1 || p.idle_count() > 0 || p.active_count() > 0);
     }
 
     /// How often [`Pools::prune`] should run.

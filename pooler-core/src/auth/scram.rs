@@ -1,0 +1,350 @@
+//! SCRAM-SHA-256, server side (RFC 5802 / RFC 7677, as PostgreSQL speaks it).
+
+use std::sync::OnceLock;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use hmac::{Hmac, KeyInit, Mac};
+use rand::RngExt;
+use sha2::{Digest, Sha256};
+
+use super::ct_eq;
+use super::passfile::ScramSecret;
+
+/// Longest client SCRAM message accepted (PostgreSQL's are far below this).
+const MAX_MESSAGE: usize = 1024;
+/// Random bytes in the server's part of the nonce.
+const SERVER_NONCE_LEN: usize = 18;
+
+/// Why a SCRAM exchange failed. Only [`ScramError::InvalidProof`] means a wrong
+/// password; the others are protocol errors.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ScramError {
+    /// The client chose a mechanism the server did not offer.
+    #[error("client selected an invalid SASL authentication mechanism")]
+    UnsupportedMechanism,
+    /// The client asked for channel binding, which needs TLS.
+    #[error("channel binding is not supported without TLS")]
+    ChannelBinding,
+    /// A malformed SCRAM message.
+    #[error("malformed SCRAM message: {0}")]
+    Malformed(&'static str),
+    /// The proof does not match: wrong password (or unknown user).
+    #[error("invalid SCRAM proof")]
+    InvalidProof,
+    /// A message arrived out of order.
+    #[error("SCRAM message out of order")]
+    OutOfOrder,
+}
+
+enum State {
+    /// Waiting for client-first-message.
+    Start,
+    /// Sent server-first; waiting for client-final.
+    SentFirst { client_first_bare: String, server_first: String, nonce: String, gs2_header: String },
+    /// Proof checked and accepted.
+    Done { client_key: [u8; 32] },
+    /// Failed; every later call fails.
+    Failed,
+}
+
+/// The server's half of one SCRAM-SHA-256 exchange.
+pub struct ScramServer {
+    secret: ScramSecret,
+    /// False for a mock exchange (unknown user): it always fails at the end.
+    real: bool,
+    state: State,
+    #[cfg(test)]
+    fixed_nonce: Option<String>,
+}
+
+impl std::fmt::Debug for ScramServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ScramServer(..)")
+    }
+}
+
+type HmacSha256 = Hmac<Sha256>;
+
+fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    // HMAC accepts keys of any length, so this cannot fail.
+    let mut mac = <HmacSha256 as KeyInit>::new_from_slice(key).unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+    for p in parts {
+        mac.update(p);
+    }
+    mac.finalize().into_bytes().into()
+}
+
+/// A per-process secret so mock salts are stable per user but unguessable.
+fn mock_key() -> &'static [u8; 32] {
+    static KEY: OnceLock<[u8; 32]> = OnceLock::new();
+    KEY.get_or_init(|| rand::rng().random())
+}
+
+impl ScramServer {
+    /// Starts an exchange. `secret` is None for an unknown user or one without
+    /// a usable verifier: the exchange then runs with a salt derived from the
+    /// user name (so it looks like any other) and always fails at the proof.
+    pub fn new(secret: Option<&ScramSecret>, user: &str) -> ScramServer {
+        let (secret, real) = match secret {
+            Some(s) => (s.clone(), true),
+            None => {
+                let digest = Sha256::new().chain_update(user.as_bytes()).chain_update(mock_key()).finalize();
+                let salt = digest[..16].to_vec();
+                let stored_key: [u8; 32] = rand::rng().random();
+                (ScramSecret { iterations: 4096, salt, stored_key, server_key: [0; 32] }, false)
+            }
+        };
+        ScramServer {
+            secret,
+            real,
+            state: State::Start,
+            #[cfg(test)]
+            fixed_nonce: None,
+        }
+    }
+
+    /// The body of AuthenticationSASL: the offered mechanisms.
+    pub fn mechanisms() -> &'static [u8] {
+        b"SCRAM-SHA-256\0\0"
+    }
+
+    /// Handles SASLInitialResponse; returns the server-first-message.
+    pub fn client_first(&mut self, mechanism: &str, data: &[u8]) -> Result<Vec<u8>, ScramError> {
+        if !matches!(self.state, State::Start) {
+            self.state = State::Failed;
+            return Err(ScramError::OutOfOrder);
+        }
+        self.state = State::Failed;
+        if mechanism != "SCRAM-SHA-256" {
+            return Err(ScramError::UnsupportedMechanism);
+        }
+        let msg = text(data)?;
+        // gs2-header: cbind-flag "," [authzid] ","
+        let (flag, rest) = msg.split_once(',').ok_or(ScramError::Malformed("missing gs2 header"))?;
+        match flag {
+            "n" | "y" => {}
+            f if f.starts_with("p=") => return Err(ScramError::ChannelBinding),
+            _ => return Err(ScramError::Malformed("invalid channel binding flag")),
+        }
+        let (authzid, bare) = rest.split_once(',').ok_or(ScramError::Malformed("missing gs2 header"))?;
+        if !authzid.is_empty() {
+            return Err(ScramError::Malformed("authorization identity is not supported"));
+        }
+        let gs2_header = format!("{flag},{authzid},");
+        let mut fields = bare.split(',');
+        let mut first = fields.next().ok_or(ScramError::Malformed("missing user name"))?;
+        if first.starts_with("m=") {
+            return Err(ScramError::Malformed("mandatory extensions are not supported"));
+        }
+        // PostgreSQL ignores the SCRAM user name and uses the startup user.
+        if !first.starts_with("n=") {
+            return Err(ScramError::Malformed("expected n= attribute"));
+        }
+        first = fields.next().ok_or(ScramError::Malformed("missing nonce"))?;
+        let client_nonce = first.strip_prefix("r=").ok_or(ScramError::Malformed("expected r= attribute"))?;
+        if client_nonce.is_empty() || !client_nonce.bytes().all(|b| (0x21..=0x7e).contains(&b) && b != b',') {
+            return Err(ScramError::Malformed("invalid client nonce"));
+        }
+        let server_nonce = self.server_nonce();
+        let nonce = format!("{client_nonce}{server_nonce}");
+        let server_first =
+            format!("r={nonce},s={},i={}", STANDARD.encode(&self.secret.salt), self.secret.iterations);
+        self.state = State::SentFirst {
+            client_first_bare: bare.to_owned(),
+            server_first: server_first.clone(),
+            nonce,
+            gs2_header,
+        };
+        Ok(server_first.into_bytes())
+    }
+
+    fn server_nonce(&self) -> String {
+        #[cfg(test)]
+        if let Some(n) = &self.fixed_nonce {
+            return n.clone();
+        }
+        let bytes: [u8; SERVER_NONCE_LEN] = rand::rng().random();
+        STANDARD.encode(bytes)
+    }
+
+    /// Handles the client-final-message; returns the server-final-message when
+    /// the proof is valid.
+    pub fn client_final(&mut self, data: &[u8]) -> Result<Vec<u8>, ScramError> {
+        let State::SentFirst { client_first_bare, server_first, nonce, gs2_header } =
+            std::mem::replace(&mut self.state, State::Failed)
+        else {
+            return Err(ScramError::OutOfOrder);
+        };
+        let msg = text(data)?;
+        let (without_proof, proof) = msg.rsplit_once(",p=").ok_or(ScramError::Malformed("missing proof"))?;
+        let mut fields = without_proof.split(',');
+        let cbind = fields
+            .next()
+            .and_then(|f| f.strip_prefix("c="))
+            .ok_or(ScramError::Malformed("expected c= attribute"))?;
+        if cbind != STANDARD.encode(gs2_header.as_bytes()) {
+            return Err(ScramError::Malformed("channel binding data does not match the gs2 header"));
+        }
+        let r = fields
+            .next()
+            .and_then(|f| f.strip_prefix("r="))
+            .ok_or(ScramError::Malformed("expected r= attribute"))?;
+        if r != nonce {
+            return Err(ScramError::Malformed("nonce does not match"));
+        }
+        let proof = STANDARD.decode(proof).map_err(|_| ScramError::Malformed("proof is not base64"))?;
+        let proof: [u8; 32] = proof.try_into().map_err(|_| ScramError::Malformed("proof is not 32 bytes"))?;
+
+        let auth_message = format!("{client_first_bare},{server_first},{without_proof}");
+        let client_signature = hmac(&self.secret.stored_key, &[auth_message.as_bytes()]);
+        let mut client_key = [0u8; 32];
+        for i in 0..32 {
+            client_key[i] = proof[i] ^ client_signature[i];
+        }
+        let stored: [u8; 32] = Sha256::digest(client_key).into();
+        if !ct_eq(&stored, &self.secret.stored_key) || !self.real {
+            return Err(ScramError::InvalidProof);
+        }
+        let server_signature = hmac(&self.secret.server_key, &[auth_message.as_bytes()]);
+        self.state = State::Done { client_key };
+        Ok(format!("v={}", STANDARD.encode(server_signature)).into_bytes())
+    }
+
+    /// After a successful exchange, the ClientKey recovered from the proof; it
+    /// can log in to a server holding the same verifier without the password.
+    pub fn client_key(&self) -> Option<[u8; 32]> {
+        match self.state {
+            State::Done { client_key } => Some(client_key),
+            _ => None,
+        }
+    }
+}
+
+fn text(data: &[u8]) -> Result<&str, ScramError> {
+    if data.len() > MAX_MESSAGE {
+        return Err(ScramError::Malformed("message too long"));
+    }
+    std::str::from_utf8(data).map_err(|_| ScramError::Malformed("not UTF-8"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+
+    fn exchange(server: &mut ScramServer, password: &str) -> Result<Vec<u8>, ScramError> {
+        let mut client = ScramSha256::new(password.as_bytes(), ChannelBinding::unrequested());
+        let first = server.client_first("SCRAM-SHA-256", client.message())?;
+        client.update(&first).map_err(|_| ScramError::Malformed("client rejected server-first"))?;
+        let fin = server.client_final(client.message())?;
+        client.finish(&fin).map_err(|_| ScramError::Malformed("client rejected server signature"))?;
+        Ok(fin)
+    }
+
+    #[test]
+    fn rfc7677_vector_is_reproduced() {
+        // RFC 7677 section 3: user "user", password "pencil".
+        let salt = STANDARD.decode("W22ZaJ0SNY7soEsUEjb6gQ==").unwrap();
+        let salted = {
+            // Hi(password, salt, 4096)
+            let mut u = hmac(b"pencil", &[&salt, &[0, 0, 0, 1]]);
+            let mut out = u;
+            for _ in 1..4096 {
+                u = hmac(b"pencil", &[&u]);
+                for i in 0..32 {
+                    out[i] ^= u[i];
+                }
+            }
+            out
+        };
+        let client_key = hmac(&salted, &[b"Client Key"]);
+        let secret = ScramSecret {
+            iterations: 4096,
+            salt,
+            stored_key: Sha256::digest(client_key).into(),
+            server_key: hmac(&salted, &[b"Server Key"]),
+        };
+        let mut s = ScramServer::new(Some(&secret), "user");
+        s.fixed_nonce = Some("%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0".into());
+        let first = s.client_first("SCRAM-SHA-256", b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO").unwrap();
+        assert_eq!(
+            first,
+            b"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096"
+        );
+        let fin = s
+            .client_final(b"c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=")
+            .unwrap();
+        assert_eq!(fin, b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=");
+        assert_eq!(s.client_key(), Some(client_key));
+    }
+
+    #[test]
+    fn real_client_logs_in_with_plaintext_and_stored_verifiers() {
+        let derived = ScramSecret::from_password("secret");
+        assert!(exchange(&mut ScramServer::new(Some(&derived), "u"), "secret").is_ok());
+        let stored = ScramSecret::parse(&postgres_protocol::password::scram_sha_256(b"secret")).unwrap();
+        let mut s = ScramServer::new(Some(&stored), "u");
+        assert!(exchange(&mut s, "secret").is_ok());
+        assert!(s.client_key().is_some());
+    }
+
+    #[test]
+    fn wrong_password_fails_the_proof() {
+        let secret = ScramSecret::from_password("secret");
+        assert_eq!(exchange(&mut ScramServer::new(Some(&secret), "u"), "guess"), Err(ScramError::InvalidProof));
+    }
+
+    #[test]
+    fn unknown_user_gets_a_stable_mock_salt_and_always_fails() {
+        let mut a = ScramServer::new(None, "ghost");
+        let mut b = ScramServer::new(None, "ghost");
+        let fa = String::from_utf8(a.client_first("SCRAM-SHA-256", b"n,,n=,r=abc").unwrap()).unwrap();
+        let fb = String::from_utf8(b.client_first("SCRAM-SHA-256", b"n,,n=,r=abc").unwrap()).unwrap();
+        let salt = |s: &str| s.split(',').nth(1).unwrap().to_owned();
+        assert_eq!(salt(&fa), salt(&fb));
+        assert!(fa.ends_with(",i=4096"));
+        assert_eq!(exchange(&mut ScramServer::new(None, "ghost"), "anything"), Err(ScramError::InvalidProof));
+    }
+
+    #[test]
+    fn protocol_violations_are_errors() {
+        let secret = ScramSecret::from_password("pw");
+        let mut s = ScramServer::new(Some(&secret), "u");
+        assert_eq!(s.client_final(b"c=biws,r=x,p=AAAA"), Err(ScramError::OutOfOrder));
+        let mut s = ScramServer::new(Some(&secret), "u");
+        assert_eq!(s.client_first("SCRAM-SHA-256", b"p=tls-server-end-point,,n=,r=abc"), Err(ScramError::ChannelBinding));
+        let mut s = ScramServer::new(Some(&secret), "u");
+        assert_eq!(s.client_first("SCRAM-SHA-256-PLUS", b"n,,n=,r=abc"), Err(ScramError::UnsupportedMechanism));
+        // A tampered nonce in the final message.
+        let mut s = ScramServer::new(Some(&secret), "u");
+        s.client_first("SCRAM-SHA-256", b"n,,n=,r=abc").unwrap();
+        assert!(matches!(s.client_final(b"c=biws,r=abcXYZ,p=AAAA"), Err(ScramError::Malformed(_))));
+        // Calls after a failure keep failing.
+        assert_eq!(s.client_final(b"c=biws,r=abc,p=AAAA"), Err(ScramError::OutOfOrder));
+    }
+
+    #[test]
+    fn random_input_never_panics() {
+        let secret = ScramSecret::from_password("pw");
+        let mut seed = 0x2545f4914f6cdd1du64;
+        for i in 0..5000 {
+            let len = (seed % 80) as usize;
+            let mut data = Vec::with_capacity(len);
+            for _ in 0..len {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                data.push(b"nyp=,r=c=biws,p=AB/+x\xff\x00"[(seed % 22) as usize]);
+            }
+            let mut s = ScramServer::new(Some(&secret), "u");
+            if i % 2 == 0 {
+                let _ = s.client_first("SCRAM-SHA-256", &data);
+            } else {
+                let _ = s.client_first("SCRAM-SHA-256", b"n,,n=,r=abc");
+                let _ = s.client_final(&data);
+            }
+        }
+    }
+}
