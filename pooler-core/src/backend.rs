@@ -9,7 +9,7 @@ use postgres_protocol::message::frontend;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::auth::UserSecret;
+use crate::auth::{ScramKeyClient, UserSecret};
 use crate::error::Error;
 use crate::protocol::messages::{tag, AuthRequest, BackendKeyData, ParameterStatus};
 use crate::protocol::{split_frame, Frame, ProtocolError, TransactionStatus};
@@ -38,6 +38,18 @@ pub struct LoginInfo {
     pub database: String,
     /// The user's secret from the password file, if any.
     pub secret: Option<UserSecret>,
+    /// The user's SCRAM ClientKey, learned from a client that proved the
+    /// password; lets the pooler log in with SCRAM when the password file has
+    /// only a SCRAM verifier for the user.
+    pub client_key: Option<[u8; 32]>,
+}
+
+/// The SCRAM client in use towards a server.
+enum Scram {
+    /// From the plaintext password.
+    Password(ScramSha256),
+    /// From a client's ClientKey and the stored verifier.
+    Key(ScramKeyClient),
 }
 
 /// An authenticated server connection, idle at ReadyForQuery or lent to a client.
@@ -117,7 +129,7 @@ impl ServerConn {
 
     /// Answers the server's authentication requests until AuthenticationOk.
     async fn authenticate(&mut self, login: &LoginInfo) -> Result<(), Error> {
-        let mut scram: Option<ScramSha256> = None;
+        let mut scram: Option<Scram> = None;
         let mut out = BytesMut::new();
         let no_password = |method: &str| {
             Error::ServerAuth(format!(
@@ -158,25 +170,43 @@ impl ServerConn {
                     if !AuthRequest::sasl_mechanisms(list).any(|m| m == b"SCRAM-SHA-256") {
                         return Err(Error::ServerAuth("server offers no SASL mechanism the pooler supports".into()));
                     }
-                    let pw = login.secret.as_ref().and_then(|s| s.plaintext()).ok_or_else(|| no_password("SCRAM-SHA-256"))?;
-                    let s = ScramSha256::new(pw.as_bytes(), ChannelBinding::unrequested());
-                    frontend::sasl_initial_response("SCRAM-SHA-256", s.message(), &mut out).map_err(enc)?;
+                    let secret = login.secret.as_ref();
+                    let s = match (secret.and_then(|s| s.plaintext()), secret.and_then(|s| s.scram()), login.client_key) {
+                        (Some(pw), _, _) => Scram::Password(ScramSha256::new(pw.as_bytes(), ChannelBinding::unrequested())),
+                        (None, Some(verifier), Some(key)) => Scram::Key(ScramKeyClient::new(key, verifier)),
+                        _ => return Err(no_password("SCRAM-SHA-256")),
+                    };
+                    let first = match &s {
+                        Scram::Password(c) => c.message().to_vec(),
+                        Scram::Key(c) => c.client_first(),
+                    };
+                    frontend::sasl_initial_response("SCRAM-SHA-256", &first, &mut out).map_err(enc)?;
                     scram = Some(s);
                 }
                 AuthRequest::SaslContinue(data) => {
                     let s = scram.as_mut().ok_or(Error::ServerProtocol(ProtocolError::Malformed(
                         "SASL continue without SASL start",
                     )))?;
-                    s.update(data).map_err(|e| Error::ServerAuth(format!("SCRAM exchange failed: {e}")))?;
-                    // update() succeeded, so the client-final message is ready.
-                    frontend::sasl_response(s.message(), &mut out).map_err(enc)?;
+                    let fail = |e: &dyn std::fmt::Display| Error::ServerAuth(format!("SCRAM exchange failed: {e}"));
+                    let reply = match s {
+                        Scram::Password(c) => {
+                            c.update(data).map_err(|e| fail(&e))?;
+                            // update() succeeded, so the client-final message is ready.
+                            c.message().to_vec()
+                        }
+                        Scram::Key(c) => c.server_first(data).map_err(|e| fail(&e))?,
+                    };
+                    frontend::sasl_response(&reply, &mut out).map_err(enc)?;
                 }
                 AuthRequest::SaslFinal(data) => {
                     let s = scram.as_mut().ok_or(Error::ServerProtocol(ProtocolError::Malformed(
                         "SASL final without SASL start",
                     )))?;
-                    s.finish(data)
-                        .map_err(|e| Error::ServerAuth(format!("server's SCRAM signature is invalid: {e}")))?;
+                    let checked = match s {
+                        Scram::Password(c) => c.finish(data).map_err(|e| e.to_string()),
+                        Scram::Key(c) => c.server_final(data).map_err(|e| e.to_string()),
+                    };
+                    checked.map_err(|e| Error::ServerAuth(format!("server's SCRAM signature is invalid: {e}")))?;
                     continue;
                 }
                 AuthRequest::Unsupported(code) => {

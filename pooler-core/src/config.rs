@@ -232,6 +232,16 @@ impl Config {
 
     /// Checks values that parse but make no sense. Errors name the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_inner(true)
+    }
+
+    /// Like [`Config::validate`], for an embedder that supplies the password
+    /// file in memory: `auth.password_file` is then not required.
+    pub fn validate_with_passwords_in_memory(&self) -> Result<(), ConfigError> {
+        self.validate_inner(false)
+    }
+
+    fn validate_inner(&self, need_password_file: bool) -> Result<(), ConfigError> {
         let s = &self.server;
         s.listen
             .parse::<SocketAddr>()
@@ -265,7 +275,7 @@ impl Config {
                 return Err(invalid(format!("pool.reset_query_list[{i}]"), "must be a non-empty statement"));
             }
         }
-        if self.auth.method != AuthMethod::Trust && self.auth.password_file.is_none() {
+        if need_password_file && self.auth.method != AuthMethod::Trust && self.auth.password_file.is_none() {
             return Err(invalid(
                 "auth.password_file",
                 "required when auth.method is md5 or scram-sha-256 (or set auth.method = \"trust\")",

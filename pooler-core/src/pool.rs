@@ -54,7 +54,7 @@ pub struct PoolStats {
 pub struct Pool {
     key: PoolKey,
     addr: ServerAddr,
-    login: LoginInfo,
+    login: Mutex<LoginInfo>,
     settings: PoolConfig,
     max_message: usize,
     slots: Arc<Semaphore>,
@@ -88,7 +88,7 @@ impl Pool {
             slots: Arc::new(Semaphore::new(settings.size)),
             key,
             addr,
-            login,
+            login: Mutex::new(login),
             settings,
             max_message,
             idle: Mutex::new(Vec::new()),
@@ -104,6 +104,14 @@ impl Pool {
     /// Counters.
     pub fn stats(&self) -> &PoolStats {
         &self.stats
+    }
+
+    /// Remembers the user's SCRAM ClientKey, proven by a client, for logging in
+    /// to the server when only a SCRAM verifier is known.
+    pub fn learn_client_key(&self, key: [u8; 32]) {
+        if let Ok(mut l) = self.login.lock() {
+            l.client_key = Some(key);
+        }
     }
 
     /// Idle connections now.
@@ -150,7 +158,11 @@ impl Pool {
             }
             self.discard(conn);
         }
-        let conn = ServerConn::connect(&self.addr, &self.login, self.settings.connect_timeout, self.max_message).await?;
+        let login = match self.login.lock() {
+            Ok(l) => l.clone(),
+            Err(_) => return Err(Error::ServerAuth("login information unavailable".into())),
+        };
+        let conn = ServerConn::connect(&self.addr, &login, self.settings.connect_timeout, self.max_message).await?;
         self.stats.opened.fetch_add(1, Ordering::Relaxed);
         metrics::counter!(m::SERVER_CONNECTIONS_OPENED).increment(1);
         self.stats.checkouts.fetch_add(1, Ordering::Relaxed);

@@ -82,7 +82,10 @@ impl Pooler {
 
     /// Like [`Pooler::new`], with the password file given in memory.
     pub fn with_passwords(config: Config, passwords: Option<PasswordFile>) -> Result<Pooler, StartError> {
-        config.validate()?;
+        match passwords {
+            Some(_) => config.validate_with_passwords_in_memory()?,
+            None => config.validate()?,
+        }
         let nodes = config.nodes.iter().map(|n| ServerAddr { host: n.host.clone(), port: n.port }).collect();
         let (phase_tx, phase) = watch::channel(Phase::Running);
         let shared = Shared {

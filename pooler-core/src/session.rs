@@ -105,8 +105,8 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
         tracing::info!(client = %peer, %user, %database, "client connected");
     }
     let login = tokio::time::timeout(login_timeout, authenticate(&mut client, &shared, &user)).await;
-    match login {
-        Ok(Ok(())) => {}
+    let client_key = match login {
+        Ok(Ok(key)) => key,
         Ok(Err(e)) => {
             metrics::counter!(m::AUTH_FAILURES).increment(1);
             tracing::info!(client = %peer, %user, error = %e, "authentication failed");
@@ -120,9 +120,9 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
             client.send_error(Severity::Fatal, &e).await;
             return;
         }
-    }
+    };
     w::auth_ok(&mut client.out);
-    let end = run_session(&mut client, &shared, &startup, user.clone(), database.clone()).await;
+    let end = run_session(&mut client, &shared, &startup, user.clone(), database.clone(), client_key).await;
     if shared.config.server.log_connections {
         tracing::info!(client = %peer, %user, %database, reason = %end, "client disconnected");
     }
@@ -184,13 +184,14 @@ fn negotiate_version(client: &mut Client, msg: &StartupMessage) {
 }
 
 /// Runs the configured client authentication. Errors are reported as
-/// PostgreSQL does, without telling whether the user exists.
-async fn authenticate(client: &mut Client, shared: &Shared, user: &str) -> Result<(), Error> {
+/// PostgreSQL does, without telling whether the user exists. After a SCRAM
+/// login, returns the ClientKey the client proved.
+async fn authenticate(client: &mut Client, shared: &Shared, user: &str) -> Result<Option<[u8; 32]>, Error> {
     let secret = shared.passwords.as_ref().and_then(|p| p.get(user));
     let fail = || Error::ClientAuth { user: user.to_owned() };
     let method = shared.config.auth.method;
     let use_scram = match method {
-        AuthMethod::Trust => return Ok(()),
+        AuthMethod::Trust => return Ok(None),
         AuthMethod::ScramSha256 => true,
         // Like PostgreSQL: md5 is asked for only when an md5 answer can be checked;
         // a user whose only secret is a SCRAM verifier is asked for SCRAM.
@@ -203,7 +204,7 @@ async fn authenticate(client: &mut Client, shared: &Shared, user: &str) -> Resul
         let frame = expect_password(client).await?;
         let answer = messages::password_message(frame.body()).map_err(Error::ClientProtocol)?;
         return match secret {
-            Some(s) if auth::verify_md5(s, user, salt, answer) => Ok(()),
+            Some(s) if auth::verify_md5(s, user, salt, answer) => Ok(None),
             _ => Err(fail()),
         };
     }
@@ -222,7 +223,7 @@ async fn authenticate(client: &mut Client, shared: &Shared, user: &str) -> Resul
     match scram.client_final(frame.body()) {
         Ok(server_final) => {
             w::auth_sasl_final(&mut client.out, &server_final);
-            Ok(())
+            Ok(scram.client_key())
         }
         Err(_) => Err(fail()),
     }
@@ -274,6 +275,7 @@ async fn run_session(
     startup: &StartupMessage,
     user: String,
     database: String,
+    client_key: Option<[u8; 32]>,
 ) -> End {
     let node = 0; // the primary, until the router chooses nodes
     let Some(addr) = shared.nodes.get(node) else {
@@ -286,7 +288,11 @@ async fn run_session(
         secret: shared.passwords.as_ref().and_then(|p| p.get(&user)).cloned(),
         user: user.clone(),
         database: database.clone(),
+        client_key,
     });
+    if let Some(key) = client_key {
+        pool.learn_client_key(key);
+    }
     let mut phase = shared.phase.clone();
     let checkout = tokio::select! {
         r = pool.checkout() => r,

@@ -27,9 +27,15 @@ async fn cluster_with_password_roles() -> Cluster {
     .expect("cluster task")
 }
 
-fn password_file() -> PasswordFile {
-    let md5 = postgres_protocol::password::md5(b"md5pw", "md5_user");
-    let scram = postgres_protocol::password::scram_sha_256(b"scrampw");
+/// A password file as a DBA would write it: the md5 and SCRAM secrets copied
+/// from `pg_authid`, plaintext for the others.
+fn password_file(cluster: &Cluster) -> PasswordFile {
+    let secret = |role: &str| {
+        cluster.primary().query_one(&format!("SELECT rolpassword FROM pg_authid WHERE rolname = '{role}'")).unwrap()
+    };
+    let md5 = secret("md5_user");
+    let scram = secret("scram_user");
+    assert!(md5.starts_with("md5") && scram.starts_with("SCRAM-SHA-256$"));
     PasswordFile::parse(&format!(
         "# users of the tests\n\
          \"clear_user\" \"clearpw\"\n\
@@ -60,8 +66,10 @@ async fn scram_clients_are_checked_against_plaintext_and_scram_secrets() {
     let cluster = cluster_with_password_roles().await;
     let mut config = trust_config(&cluster);
     config.auth.method = AuthMethod::ScramSha256;
-    let pooler = TestPooler::start(config, Some(password_file())).await;
+    let pooler = TestPooler::start(config, Some(password_file(&cluster))).await;
 
+    // Only a SCRAM verifier is known for scram_user: the pooler logs in to the
+    // server with the ClientKey the client just proved.
     let c = login(&pooler, "scram_user", "scrampw").await.expect("SCRAM secret entry");
     assert_eq!(c.query_one("SELECT current_user::text", &[]).await.unwrap().get::<_, String>(0), "scram_user");
     let c = login(&pooler, "clear_user", "clearpw").await.expect("plaintext entry");
@@ -78,7 +86,7 @@ async fn md5_clients_are_checked_against_plaintext_and_md5_secrets() {
     let cluster = cluster_with_password_roles().await;
     let mut config = trust_config(&cluster);
     config.auth.method = AuthMethod::Md5;
-    let pooler = TestPooler::start(config, Some(password_file())).await;
+    let pooler = TestPooler::start(config, Some(password_file(&cluster))).await;
 
     login(&pooler, "md5_user", "md5pw").await.expect("md5 secret entry").simple_query("SELECT 1").await.unwrap();
     login(&pooler, "clear_user", "clearpw").await.expect("plaintext entry").simple_query("SELECT 1").await.unwrap();
@@ -110,7 +118,7 @@ async fn md5_clients_are_checked_against_plaintext_and_md5_secrets() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trust_lets_any_client_in_without_a_password() {
     let cluster = cluster_with_password_roles().await;
-    let pooler = TestPooler::start(trust_config(&cluster), Some(password_file())).await;
+    let pooler = TestPooler::start(trust_config(&cluster), Some(password_file(&cluster))).await;
     let c = pooler.connect("trust_user").await;
     assert_eq!(c.query_one("SELECT current_user::text", &[]).await.unwrap().get::<_, String>(0), "trust_user");
 }
@@ -118,7 +126,8 @@ async fn trust_lets_any_client_in_without_a_password() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pooler_logs_in_to_servers_with_cleartext_md5_and_scram() {
     let cluster = cluster_with_password_roles().await;
-    let pooler = TestPooler::start(trust_config(&cluster), Some(password_file())).await;
+    let plain = PasswordFile::parse("clear_user:clearpw\nmd5_user:md5pw\nscram_user:scrampw\n").unwrap();
+    let pooler = TestPooler::start(trust_config(&cluster), Some(plain)).await;
     for user in ["clear_user", "md5_user", "scram_user", "trust_user"] {
         let c = pooler.connect(user).await;
         let who: String = c.query_one("SELECT current_user::text", &[]).await.unwrap().get(0);
@@ -132,10 +141,10 @@ async fn missing_backend_password_is_a_clear_error() {
     // No password file at all: the server asks for a password the pooler lacks.
     let pooler = TestPooler::start(trust_config(&cluster), None).await;
     let e = connect_with(pooler.pg_config("scram_user", "postgres")).await.unwrap_err();
-    assert!(e.to_string().contains("no usable password"), "{e}");
+    assert!(message(&e).contains("no usable password"), "{e}");
     // A wrong password in the file: the server's own error reaches the client.
     let bad = PasswordFile::parse("\"scram_user\" \"not-the-password\"\n").unwrap();
     let pooler = TestPooler::start(trust_config(&cluster), Some(bad)).await;
     let e = connect_with(pooler.pg_config("scram_user", "postgres")).await.unwrap_err();
-    assert!(e.to_string().contains("authentication failed"), "{e}");
+    assert!(message(&e).contains("authentication failed"), "{e}");
 }

@@ -36,6 +36,10 @@ pub enum ScramError {
     /// A message arrived out of order.
     #[error("SCRAM message out of order")]
     OutOfOrder,
+    /// The server's salt or iteration count differ from the password file's
+    /// verifier, so a ClientKey cannot be used with it.
+    #[error("the server's SCRAM verifier differs from the password file's (salt or iterations)")]
+    VerifierMismatch,
 }
 
 enum State {
@@ -222,6 +226,92 @@ impl ScramServer {
     }
 }
 
+/// The client half of SCRAM-SHA-256 driven by a ClientKey instead of a
+/// password: what lets the pooler log in to a server as a user whose password
+/// it only knows as a SCRAM verifier, once that user's client has proven the
+/// password to the pooler ([`ScramServer::client_key`]). The server must hold
+/// the same verifier (same salt and iteration count).
+pub struct ScramKeyClient {
+    client_key: [u8; 32],
+    secret: ScramSecret,
+    client_first_bare: String,
+    nonce: String,
+    expected_signature: Option<[u8; 32]>,
+}
+
+impl std::fmt::Debug for ScramKeyClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ScramKeyClient(..)")
+    }
+}
+
+impl ScramKeyClient {
+    /// Starts an exchange with `client_key` for the verifier `secret`.
+    pub fn new(client_key: [u8; 32], secret: &ScramSecret) -> ScramKeyClient {
+        let bytes: [u8; SERVER_NONCE_LEN] = rand::rng().random();
+        let nonce = STANDARD.encode(bytes);
+        ScramKeyClient {
+            client_key,
+            secret: secret.clone(),
+            client_first_bare: format!("n=,r={nonce}"),
+            nonce,
+            expected_signature: None,
+        }
+    }
+
+    /// The client-first-message for SASLInitialResponse.
+    pub fn client_first(&self) -> Vec<u8> {
+        format!("n,,{}", self.client_first_bare).into_bytes()
+    }
+
+    /// Takes the server-first-message; returns the client-final-message.
+    pub fn server_first(&mut self, data: &[u8]) -> Result<Vec<u8>, ScramError> {
+        let msg = text(data)?;
+        let mut nonce = None;
+        let mut salt = None;
+        let mut iterations = None;
+        for field in msg.split(',') {
+            if let Some(v) = field.strip_prefix("r=") {
+                nonce = Some(v);
+            } else if let Some(v) = field.strip_prefix("s=") {
+                salt = Some(STANDARD.decode(v).map_err(|_| ScramError::Malformed("salt is not base64"))?);
+            } else if let Some(v) = field.strip_prefix("i=") {
+                iterations = Some(v.parse::<u32>().map_err(|_| ScramError::Malformed("bad iteration count"))?);
+            }
+        }
+        let nonce = nonce.ok_or(ScramError::Malformed("server-first lacks r="))?;
+        if !nonce.starts_with(&self.nonce) || nonce.len() == self.nonce.len() {
+            return Err(ScramError::Malformed("server nonce does not extend the client nonce"));
+        }
+        if salt.as_deref() != Some(&self.secret.salt[..]) || iterations != Some(self.secret.iterations) {
+            return Err(ScramError::VerifierMismatch);
+        }
+        let without_proof = format!("c=biws,r={nonce}");
+        let auth_message = format!("{},{msg},{without_proof}", self.client_first_bare);
+        let stored_key: [u8; 32] = Sha256::digest(self.client_key).into();
+        let signature = hmac(&stored_key, &[auth_message.as_bytes()]);
+        let mut proof = [0u8; 32];
+        for i in 0..32 {
+            proof[i] = self.client_key[i] ^ signature[i];
+        }
+        self.expected_signature = Some(hmac(&self.secret.server_key, &[auth_message.as_bytes()]));
+        Ok(format!("{without_proof},p={}", STANDARD.encode(proof)).into_bytes())
+    }
+
+    /// Checks the server-final-message (the server's signature).
+    pub fn server_final(&self, data: &[u8]) -> Result<(), ScramError> {
+        let expected = self.expected_signature.ok_or(ScramError::OutOfOrder)?;
+        let msg = text(data)?;
+        let v = msg.strip_prefix("v=").ok_or(ScramError::Malformed("server-final lacks v="))?;
+        let got = STANDARD.decode(v).map_err(|_| ScramError::Malformed("signature is not base64"))?;
+        if ct_eq(&got, &expected) {
+            Ok(())
+        } else {
+            Err(ScramError::InvalidProof)
+        }
+    }
+}
+
 fn text(data: &[u8]) -> Result<&str, ScramError> {
     if data.len() > MAX_MESSAGE {
         return Err(ScramError::Malformed("message too long"));
@@ -288,6 +378,27 @@ mod tests {
         let mut s = ScramServer::new(Some(&stored), "u");
         assert!(exchange(&mut s, "secret").is_ok());
         assert!(s.client_key().is_some());
+    }
+
+    #[test]
+    fn client_key_from_one_exchange_logs_in_to_another_server_with_the_same_verifier() {
+        let secret = ScramSecret::parse(&postgres_protocol::password::scram_sha_256(b"pw")).unwrap();
+        let mut front = ScramServer::new(Some(&secret), "u");
+        exchange(&mut front, "pw").unwrap();
+        let key = front.client_key().unwrap();
+        // The "backend": another server instance holding the same verifier.
+        let mut back = ScramServer::new(Some(&secret), "u");
+        let mut client = ScramKeyClient::new(key, &secret);
+        let first = back.client_first("SCRAM-SHA-256", &client.client_first()).unwrap();
+        let fin = client.server_first(&first).unwrap();
+        let sig = back.client_final(&fin).unwrap();
+        client.server_final(&sig).unwrap();
+        // A server with another verifier (other salt) is detected, not guessed at.
+        let other = ScramSecret::parse(&postgres_protocol::password::scram_sha_256(b"pw")).unwrap();
+        let mut back = ScramServer::new(Some(&other), "u");
+        let mut client = ScramKeyClient::new(key, &secret);
+        let first = back.client_first("SCRAM-SHA-256", &client.client_first()).unwrap();
+        assert_eq!(client.server_first(&first), Err(ScramError::VerifierMismatch));
     }
 
     #[test]

@@ -152,3 +152,8 @@ pub async fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bo
 pub fn sqlstate(e: &tokio_postgres::Error) -> Option<String> {
     e.as_db_error().map(|d| d.code().code().to_owned())
 }
+
+/// The server's (or pooler's) message of a tokio-postgres error, else its text.
+pub fn message(e: &tokio_postgres::Error) -> String {
+    e.as_db_error().map(|d| d.message().to_owned()).unwrap_or_else(|| e.to_string())
+}
