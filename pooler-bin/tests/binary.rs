@@ -139,8 +139,8 @@ fn large_result_streams_through_without_growing_pooler_memory() {
     let out = psql(&cluster, port, "SELECT sum(length(r)) FROM (SELECT repeat('y', 1000) AS r FROM generate_series(1, 110000)) s");
     assert!(out.status.success());
     let mut child = Command::new(cluster.bin_dir().join("psql"))
-        .args(["-X", "-q", "-A", "-t", "-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres", "-d", "postgres", "-c"])
-        .arg("\\set FETCH_COUNT 1000\nSELECT repeat('y', 1000) FROM generate_series(1, 110000)")
+        .args(["-X", "-q", "-A", "-t", "-v", "FETCH_COUNT=1000", "-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres", "-d", "postgres", "-c"])
+        .arg("SELECT repeat('y', 1000) FROM generate_series(1, 110000)")
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
