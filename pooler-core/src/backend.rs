@@ -249,11 +249,7 @@ impl ServerConn {
             let frame = self.read_frame().await?;
             match frame.tag() {
                 tag::PARAMETER_STATUS => self.note_parameter(frame.body())?,
-                tag::ERROR_RESPONSE => {
-                    if error.is_none() {
-                        error = Some(frame.into_bytes());
-                    }
-                }
+                tag::ERROR_RESPONSE if error.is_none() => error = Some(frame.into_bytes()),
                 tag::READY_FOR_QUERY => {
                     let status = TransactionStatus::parse(frame.body()).map_err(Error::ServerProtocol)?;
                     return match error {

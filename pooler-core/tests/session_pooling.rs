@@ -140,7 +140,7 @@ async fn server_connection_is_reused_and_reset_between_clients() {
     let mut pids = Vec::new();
     for i in 0..5 {
         let mut cfg = pooler.pg_config("postgres", "postgres");
-        cfg.application_name(&format!("client{i}"));
+        cfg.application_name(format!("client{i}"));
         let client = connect_with(cfg).await.unwrap();
         let r = client.query_one("SELECT pg_backend_pid(), current_setting('application_name')", &[]).await.unwrap();
         pids.push(r.get::<_, i32>(0));

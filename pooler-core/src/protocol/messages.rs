@@ -225,6 +225,7 @@ pub struct Parse<'a> {
 }
 
 impl<'a> Parse<'a> {
+    #[allow(clippy::self_named_constructors)] // `parse` decodes, as on every view here
     /// Decodes the name and query of a Parse body (parameter types are skipped).
     pub fn parse(mut body: &'a [u8]) -> Result<Self, ProtocolError> {
         let name = take_cstr(&mut body)?;
