@@ -53,6 +53,21 @@ pub(crate) struct Shared {
     pub(crate) phase: watch::Receiver<Phase>,
 }
 
+impl Shared {
+    /// Forwards a client's CancelRequest to the server connection serving the
+    /// client that holds `key`; an unknown key or wrong secret does nothing,
+    /// as in PostgreSQL.
+    pub(crate) async fn forward_cancel(&self, key: crate::protocol::CancelKey) {
+        let Some(target) = self.cancels.lookup(key) else {
+            return;
+        };
+        metrics::counter!(m::CANCELS_FORWARDED).increment(1);
+        if let Err(e) = crate::backend::send_cancel(&target.addr, target.key, Duration::from_secs(5)).await {
+            tracing::warn!(server = %target.addr, error = %e, "forwarding cancel request failed");
+        }
+    }
+}
+
 /// A configured pooler, ready to serve a listener.
 ///
 /// ```no_run
@@ -143,7 +158,7 @@ impl Pooler {
                 Err(_) => {
                     metrics::counter!(m::CLIENTS_REFUSED).increment(1);
                     tracing::warn!(client = %peer, max_clients, "too many clients; connection refused");
-                    tokio::spawn(refuse_too_many(stream));
+                    tokio::spawn(refuse_too_many(stream, self.shared.clone()));
                 }
             }
         }
@@ -179,8 +194,9 @@ async fn maintain(shared: Arc<Shared>) {
 }
 
 /// Answers a client over the connection limit the way PostgreSQL does: read
-/// its startup packet (declining TLS), then FATAL 53300.
-async fn refuse_too_many(mut stream: TcpStream) {
+/// its startup packet (declining TLS), then FATAL 53300. A cancel request is
+/// still forwarded: cancelling matters most when the pooler is full.
+async fn refuse_too_many(mut stream: TcpStream, shared: Arc<Shared>) {
     let work = async {
         let mut buf = BytesMut::new();
         loop {
@@ -189,7 +205,11 @@ async fn refuse_too_many(mut stream: TcpStream) {
                     stream.write_all(b"N").await?;
                 }
                 Ok(Some(StartupPacket::Startup(_))) => break,
-                Ok(Some(StartupPacket::Cancel(_))) | Err(_) => return Ok(()),
+                Ok(Some(StartupPacket::Cancel(key))) => {
+                    shared.forward_cancel(key).await;
+                    return Ok(());
+                }
+                Err(_) => return Ok(()),
                 Ok(None) => {
                     use tokio::io::AsyncReadExt;
                     if stream.read_buf(&mut buf).await? == 0 {

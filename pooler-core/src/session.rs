@@ -4,7 +4,6 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -144,12 +143,7 @@ async fn read_startup(client: &mut Client, shared: &Shared) -> Result<Option<Sta
                 client.stream.write_all(b"N").await.map_err(Error::ClientIo)?;
             }
             Some(StartupPacket::Cancel(key)) => {
-                if let Some(target) = shared.cancels.lookup(key) {
-                    metrics::counter!(m::CANCELS_FORWARDED).increment(1);
-                    if let Err(e) = backend::send_cancel(&target.addr, target.key, Duration::from_secs(5)).await {
-                        tracing::warn!(client = %client.peer, error = %e, "forwarding cancel request failed");
-                    }
-                }
+                shared.forward_cancel(key).await;
                 return Ok(None);
             }
             Some(StartupPacket::Startup(msg)) => {
