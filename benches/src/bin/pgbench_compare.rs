@@ -1,0 +1,123 @@
+//! pgbench directly against PostgreSQL and through the `pooler` binary, in one
+//! run on one cluster, so the two figures can be compared.
+//! Run: `cargo build --release -p pooler-bin && cargo run --release -p pooler-benches --bin pgbench-compare -- --clients 20 --seconds 10`.
+//! Extra pgbench arguments go after `--`, e.g. `-- -S -M prepared`.
+
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use pooler_benches::rss_kib;
+
+struct Row {
+    target: &'static str,
+    tps: f64,
+    latency_ms: f64,
+    processed: String,
+    failed: String,
+}
+
+fn field<'a>(out: &'a str, prefix: &str) -> Option<&'a str> {
+    out.lines().find_map(|l| l.trim().strip_prefix(prefix)).map(str::trim)
+}
+
+fn pgbench(bin: &std::path::Path, port: u16, args: &[String]) -> Result<String, String> {
+    let out = Command::new(bin.join("pgbench"))
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres"])
+        .args(args)
+        .arg("postgres")
+        .output()
+        .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        return Err(format!("pgbench failed: {}{}", text, String::from_utf8_lossy(&out.stderr)));
+    }
+    Ok(text)
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut clients = 20usize;
+    let mut seconds = 10u64;
+    let mut scale = 1u32;
+    let mut pooler = PathBuf::from("target/release/pooler");
+    let mut extra: Vec<String> = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--clients" => clients = args.next().ok_or("--clients N")?.parse()?,
+            "--seconds" => seconds = args.next().ok_or("--seconds N")?.parse()?,
+            "--scale" => scale = args.next().ok_or("--scale N")?.parse()?,
+            "--pooler" => pooler = PathBuf::from(args.next().ok_or("--pooler PATH")?),
+            "--" => extra.extend(args.by_ref()),
+            _ => return Err(format!("unknown argument {a}").into()),
+        }
+    }
+    if !pooler.exists() {
+        return Err(format!("{} not found: build it with cargo build --release -p pooler-bin", pooler.display()).into());
+    }
+    let cluster = pooler_testkit::Cluster::builder().setting("max_connections", "200").start()?;
+    let bin = cluster.bin_dir().to_path_buf();
+    let direct = cluster.primary().port();
+    let port = pooler_testkit::free_port()?;
+    let config = cluster.dir().join("pgbench-compare.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\nlog_connections = false\n[pool]\nsize = {}\n\
+             [auth]\nmethod = \"trust\"\n[[nodes]]\nhost = \"127.0.0.1\"\nport = {direct}\n",
+            clients.max(1)
+        ),
+    )?;
+    let mut child = Command::new(&pooler).arg("--config").arg(&config).env("RUST_LOG", "warn").stdout(Stdio::null()).spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return Err("pooler did not start".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    pgbench(&bin, direct, &["-i".into(), "-q".into(), "-s".into(), scale.to_string()]).map_err(|e| e.to_string())?;
+    let mut run_args = vec!["-c".to_string(), clients.to_string(), "-j".into(), "2".into(), "-T".into(), seconds.to_string()];
+    run_args.extend(extra.iter().cloned());
+    let cpu_before = cpu_seconds(child.id());
+    let mut results = Vec::new();
+    for (target, p) in [("direct", direct), ("pooler (session)", port)] {
+        let out = pgbench(&bin, p, &run_args).map_err(|e| e.to_string())?;
+        results.push(Row {
+            target,
+            tps: field(&out, "tps =").and_then(|v| v.split_whitespace().next()).and_then(|v| v.parse().ok()).unwrap_or(0.0),
+            latency_ms: field(&out, "latency average =").and_then(|v| v.split_whitespace().next()).and_then(|v| v.parse().ok()).unwrap_or(0.0),
+            processed: field(&out, "number of transactions actually processed:").unwrap_or("?").to_owned(),
+            failed: field(&out, "number of failed transactions:").unwrap_or("?").to_owned(),
+        });
+    }
+    let cpu = cpu_seconds(child.id()).zip(cpu_before).map(|(a, b)| a - b);
+    let (peak, _) = rss_kib(child.id()).unwrap_or((0, 0));
+    println!("pgbench -c {clients} -j 2 -T {seconds} {} (scale {scale}), one cluster, one run", extra.join(" "));
+    println!();
+    println!("| target | tps | latency avg (ms) | processed | failed | vs direct |");
+    println!("|---|---|---|---|---|---|");
+    let base = results[0].tps.max(f64::MIN_POSITIVE);
+    for r in &results {
+        println!("| {} | {:.0} | {:.3} | {} | {} | {:.2} |", r.target, r.tps, r.latency_ms, r.processed, r.failed, r.tps / base);
+    }
+    if let (Some(cpu), Some(pooled)) = (cpu, results.get(1)) {
+        let txns = pooled.tps * seconds as f64;
+        println!();
+        println!("pooler CPU: {cpu:.2} s for ~{txns:.0} transactions = {:.1} µs per transaction; peak RSS {peak} KiB", cpu / txns.max(1.0) * 1e6);
+    }
+    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let _ = child.wait();
+    Ok(())
+}
+
+/// utime + stime of a process, in seconds, from /proc/<pid>/stat.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
