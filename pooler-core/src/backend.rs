@@ -90,7 +90,7 @@ impl ServerConn {
         let now = Instant::now();
         let mut conn = ServerConn {
             stream,
-            buf: BytesMut::with_capacity(8192),
+            buf: BytesMut::new(),
             params: Vec::new(),
             key: BackendKeyData { pid: 0, secret: 0 },
             addr: addr.clone(),
@@ -273,6 +273,13 @@ impl ServerConn {
     /// relay can use them at once.
     pub(crate) fn parts(&mut self) -> (&mut TcpStream, &mut BytesMut, &mut Vec<(String, String)>) {
         (&mut self.stream, &mut self.buf, &mut self.params)
+    }
+
+    /// Frees the read buffer's memory when nothing is buffered (idle in the pool).
+    pub(crate) fn release_buffer(&mut self) {
+        if self.buf.is_empty() {
+            self.buf = BytesMut::new();
+        }
     }
 
     /// Run-time parameters as the server last reported them.

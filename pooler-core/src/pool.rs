@@ -213,6 +213,7 @@ impl Pool {
             }
         }
         conn.idle_since = Instant::now();
+        conn.release_buffer();
         match self.idle.lock() {
             Ok(mut idle) => idle.push(conn),
             Err(_) => self.discard(conn),

@@ -316,6 +316,8 @@ async fn run_session(
         finish(&pool, lease, true, TransactionStatus::Idle).await;
         return End::Failed(e);
     }
+    // Login is over: drop its scratch buffer (the relay reads on demand).
+    client.out = BytesMut::new();
     metrics::gauge!(m::CLIENTS_ACTIVE).increment(1.0);
     let outcome = relay(client, lease.conn(), shared, &mut phase).await;
     metrics::gauge!(m::CLIENTS_ACTIVE).decrement(1.0);
@@ -490,10 +492,10 @@ async fn relay(
     let mut up_scanner = Scanner::new(max);
     let mut force = phase.clone();
 
-    let (mut cr, mut cw) = client.stream.split();
+    let (cr, mut cw) = client.stream.split();
     let cbuf = &mut client.buf;
     let (server_stream, sbuf, params) = conn.parts();
-    let (mut sr, mut sw) = server_stream.split();
+    let (sr, mut sw) = server_stream.split();
 
     let upstream = async {
         loop {
@@ -539,8 +541,7 @@ async fn relay(
                 // Terminate is at the front of the buffer: the client is done.
                 return End::Terminated;
             }
-            cbuf.reserve(READ_CHUNK);
-            match cr.read_buf(cbuf).await {
+            match read_some(&cr, cbuf).await {
                 Ok(0) => return End::ClientClosed,
                 Ok(_) => {}
                 Err(e) => return End::Failed(Error::ClientIo(e)),
@@ -590,9 +591,8 @@ async fn relay(
             if draining && is_idle(&down, &requests, &up_clean, sbuf) {
                 return End::Shutdown;
             }
-            sbuf.reserve(READ_CHUNK);
             tokio::select! {
-                r = sr.read_buf(sbuf) => match r {
+                r = read_some(&sr, sbuf) => match r {
                     Ok(0) => return End::Failed(Error::ServerClosed),
                     Ok(_) => {}
                     Err(e) => return End::Failed(Error::ServerIo(e)),
@@ -619,6 +619,24 @@ async fn relay(
         && sbuf.is_empty()
         && !matches!(&end, End::Failed(e) if e.side() == crate::error::Side::Server);
     RelayOutcome { end, clean, status: down.status, client_can_take_error: down.scanner.at_boundary() && !down.writing }
+}
+
+/// Waits for bytes and reads them. While waiting with nothing buffered, the
+/// buffer's memory is given back, so an idle session holds no read buffer:
+/// the allocation is made when data is ready, not before.
+async fn read_some(r: &tokio::net::tcp::ReadHalf<'_>, buf: &mut BytesMut) -> std::io::Result<usize> {
+    loop {
+        if buf.is_empty() && buf.capacity() > 0 {
+            *buf = BytesMut::new();
+        }
+        r.readable().await?;
+        buf.reserve(READ_CHUNK);
+        match r.try_read_buf(buf) {
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// True when the server connection has nothing outstanding and no open
