@@ -386,3 +386,37 @@ async fn pgbench_through_the_pooler_has_no_failed_transactions() {
     assert!(stdout.contains("number of transactions actually processed: 1000/1000"), "{stdout}");
     assert!(stdout.contains("number of failed transactions: 0"), "{stdout}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_old_server_connections_are_closed() {
+    let cluster = primary_only().await;
+    let mut config = trust_config(&cluster);
+    config.pool.server_idle_timeout = Duration::from_millis(300);
+    let pooler = TestPooler::start(config, None).await;
+    let c = pooler.connect("postgres").await;
+    c.simple_query("SELECT 1").await.unwrap();
+    drop(c);
+    let pool = pooler.pooler.pools().all()[0].clone();
+    assert!(eventually(Duration::from_secs(5), || pool.idle_count() == 1).await);
+    // Past the idle timeout the maintenance task closes it.
+    assert!(eventually(Duration::from_secs(5), || pool.idle_count() == 0).await);
+    assert_eq!(pool.stats().closed.load(Ordering::Relaxed), 1);
+    let count = "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()";
+    assert_eq!(cluster.primary().query_one(count).unwrap(), "0");
+
+    let cluster2 = primary_only().await;
+    let mut config = trust_config(&cluster2);
+    config.pool.server_lifetime = Duration::from_millis(300);
+    let pooler = TestPooler::start(config, None).await;
+    let c = pooler.connect("postgres").await;
+    let pid1: i32 = c.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    drop(c);
+    // Too old to be reused: closed when it comes back, not kept idle.
+    let pool = pooler.pooler.pools().all()[0].clone();
+    assert!(eventually(Duration::from_secs(5), || pool.stats().closed.load(Ordering::Relaxed) == 1).await);
+    assert_eq!(pool.idle_count(), 0);
+    let c = pooler.connect("postgres").await;
+    let pid2: i32 = c.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    assert_ne!(pid1, pid2);
+}
