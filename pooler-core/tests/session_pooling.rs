@@ -420,3 +420,26 @@ async fn idle_and_old_server_connections_are_closed() {
     let pid2: i32 = c.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
     assert_ne!(pid1, pid2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unresponsive_or_absent_server_gives_a_connect_error_in_time() {
+    // A "server" that accepts TCP connections and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let node = pooler_core::config::NodeConfig { host: "127.0.0.1".into(), port, weight: 1.0, data_dir: None };
+    let mut config = pooler_core::Config::with_nodes(vec![node]);
+    config.auth.method = pooler_core::config::AuthMethod::Trust;
+    config.pool.connect_timeout = Duration::from_millis(300);
+    let pooler = TestPooler::start(config, None).await;
+    let started = Instant::now();
+    let e = connect_with(pooler.pg_config("postgres", "postgres")).await.unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("08001"), "{e}");
+    assert!(message(&e).contains("timeout while connecting"), "{e}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    drop(silent);
+
+    // Nothing listening at all: connection refused, reported as such.
+    let e = connect_with(pooler.pg_config("postgres", "postgres")).await.unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("08001"), "{e}");
+    assert!(message(&e).contains("could not connect to server"), "{e}");
+}
