@@ -57,16 +57,12 @@ fn bench_frames(c: &mut Criterion) {
 }
 
 fn bench_startup(c: &mut Criterion) {
-    let mut body = 196608u32.to_be_bytes().to_vec();
-    for (k, v) in [("user", "app"), ("database", "appdb"), ("application_name", "psql"), ("client_encoding", "UTF8")] {
-        body.extend_from_slice(k.as_bytes());
-        body.push(0);
-        body.extend_from_slice(v.as_bytes());
-        body.push(0);
-    }
-    body.push(0);
-    let mut packet = ((body.len() + 4) as u32).to_be_bytes().to_vec();
-    packet.extend(body);
+    let mut packet = BytesMut::new();
+    pooler_core::protocol::write::startup_message(
+        &mut packet,
+        0,
+        &[("user", "app"), ("database", "appdb"), ("application_name", "psql"), ("client_encoding", "UTF8")],
+    );
     c.bench_function("startup/parse_psql_startup", |b| {
         b.iter(|| {
             let mut buf = BytesMut::from(&packet[..]);

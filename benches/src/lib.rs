@@ -14,3 +14,63 @@ pub fn rss_kib(pid: u32) -> Option<(u64, u64)> {
     };
     Some((field("VmHWM:")?, field("VmRSS:")?))
 }
+
+/// The `pooler` binary running as a child process; stopped (SIGTERM) on drop.
+pub struct PoolerProcess {
+    child: std::process::Child,
+    /// The port it listens on.
+    pub port: u16,
+}
+
+impl PoolerProcess {
+    /// Writes `config_body` (TOML, whose `[server]` table this function
+    /// prepends with `listen`) to `dir/pooler.toml`, starts `binary` on a free
+    /// port and waits until it accepts connections.
+    pub fn start(
+        binary: &std::path::Path,
+        dir: &std::path::Path,
+        server_extra: &str,
+        rest: &str,
+    ) -> Result<PoolerProcess, Box<dyn std::error::Error>> {
+        if !binary.exists() {
+            return Err(format!("{} not found: build it with cargo build --release -p pooler-bin", binary.display()).into());
+        }
+        let port = pooler_testkit::free_port()?;
+        std::fs::create_dir_all(dir)?;
+        let config = dir.join("pooler.toml");
+        std::fs::write(
+            &config,
+            format!("[server]\nlisten = \"127.0.0.1:{port}\"\nlog_connections = false\n{server_extra}\n{rest}"),
+        )?;
+        let child = std::process::Command::new(binary)
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()?;
+        let mut p = PoolerProcess { child, port };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if std::time::Instant::now() > deadline {
+                return Err("pooler did not start listening within 10 s".into());
+            }
+            if let Ok(Some(status)) = p.child.try_wait() {
+                return Err(format!("pooler exited at start: {status}").into());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Ok(p)
+    }
+
+    /// Process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for PoolerProcess {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = self.child.wait();
+    }
+}

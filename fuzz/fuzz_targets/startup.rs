@@ -13,16 +13,9 @@ fuzz_target!(|data: &[u8]| {
         assert!(buf.capacity() <= MAX_STARTUP_PACKET.max(data.len()) + 64);
         if let StartupPacket::Startup(m) = packet {
             // Round trip: encode the parameters again and parse them back.
-            let mut body = (((m.major as u32) << 16) | m.minor as u32).to_be_bytes().to_vec();
-            for (k, v) in &m.params {
-                body.extend_from_slice(k.as_bytes());
-                body.push(0);
-                body.extend_from_slice(v.as_bytes());
-                body.push(0);
-            }
-            body.push(0);
-            let mut again = BytesMut::from(&((body.len() + 4) as u32).to_be_bytes()[..]);
-            again.extend_from_slice(&body);
+            let params: Vec<(&str, &str)> = m.params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let mut again = BytesMut::new();
+            pooler_core::protocol::write::startup_message(&mut again, m.minor, &params);
             match split_startup(&mut again) {
                 Ok(Some(StartupPacket::Startup(m2))) => assert_eq!(m, m2),
                 other => panic!("re-encoded startup message did not parse back: {other:?}"),

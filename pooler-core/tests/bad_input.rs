@@ -10,17 +10,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 fn startup(params: &[(&str, &str)]) -> Vec<u8> {
-    let mut body = 196608u32.to_be_bytes().to_vec();
-    for (k, v) in params {
-        body.extend_from_slice(k.as_bytes());
-        body.push(0);
-        body.extend_from_slice(v.as_bytes());
-        body.push(0);
-    }
-    body.push(0);
-    let mut v = ((body.len() + 4) as u32).to_be_bytes().to_vec();
-    v.extend(body);
-    v
+    let mut buf = bytes::BytesMut::new();
+    pooler_core::protocol::write::startup_message(&mut buf, 0, params);
+    buf.to_vec()
 }
 
 /// Reads until the server closes; returns everything received.

@@ -6,23 +6,14 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use pooler_benches::rss_kib;
+use pooler_benches::{rss_kib, PoolerProcess};
 
 fn startup_packet(user: &str) -> Vec<u8> {
-    let mut body = 196608u32.to_be_bytes().to_vec();
-    for (k, v) in [("user", user), ("database", "postgres"), ("application_name", "idle")] {
-        body.extend_from_slice(k.as_bytes());
-        body.push(0);
-        body.extend_from_slice(v.as_bytes());
-        body.push(0);
-    }
-    body.push(0);
-    let mut v = ((body.len() + 4) as u32).to_be_bytes().to_vec();
-    v.extend(body);
-    v
+    let mut buf = bytes::BytesMut::new();
+    pooler_core::protocol::write::startup_message(&mut buf, 0, &[("user", user), ("database", "postgres"), ("application_name", "idle")]);
+    buf.to_vec()
 }
 
 /// Logs in and returns the socket once ReadyForQuery arrived.
@@ -53,38 +44,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             _ => return Err(format!("unknown argument {a}").into()),
         }
     }
-    if !pooler.exists() {
-        return Err(format!("{} not found: build it with cargo build --release -p pooler-bin", pooler.display()).into());
-    }
     // Session pooling gives every client its own server connection.
     let max_conn = (clients + 20).to_string();
     let cluster = pooler_testkit::Cluster::builder().setting("max_connections", &max_conn).start()?;
-    let port = pooler_testkit::free_port()?;
-    let dir = cluster.dir().join("idle-clients");
-    std::fs::create_dir_all(&dir)?;
-    let config = dir.join("pooler.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\nmax_client_connections = {}\nlog_connections = false\n\
-             [pool]\nsize = {clients}\n[auth]\nmethod = \"trust\"\n[[nodes]]\nhost = \"127.0.0.1\"\nport = {}\n",
-            clients + 10,
+    let pooler = PoolerProcess::start(
+        &pooler,
+        &cluster.dir().join("idle-clients"),
+        &format!("max_client_connections = {}", clients + 10),
+        &format!(
+            "[pool]\nsize = {clients}\n[auth]\nmethod = \"trust\"\n[[nodes]]\nhost = \"127.0.0.1\"\nport = {}\n",
             cluster.primary().port()
         ),
     )?;
-    let mut child = Command::new(&pooler).arg("--config").arg(&config).env("RUST_LOG", "warn").stdout(Stdio::null()).spawn()?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            return Err("pooler did not start".into());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let port = pooler.port;
     let warm = login(port)?;
     drop(warm);
     std::thread::sleep(Duration::from_millis(200));
-    let (_, base_rss) = rss_kib(child.id()).ok_or("no /proc entry for the pooler")?;
+    let (_, base_rss) = rss_kib(pooler.pid()).ok_or("no /proc entry for the pooler")?;
     let started = Instant::now();
     let mut open = Vec::with_capacity(clients);
     for _ in 0..clients {
@@ -92,7 +68,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let login_time = started.elapsed();
     std::thread::sleep(Duration::from_millis(500));
-    let (peak, rss) = rss_kib(child.id()).ok_or("no /proc entry for the pooler")?;
+    let (peak, rss) = rss_kib(pooler.pid()).ok_or("no /proc entry for the pooler")?;
     println!("| idle clients | pooler RSS before | pooler RSS with clients | peak RSS (VmHWM) | per client | login time |");
     println!("|---|---|---|---|---|---|");
     println!(
@@ -101,7 +77,5 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         login_time.as_secs_f64()
     );
     drop(open);
-    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
-    let _ = child.wait();
     Ok(())
 }

@@ -3,12 +3,10 @@
 //! Run: `cargo build --release -p pooler-bin && cargo run --release -p pooler-benches --bin pgbench-compare -- --clients 20 --seconds 10`.
 //! Extra pgbench arguments go after `--`, e.g. `-- -S -M prepared`.
 
-use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-use pooler_benches::rss_kib;
+use pooler_benches::{rss_kib, PoolerProcess};
 
 struct Row {
     target: &'static str,
@@ -53,35 +51,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             _ => return Err(format!("unknown argument {a}").into()),
         }
     }
-    if !pooler.exists() {
-        return Err(format!("{} not found: build it with cargo build --release -p pooler-bin", pooler.display()).into());
-    }
     let cluster = pooler_testkit::Cluster::builder().setting("max_connections", "200").start()?;
     let bin = cluster.bin_dir().to_path_buf();
     let direct = cluster.primary().port();
-    let port = pooler_testkit::free_port()?;
-    let config = cluster.dir().join("pgbench-compare.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\nlog_connections = false\n[pool]\nsize = {}\n\
-             [auth]\nmethod = \"trust\"\n[[nodes]]\nhost = \"127.0.0.1\"\nport = {direct}\n",
+    let pooler = PoolerProcess::start(
+        &pooler,
+        &cluster.dir().join("pgbench-compare"),
+        "",
+        &format!(
+            "[pool]\nsize = {}\n[auth]\nmethod = \"trust\"\n[[nodes]]\nhost = \"127.0.0.1\"\nport = {direct}\n",
             clients.max(1)
         ),
     )?;
-    let mut child = Command::new(&pooler).arg("--config").arg(&config).env("RUST_LOG", "warn").stdout(Stdio::null()).spawn()?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            return Err("pooler did not start".into());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let port = pooler.port;
     pgbench(&bin, direct, &["-i".into(), "-q".into(), "-s".into(), scale.to_string()]).map_err(|e| e.to_string())?;
     let mut run_args = vec!["-c".to_string(), clients.to_string(), "-j".into(), "2".into(), "-T".into(), seconds.to_string()];
     run_args.extend(extra.iter().cloned());
-    let cpu_before = cpu_seconds(child.id());
+    let cpu_before = cpu_seconds(pooler.pid());
     let mut results = Vec::new();
     for (target, p) in [("direct", direct), ("pooler (session)", port)] {
         let out = pgbench(&bin, p, &run_args).map_err(|e| e.to_string())?;
@@ -93,8 +79,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             failed: field(&out, "number of failed transactions:").unwrap_or("?").to_owned(),
         });
     }
-    let cpu = cpu_seconds(child.id()).zip(cpu_before).map(|(a, b)| a - b);
-    let (peak, _) = rss_kib(child.id()).unwrap_or((0, 0));
+    let cpu = cpu_seconds(pooler.pid()).zip(cpu_before).map(|(a, b)| a - b);
+    let (peak, _) = rss_kib(pooler.pid()).unwrap_or((0, 0));
     println!("pgbench -c {clients} -j 2 -T {seconds} {} (scale {scale}), one cluster, one run", extra.join(" "));
     println!();
     println!("| target | tps | latency avg (ms) | processed | failed | vs direct |");
@@ -108,8 +94,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!();
         println!("pooler CPU: {cpu:.2} s for ~{txns:.0} transactions = {:.1} µs per transaction; peak RSS {peak} KiB", cpu / txns.max(1.0) * 1e6);
     }
-    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
-    let _ = child.wait();
     Ok(())
 }
 

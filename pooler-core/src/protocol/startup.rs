@@ -134,17 +134,11 @@ mod tests {
     use super::*;
 
     fn startup(version: u32, params: &[(&str, &str)]) -> Vec<u8> {
-        let mut body = version.to_be_bytes().to_vec();
-        for (k, v) in params {
-            body.extend_from_slice(k.as_bytes());
-            body.push(0);
-            body.extend_from_slice(v.as_bytes());
-            body.push(0);
-        }
-        body.push(0);
-        let mut v = ((body.len() + 4) as u32).to_be_bytes().to_vec();
-        v.extend(body);
-        v
+        let mut buf = BytesMut::new();
+        super::super::write::startup_message(&mut buf, (version & 0xffff) as u16, params);
+        // Tests of other major versions patch the version field.
+        buf[4..8].copy_from_slice(&version.to_be_bytes());
+        buf.to_vec()
     }
 
     #[test]

@@ -132,6 +132,21 @@ pub fn negotiate_protocol_version(buf: &mut BytesMut, minor: u16, unsupported: &
     });
 }
 
+/// A StartupMessage for protocol 3.`minor` with these parameters (what a
+/// client sends first; used by tools and tests that speak as a client).
+pub fn startup_message(buf: &mut BytesMut, minor: u16, params: &[(&str, &str)]) {
+    let at = buf.len();
+    buf.put_u32(0);
+    buf.put_u32((3 << 16) | minor as u32);
+    for (k, v) in params {
+        cstr(buf, k.as_bytes());
+        cstr(buf, v.as_bytes());
+    }
+    buf.put_u8(0);
+    let len = (buf.len() - at) as u32;
+    buf[at..at + 4].copy_from_slice(&len.to_be_bytes());
+}
+
 /// A simple Query message (used for reset and SET statements sent to servers).
 pub fn query(buf: &mut BytesMut, sql: &str) {
     message(buf, b'Q', |b| cstr(b, sql.as_bytes()));
