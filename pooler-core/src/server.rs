@@ -76,7 +76,10 @@ impl Shared {
 /// let config = Config::load(std::path::Path::new("pooler.toml"))?;
 /// let listener = tokio::net::TcpListener::bind(config.listen_addr()?).await?;
 /// let pooler = Pooler::new(config)?;
-/// pooler.run(listener, async { let _ = tokio::signal::ctrl_c().await; }).await;
+/// // Any future works as the shutdown signal: a channel, ctrl_c(), a timer...
+/// let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+/// # drop(stop);
+/// pooler.run(listener, async { let _ = stopped.await; }).await;
 /// # Ok(()) }
 /// ```
 #[derive(Debug)]

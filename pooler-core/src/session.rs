@@ -106,12 +106,11 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
     let login = tokio::time::timeout(login_timeout, authenticate(&mut client, &shared, &user)).await;
     let client_key = match login {
         Ok(Ok(key)) => key,
+        Ok(Err(Error::ClientIo(_))) => return,
         Ok(Err(e)) => {
             metrics::counter!(m::AUTH_FAILURES).increment(1);
             tracing::info!(client = %peer, %user, error = %e, "authentication failed");
-            if !matches!(e, Error::ClientIo(_)) {
-                client.send_error(Severity::Fatal, &e).await;
-            }
+            client.send_error(Severity::Fatal, &e).await;
             return;
         }
         Err(_) => {
@@ -122,8 +121,15 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
     };
     w::auth_ok(&mut client.out);
     let end = run_session(&mut client, &shared, &startup, user.clone(), database.clone(), client_key).await;
-    if shared.config.server.log_connections {
-        tracing::info!(client = %peer, %user, %database, reason = %end, "client disconnected");
+    match &end {
+        // Server failures and pool exhaustion are worth a warning whatever the settings.
+        End::Failed(e) if e.side() != crate::error::Side::Client => {
+            tracing::warn!(client = %peer, %user, %database, error = %e, "session ended by a failure");
+        }
+        _ if shared.config.server.log_connections => {
+            tracing::info!(client = %peer, %user, %database, reason = %end, "client disconnected");
+        }
+        _ => {}
     }
 }
 
@@ -225,6 +231,11 @@ async fn authenticate(client: &mut Client, shared: &Shared, user: &str) -> Resul
 
 async fn expect_password(client: &mut Client) -> Result<Frame, Error> {
     let frame = client.read_frame().await?;
+    if frame.tag() == tag::TERMINATE {
+        // libpq does this when it has no password to give: it asks the user and
+        // reconnects. Not a failed login; end quietly, as PostgreSQL does.
+        return Err(Error::ClientIo(std::io::ErrorKind::UnexpectedEof.into()));
+    }
     if frame.tag() != tag::PASSWORD {
         return Err(Error::ClientProtocol(ProtocolError::Unexpected {
             tag: frame.tag(),
@@ -295,7 +306,6 @@ async fn run_session(
     let mut lease = match checkout {
         Ok(l) => l,
         Err(e) => {
-            tracing::warn!(client = %client.peer, %user, %database, error = %e, "no server connection for client");
             client.send_error(Severity::Fatal, &e).await;
             return End::Failed(e);
         }
