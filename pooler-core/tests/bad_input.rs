@@ -47,20 +47,6 @@ fn first_error_code(bytes: &[u8]) -> Option<String> {
     None
 }
 
-async fn logged_in(pooler: &TestPooler) -> TcpStream {
-    let mut s = TcpStream::connect(pooler.addr).await.unwrap();
-    s.write_all(&startup(&[("user", "postgres"), ("database", "postgres")])).await.unwrap();
-    // Read up to the first ReadyForQuery.
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !got.windows(6).any(|w| w == b"Z\0\0\0\x05I") {
-        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await.unwrap().unwrap();
-        assert!(n > 0, "closed during login");
-        got.extend_from_slice(&buf[..n]);
-    }
-    s
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broken_startup_packets_get_errors_and_closed_sockets() {
     let cluster = primary_only().await;
@@ -108,17 +94,17 @@ async fn oversized_and_invalid_messages_after_login_close_the_session_cleanly() 
     let pooler = TestPooler::start(config, None).await;
 
     // A Query declaring 1 GB: refused before anything is allocated for it.
-    let mut s = logged_in(&pooler).await;
+    let mut s = raw_login(pooler.addr).await;
     s.write_all(&[b'Q', 0x40, 0, 0, 0]).await.unwrap();
     assert_eq!(first_error_code(&read_to_close(&mut s).await).as_deref(), Some("54000"));
 
     // A length below 4.
-    let mut s = logged_in(&pooler).await;
+    let mut s = raw_login(pooler.addr).await;
     s.write_all(&[b'Q', 0, 0, 0, 2]).await.unwrap();
     assert_eq!(first_error_code(&read_to_close(&mut s).await).as_deref(), Some("08P01"));
 
     // An unknown message type reaches PostgreSQL, which answers 08P01 and closes.
-    let mut s = logged_in(&pooler).await;
+    let mut s = raw_login(pooler.addr).await;
     s.write_all(&[b'!', 0, 0, 0, 4]).await.unwrap();
     assert_eq!(first_error_code(&read_to_close(&mut s).await).as_deref(), Some("08P01"));
 
@@ -138,7 +124,7 @@ async fn random_bytes_never_take_the_pooler_down() {
         seed
     };
     for round in 0..40 {
-        let mut s = if round % 2 == 0 { TcpStream::connect(pooler.addr).await.unwrap() } else { logged_in(&pooler).await };
+        let mut s = if round % 2 == 0 { TcpStream::connect(pooler.addr).await.unwrap() } else { raw_login(pooler.addr).await };
         let len = (next() % 300) as usize;
         let junk: Vec<u8> = (0..len).map(|_| next() as u8).collect();
         let _ = s.write_all(&junk).await;

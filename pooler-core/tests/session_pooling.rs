@@ -443,3 +443,50 @@ async fn unresponsive_or_absent_server_gives_a_connect_error_in_time() {
     assert_eq!(sqlstate(&e).as_deref(), Some("08001"), "{e}");
     assert!(message(&e).contains("could not connect to server"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_queries_on_one_connection_all_get_their_own_answers() {
+    let cluster = primary_only().await;
+    let pooler = TestPooler::start(trust_config(&cluster), None).await;
+    let client = pooler.connect("postgres").await;
+    let stmt = client.prepare("SELECT $1::int8 * 2, repeat('r', $1::int4)").await.unwrap();
+    // tokio-postgres sends all of these before reading any answer.
+    let params: Vec<i64> = (0..200).collect();
+    let (client, stmt) = (&client, &stmt);
+    let futures: Vec<_> = params.iter().map(|i| async move { client.query_one(stmt, &[i]).await }).collect();
+    let rows = futures_util::future::join_all(futures).await;
+    for (i, r) in rows.into_iter().enumerate() {
+        let r = r.unwrap();
+        assert_eq!(r.get::<_, i64>(0), i as i64 * 2);
+        assert_eq!(r.get::<_, String>(1).len(), i);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_vanishing_mid_query_never_lends_out_the_busy_server_connection() {
+    let cluster = primary_only().await;
+    let mut config = trust_config(&cluster);
+    config.pool.size = 1;
+    let pooler = TestPooler::start(config, None).await;
+    let mut raw = raw_login(pooler.addr).await;
+    let busy_pid: i32 = cluster
+        .primary()
+        .query_one("SELECT pid FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut q = bytes::BytesMut::new();
+    pooler_core::protocol::write::query(&mut q, "SELECT pg_sleep(30)");
+    use tokio::io::AsyncWriteExt;
+    raw.write_all(&q).await.unwrap();
+    // Wait until the sleep runs, then make the client disappear.
+    let running = format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {busy_pid} AND query LIKE '%pg_sleep(30)%' AND state = 'active'");
+    assert!(eventually(Duration::from_secs(5), || cluster.primary().query_one(&running).unwrap() == "1").await);
+    drop(raw);
+    // The next client gets a fresh, idle server connection right away.
+    let started = Instant::now();
+    let next = pooler.connect("postgres").await;
+    let pid: i32 = next.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    assert_ne!(pid, busy_pid);
+    assert!(started.elapsed() < Duration::from_secs(10));
+}

@@ -157,3 +157,21 @@ pub fn sqlstate(e: &tokio_postgres::Error) -> Option<String> {
 pub fn message(e: &tokio_postgres::Error) -> String {
     e.as_db_error().map(|d| d.message().to_owned()).unwrap_or_else(|| e.to_string())
 }
+
+/// A raw client socket logged in (trust) as postgres, after its first
+/// ReadyForQuery: for tests that must control every byte or vanish abruptly.
+pub async fn raw_login(addr: SocketAddr) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect to the pooler");
+    let mut startup = bytes::BytesMut::new();
+    pooler_core::protocol::write::startup_message(&mut startup, 0, &[("user", "postgres"), ("database", "postgres")]);
+    s.write_all(&startup).await.expect("send startup");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.windows(6).any(|w| w == b"Z\0\0\0\x05I") {
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await.expect("login in time").expect("read");
+        assert!(n > 0, "closed during login");
+        got.extend_from_slice(&buf[..n]);
+    }
+    s
+}
