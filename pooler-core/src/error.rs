@@ -126,7 +126,9 @@ impl Error {
     /// The SQLSTATE reported to the client.
     pub fn sqlstate(&self) -> &'static str {
         match self {
-            Error::ClientProtocol(e) | Error::ServerProtocol(e) => e.sqlstate(),
+            Error::ClientProtocol(e) => e.sqlstate(),
+            // Whatever the server did wrong, for the client it is a broken link.
+            Error::ServerProtocol(_) => "08P01",
             Error::ClientIo(_) => "08006",
             Error::ServerIo(_) | Error::ServerClosed => "08006",
             Error::Connect { .. } | Error::ConnectTimeout { .. } => "08001",

@@ -135,3 +135,93 @@ async fn random_bytes_never_take_the_pooler_down() {
     let c = pooler.connect("postgres").await;
     assert_eq!(c.query_one("SELECT 1", &[]).await.unwrap().get::<_, i32>(0), 1);
 }
+
+/// A fake "PostgreSQL" that logs anyone in, then answers the first query with
+/// `reply`, and the cases a broken or hostile server can produce.
+async fn fake_server(reply: Vec<u8>) -> (u16, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let reply = reply.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                // Startup packet.
+                if s.read(&mut buf).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                let mut hello = bytes::BytesMut::new();
+                hello.extend_from_slice(b"R\0\0\0\x08\0\0\0\0");
+                pooler_core::protocol::write::parameter_status(&mut hello, "server_version", "15.0");
+                pooler_core::protocol::write::backend_key_data(&mut hello, 1, 2);
+                hello.extend_from_slice(b"Z\0\0\0\x05I");
+                let _ = s.write_all(&hello).await;
+                // Anything that looks like a query gets the bad reply.
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 {
+                        return;
+                    }
+                    if buf[..n].contains(&b'Q') {
+                        let _ = s.write_all(&reply).await;
+                    }
+                }
+            });
+        }
+    });
+    (port, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_server_replies_end_the_session_with_an_error_not_a_panic() {
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("invalid ReadyForQuery status", b"Z\0\0\0\x05Q".to_vec()),
+        ("ParameterStatus declaring 2 GB", b"S\x7f\xff\xff\xff".to_vec()),
+        ("length below four", b"C\0\0\0\x01".to_vec()),
+        ("ParameterStatus without terminators", b"S\0\0\0\x08abcd".to_vec()),
+        ("server closes mid-row", b"D\0\0\x10\0partial".to_vec()),
+    ];
+    for (what, reply) in cases {
+        let (port, fake) = fake_server(reply).await;
+        let node = pooler_core::config::NodeConfig { host: "127.0.0.1".into(), port, weight: 1.0, data_dir: None };
+        let mut config = pooler_core::Config::with_nodes(vec![node]);
+        config.auth.method = pooler_core::config::AuthMethod::Trust;
+        config.server.max_message_size = 64 * 1024;
+        let pooler = TestPooler::start(config, None).await;
+        let mut s = raw_login(pooler.addr).await;
+        let mut q = bytes::BytesMut::new();
+        pooler_core::protocol::write::query(&mut q, "SELECT 1");
+        s.write_all(&q).await.unwrap();
+        if what == "server closes mid-row" {
+            // The fake keeps the socket open; the client gives up instead, and
+            // the pooler must not hang on to anything.
+            let mut got = vec![0u8; 64];
+            let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut got)).await.unwrap().unwrap();
+            assert!(n > 0, "{what}: the partial row is relayed");
+            drop(s);
+        } else {
+            let got = read_to_close(&mut s).await;
+            assert_eq!(first_error_code(&got).as_deref(), Some("08P01"), "{what}: {got:?}");
+        }
+        fake.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_postgres_server_is_reported_not_trusted() {
+    // Something else listens where PostgreSQL should be (an HTTP server, say).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let fake = tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
+        }
+    });
+    let node = pooler_core::config::NodeConfig { host: "127.0.0.1".into(), port, weight: 1.0, data_dir: None };
+    let mut config = pooler_core::Config::with_nodes(vec![node]);
+    config.auth.method = pooler_core::config::AuthMethod::Trust;
+    let pooler = TestPooler::start(config, None).await;
+    let e = connect_with(pooler.pg_config("postgres", "postgres")).await.unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("08P01"), "{e}");
+    assert!(message(&e).contains("server protocol violation"), "{e}");
+    fake.abort();
+}
