@@ -32,6 +32,13 @@ pub enum ConfigError {
     },
 }
 
+/// Upper bound of `server.max_client_connections`.
+pub const MAX_CLIENTS: usize = 1_000_000;
+/// Upper bound of `pool.size`.
+pub const MAX_POOL_SIZE: usize = 100_000;
+/// Longest duration accepted anywhere (10 years), so no deadline can overflow.
+const MAX_DURATION_SECS: f64 = 10.0 * 365.0 * 86_400.0;
+
 fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
     ConfigError::Invalid { key: key.into(), problem: problem.into() }
 }
@@ -246,8 +253,8 @@ impl Config {
         s.listen
             .parse::<SocketAddr>()
             .map_err(|e| invalid("server.listen", format!("{:?} is not host:port ({e})", s.listen)))?;
-        if s.max_client_connections == 0 {
-            return Err(invalid("server.max_client_connections", "must be at least 1"));
+        if s.max_client_connections == 0 || s.max_client_connections > MAX_CLIENTS {
+            return Err(invalid("server.max_client_connections", format!("must be between 1 and {MAX_CLIENTS}")));
         }
         if s.max_message_size < 1024 {
             return Err(invalid("server.max_message_size", "must be at least 1024 bytes"));
@@ -258,6 +265,9 @@ impl Config {
         let p = &self.pool;
         if p.size == 0 {
             return Err(invalid("pool.size", "must be at least 1"));
+        }
+        if p.size > MAX_POOL_SIZE {
+            return Err(invalid("pool.size", format!("must be at most {MAX_POOL_SIZE}")));
         }
         for (key, d) in [
             ("pool.connect_timeout", p.connect_timeout),
@@ -322,6 +332,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "h" => n * 3600.0,
         _ => return Err(format!("{s:?} has no valid unit: use ms, s, m or h, e.g. \"5s\"")),
     };
+    if !(0.0..=MAX_DURATION_SECS).contains(&secs) {
+        return Err(format!("{s:?} is out of range (at most 10 years)"));
+    }
     Duration::try_from_secs_f64(secs).map_err(|_| format!("{s:?} is out of range"))
 }
 
@@ -373,6 +386,18 @@ mod tests {
     }
 
     #[test]
+    fn absurd_sizes_are_refused_not_panicked_on() {
+        let err = Config::from_toml(&format!("[server]\nmax_client_connections = 9223372036854775807\n{MINIMAL}"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("server.max_client_connections"), "{err}");
+        let err = Config::from_toml(&format!("{MINIMAL}[pool]\nsize = 100000000\n")).unwrap_err().to_string();
+        assert!(err.contains("pool.size"), "{err}");
+        let err = Config::from_toml(&format!("{MINIMAL}[pool]\nserver_lifetime = \"999999999h\"\n")).unwrap_err().to_string();
+        assert!(err.contains("server_lifetime") && err.contains("out of range"), "{err}");
+    }
+
+    #[test]
     fn password_methods_need_a_password_file() {
         let err = Config::from_toml("[[nodes]]\nhost = \"h\"\n").unwrap_err().to_string();
         assert!(err.contains("auth.password_file"), "{err}");
@@ -393,6 +418,7 @@ mod tests {
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
         assert!(parse_duration("h").is_err());
+        assert!(parse_duration("99999999999h").is_err());
         assert!(parse_duration("5 parsecs").is_err());
     }
 }
