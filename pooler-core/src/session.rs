@@ -561,6 +561,8 @@ async fn relay(
 
     let downstream = async {
         let mut draining = false;
+        // Registered once, not per read: the drain signal costs nothing per message.
+        let mut drain_signal = std::pin::pin!(phase.wait_for(|p| *p != Phase::Running));
         loop {
             let mut failure: Option<ProtocolError> = None;
             let scan = down.scanner.scan(
@@ -602,12 +604,13 @@ async fn relay(
                 return End::Shutdown;
             }
             tokio::select! {
+                biased;
                 r = read_some(&sr, sbuf) => match r {
                     Ok(0) => return End::Failed(Error::ServerClosed),
                     Ok(_) => {}
                     Err(e) => return End::Failed(Error::ServerIo(e)),
                 },
-                _ = phase.wait_for(|p| *p != Phase::Running), if !draining => {
+                _ = &mut drain_signal, if !draining => {
                     draining = true;
                     if is_idle(&down, &requests, &up_clean, sbuf) {
                         return End::Shutdown;

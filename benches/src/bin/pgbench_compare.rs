@@ -2,6 +2,8 @@
 //! run on one cluster, so the two figures can be compared.
 //! Run: `cargo build --release -p pooler-bin && cargo run --release -p pooler-benches --bin pgbench-compare -- --clients 20 --seconds 10`.
 //! Extra pgbench arguments go after `--`, e.g. `-- -S -M prepared`.
+//! When `pgbouncer` is installed (Debian: apt-get install pgbouncer), it runs
+//! too, in the same pool mode with the same pool size, as a third target.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -68,8 +70,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut run_args = vec!["-c".to_string(), clients.to_string(), "-j".into(), "2".into(), "-T".into(), seconds.to_string()];
     run_args.extend(extra.iter().cloned());
     let cpu_before = cpu_seconds(pooler.pid());
+    let bouncer = Pgbouncer::start(cluster.dir(), direct, clients).ok();
+    let mut targets = vec![("direct", direct), ("pooler (session)", port)];
+    if let Some(b) = &bouncer {
+        targets.push(("pgbouncer 1.x (session)", b.port));
+    }
+    let mut bouncer_cpu = None;
     let mut results = Vec::new();
-    for (target, p) in [("direct", direct), ("pooler (session)", port)] {
+    for (target, p) in targets {
+        let before = bouncer.as_ref().and_then(|b| cpu_seconds(b.child.id()));
         let out = pgbench(&bin, p, &run_args).map_err(|e| e.to_string())?;
         results.push(Row {
             target,
@@ -78,6 +87,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             processed: field(&out, "number of transactions actually processed:").unwrap_or("?").to_owned(),
             failed: field(&out, "number of failed transactions:").unwrap_or("?").to_owned(),
         });
+        if target.starts_with("pgbouncer") {
+            let after = bouncer.as_ref().and_then(|b| cpu_seconds(b.child.id()));
+            bouncer_cpu = after.zip(before).map(|(a, b)| a - b);
+        }
     }
     let cpu = cpu_seconds(pooler.pid()).zip(cpu_before).map(|(a, b)| a - b);
     let (peak, _) = rss_kib(pooler.pid()).unwrap_or((0, 0));
@@ -89,10 +102,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for r in &results {
         println!("| {} | {:.0} | {:.3} | {} | {} | {:.2} |", r.target, r.tps, r.latency_ms, r.processed, r.failed, r.tps / base);
     }
+    println!();
     if let (Some(cpu), Some(pooled)) = (cpu, results.get(1)) {
         let txns = pooled.tps * seconds as f64;
-        println!();
         println!("pooler CPU: {cpu:.2} s for ~{txns:.0} transactions = {:.1} µs per transaction; peak RSS {peak} KiB", cpu / txns.max(1.0) * 1e6);
+    }
+    if let (Some(cpu), Some(b)) = (bouncer_cpu, results.get(2)) {
+        let txns = b.tps * seconds as f64;
+        println!("pgbouncer CPU: {cpu:.2} s for ~{txns:.0} transactions = {:.1} µs per transaction", cpu / txns.max(1.0) * 1e6);
+    }
+    if bouncer.is_none() {
+        println!("(pgbouncer not found or did not start: install it to compare)");
     }
     Ok(())
 }
@@ -104,4 +124,61 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
     let f: Vec<&str> = after.split_whitespace().collect();
     let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
     Some(ticks / 100.0)
+}
+
+/// pgbouncer from the system packages, in session mode, as the server user.
+struct Pgbouncer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Pgbouncer {
+    fn start(dir: &std::path::Path, backend: u16, pool: usize) -> Result<Pgbouncer, Box<dyn std::error::Error>> {
+        let bin = ["/usr/sbin/pgbouncer", "/usr/bin/pgbouncer"]
+            .into_iter()
+            .map(std::path::PathBuf::from)
+            .find(|p| p.exists())
+            .ok_or("pgbouncer not installed")?;
+        let port = pooler_testkit::free_port()?;
+        let work = dir.join("pgbouncer");
+        std::fs::create_dir_all(&work)?;
+        let ini = work.join("pgbouncer.ini");
+        std::fs::write(
+            &ini,
+            format!(
+                "[databases]\n* = host=127.0.0.1 port={backend}\n[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\n\
+                 unix_socket_dir =\nauth_type = trust\nauth_file = {}\npool_mode = session\ndefault_pool_size = {pool}\n\
+                 max_client_conn = {}\nlogfile = {}\nlog_connections = 0\nlog_disconnections = 0\n",
+                work.join("userlist.txt").display(),
+                pool + 10,
+                work.join("pgbouncer.log").display()
+            ),
+        )?;
+        std::fs::write(work.join("userlist.txt"), "\"postgres\" \"\"\n")?;
+        if let Some((_, uid, gid)) = pooler_testkit::server_os_user() {
+            for f in [&work, &ini, &work.join("userlist.txt")] {
+                std::os::unix::fs::chown(f, Some(uid), Some(gid))?;
+            }
+        }
+        let mut cmd = Command::new(bin);
+        cmd.arg(&ini).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+        pooler_testkit::run_as_server_user(&mut cmd);
+        let mut child = cmd.spawn()?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if std::time::Instant::now() > deadline || child.try_wait()?.is_some() {
+                let _ = child.kill();
+                return Err("pgbouncer did not start".into());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Ok(Pgbouncer { child, port })
+    }
+}
+
+impl Drop for Pgbouncer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
