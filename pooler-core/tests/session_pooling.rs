@@ -288,7 +288,7 @@ async fn clients_over_the_limit_are_refused_like_postgres() {
     drop(a);
     // A slot frees up when a client leaves.
     let mut ok = false;
-    for _ in 0..50 {
+    for _ in 0..250 {
         if connect_with(pooler.pg_config("postgres", "postgres")).await.is_ok() {
             ok = true;
             break;
@@ -397,12 +397,13 @@ async fn idle_and_old_server_connections_are_closed() {
     c.simple_query("SELECT 1").await.unwrap();
     drop(c);
     let pool = pooler.pooler.pools().all()[0].clone();
-    assert!(eventually(Duration::from_secs(5), || pool.idle_count() == 1).await);
-    // Past the idle timeout the maintenance task closes it.
-    assert!(eventually(Duration::from_secs(5), || pool.idle_count() == 0).await);
-    assert_eq!(pool.stats().closed.load(Ordering::Relaxed), 1);
+    // Returned to the pool, then past the idle timeout the maintenance task
+    // closes it (the pool may be seen idle only briefly; don't race for it).
+    assert!(eventually(Duration::from_secs(5), || pool.stats().closed.load(Ordering::Relaxed) == 1).await);
+    assert_eq!(pool.idle_count(), 0);
+    assert_eq!(pool.stats().opened.load(Ordering::Relaxed), 1);
     let count = "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()";
-    assert_eq!(cluster.primary().query_one(count).unwrap(), "0");
+    assert!(eventually(Duration::from_secs(5), || cluster.primary().query_one(count).unwrap() == "0").await);
 
     let cluster2 = primary_only().await;
     let mut config = trust_config(&cluster2);
