@@ -491,3 +491,29 @@ async fn client_vanishing_mid_query_never_lends_out_the_busy_server_connection()
     assert_ne!(pid, busy_pid);
     assert!(started.elapsed() < Duration::from_secs(10));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_of_a_backend_restarting_the_server_is_survived_by_the_pool() {
+    let cluster = primary_only().await;
+    let pooler = TestPooler::start(trust_config(&cluster), None).await;
+    // Two pooled connections: one lent out, one idle in the pool.
+    let victim = pooler.connect("postgres").await;
+    let bystander = pooler.connect("postgres").await;
+    bystander.simple_query("SELECT 1").await.unwrap();
+    drop(bystander);
+    let pool = pooler.pooler.pools().all()[0].clone();
+    assert!(eventually(Duration::from_secs(5), || pool.idle_count() == 1).await);
+
+    // SIGKILL one backend: PostgreSQL kills every backend and runs crash recovery.
+    let pid: i32 = victim.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    let killed = std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
+    assert!(killed.success());
+    let e = victim.simple_query("SELECT 1").await.unwrap_err();
+    assert!(e.is_closed() || sqlstate(&e).is_some(), "{e}");
+    // Wait for the server to be back.
+    assert!(eventually(Duration::from_secs(30), || cluster.primary().query_one("SELECT 1").is_ok()).await);
+
+    // The idle pooled connection died with the restart; it is not handed out.
+    let next = pooler.connect("postgres").await;
+    assert_eq!(next.query_one("SELECT 5", &[]).await.unwrap().get::<_, i32>(0), 5);
+}
