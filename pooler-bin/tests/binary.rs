@@ -9,11 +9,29 @@ use pooler_testkit::Cluster;
 
 const BIN: &str = env!("CARGO_BIN_EXE_pooler");
 
-fn temp_dir(name: &str) -> PathBuf {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    let d = std::env::temp_dir().join(format!("pooler-bin-test-{name}-{}-{nanos}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A temp dir removed on drop, even when the test fails.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let d = std::env::temp_dir().join(format!("pooler-bin-test-{name}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        TempDir(d)
+    }
+}
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 fn write_config(dir: &Path, body: &str) -> PathBuf {
@@ -86,7 +104,7 @@ fn psql(cluster: &Cluster, port: u16, sql: &str) -> std::process::Output {
 
 #[test]
 fn invalid_config_fails_at_start_naming_the_key() {
-    let dir = temp_dir("badconf");
+    let dir = TempDir::new("badconf");
     let path = write_config(&dir, "[pool]\nsize = 0\n[auth]\nmethod = \"trust\"\n[[nodes]]\nhost = \"127.0.0.1\"\n");
     let out = Command::new(BIN).arg("--config").arg(&path).output().unwrap();
     assert!(!out.status.success());
@@ -102,13 +120,12 @@ fn invalid_config_fails_at_start_naming_the_key() {
     let out = Command::new(BIN).arg("--config").arg(dir.join("missing.toml")).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("missing.toml"));
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn large_results_and_huge_rows_stream_through_without_growing_pooler_memory() {
     let cluster = Cluster::builder().start().unwrap();
-    let dir = temp_dir("large");
+    let dir = TempDir::new("large");
     let port = pooler_testkit::free_port().unwrap();
     let running = Running::start(&write_config(&dir, &config_for(&cluster, port, "")), port);
     // Warm up, then note the pooler's peak memory before the big result.
@@ -179,13 +196,12 @@ fn large_results_and_huge_rows_stream_through_without_growing_pooler_memory() {
     // The pooler relayed 330 MB, one message of it 100 MB; its peak memory grew
     // by far less than any one of them.
     assert!(after - before < 16 * 1024, "peak RSS grew from {before} KiB to {after} KiB");
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn sigterm_stops_the_binary_gracefully() {
     let cluster = Cluster::builder().start().unwrap();
-    let dir = temp_dir("sigterm");
+    let dir = TempDir::new("sigterm");
     let port = pooler_testkit::free_port().unwrap();
     let mut running = Running::start(&write_config(&dir, &config_for(&cluster, port, "")), port);
     assert!(psql(&cluster, port, "SELECT 1").status.success());
@@ -200,7 +216,6 @@ fn sigterm_stops_the_binary_gracefully() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let _ = running.port;
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

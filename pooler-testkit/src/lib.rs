@@ -13,7 +13,10 @@
 //! user (`POOLER_TEST_PG_USER`, default `postgres`), because PostgreSQL refuses
 //! to run as root. The server binaries are found through `POOLER_PG_BIN`, else
 //! the newest `/usr/lib/postgresql/*/bin`, else `pg_config --bindir`.
-//! Everything is stopped and deleted when the [`Cluster`] is dropped.
+//! Everything is stopped and deleted when the [`Cluster`] is dropped. One
+//! initdb'd template per OS user and PostgreSQL version is kept in the temp dir
+//! (`pooler-testkit-template-<uid>-<hash>`) so later clusters skip initdb; it
+//! is a cache and may be deleted at any time.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
