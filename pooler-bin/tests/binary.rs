@@ -102,6 +102,32 @@ fn psql(cluster: &Cluster, port: u16, sql: &str) -> std::process::Output {
         .unwrap()
 }
 
+/// Runs psql through the pooler and reads its output as it comes, returning
+/// the bytes and the lines received (so the test itself holds no result).
+fn stream_psql(cluster: &Cluster, port: u16, extra: &[&str], sql: &str) -> (usize, usize) {
+    let mut child = Command::new(cluster.bin_dir().join("psql"))
+        .args(["-X", "-q", "-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres", "-d", "postgres"])
+        .args(extra)
+        .arg("-c")
+        .arg(sql)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let (mut bytes, mut lines) = (0usize, 0usize);
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = stdout.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        bytes += n;
+        lines += buf[..n].iter().filter(|&&b| b == b'\n').count();
+    }
+    assert!(child.wait().unwrap().success(), "psql failed on {sql}");
+    (bytes, lines)
+}
+
 #[test]
 fn invalid_config_fails_at_start_naming_the_key() {
     let dir = TempDir::new("badconf");
@@ -133,64 +159,17 @@ fn large_results_and_huge_rows_stream_through_without_growing_pooler_memory() {
     let before = running.peak_rss_kib();
 
     // 120 MB through COPY TO STDOUT (psql streams it to us).
-    let mut child = Command::new(cluster.bin_dir().join("psql"))
-        .args(["-X", "-q", "-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres", "-d", "postgres", "-c"])
-        .arg("COPY (SELECT repeat('x', 1000) FROM generate_series(1, 120000)) TO STDOUT")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = child.stdout.take().unwrap();
-    let mut total = 0usize;
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = stdout.read(&mut buf).unwrap();
-        if n == 0 {
-            break;
-        }
-        total += n;
-    }
-    assert!(child.wait().unwrap().success());
-    assert_eq!(total, 120_000 * 1001);
+    let sql = "COPY (SELECT repeat('x', 1000) FROM generate_series(1, 120000)) TO STDOUT";
+    assert_eq!(stream_psql(&cluster, port, &[], sql).0, 120_000 * 1001);
 
-    // And 110 MB as ordinary rows (DataRow messages).
-    let out = psql(&cluster, port, "SELECT sum(length(r)) FROM (SELECT repeat('y', 1000) AS r FROM generate_series(1, 110000)) s");
-    assert!(out.status.success());
-    let mut child = Command::new(cluster.bin_dir().join("psql"))
-        .args(["-X", "-q", "-A", "-t", "-v", "FETCH_COUNT=1000", "-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres", "-d", "postgres", "-c"])
-        .arg("SELECT repeat('y', 1000) FROM generate_series(1, 110000)")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut rows = 0usize;
-    let mut stdout = child.stdout.take().unwrap();
-    loop {
-        let n = stdout.read(&mut buf).unwrap();
-        if n == 0 {
-            break;
-        }
-        rows += buf[..n].iter().filter(|&&b| b == b'\n').count();
-    }
-    assert!(child.wait().unwrap().success());
+    // 110 MB as ordinary rows (DataRow messages), fetched by psql in batches.
+    let sql = "SELECT repeat('y', 1000) FROM generate_series(1, 110000)";
+    let (_, rows) = stream_psql(&cluster, port, &["-A", "-t", "-v", "FETCH_COUNT=1000"], sql);
     assert!(rows >= 110_000, "{rows} rows");
 
-    // And one single 100 MB message (a COPY row): streamed, never held whole.
-    let mut child = Command::new(cluster.bin_dir().join("psql"))
-        .args(["-X", "-q", "-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres", "-d", "postgres", "-c"])
-        .arg("COPY (SELECT repeat('z', 100000000)) TO STDOUT")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = child.stdout.take().unwrap();
-    let mut single = 0usize;
-    loop {
-        let n = stdout.read(&mut buf).unwrap();
-        if n == 0 {
-            break;
-        }
-        single += n;
-    }
-    assert!(child.wait().unwrap().success());
-    assert_eq!(single, 100_000_001);
+    // One single 100 MB message (a COPY row): streamed, never held whole.
+    let sql = "COPY (SELECT repeat('z', 100000000)) TO STDOUT";
+    assert_eq!(stream_psql(&cluster, port, &[], sql).0, 100_000_001);
 
     let after = running.peak_rss_kib();
     // The pooler relayed 330 MB, one message of it 100 MB; its peak memory grew
