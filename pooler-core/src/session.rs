@@ -509,10 +509,12 @@ async fn relay(
 
     let upstream = async {
         loop {
-            let mut failure: Option<Error> = None;
+            // Only what must be seen is gathered whole: requests that end with
+            // ReadyForQuery (counted), Terminate (held back), and Parse when
+            // statements are logged. Everything else streams through.
             let scan = up_scanner.scan(
                 cbuf,
-                |t| matches!(t, tag::QUERY | b'S' | b'F' | tag::TERMINATE | tag::PARSE),
+                |t| matches!(t, tag::QUERY | b'S' | b'F' | tag::TERMINATE) || (log_statements && t == tag::PARSE),
                 |t, body| {
                     match t {
                         tag::TERMINATE => return Verdict::Hold,
@@ -524,10 +526,6 @@ async fn relay(
                     if log_statements {
                         log_statement(peer, t, body);
                     }
-                    if t == tag::PARSE && messages::Parse::parse(body).is_err() {
-                        failure = Some(Error::ClientProtocol(ProtocolError::Malformed("invalid Parse message")));
-                        return Verdict::Hold;
-                    }
                     Verdict::Forward
                 },
             );
@@ -535,9 +533,6 @@ async fn relay(
                 Ok(s) => s,
                 Err(e) => return End::Failed(Error::ClientProtocol(e)),
             };
-            if let Some(e) = failure {
-                return End::Failed(e);
-            }
             if scan.forward > 0 {
                 up_clean.store(false, Ordering::Relaxed);
                 if let Err(e) = sw.write_all(&cbuf[..scan.forward]).await {

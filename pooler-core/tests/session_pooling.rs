@@ -454,7 +454,10 @@ async fn unresponsive_or_absent_server_gives_a_connect_error_in_time() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_queries_on_one_connection_all_get_their_own_answers() {
     let cluster = primary_only().await;
-    let pooler = TestPooler::start(trust_config(&cluster), None).await;
+    let mut config = trust_config(&cluster);
+    // Statement logging makes the relay look into every Query and Parse too.
+    config.server.log_statements = true;
+    let pooler = TestPooler::start(config, None).await;
     let client = pooler.connect("postgres").await;
     let stmt = client.prepare("SELECT $1::int8 * 2, repeat('r', $1::int4)").await.unwrap();
     // tokio-postgres sends all of these before reading any answer.
