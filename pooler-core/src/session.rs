@@ -384,22 +384,51 @@ async fn apply_startup_params(conn: &mut ServerConn, startup: &StartupMessage) -
             _ => wanted.push((k.clone(), v.clone())),
         }
     }
-    let mut sql = String::new();
-    for (k, v) in &wanted {
-        if conn.param(k).is_some_and(|cur| cur.eq_ignore_ascii_case(v)) {
-            continue;
-        }
-        sql.push_str(if sql.is_empty() { "SELECT " } else { ", " });
-        sql.push_str("pg_catalog.set_config(");
-        push_literal(&mut sql, k);
-        sql.push_str(", ");
-        push_literal(&mut sql, v);
-        sql.push_str(", false)");
-    }
+    let sql = param_statements(wanted.iter().filter(|(k, v)| !conn.param(k).is_some_and(|cur| cur.eq_ignore_ascii_case(v))));
     if sql.is_empty() {
         return Ok(());
     }
     conn.simple_query(&sql).await.map(|_| ())
+}
+
+/// Parameters whose value is one scalar, set with a plain `SET` (a utility
+/// statement: no planning). Matched without regard to case, like GUC names.
+const SCALAR_PARAMS: &[&str] = &[
+    "application_name",
+    "client_encoding",
+    "datestyle",
+    "intervalstyle",
+    "timezone",
+    "extra_float_digits",
+    "statement_timeout",
+    "lock_timeout",
+    "idle_in_transaction_session_timeout",
+    "work_mem",
+];
+
+/// One simple-query string setting every `(name, value)`: `SET` for the
+/// well-known scalar parameters, `set_config()` for the rest, which keeps list
+/// values such as `search_path = a,b` exactly as a startup packet means them.
+fn param_statements<'a>(params: impl Iterator<Item = &'a (String, String)>) -> String {
+    let mut sets = String::new();
+    let mut calls = String::new();
+    for (k, v) in params {
+        if let Some(name) = SCALAR_PARAMS.iter().find(|n| n.eq_ignore_ascii_case(k)) {
+            sets.push_str("SET ");
+            sets.push_str(name);
+            sets.push_str(" = ");
+            push_literal(&mut sets, v);
+            sets.push_str("; ");
+        } else {
+            calls.push_str(if calls.is_empty() { "SELECT " } else { ", " });
+            calls.push_str("pg_catalog.set_config(");
+            push_literal(&mut calls, k);
+            calls.push_str(", ");
+            push_literal(&mut calls, v);
+            calls.push_str(", false)");
+        }
+    }
+    sets + &calls
 }
 
 /// Appends `s` as an escape-string literal, safe whatever
@@ -716,6 +745,21 @@ mod tests {
         assert!(parse_options("-d 5").is_err());
         assert!(parse_options("-c").is_err());
         assert!(parse_options("-c novalue").is_err());
+    }
+
+    #[test]
+    fn scalar_parameters_use_set_and_others_set_config() {
+        let params = vec![
+            ("Application_Name".to_string(), "it's".to_string()),
+            ("search_path".to_string(), "a,b".to_string()),
+            ("TimeZone".to_string(), "UTC".to_string()),
+        ];
+        assert_eq!(
+            param_statements(params.iter()),
+            "SET application_name = E'it''s'; SET timezone = E'UTC'; \
+             SELECT pg_catalog.set_config(E'search_path', E'a,b', false)"
+        );
+        assert_eq!(param_statements([].iter()), "");
     }
 
     #[test]
