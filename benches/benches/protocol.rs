@@ -45,10 +45,14 @@ fn bench_frames(c: &mut Criterion) {
         let mut sc = Scanner::new(1 << 20);
         b.iter(|| {
             let s = sc
-                .scan(black_box(&reply), |t| t == b'Z' || t == b'S', |_, body| {
-                    black_box(body);
-                    Verdict::Forward
-                })
+                .scan(
+                    black_box(&reply),
+                    |t| t == b'Z' || t == b'S',
+                    |_, body| {
+                        black_box(body);
+                        Verdict::Forward
+                    },
+                )
                 .unwrap();
             black_box(s.forward)
         })

@@ -33,7 +33,9 @@ impl PoolerProcess {
         rest: &str,
     ) -> Result<PoolerProcess, Box<dyn std::error::Error>> {
         if !binary.exists() {
-            return Err(format!("{} not found: build it with cargo build --release -p pooler-bin", binary.display()).into());
+            return Err(
+                format!("{} not found: build it with cargo build --release -p pooler-bin", binary.display()).into()
+            );
         }
         let port = pooler_testkit::free_port()?;
         std::fs::create_dir_all(dir)?;

@@ -100,7 +100,12 @@ async fn demo(port: u16) -> Result<()> {
         .context("cannot start the demo PostgreSQL cluster")?;
     let nodes: Vec<NodeConfig> = cluster
         .nodes()
-        .map(|n| NodeConfig { host: n.host().to_owned(), port: n.port(), weight: 1.0, data_dir: Some(n.data_dir().display().to_string()) })
+        .map(|n| NodeConfig {
+            host: n.host().to_owned(),
+            port: n.port(),
+            weight: 1.0,
+            data_dir: Some(n.data_dir().display().to_string()),
+        })
         .collect();
     let mut config = Config::with_nodes(nodes);
     config.auth.method = AuthMethod::Trust;

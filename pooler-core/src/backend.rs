@@ -99,11 +99,8 @@ impl ServerConn {
             max_message,
         };
         let mut out = BytesMut::new();
-        frontend::startup_message(
-            [("user", login.user.as_str()), ("database", login.database.as_str())],
-            &mut out,
-        )
-        .map_err(|e| Error::ServerAuth(format!("cannot encode startup packet: {e}")))?;
+        frontend::startup_message([("user", login.user.as_str()), ("database", login.database.as_str())], &mut out)
+            .map_err(|e| Error::ServerAuth(format!("cannot encode startup packet: {e}")))?;
         conn.write(&out).await?;
         conn.authenticate(login).await?;
         // After AuthenticationOk: ParameterStatus, BackendKeyData, ReadyForQuery.
@@ -155,7 +152,11 @@ impl ServerConn {
             match AuthRequest::parse(frame.body()).map_err(Error::ServerProtocol)? {
                 AuthRequest::Ok => return Ok(()),
                 AuthRequest::Cleartext => {
-                    let pw = login.secret.as_ref().and_then(|s| s.plaintext()).ok_or_else(|| no_password("cleartext password"))?;
+                    let pw = login
+                        .secret
+                        .as_ref()
+                        .and_then(|s| s.plaintext())
+                        .ok_or_else(|| no_password("cleartext password"))?;
                     frontend::password_message(pw.as_bytes(), &mut out).map_err(enc)?;
                 }
                 AuthRequest::Md5 { salt } => {
@@ -171,8 +172,11 @@ impl ServerConn {
                         return Err(Error::ServerAuth("server offers no SASL mechanism the pooler supports".into()));
                     }
                     let secret = login.secret.as_ref();
-                    let s = match (secret.and_then(|s| s.plaintext()), secret.and_then(|s| s.scram()), login.client_key) {
-                        (Some(pw), _, _) => Scram::Password(ScramSha256::new(pw.as_bytes(), ChannelBinding::unrequested())),
+                    let s = match (secret.and_then(|s| s.plaintext()), secret.and_then(|s| s.scram()), login.client_key)
+                    {
+                        (Some(pw), _, _) => {
+                            Scram::Password(ScramSha256::new(pw.as_bytes(), ChannelBinding::unrequested()))
+                        }
                         (None, Some(verifier), Some(key)) => Scram::Key(ScramKeyClient::new(key, verifier)),
                         _ => return Err(no_password("SCRAM-SHA-256")),
                     };
@@ -184,9 +188,9 @@ impl ServerConn {
                     scram = Some(s);
                 }
                 AuthRequest::SaslContinue(data) => {
-                    let s = scram.as_mut().ok_or(Error::ServerProtocol(ProtocolError::Malformed(
-                        "SASL continue without SASL start",
-                    )))?;
+                    let s = scram
+                        .as_mut()
+                        .ok_or(Error::ServerProtocol(ProtocolError::Malformed("SASL continue without SASL start")))?;
                     let fail = |e: &dyn std::fmt::Display| Error::ServerAuth(format!("SCRAM exchange failed: {e}"));
                     let reply = match s {
                         Scram::Password(c) => {
@@ -199,9 +203,9 @@ impl ServerConn {
                     frontend::sasl_response(&reply, &mut out).map_err(enc)?;
                 }
                 AuthRequest::SaslFinal(data) => {
-                    let s = scram.as_mut().ok_or(Error::ServerProtocol(ProtocolError::Malformed(
-                        "SASL final without SASL start",
-                    )))?;
+                    let s = scram
+                        .as_mut()
+                        .ok_or(Error::ServerProtocol(ProtocolError::Malformed("SASL final without SASL start")))?;
                     let checked = match s {
                         Scram::Password(c) => c.finish(data).map_err(|e| e.to_string()),
                         Scram::Key(c) => c.server_final(data).map_err(|e| e.to_string()),
@@ -342,9 +346,7 @@ pub(crate) fn note_param(params: &mut Vec<(String, String)>, p: ParameterStatus<
 pub(crate) fn configure_socket(stream: &TcpStream) {
     let _ = stream.set_nodelay(true);
     let sock = socket2::SockRef::from(stream);
-    let ka = socket2::TcpKeepalive::new()
-        .with_time(Duration::from_secs(60))
-        .with_interval(Duration::from_secs(10));
+    let ka = socket2::TcpKeepalive::new().with_time(Duration::from_secs(60)).with_interval(Duration::from_secs(10));
     let _ = sock.set_tcp_keepalive(&ka);
 }
 
@@ -362,7 +364,5 @@ pub async fn send_cancel(addr: &ServerAddr, key: BackendKeyData, timeout: Durati
         while stream.read(&mut sink).await.map_err(Error::ServerIo)? > 0 {}
         Ok(())
     };
-    tokio::time::timeout(timeout, work)
-        .await
-        .unwrap_or_else(|_| Err(Error::ConnectTimeout { addr: addr.to_string() }))
+    tokio::time::timeout(timeout, work).await.unwrap_or_else(|_| Err(Error::ConnectTimeout { addr: addr.to_string() }))
 }

@@ -43,10 +43,7 @@ impl CancelRegistry {
     /// An empty registry. Ids start at a random point so that keys from a
     /// restarted pooler do not collide with keys clients still hold.
     pub fn new() -> Self {
-        CancelRegistry {
-            next_id: AtomicI32::new(rand::rng().random_range(1..i32::MAX / 2)),
-            entries: DashMap::new(),
-        }
+        CancelRegistry { next_id: AtomicI32::new(rand::rng().random_range(1..i32::MAX / 2)), entries: DashMap::new() }
     }
 
     /// Issues a fresh key for a new client; it is withdrawn when the returned

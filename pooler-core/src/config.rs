@@ -208,8 +208,8 @@ fn default_weight() -> f64 {
 impl Config {
     /// Reads, parses and validates a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
         let mut config = Config::from_toml(&text)?;
         // A relative password file is relative to the configuration file.
         if let (Some(pf), Some(dir)) = (&config.auth.password_file, path.parent()) {
@@ -229,12 +229,7 @@ impl Config {
 
     /// A configuration with defaults everywhere and these nodes.
     pub fn with_nodes(nodes: Vec<NodeConfig>) -> Config {
-        Config {
-            server: ServerConfig::default(),
-            pool: PoolConfig::default(),
-            auth: AuthConfig::default(),
-            nodes,
-        }
+        Config { server: ServerConfig::default(), pool: PoolConfig::default(), auth: AuthConfig::default(), nodes }
     }
 
     /// Checks values that parse but make no sense. Errors name the key.
@@ -373,9 +368,7 @@ mod tests {
 
     #[test]
     fn bad_duration_explains_units() {
-        let err = Config::from_toml(&format!("{MINIMAL}[pool]\nconnect_timeout = \"5\"\n"))
-            .unwrap_err()
-            .to_string();
+        let err = Config::from_toml(&format!("{MINIMAL}[pool]\nconnect_timeout = \"5\"\n")).unwrap_err().to_string();
         assert!(err.contains("connect_timeout") && err.contains("unit"), "{err}");
     }
 
@@ -393,7 +386,8 @@ mod tests {
         assert!(err.contains("server.max_client_connections"), "{err}");
         let err = Config::from_toml(&format!("{MINIMAL}[pool]\nsize = 100000000\n")).unwrap_err().to_string();
         assert!(err.contains("pool.size"), "{err}");
-        let err = Config::from_toml(&format!("{MINIMAL}[pool]\nserver_lifetime = \"999999999h\"\n")).unwrap_err().to_string();
+        let err =
+            Config::from_toml(&format!("{MINIMAL}[pool]\nserver_lifetime = \"999999999h\"\n")).unwrap_err().to_string();
         assert!(err.contains("server_lifetime") && err.contains("out of range"), "{err}");
     }
 

@@ -117,10 +117,7 @@ impl Error {
     /// True when the same request could succeed if simply tried again later
     /// (nothing was sent to a server, or the server never got it).
     pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            Error::Connect { .. } | Error::ConnectTimeout { .. } | Error::PoolTimeout { .. }
-        )
+        matches!(self, Error::Connect { .. } | Error::ConnectTimeout { .. } | Error::PoolTimeout { .. })
     }
 
     /// The SQLSTATE reported to the client.

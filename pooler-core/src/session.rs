@@ -89,7 +89,10 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
             return;
         }
         Err(_) => {
-            let e = Error::Refused { code: "08006", message: "timeout expired while waiting for the startup packet".into() };
+            let e = Error::Refused {
+                code: "08006",
+                message: "timeout expired while waiting for the startup packet".into(),
+            };
             client.send_error(Severity::Fatal, &e).await;
             return;
         }
@@ -176,8 +179,7 @@ async fn read_startup(client: &mut Client, shared: &Shared) -> Result<Option<Sta
 /// Queues NegotiateProtocolVersion when the client asked for a newer minor
 /// version or for protocol options (`_pq_.*`) the pooler does not know.
 fn negotiate_version(client: &mut Client, msg: &StartupMessage) {
-    let unknown: Vec<&str> =
-        msg.params.iter().map(|(k, _)| k.as_str()).filter(|k| k.starts_with("_pq_.")).collect();
+    let unknown: Vec<&str> = msg.params.iter().map(|(k, _)| k.as_str()).filter(|k| k.starts_with("_pq_.")).collect();
     if msg.minor > 0 || !unknown.is_empty() {
         w::negotiate_protocol_version(&mut client.out, 0, &unknown);
     }
@@ -213,10 +215,9 @@ async fn authenticate(client: &mut Client, shared: &Shared, user: &str) -> Resul
     client.flush().await?;
     let frame = expect_password(client).await?;
     let init = SaslInitialResponse::parse(frame.body()).map_err(Error::ClientProtocol)?;
-    let server_first = scram.client_first(init.mechanism, init.data).map_err(|e| Error::Refused {
-        code: "28000",
-        message: format!("SCRAM authentication failed: {e}"),
-    })?;
+    let server_first = scram
+        .client_first(init.mechanism, init.data)
+        .map_err(|e| Error::Refused { code: "28000", message: format!("SCRAM authentication failed: {e}") })?;
     w::auth_sasl_continue(&mut client.out, &server_first);
     client.flush().await?;
     let frame = expect_password(client).await?;
@@ -384,7 +385,8 @@ async fn apply_startup_params(conn: &mut ServerConn, startup: &StartupMessage) -
             _ => wanted.push((k.clone(), v.clone())),
         }
     }
-    let sql = param_statements(wanted.iter().filter(|(k, v)| !conn.param(k).is_some_and(|cur| cur.eq_ignore_ascii_case(v))));
+    let sql =
+        param_statements(wanted.iter().filter(|(k, v)| !conn.param(k).is_some_and(|cur| cur.eq_ignore_ascii_case(v))));
     if sql.is_empty() {
         return Ok(());
     }
@@ -470,9 +472,11 @@ fn parse_options(options: &str) -> Result<Vec<(String, String)>, Error> {
     if !cur.is_empty() {
         words.push(cur);
     }
-    let bad = |w: &str| Error::Refused {
+    let bad = |w: &str| {
+        Error::Refused {
         code: "08P01",
         message: format!("invalid command-line argument in startup packet options: {w:?} (only -c name=value and --name=value are supported)"),
+    }
     };
     let mut out = Vec::new();
     let mut it = words.into_iter();

@@ -48,7 +48,11 @@ fn password_file(cluster: &Cluster) -> PasswordFile {
     .expect("valid password file")
 }
 
-async fn login(pooler: &TestPooler, user: &str, password: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+async fn login(
+    pooler: &TestPooler,
+    user: &str,
+    password: &str,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
     let mut cfg = pooler.pg_config(user, "postgres");
     cfg.password(password);
     connect_with(cfg).await
@@ -91,7 +95,12 @@ async fn md5_clients_are_checked_against_plaintext_and_md5_secrets() {
     login(&pooler, "md5_user", "md5pw").await.expect("md5 secret entry").simple_query("SELECT 1").await.unwrap();
     login(&pooler, "clear_user", "clearpw").await.expect("plaintext entry").simple_query("SELECT 1").await.unwrap();
     // A SCRAM-only secret cannot answer md5: the client is asked for SCRAM, as PostgreSQL does.
-    login(&pooler, "scram_user", "scrampw").await.expect("scram entry under md5").simple_query("SELECT 1").await.unwrap();
+    login(&pooler, "scram_user", "scrampw")
+        .await
+        .expect("scram entry under md5")
+        .simple_query("SELECT 1")
+        .await
+        .unwrap();
 
     assert_bad_password(&login(&pooler, "md5_user", "wrong").await.unwrap_err(), "md5_user");
     assert_bad_password(&login(&pooler, "nobody", "x").await.unwrap_err(), "nobody");
@@ -100,7 +109,21 @@ async fn md5_clients_are_checked_against_plaintext_and_md5_secrets() {
     let port = pooler.port().to_string();
     let mut cmd = std::process::Command::new(cluster.bin_dir().join("psql"));
     let out = cmd
-        .args(["-X", "-A", "-t", "-h", "127.0.0.1", "-p", &port, "-U", "md5_user", "-d", "postgres", "-c", "SELECT current_user"])
+        .args([
+            "-X",
+            "-A",
+            "-t",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            "md5_user",
+            "-d",
+            "postgres",
+            "-c",
+            "SELECT current_user",
+        ])
         .env("PGPASSWORD", "md5pw")
         .output()
         .unwrap();

@@ -124,7 +124,8 @@ async fn random_bytes_never_take_the_pooler_down() {
         seed
     };
     for round in 0..40 {
-        let mut s = if round % 2 == 0 { TcpStream::connect(pooler.addr).await.unwrap() } else { raw_login(pooler.addr).await };
+        let mut s =
+            if round % 2 == 0 { TcpStream::connect(pooler.addr).await.unwrap() } else { raw_login(pooler.addr).await };
         let len = (next() % 300) as usize;
         let junk: Vec<u8> = (0..len).map(|_| next() as u8).collect();
         let _ = s.write_all(&junk).await;

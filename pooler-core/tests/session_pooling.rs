@@ -89,7 +89,22 @@ async fn copy_from_stdin_and_to_stdout_pass_through() {
     let out = run_client(
         &cluster,
         "psql",
-        &["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", &port, "-U", "postgres", "-d", "postgres", "-c", "COPY items FROM STDIN"],
+        &[
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-c",
+            "COPY items FROM STDIN",
+        ],
         Some(b"20000\tfrom psql\n20001\tfrom psql\n\\.\n"),
     );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -153,7 +168,13 @@ async fn server_connection_is_reused_and_reset_between_clients() {
     }
     assert!(pids.windows(2).all(|w| w[0] == w[1]), "one backend served everyone: {pids:?}");
     let client = pooler.connect("postgres").await;
-    let r = client.query_one("SELECT current_setting('work_mem'), (SELECT count(*) FROM pg_prepared_statements WHERE name = 'leftover')", &[]).await.unwrap();
+    let r = client
+        .query_one(
+            "SELECT current_setting('work_mem'), (SELECT count(*) FROM pg_prepared_statements WHERE name = 'leftover')",
+            &[],
+        )
+        .await
+        .unwrap();
     assert_eq!(r.get::<_, String>(0), "4MB");
     assert_eq!(r.get::<_, i64>(1), 0);
 }
@@ -408,7 +429,8 @@ async fn idle_and_old_server_connections_are_closed() {
     assert!(eventually(Duration::from_secs(5), || pool.stats().closed.load(Ordering::Relaxed) == 1).await);
     assert_eq!(pool.idle_count(), 0);
     assert_eq!(pool.stats().opened.load(Ordering::Relaxed), 1);
-    let count = "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()";
+    let count =
+        "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()";
     assert!(eventually(Duration::from_secs(5), || cluster.primary().query_one(count).unwrap() == "0").await);
 
     let cluster2 = primary_only().await;

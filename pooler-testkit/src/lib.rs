@@ -131,9 +131,9 @@ pub fn server_os_user() -> Option<(String, u32, u32)> {
 fn server_user_checked() -> Result<Option<(String, u32, u32)>, Error> {
     match server_os_user() {
         Some(u) => Ok(Some(u)),
-        None if running_as_root() => Err(Error::NoServerUser(
-            std::env::var("POOLER_TEST_PG_USER").unwrap_or_else(|_| "postgres".into()),
-        )),
+        None if running_as_root() => {
+            Err(Error::NoServerUser(std::env::var("POOLER_TEST_PG_USER").unwrap_or_else(|_| "postgres".into())))
+        }
         None => Ok(None),
     }
 }
@@ -195,7 +195,8 @@ impl ClusterBuilder {
         let bin = pg_bin_dir()?;
         let user = server_user_checked()?;
         static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
         let dir = std::env::temp_dir().join(format!(
             "pooler-testkit-{}-{}-{}",
             std::process::id(),
@@ -362,7 +363,8 @@ impl Cluster {
             .arg(&node.data_dir)
             .args(["--no-sync", "-c", "fast", "-R", "-X", "stream"]);
         run(cmd)?;
-        std::fs::set_permissions(&node.data_dir, std::fs::Permissions::from_mode(0o700)).map_err(io("chmod standby"))?;
+        std::fs::set_permissions(&node.data_dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(io("chmod standby"))?;
         start_on_free_port(&mut node)?;
         Ok(node)
     }
@@ -370,8 +372,16 @@ impl Cluster {
     /// An initdb'd data directory shared by every cluster of this user and
     /// PostgreSQL version, made once (initdb is the slow part of a start).
     fn template(&self) -> Result<PathBuf, Error> {
-        let uid = self.user.as_ref().map(|u| u.1).unwrap_or_else(|| std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(0));
-        let tag: u64 = self.bin.to_string_lossy().bytes().fold(1469598103934665603u64, |h, b| (h ^ b as u64).wrapping_mul(1099511628211));
+        let uid = self
+            .user
+            .as_ref()
+            .map(|u| u.1)
+            .unwrap_or_else(|| std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(0));
+        let tag: u64 = self
+            .bin
+            .to_string_lossy()
+            .bytes()
+            .fold(1469598103934665603u64, |h, b| (h ^ b as u64).wrapping_mul(1099511628211));
         let root = std::env::temp_dir().join(format!("pooler-testkit-template-{uid}-{tag:x}"));
         let data = root.join("data");
         if data.join("PG_VERSION").exists() && root.join("complete").exists() {
@@ -385,7 +395,16 @@ impl Cluster {
             std::os::unix::fs::chown(&staging, Some(*uid), Some(*gid)).map_err(io("chown staging"))?;
         }
         let mut cmd = self.server_cmd("initdb");
-        cmd.arg("-D").arg(staging.join("data")).args(["--no-sync", "-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C"]);
+        cmd.arg("-D").arg(staging.join("data")).args([
+            "--no-sync",
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--locale=C",
+        ]);
         run(cmd)?;
         std::fs::write(staging.join("complete"), b"").map_err(io("mark template complete"))?;
         match std::fs::rename(&staging, &root) {
@@ -396,7 +415,8 @@ impl Cluster {
             Err(e) => {
                 // A half-made leftover from a killed run: replace it.
                 let _ = std::fs::remove_dir_all(&root);
-                std::fs::rename(&staging, &root).map_err(|_| Error::Io { what: "install template".into(), source: e })?;
+                std::fs::rename(&staging, &root)
+                    .map_err(|_| Error::Io { what: "install template".into(), source: e })?;
             }
         }
         let _ = std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755));
@@ -466,8 +486,25 @@ impl Node {
     /// (unaligned, tuples only).
     pub fn psql(&self, db: &str, sql: &str) -> Result<String, Error> {
         let mut cmd = Command::new(self.bin.join("psql"));
-        cmd.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-A", "-t", "-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-d", db, "-c", sql])
-            .env("PGCONNECT_TIMEOUT", "10");
+        cmd.args([
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-A",
+            "-t",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &self.port.to_string(),
+            "-U",
+            "postgres",
+            "-d",
+            db,
+            "-c",
+            sql,
+        ])
+        .env("PGCONNECT_TIMEOUT", "10");
         for v in ["PGPASSWORD", "PGHOST", "PGPORT", "PGUSER", "PGDATABASE", "PGSERVICE", "PGOPTIONS"] {
             cmd.env_remove(v);
         }
@@ -556,7 +593,10 @@ fn start_on_free_port(node: &mut Node) -> Result<(), Error> {
             Ok(()) => return Ok(()),
             Err(e) => {
                 let log = std::fs::read_to_string(&node.log_file).unwrap_or_default();
-                if !(log.contains("could not bind") || log.contains("Address already in use") || log.contains("could not create any TCP/IP sockets")) {
+                if !(log.contains("could not bind")
+                    || log.contains("Address already in use")
+                    || log.contains("could not create any TCP/IP sockets"))
+                {
                     return Err(e);
                 }
                 last = Some(e);

@@ -54,7 +54,19 @@ fn settings_and_hba_lines_take_effect() {
         .unwrap();
     assert_eq!(cluster.primary().query_one("SHOW work_mem").unwrap(), "7MB");
     let out = std::process::Command::new(cluster.bin_dir().join("psql"))
-        .args(["-X", "-h", "127.0.0.1", "-p", &cluster.primary().port().to_string(), "-U", "locked_out", "-d", "postgres", "-c", "SELECT 1"])
+        .args([
+            "-X",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &cluster.primary().port().to_string(),
+            "-U",
+            "locked_out",
+            "-d",
+            "postgres",
+            "-c",
+            "SELECT 1",
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());

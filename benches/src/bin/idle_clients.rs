@@ -12,7 +12,11 @@ use pooler_benches::{rss_kib, PoolerProcess};
 
 fn startup_packet(user: &str) -> Vec<u8> {
     let mut buf = bytes::BytesMut::new();
-    pooler_core::protocol::write::startup_message(&mut buf, 0, &[("user", user), ("database", "postgres"), ("application_name", "idle")]);
+    pooler_core::protocol::write::startup_message(
+        &mut buf,
+        0,
+        &[("user", user), ("database", "postgres"), ("application_name", "idle")],
+    );
     buf.to_vec()
 }
 
@@ -69,7 +73,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let login_time = started.elapsed();
     std::thread::sleep(Duration::from_millis(500));
     let (peak, rss) = rss_kib(pooler.pid()).ok_or("no /proc entry for the pooler")?;
-    println!("| idle clients | pooler RSS before | pooler RSS with clients | peak RSS (VmHWM) | per client | login time |");
+    println!(
+        "| idle clients | pooler RSS before | pooler RSS with clients | peak RSS (VmHWM) | per client | login time |"
+    );
     println!("|---|---|---|---|---|---|");
     println!(
         "| {clients} | {base_rss} KiB | {rss} KiB | {peak} KiB | {:.1} KiB | {:.2} s |",

@@ -67,7 +67,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
     let port = pooler.port;
     pgbench(&bin, direct, &["-i".into(), "-q".into(), "-s".into(), scale.to_string()]).map_err(|e| e.to_string())?;
-    let mut run_args = vec!["-c".to_string(), clients.to_string(), "-j".into(), "2".into(), "-T".into(), seconds.to_string()];
+    let mut run_args =
+        vec!["-c".to_string(), clients.to_string(), "-j".into(), "2".into(), "-T".into(), seconds.to_string()];
     run_args.extend(extra.iter().cloned());
     let cpu_before = cpu_seconds(pooler.pid());
     let bouncer = Pgbouncer::start(cluster.dir(), direct, clients).ok();
@@ -82,8 +83,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let out = pgbench(&bin, p, &run_args).map_err(|e| e.to_string())?;
         results.push(Row {
             target,
-            tps: field(&out, "tps =").and_then(|v| v.split_whitespace().next()).and_then(|v| v.parse().ok()).unwrap_or(0.0),
-            latency_ms: field(&out, "latency average =").and_then(|v| v.split_whitespace().next()).and_then(|v| v.parse().ok()).unwrap_or(0.0),
+            tps: field(&out, "tps =")
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0.0),
+            latency_ms: field(&out, "latency average =")
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0.0),
             processed: field(&out, "number of transactions actually processed:").unwrap_or("?").to_owned(),
             failed: field(&out, "number of failed transactions:").unwrap_or("?").to_owned(),
         });
@@ -100,16 +107,30 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("|---|---|---|---|---|---|");
     let base = results[0].tps.max(f64::MIN_POSITIVE);
     for r in &results {
-        println!("| {} | {:.0} | {:.3} | {} | {} | {:.2} |", r.target, r.tps, r.latency_ms, r.processed, r.failed, r.tps / base);
+        println!(
+            "| {} | {:.0} | {:.3} | {} | {} | {:.2} |",
+            r.target,
+            r.tps,
+            r.latency_ms,
+            r.processed,
+            r.failed,
+            r.tps / base
+        );
     }
     println!();
     if let (Some(cpu), Some(pooled)) = (cpu, results.get(1)) {
         let txns = pooled.tps * seconds as f64;
-        println!("pooler CPU: {cpu:.2} s for ~{txns:.0} transactions = {:.1} µs per transaction; peak RSS {peak} KiB", cpu / txns.max(1.0) * 1e6);
+        println!(
+            "pooler CPU: {cpu:.2} s for ~{txns:.0} transactions = {:.1} µs per transaction; peak RSS {peak} KiB",
+            cpu / txns.max(1.0) * 1e6
+        );
     }
     if let (Some(cpu), Some(b)) = (bouncer_cpu, results.get(2)) {
         let txns = b.tps * seconds as f64;
-        println!("pgbouncer CPU: {cpu:.2} s for ~{txns:.0} transactions = {:.1} µs per transaction", cpu / txns.max(1.0) * 1e6);
+        println!(
+            "pgbouncer CPU: {cpu:.2} s for ~{txns:.0} transactions = {:.1} µs per transaction",
+            cpu / txns.max(1.0) * 1e6
+        );
     }
     if bouncer.is_none() {
         println!("(pgbouncer not found or did not start: install it to compare)");

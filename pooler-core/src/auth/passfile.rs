@@ -70,7 +70,12 @@ impl ScramSecret {
             let v = STANDARD.decode(k).map_err(|_| format!("SCRAM {what} is not valid base64"))?;
             v.try_into().map_err(|_| format!("SCRAM {what} is not 32 bytes"))
         };
-        Ok(ScramSecret { iterations, salt, stored_key: key(stored, "StoredKey")?, server_key: key(server, "ServerKey")? })
+        Ok(ScramSecret {
+            iterations,
+            salt,
+            stored_key: key(stored, "StoredKey")?,
+            server_key: key(server, "ServerKey")?,
+        })
     }
 
     /// Derives a verifier from a plaintext password (random salt, 4096
@@ -201,7 +206,8 @@ impl PasswordFile {
                 continue;
             }
             let err = |problem: String| PasswordFileError::Line { line: i + 1, problem };
-            let (user, secret) = if line.starts_with('"') { parse_quoted(line) } else { parse_colon(line) }.map_err(err)?;
+            let (user, secret) =
+                if line.starts_with('"') { parse_quoted(line) } else { parse_colon(line) }.map_err(err)?;
             if user.is_empty() {
                 return Err(err("empty user name".into()));
             }

@@ -73,7 +73,8 @@ type HmacSha256 = Hmac<Sha256>;
 
 fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     // HMAC accepts keys of any length, so this cannot fail.
-    let mut mac = <HmacSha256 as KeyInit>::new_from_slice(key).unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+    let mut mac =
+        <HmacSha256 as KeyInit>::new_from_slice(key).unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
     for p in parts {
         mac.update(p);
     }
@@ -153,8 +154,7 @@ impl ScramServer {
         }
         let server_nonce = self.server_nonce();
         let nonce = format!("{client_nonce}{server_nonce}");
-        let server_first =
-            format!("r={nonce},s={},i={}", STANDARD.encode(&self.secret.salt), self.secret.iterations);
+        let server_first = format!("r={nonce},s={},i={}", STANDARD.encode(&self.secret.salt), self.secret.iterations);
         self.state = State::SentFirst {
             client_first_bare: bare.to_owned(),
             server_first: server_first.clone(),
@@ -184,17 +184,13 @@ impl ScramServer {
         let msg = text(data)?;
         let (without_proof, proof) = msg.rsplit_once(",p=").ok_or(ScramError::Malformed("missing proof"))?;
         let mut fields = without_proof.split(',');
-        let cbind = fields
-            .next()
-            .and_then(|f| f.strip_prefix("c="))
-            .ok_or(ScramError::Malformed("expected c= attribute"))?;
+        let cbind =
+            fields.next().and_then(|f| f.strip_prefix("c=")).ok_or(ScramError::Malformed("expected c= attribute"))?;
         if cbind != STANDARD.encode(gs2_header.as_bytes()) {
             return Err(ScramError::Malformed("channel binding data does not match the gs2 header"));
         }
-        let r = fields
-            .next()
-            .and_then(|f| f.strip_prefix("r="))
-            .ok_or(ScramError::Malformed("expected r= attribute"))?;
+        let r =
+            fields.next().and_then(|f| f.strip_prefix("r=")).ok_or(ScramError::Malformed("expected r= attribute"))?;
         if r != nonce {
             return Err(ScramError::Malformed("nonce does not match"));
         }
@@ -359,10 +355,7 @@ mod tests {
         let mut s = ScramServer::new(Some(&secret), "user");
         s.fixed_nonce = Some("%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0".into());
         let first = s.client_first("SCRAM-SHA-256", b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO").unwrap();
-        assert_eq!(
-            first,
-            b"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096"
-        );
+        assert_eq!(first, b"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096");
         let fin = s
             .client_final(b"c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=")
             .unwrap();
@@ -425,7 +418,10 @@ mod tests {
         let mut s = ScramServer::new(Some(&secret), "u");
         assert_eq!(s.client_final(b"c=biws,r=x,p=AAAA"), Err(ScramError::OutOfOrder));
         let mut s = ScramServer::new(Some(&secret), "u");
-        assert_eq!(s.client_first("SCRAM-SHA-256", b"p=tls-server-end-point,,n=,r=abc"), Err(ScramError::ChannelBinding));
+        assert_eq!(
+            s.client_first("SCRAM-SHA-256", b"p=tls-server-end-point,,n=,r=abc"),
+            Err(ScramError::ChannelBinding)
+        );
         let mut s = ScramServer::new(Some(&secret), "u");
         assert_eq!(s.client_first("SCRAM-SHA-256-PLUS", b"n,,n=,r=abc"), Err(ScramError::UnsupportedMechanism));
         // A tampered nonce in the final message.

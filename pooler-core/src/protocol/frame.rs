@@ -235,16 +235,24 @@ mod tests {
         let mut sc = Scanner::new(64);
         let mut seen = Vec::new();
         // Feed the first 30 bytes: the DataRow header and part of its body pass.
-        let s = sc.scan(&wire[..30], |t| t == b'Z', |t, b| {
-            seen.push((t, b.to_vec()));
-            Verdict::Forward
-        });
+        let s = sc.scan(
+            &wire[..30],
+            |t| t == b'Z',
+            |t, b| {
+                seen.push((t, b.to_vec()));
+                Verdict::Forward
+            },
+        );
         assert_eq!(s.unwrap(), Scan { forward: 30, stopped: false });
         assert!(!sc.at_boundary());
-        let s = sc.scan(&wire[30..], |t| t == b'Z', |t, b| {
-            seen.push((t, b.to_vec()));
-            Verdict::ForwardAndStop
-        });
+        let s = sc.scan(
+            &wire[30..],
+            |t| t == b'Z',
+            |t, b| {
+                seen.push((t, b.to_vec()));
+                Verdict::ForwardAndStop
+            },
+        );
         assert_eq!(s.unwrap(), Scan { forward: wire.len() - 30, stopped: true });
         assert!(sc.at_boundary());
         assert_eq!(seen, vec![(b'Z', b"I".to_vec())]);
@@ -255,9 +263,7 @@ mod tests {
         let mut wire = msg(b'Q', b"x\0");
         wire.extend(msg(b'X', b""));
         let mut sc = Scanner::new(64);
-        let s = sc
-            .scan(&wire, |t| t == b'X', |_, _| Verdict::Hold)
-            .unwrap();
+        let s = sc.scan(&wire, |t| t == b'X', |_, _| Verdict::Hold).unwrap();
         assert_eq!(s, Scan { forward: 7, stopped: true });
     }
 

@@ -293,10 +293,7 @@ mod tests {
     #[test]
     fn auth_requests_decode() {
         assert_eq!(AuthRequest::parse(&[0, 0, 0, 0]).unwrap(), AuthRequest::Ok);
-        assert_eq!(
-            AuthRequest::parse(&[0, 0, 0, 5, 1, 2, 3, 4]).unwrap(),
-            AuthRequest::Md5 { salt: [1, 2, 3, 4] }
-        );
+        assert_eq!(AuthRequest::parse(&[0, 0, 0, 5, 1, 2, 3, 4]).unwrap(), AuthRequest::Md5 { salt: [1, 2, 3, 4] });
         let sasl = b"\0\0\0\x0aSCRAM-SHA-256-PLUS\0SCRAM-SHA-256\0\0";
         let AuthRequest::Sasl(list) = AuthRequest::parse(sasl).unwrap() else { panic!() };
         let mechs: Vec<_> = AuthRequest::sasl_mechanisms(list).collect();

@@ -120,10 +120,7 @@ fn parse_params(mut body: &[u8]) -> Result<Vec<(String, String)>, ProtocolError>
 
 /// Takes one NUL-terminated UTF-8 string off the front of `body`.
 pub(crate) fn take_cstr<'a>(body: &mut &'a [u8]) -> Result<&'a str, ProtocolError> {
-    let nul = body
-        .iter()
-        .position(|&b| b == 0)
-        .ok_or(ProtocolError::Malformed("missing string terminator"))?;
+    let nul = body.iter().position(|&b| b == 0).ok_or(ProtocolError::Malformed("missing string terminator"))?;
     let s = std::str::from_utf8(&body[..nul]).map_err(|_| ProtocolError::InvalidUtf8)?;
     *body = &body[nul + 1..];
     Ok(s)
@@ -164,10 +161,7 @@ mod tests {
         buf.extend_from_slice(&(-7i32).to_be_bytes());
         assert_eq!(split_startup(&mut buf).unwrap(), Some(StartupPacket::SslRequest));
         assert_eq!(split_startup(&mut buf).unwrap(), Some(StartupPacket::GssEncRequest));
-        assert_eq!(
-            split_startup(&mut buf).unwrap(),
-            Some(StartupPacket::Cancel(CancelKey { pid: 42, secret: -7 }))
-        );
+        assert_eq!(split_startup(&mut buf).unwrap(), Some(StartupPacket::Cancel(CancelKey { pid: 42, secret: -7 })));
     }
 
     #[test]
@@ -180,10 +174,7 @@ mod tests {
     #[test]
     fn protocol_2_is_refused() {
         let mut buf = BytesMut::from(&startup(2 << 16, &[("user", "a")])[..]);
-        assert!(matches!(
-            split_startup(&mut buf),
-            Err(ProtocolError::UnsupportedProtocol { major: 2, minor: 0 })
-        ));
+        assert!(matches!(split_startup(&mut buf), Err(ProtocolError::UnsupportedProtocol { major: 2, minor: 0 })));
     }
 
     #[test]

@@ -83,9 +83,7 @@ pub async fn connect_with(config: tokio_postgres::Config) -> Result<tokio_postgr
 
 /// A cluster with just a primary (started on a blocking thread).
 pub async fn primary_only() -> Cluster {
-    tokio::task::spawn_blocking(|| Cluster::builder().start().expect("start PostgreSQL"))
-        .await
-        .expect("cluster task")
+    tokio::task::spawn_blocking(|| Cluster::builder().start().expect("start PostgreSQL")).await.expect("cluster task")
 }
 
 /// A configuration for `cluster` with trust authentication towards clients.
@@ -129,7 +127,24 @@ pub fn psql(cluster: &Cluster, port: u16, user: &str, sql: &str) -> String {
     let out = run_client(
         cluster,
         "psql",
-        &["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", &port, "-U", user, "-d", "postgres", "-c", sql],
+        &[
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            user,
+            "-d",
+            "postgres",
+            "-c",
+            sql,
+        ],
         None,
     );
     assert!(out.status.success(), "psql failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -169,7 +184,10 @@ pub async fn raw_login(addr: SocketAddr) -> tokio::net::TcpStream {
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
     while !got.windows(6).any(|w| w == b"Z\0\0\0\x05I") {
-        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await.expect("login in time").expect("read");
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .expect("login in time")
+            .expect("read");
         assert!(n > 0, "closed during login");
         got.extend_from_slice(&buf[..n]);
     }
