@@ -65,18 +65,22 @@ fn init_logging() {
     tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
 }
 
-/// Resolves on SIGTERM or SIGINT.
+/// Resolves on SIGTERM or SIGINT. SIGHUP (which would otherwise kill the
+/// process, and which pgbouncer users send to reload) is caught and logged:
+/// configuration reload is not built yet.
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let term = signal(SignalKind::terminate());
     let int = signal(SignalKind::interrupt());
-    match (term, int) {
-        (Ok(mut t), Ok(mut i)) => {
+    let hup = signal(SignalKind::hangup());
+    match (term, int, hup) {
+        (Ok(mut t), Ok(mut i), Ok(mut h)) => loop {
             tokio::select! {
-                _ = t.recv() => tracing::info!("SIGTERM received"),
-                _ = i.recv() => tracing::info!("SIGINT received"),
+                _ = t.recv() => return tracing::info!("SIGTERM received"),
+                _ = i.recv() => return tracing::info!("SIGINT received"),
+                _ = h.recv() => tracing::warn!("SIGHUP received: configuration reload is not supported yet; nothing changed"),
             }
-        }
+        },
         _ => {
             let _ = tokio::signal::ctrl_c().await;
         }

@@ -196,11 +196,16 @@ fn large_results_and_huge_rows_stream_through_without_growing_pooler_memory() {
 }
 
 #[test]
-fn sigterm_stops_the_binary_gracefully() {
+fn sighup_is_survived_and_sigterm_stops_the_binary_gracefully() {
     let cluster = Cluster::builder().start().unwrap();
     let dir = TempDir::new("sigterm");
     let port = pooler_testkit::free_port().unwrap();
     let mut running = Running::start(&write_config(&dir, &config_for(&cluster, port, "")), port);
+    assert!(psql(&cluster, port, "SELECT 1").status.success());
+    // SIGHUP (a reload habit from pgbouncer) must not kill it.
+    running.signal("HUP");
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(running.child.try_wait().unwrap().is_none(), "SIGHUP stopped the pooler");
     assert!(psql(&cluster, port, "SELECT 1").status.success());
     running.signal("TERM");
     let deadline = Instant::now() + Duration::from_secs(10);
