@@ -87,11 +87,17 @@ async fn shutdown_signal() {
     }
 }
 
-async fn serve(config: Config) -> Result<()> {
+/// Builds the pooler and binds its listener: everything that can fail at start.
+async fn prepare(config: Config) -> Result<(Pooler, TcpListener)> {
     let addr = config.listen_addr()?;
     let pooler = Pooler::new(config).context("cannot start")?;
     let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     tracing::info!(%addr, "listening");
+    Ok((pooler, listener))
+}
+
+async fn serve(config: Config) -> Result<()> {
+    let (pooler, listener) = prepare(config).await?;
     pooler.run(listener, shutdown_signal()).await;
     Ok(())
 }
@@ -115,6 +121,9 @@ async fn demo(port: u16) -> Result<()> {
     config.auth.method = AuthMethod::Trust;
     config.server.listen = format!("127.0.0.1:{port}");
     config.validate()?;
+    // Bind before telling anyone to connect; on failure the cluster is still
+    // dropped (stopped and removed) on the way out.
+    let (pooler, listener) = prepare(config).await?;
     println!("primary  on 127.0.0.1:{}", cluster.primary().port());
     for s in cluster.standbys() {
         println!("standby  on 127.0.0.1:{} (streaming from the primary)", s.port());
@@ -126,10 +135,10 @@ async fn demo(port: u16) -> Result<()> {
     println!("    psql -h 127.0.0.1 -p {port} -U postgres postgres");
     println!();
     println!("Press Ctrl-C to stop; the cluster and its files are removed.");
-    let result = serve(config).await;
+    pooler.run(listener, shutdown_signal()).await;
     tokio::task::spawn_blocking(move || drop(cluster)).await.ok();
     println!("demo cluster stopped and removed");
-    result
+    Ok(())
 }
 
 fn main() -> Result<()> {
