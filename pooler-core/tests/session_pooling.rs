@@ -161,7 +161,13 @@ async fn server_connection_is_reused_and_reset_between_clients() {
         pids.push(r.get::<_, i32>(0));
         assert_eq!(r.get::<_, String>(1), format!("client{i}"));
         // State left behind must not reach the next client.
-        client.batch_execute("SET work_mem = '7MB'; PREPARE leftover AS SELECT 1").await.unwrap();
+        client
+            .batch_execute(
+                "SET work_mem = '7MB'; PREPARE leftover AS SELECT 1; LISTEN leftover_channel; \
+                 SELECT pg_advisory_lock(42); CREATE TEMP TABLE leftover_temp (x int)",
+            )
+            .await
+            .unwrap();
         drop(client);
         let pool = pooler.pooler.pools().all()[0].clone();
         assert!(eventually(Duration::from_secs(5), || pool.idle_count() == 1).await);
@@ -177,6 +183,20 @@ async fn server_connection_is_reused_and_reset_between_clients() {
         .unwrap();
     assert_eq!(r.get::<_, String>(0), "4MB");
     assert_eq!(r.get::<_, i64>(1), 0);
+    let r = client
+        .query_one(
+            "SELECT (SELECT count(*) FROM pg_listening_channels()), \
+                    (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'), \
+                    (SELECT count(*) FROM pg_class WHERE relname = 'leftover_temp')",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.get::<_, i64>(0), r.get::<_, i64>(1), r.get::<_, i64>(2)),
+        (0, 0, 0),
+        "LISTEN, advisory lock, temp table"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
