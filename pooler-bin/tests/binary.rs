@@ -95,29 +95,9 @@ fn config_for(cluster: &Cluster, port: u16, extra: &str) -> String {
     )
 }
 
-fn psql(cluster: &Cluster, port: u16, sql: &str) -> std::process::Output {
-    Command::new(cluster.bin_dir().join("psql"))
-        .args([
-            "-X",
-            "-q",
-            "-A",
-            "-t",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-            "-c",
-            sql,
-        ])
-        .env("PGCONNECT_TIMEOUT", "10")
-        .output()
-        .unwrap()
+/// psql through the pooler as postgres; panics with psql's stderr on failure.
+fn psql(port: u16, sql: &str) -> String {
+    pooler_testkit::psql_at(port, "postgres", "postgres", sql).unwrap_or_else(|e| panic!("psql failed: {e}"))
 }
 
 /// Runs psql through the pooler and reads its output as it comes, returning
@@ -173,7 +153,7 @@ fn large_results_and_huge_rows_stream_through_without_growing_pooler_memory() {
     let port = pooler_testkit::free_port().unwrap();
     let running = Running::start(&write_config(&dir, &config_for(&cluster, port, "")), port);
     // Warm up, then note the pooler's peak memory before the big result.
-    assert!(psql(&cluster, port, "SELECT 1").status.success());
+    psql(port, "SELECT 1");
     let before = running.peak_rss_kib();
 
     // 120 MB through COPY TO STDOUT (psql streams it to us).
@@ -201,12 +181,12 @@ fn sighup_is_survived_and_sigterm_stops_the_binary_gracefully() {
     let dir = TempDir::new("sigterm");
     let port = pooler_testkit::free_port().unwrap();
     let mut running = Running::start(&write_config(&dir, &config_for(&cluster, port, "")), port);
-    assert!(psql(&cluster, port, "SELECT 1").status.success());
+    psql(port, "SELECT 1");
     // SIGHUP (a reload habit from pgbouncer) must not kill it.
     running.signal("HUP");
     std::thread::sleep(Duration::from_millis(200));
     assert!(running.child.try_wait().unwrap().is_none(), "SIGHUP stopped the pooler");
-    assert!(psql(&cluster, port, "SELECT 1").status.success());
+    psql(port, "SELECT 1");
     running.signal("TERM");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {

@@ -753,7 +753,7 @@ mod tests {
 
     #[test]
     fn scalar_parameters_use_set_and_others_set_config() {
-        let params = vec![
+        let params = [
             ("Application_Name".to_string(), "it's".to_string()),
             ("search_path".to_string(), "a,b".to_string()),
             ("TimeZone".to_string(), "UTC".to_string()),

@@ -108,7 +108,7 @@ async fn copy_from_stdin_and_to_stdout_pass_through() {
         Some(b"20000\tfrom psql\n20001\tfrom psql\n\\.\n"),
     );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let n = psql(&cluster, pooler.port(), "postgres", "SELECT count(*) FROM items WHERE name = 'from psql'");
+    let n = psql(pooler.port(), "postgres", "SELECT count(*) FROM items WHERE name = 'from psql'");
     assert_eq!(n, "2");
     // A failed COPY (bad data) reports the error and the session goes on.
     let sink = client.copy_in::<_, bytes::Bytes>("COPY items FROM STDIN").await.unwrap();
@@ -218,7 +218,7 @@ async fn startup_parameters_reach_the_server_and_are_reported() {
     assert_eq!(r.get::<_, String>(2), "1234ms");
 
     // psql shows what the server reported at startup (server_version etc.).
-    let v = psql(&cluster, pooler.port(), "postgres", "SHOW server_version");
+    let v = psql(pooler.port(), "postgres", "SHOW server_version");
     assert!(v.starts_with(char::is_numeric), "{v}");
 
     // A bad startup parameter fails the connection with the server's error.

@@ -104,6 +104,26 @@ pub fn pg_bin_dir() -> Result<PathBuf, Error> {
     Err(Error::PgBinariesNotFound)
 }
 
+/// Runs SQL with psql against whatever listens on `127.0.0.1:port` (a node,
+/// or a pooler in front of one) as `user` on `db`, without a password; returns
+/// the trimmed output (unaligned, tuples only). A failure carries psql's stderr.
+pub fn psql_at(port: u16, user: &str, db: &str, sql: &str) -> Result<String, Error> {
+    psql_with(&pg_bin_dir()?, port, user, db, sql)
+}
+
+fn psql_with(bin: &Path, port: u16, user: &str, db: &str, sql: &str) -> Result<String, Error> {
+    let mut cmd = Command::new(bin.join("psql"));
+    let port = port.to_string();
+    cmd.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-A", "-t", "-h", "127.0.0.1", "-p", &port])
+        .args(["-U", user, "-d", db, "-c", sql])
+        .env("PGCONNECT_TIMEOUT", "10");
+    for v in ["PGPASSWORD", "PGHOST", "PGPORT", "PGUSER", "PGDATABASE", "PGSERVICE", "PGOPTIONS"] {
+        cmd.env_remove(v);
+    }
+    let out = run(cmd)?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> Result<u16, Error> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(io("bind a free port"))?;
@@ -485,31 +505,7 @@ impl Node {
     /// Runs SQL with psql as the superuser on `db`; returns trimmed output
     /// (unaligned, tuples only).
     pub fn psql(&self, db: &str, sql: &str) -> Result<String, Error> {
-        let mut cmd = Command::new(self.bin.join("psql"));
-        cmd.args([
-            "-X",
-            "-q",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-A",
-            "-t",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &self.port.to_string(),
-            "-U",
-            "postgres",
-            "-d",
-            db,
-            "-c",
-            sql,
-        ])
-        .env("PGCONNECT_TIMEOUT", "10");
-        for v in ["PGPASSWORD", "PGHOST", "PGPORT", "PGUSER", "PGDATABASE", "PGSERVICE", "PGOPTIONS"] {
-            cmd.env_remove(v);
-        }
-        let out = run(cmd)?;
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        psql_with(&self.bin, self.port, "postgres", db, sql)
     }
 
     /// [`Node::psql`] on database `postgres`.

@@ -122,33 +122,8 @@ pub fn run_client(cluster: &Cluster, program: &str, args: &[&str], stdin: Option
 }
 
 /// psql through the pooler; panics with its stderr on failure.
-pub fn psql(cluster: &Cluster, port: u16, user: &str, sql: &str) -> String {
-    let port = port.to_string();
-    let out = run_client(
-        cluster,
-        "psql",
-        &[
-            "-X",
-            "-q",
-            "-A",
-            "-t",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-U",
-            user,
-            "-d",
-            "postgres",
-            "-c",
-            sql,
-        ],
-        None,
-    );
-    assert!(out.status.success(), "psql failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+pub fn psql(port: u16, user: &str, sql: &str) -> String {
+    pooler_testkit::psql_at(port, user, "postgres", sql).unwrap_or_else(|e| panic!("psql failed: {e}"))
 }
 
 /// Polls `cond` until it holds or `timeout` passes.
