@@ -31,6 +31,9 @@ pub enum StartError {
     PasswordFile(#[from] crate::auth::PasswordFileError),
 }
 
+/// Longest time a forwarded cancel may take to reach its server.
+pub(crate) const CANCEL_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Lifecycle of the whole pooler, seen by every session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Phase {
@@ -58,13 +61,17 @@ impl Shared {
     /// client that holds `key`; an unknown key or wrong secret does nothing,
     /// as in PostgreSQL.
     pub(crate) async fn forward_cancel(&self, key: crate::protocol::CancelKey) {
-        let Some(target) = self.cancels.lookup(key) else {
+        // The ticket keeps the session from handing its server connection to
+        // another client until this cancel has reached the server.
+        let Some(ticket) = self.cancels.begin(key) else {
             return;
         };
+        let target = ticket.target();
         metrics::counter!(m::CANCELS_FORWARDED).increment(1);
-        if let Err(e) = crate::backend::send_cancel(&target.addr, target.key, Duration::from_secs(5)).await {
+        if let Err(e) = crate::backend::send_cancel(&target.addr, target.key, CANCEL_TIMEOUT).await {
             tracing::warn!(server = %target.addr, error = %e, "forwarding cancel request failed");
         }
+        drop(ticket);
     }
 }
 

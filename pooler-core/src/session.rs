@@ -332,9 +332,12 @@ async fn run_session(
     metrics::gauge!(m::CLIENTS_ACTIVE).increment(1.0);
     let outcome = relay(client, lease.conn(), shared, &mut phase).await;
     metrics::gauge!(m::CLIENTS_ACTIVE).decrement(1.0);
-    cancel.set_target(None);
+    // No cancel for this client may reach the server connection once someone
+    // else has it: wait for any on its way (bounded), else do not reuse it.
+    let cancels_settled = cancel.detach(crate::server::CANCEL_TIMEOUT + std::time::Duration::from_secs(1)).await;
     drop(cancel);
     let RelayOutcome { end, clean, status, client_can_take_error } = outcome;
+    let clean = clean && cancels_settled;
     let notice = match &end {
         End::Shutdown | End::ForcedShutdown => Some(Error::Refused {
             code: "57P01",
