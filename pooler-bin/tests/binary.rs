@@ -239,3 +239,63 @@ fn demo_serves_psql_and_cleans_up_on_ctrl_c() {
         .expect("the demo prints its data directory");
     assert!(!data_dir.exists(), "{} is removed", data_dir.display());
 }
+
+/// Starts `pooler demo` and returns it with the data dir it printed, once it listens.
+fn start_demo(port: u16) -> (std::process::Child, PathBuf) {
+    use std::io::BufRead;
+    let mut child = Command::new(BIN)
+        .args(["demo", "--port", &port.to_string()])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let dir = loop {
+        let line = lines.next().expect("demo output").unwrap();
+        if let Some(d) = line.strip_prefix("data in  ") {
+            break PathBuf::from(d.trim());
+        }
+    };
+    // Keep draining stdout so the demo never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "demo did not start listening");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (child, dir)
+}
+
+#[test]
+fn clusters_of_killed_processes_are_reaped_by_the_next_start() {
+    // A demo killed with SIGKILL cannot clean up: its cluster keeps running.
+    let (mut first, orphan) = start_demo(pooler_testkit::free_port().unwrap());
+    let postmaster: u32 = std::fs::read_to_string(orphan.join("primary/postmaster.pid"))
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert!(orphan.exists());
+    // The next cluster started by another process stops and removes it.
+    let (mut second, _) = start_demo(pooler_testkit::free_port().unwrap());
+    assert!(!orphan.exists(), "{} reaped", orphan.display());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Path::new(&format!("/proc/{postmaster}")).exists() {
+        // A stopped postmaster may linger as a zombie of its (dead) parent for
+        // a moment; wait for it to disappear.
+        let state = std::fs::read_to_string(format!("/proc/{postmaster}/stat")).unwrap_or_default();
+        if state.contains(") Z") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "orphaned postmaster {postmaster} still running");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = Command::new("kill").arg("-INT").arg(second.id().to_string()).status();
+    assert!(second.wait().unwrap().success());
+}

@@ -16,7 +16,9 @@
 //! Everything is stopped and deleted when the [`Cluster`] is dropped. One
 //! initdb'd template per OS user and PostgreSQL version is kept in the temp dir
 //! (`pooler-testkit-template-<uid>-<hash>`) so later clusters skip initdb; it
-//! is a cache and may be deleted at any time.
+//! is a cache and may be deleted at any time. Clusters left behind by a process
+//! that died without dropping them (killed on a timeout) are stopped and
+//! removed by the next process that starts a cluster.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
@@ -214,6 +216,7 @@ impl ClusterBuilder {
     pub fn start(self) -> Result<Cluster, Error> {
         let bin = pg_bin_dir()?;
         let user = server_user_checked()?;
+        reap_orphans(&bin, &user);
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let nanos =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
@@ -576,6 +579,33 @@ impl Node {
             other => other,
         }
     }
+}
+
+/// Stops and deletes clusters left behind by test processes that died without
+/// dropping them (killed on a timeout, say): their directory names carry the
+/// owner's pid, so a cluster whose owner is gone is an orphan.
+fn reap_orphans(bin: &Path, user: &Option<(String, u32, u32)>) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("pooler-testkit-")) else { continue };
+            let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else { continue };
+            if Path::new(&format!("/proc/{pid}")).exists() {
+                continue;
+            }
+            let dir = e.path();
+            for sub in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                if sub.path().join("postmaster.pid").exists() {
+                    let mut c = server_command(bin, "pg_ctl", user, &dir);
+                    c.arg("-D").arg(sub.path()).args(["-m", "immediate", "-w", "-t", "30", "stop"]);
+                    let _ = run(c);
+                }
+            }
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    });
 }
 
 /// Starts `node` on a free port, retrying with another if a parallel test
