@@ -44,7 +44,6 @@ fn write_config(dir: &Path, body: &str) -> PathBuf {
 /// The pooler process; killed on drop if still running.
 struct Running {
     child: Child,
-    port: u16,
 }
 
 impl Drop for Running {
@@ -69,7 +68,7 @@ impl Running {
             assert!(Instant::now() < deadline, "pooler did not start listening");
             std::thread::sleep(Duration::from_millis(20));
         }
-        Running { child, port }
+        Running { child }
     }
 
     /// Peak resident set size of the pooler process (VmHWM), in KiB.
@@ -197,27 +196,13 @@ fn sighup_is_survived_and_sigterm_stops_the_binary_gracefully() {
         assert!(Instant::now() < deadline, "pooler did not stop after SIGTERM");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let _ = running.port;
 }
 
 #[test]
 fn demo_serves_psql_and_cleans_up_on_ctrl_c() {
     let port = pooler_testkit::free_port().unwrap();
-    let mut child = Command::new(BIN)
-        .args(["demo", "--port", &port.to_string()])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "demo did not start listening");
-        assert!(child.try_wait().unwrap().is_none(), "demo exited early");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let psql = pooler_testkit::pg_bin_dir().unwrap().join("psql");
-    let out = Command::new(psql)
+    let (mut child, data_dir, rest_of_output) = start_demo(port);
+    let out = Command::new(pooler_testkit::pg_bin_dir().unwrap().join("psql"))
         .args(["-X", "-A", "-t", "-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres", "postgres", "-c"])
         .arg("SELECT pg_is_in_recovery(), (SELECT count(*) FROM pg_stat_replication)")
         .output()
@@ -228,20 +213,15 @@ fn demo_serves_psql_and_cleans_up_on_ctrl_c() {
 
     let ok = Command::new("kill").arg("-INT").arg(child.id().to_string()).status().unwrap();
     assert!(ok.success());
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(child.wait().unwrap().success());
+    let stdout = rest_of_output.join().unwrap();
     assert!(stdout.contains(&format!("psql -h 127.0.0.1 -p {port} -U postgres postgres")), "{stdout}");
-    let data_dir = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("data in  "))
-        .map(|d| PathBuf::from(d.trim()))
-        .expect("the demo prints its data directory");
     assert!(!data_dir.exists(), "{} is removed", data_dir.display());
 }
 
-/// Starts `pooler demo` and returns it with the data dir it printed, once it listens.
-fn start_demo(port: u16) -> (std::process::Child, PathBuf) {
+/// Starts `pooler demo` and returns it once it listens, with the data dir it
+/// printed and a thread collecting the rest of its output (joined after exit).
+fn start_demo(port: u16) -> (std::process::Child, PathBuf, std::thread::JoinHandle<String>) {
     use std::io::BufRead;
     let mut child = Command::new(BIN)
         .args(["demo", "--port", &port.to_string()])
@@ -252,25 +232,26 @@ fn start_demo(port: u16) -> (std::process::Child, PathBuf) {
         .unwrap();
     let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
     let dir = loop {
-        let line = lines.next().expect("demo output").unwrap();
+        let line = lines.next().expect("the demo prints its data directory").unwrap();
         if let Some(d) = line.strip_prefix("data in  ") {
             break PathBuf::from(d.trim());
         }
     };
     // Keep draining stdout so the demo never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
+    let rest = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>().join("\n"));
     let deadline = Instant::now() + Duration::from_secs(60);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "demo did not start listening");
+        assert!(child.try_wait().unwrap().is_none(), "demo exited early");
         std::thread::sleep(Duration::from_millis(50));
     }
-    (child, dir)
+    (child, dir, rest)
 }
 
 #[test]
 fn clusters_of_killed_processes_are_reaped_by_the_next_start() {
     // A demo killed with SIGKILL cannot clean up: its cluster keeps running.
-    let (mut first, orphan) = start_demo(pooler_testkit::free_port().unwrap());
+    let (mut first, orphan, _) = start_demo(pooler_testkit::free_port().unwrap());
     let postmaster: u32 = std::fs::read_to_string(orphan.join("primary/postmaster.pid"))
         .unwrap()
         .lines()
@@ -283,7 +264,7 @@ fn clusters_of_killed_processes_are_reaped_by_the_next_start() {
     first.wait().unwrap();
     assert!(orphan.exists());
     // The next cluster started by another process stops and removes it.
-    let (mut second, _) = start_demo(pooler_testkit::free_port().unwrap());
+    let (mut second, _, _) = start_demo(pooler_testkit::free_port().unwrap());
     assert!(!orphan.exists(), "{} reaped", orphan.display());
     let deadline = Instant::now() + Duration::from_secs(30);
     while Path::new(&format!("/proc/{postmaster}")).exists() {
