@@ -65,6 +65,14 @@ pub struct ServerConn {
     created: Instant,
     pub(crate) idle_since: Instant,
     max_message: usize,
+    /// Named statements the pooler prepared here (transaction mode).
+    pub(crate) statements: crate::txn::prepared::ServerStatements,
+    /// Unreported parameters a client changed here, with their values
+    /// (transaction mode carries them between connections).
+    pub(crate) extra: Vec<(String, String)>,
+    /// Parameters as reported when the connection was opened: the server's
+    /// defaults for this user and database.
+    pub(crate) initial_params: Vec<(String, String)>,
 }
 
 impl ServerConn {
@@ -97,6 +105,9 @@ impl ServerConn {
             created: now,
             idle_since: now,
             max_message,
+            statements: Default::default(),
+            extra: Vec::new(),
+            initial_params: Vec::new(),
         };
         let mut out = BytesMut::new();
         frontend::startup_message([("user", login.user.as_str()), ("database", login.database.as_str())], &mut out)
@@ -111,7 +122,10 @@ impl ServerConn {
                 tag::BACKEND_KEY_DATA => {
                     conn.key = BackendKeyData::parse(frame.body()).map_err(Error::ServerProtocol)?
                 }
-                tag::READY_FOR_QUERY => return Ok(conn),
+                tag::READY_FOR_QUERY => {
+                    conn.initial_params = conn.params.clone();
+                    return Ok(conn);
+                }
                 tag::ERROR_RESPONSE => return Err(Error::Server(frame.into_bytes())),
                 tag::NOTICE_RESPONSE | b'v' => {}
                 t => {
@@ -266,6 +280,31 @@ impl ServerConn {
         }
     }
 
+    /// Runs a one-row query with the simple protocol and returns its text
+    /// columns (`None` for NULL). No row: an empty list.
+    pub async fn query_row(&mut self, sql: &str) -> Result<Vec<Option<String>>, Error> {
+        let mut out = BytesMut::new();
+        crate::protocol::write::query(&mut out, sql);
+        self.write(&out).await?;
+        let mut error: Option<Bytes> = None;
+        let mut row = Vec::new();
+        loop {
+            let frame = self.read_frame().await?;
+            match frame.tag() {
+                tag::PARAMETER_STATUS => self.note_parameter(frame.body())?,
+                tag::ERROR_RESPONSE if error.is_none() => error = Some(frame.into_bytes()),
+                b'D' if row.is_empty() => row = decode_data_row(frame.body()).map_err(Error::ServerProtocol)?,
+                tag::READY_FOR_QUERY => {
+                    return match error {
+                        Some(e) => Err(Error::Server(e)),
+                        None => Ok(row),
+                    };
+                }
+                _ => {}
+            }
+        }
+    }
+
     /// Records a ParameterStatus body.
     pub(crate) fn note_parameter(&mut self, body: &[u8]) -> Result<(), Error> {
         let p = ParameterStatus::parse(body).map_err(Error::ServerProtocol)?;
@@ -328,6 +367,27 @@ impl ServerConn {
         frontend::terminate(&mut out);
         let _ = tokio::time::timeout(Duration::from_millis(500), self.stream.write_all(&out)).await;
     }
+}
+
+/// Decodes a DataRow body into text columns.
+fn decode_data_row(body: &[u8]) -> Result<Vec<Option<String>>, ProtocolError> {
+    let bad = ProtocolError::Malformed("DataRow");
+    let count = u16::from_be_bytes([*body.first().ok_or(bad.clone())?, *body.get(1).ok_or(bad.clone())?]);
+    let mut rest = &body[2..];
+    let mut cols = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        let len = rest.get(..4).ok_or(bad.clone())?;
+        let len = i32::from_be_bytes([len[0], len[1], len[2], len[3]]);
+        rest = &rest[4..];
+        if len < 0 {
+            cols.push(None);
+            continue;
+        }
+        let v = rest.get(..len as usize).ok_or(bad.clone())?;
+        cols.push(Some(String::from_utf8_lossy(v).into_owned()));
+        rest = &rest[len as usize..];
+    }
+    Ok(cols)
 }
 
 /// Records a reported parameter value in `params`.

@@ -105,6 +105,36 @@ impl Default for ServerConfig {
 pub enum PoolMode {
     /// A client holds one backend connection for its whole session.
     Session,
+    /// A client holds a backend connection for one transaction (or one
+    /// statement outside a transaction); between transactions the connection
+    /// serves other clients. Prepared statements and parameters follow the
+    /// client; session-only features pin the connection (see docs/POOLING.md).
+    Transaction,
+    /// Like transaction mode, but a backend connection is given back after
+    /// every statement, and multi-statement transactions are refused.
+    Statement,
+}
+
+impl std::fmt::Display for PoolMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PoolMode::Session => "session",
+            PoolMode::Transaction => "transaction",
+            PoolMode::Statement => "statement",
+        })
+    }
+}
+
+/// Settings that may differ per database or per user (`[pool.databases.NAME]`,
+/// `[pool.users.NAME]`). A user's entry wins over a database's, which wins
+/// over `[pool]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolOverride {
+    /// Pooling mode for this database or user.
+    pub mode: Option<PoolMode>,
+    /// Pool size for this database or user.
+    pub size: Option<usize>,
 }
 
 /// Backend pool settings (`[pool]`).
@@ -130,8 +160,63 @@ pub struct PoolConfig {
     pub server_idle_timeout: Duration,
     /// Statements run on a backend connection when its client leaves, before it
     /// is reused (pgpool's reset_query_list). An open transaction is rolled back
-    /// first in any case.
+    /// first in any case. In transaction and statement mode they run only on a
+    /// connection that was pinned to a client (it may hold session state).
     pub reset_query_list: Vec<String>,
+    /// Connections each pool keeps open even when idle (pgbouncer's
+    /// min_pool_size): opened ahead of demand by the maintenance task once the
+    /// pool exists.
+    pub min_size: usize,
+    /// Extra connections a pool may open when a client has waited
+    /// `reserve_timeout` for one (pgbouncer's reserve_pool_size).
+    pub reserve_size: usize,
+    /// How long a client waits before the reserve may be used.
+    #[serde(deserialize_with = "duration")]
+    pub reserve_timeout: Duration,
+    /// A client with no transaction open that sends nothing for this long is
+    /// disconnected (SQLSTATE 57P05). `"0s"` turns it off.
+    #[serde(deserialize_with = "duration")]
+    pub client_idle_timeout: Duration,
+    /// A client that holds a backend connection inside a transaction and sends
+    /// nothing for this long is disconnected and its transaction rolled back
+    /// (SQLSTATE 25P03). `"0s"` turns it off.
+    #[serde(deserialize_with = "duration")]
+    pub idle_transaction_timeout: Duration,
+    /// A connection idle in the pool longer than this runs `check_query` before
+    /// it is lent again.
+    #[serde(deserialize_with = "duration")]
+    pub check_delay: Duration,
+    /// Statement that proves an idle connection still works; empty: only check
+    /// that the socket is still open.
+    pub check_query: String,
+    /// Named prepared statements kept per backend connection in transaction and
+    /// statement mode; the least recently used is closed to make room.
+    pub prepared_statement_cache_size: usize,
+    /// Parameters the server does not report (ParameterStatus) that transaction
+    /// mode carries from one backend connection to the next for each client.
+    pub track_extra_parameters: Vec<String>,
+    /// Overrides per database name.
+    pub databases: std::collections::BTreeMap<String, PoolOverride>,
+    /// Overrides per user name.
+    pub users: std::collections::BTreeMap<String, PoolOverride>,
+}
+
+impl PoolConfig {
+    /// The settings in force for one (user, database): overrides applied.
+    pub fn effective(&self, user: &str, database: &str) -> PoolConfig {
+        let mut s = self.clone();
+        for o in [self.databases.get(database), self.users.get(user)].into_iter().flatten() {
+            if let Some(m) = o.mode {
+                s.mode = m;
+            }
+            if let Some(n) = o.size {
+                s.size = n;
+            }
+        }
+        s.databases = Default::default();
+        s.users = Default::default();
+        s
+    }
 }
 
 impl Default for PoolConfig {
@@ -144,6 +229,17 @@ impl Default for PoolConfig {
             server_lifetime: Duration::from_secs(3600),
             server_idle_timeout: Duration::from_secs(600),
             reset_query_list: vec!["DISCARD ALL".into()],
+            min_size: 0,
+            reserve_size: 0,
+            reserve_timeout: Duration::from_secs(5),
+            client_idle_timeout: Duration::ZERO,
+            idle_transaction_timeout: Duration::ZERO,
+            check_delay: Duration::from_secs(30),
+            check_query: "SELECT 1".into(),
+            prepared_statement_cache_size: 256,
+            track_extra_parameters: vec!["search_path".into()],
+            databases: Default::default(),
+            users: Default::default(),
         }
     }
 }
@@ -264,11 +360,48 @@ impl Config {
         if p.size > MAX_POOL_SIZE {
             return Err(invalid("pool.size", format!("must be at most {MAX_POOL_SIZE}")));
         }
+        if p.min_size > p.size {
+            return Err(invalid("pool.min_size", "must not exceed pool.size"));
+        }
+        if p.reserve_size > MAX_POOL_SIZE {
+            return Err(invalid("pool.reserve_size", format!("must be at most {MAX_POOL_SIZE}")));
+        }
+        for (table, map) in [("databases", &p.databases), ("users", &p.users)] {
+            for (name, o) in map {
+                if let Some(n) = o.size {
+                    if n == 0 || n > MAX_POOL_SIZE {
+                        return Err(invalid(
+                            format!("pool.{table}.{name}.size"),
+                            format!("must be between 1 and {MAX_POOL_SIZE}"),
+                        ));
+                    }
+                    if n < p.min_size {
+                        return Err(invalid(format!("pool.{table}.{name}.size"), "must not be below pool.min_size"));
+                    }
+                }
+            }
+        }
+        if p.prepared_statement_cache_size == 0 || p.prepared_statement_cache_size > 100_000 {
+            return Err(invalid("pool.prepared_statement_cache_size", "must be between 1 and 100000"));
+        }
+        if p.check_query.contains('\0') {
+            return Err(invalid("pool.check_query", "must not contain a NUL byte"));
+        }
+        for (i, name) in p.track_extra_parameters.iter().enumerate() {
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') {
+                return Err(invalid(
+                    format!("pool.track_extra_parameters[{i}]"),
+                    "must be a parameter name (letters, digits, _ and .)",
+                ));
+            }
+        }
         for (key, d) in [
             ("pool.connect_timeout", p.connect_timeout),
             ("pool.checkout_timeout", p.checkout_timeout),
             ("pool.server_lifetime", p.server_lifetime),
             ("pool.server_idle_timeout", p.server_idle_timeout),
+            ("pool.reserve_timeout", p.reserve_timeout),
+            ("pool.check_delay", p.check_delay),
             ("server.client_login_timeout", s.client_login_timeout),
         ] {
             if d.is_zero() {
@@ -403,6 +536,41 @@ mod tests {
         assert!(err.contains("nodes"), "{err}");
         let err = Config::from_toml(&format!("[server]\nlisten = \"nowhere\"\n{MINIMAL}")).unwrap_err().to_string();
         assert!(err.contains("server.listen"), "{err}");
+    }
+
+    #[test]
+    fn pool_mode_overrides_apply_user_over_database() {
+        let c = Config::from_toml(&format!(
+            "{MINIMAL}[pool]\nmode = \"transaction\"\nsize = 7\n\
+             [pool.databases.reports]\nmode = \"session\"\nsize = 3\n\
+             [pool.users.batch]\nmode = \"statement\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.pool.effective("app", "app").mode, PoolMode::Transaction);
+        assert_eq!(c.pool.effective("app", "app").size, 7);
+        let r = c.pool.effective("app", "reports");
+        assert_eq!((r.mode, r.size), (PoolMode::Session, 3));
+        let b = c.pool.effective("batch", "reports");
+        assert_eq!((b.mode, b.size), (PoolMode::Statement, 3));
+        let err =
+            Config::from_toml(&format!("{MINIMAL}[pool.users.x]\nmode = \"sometimes\"\n")).unwrap_err().to_string();
+        assert!(err.contains("sometimes"), "{err}");
+    }
+
+    #[test]
+    fn pool_limits_are_checked() {
+        let err = Config::from_toml(&format!("{MINIMAL}[pool]\nsize = 5\nmin_size = 6\n")).unwrap_err().to_string();
+        assert!(err.contains("pool.min_size"), "{err}");
+        let err = Config::from_toml(&format!("{MINIMAL}[pool]\nprepared_statement_cache_size = 0\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("prepared_statement_cache_size"), "{err}");
+        let err = Config::from_toml(&format!("{MINIMAL}[pool]\ntrack_extra_parameters = [\"a;b\"]\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("track_extra_parameters[0]"), "{err}");
+        let err = Config::from_toml(&format!("{MINIMAL}[pool.databases.d]\nsize = 0\n")).unwrap_err().to_string();
+        assert!(err.contains("pool.databases.d.size"), "{err}");
     }
 
     #[test]

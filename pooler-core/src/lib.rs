@@ -17,6 +17,7 @@ pub mod pool;
 pub mod protocol;
 mod server;
 mod session;
+mod txn;
 
 pub use config::Config;
 pub use error::Error;

@@ -44,6 +44,17 @@ pub struct PoolStats {
     pub timeouts: AtomicU64,
 }
 
+/// What to do to a connection coming back before it is lent again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reset {
+    /// Roll back an open transaction and run `reset_query_list` (session
+    /// mode, or a connection that held session state).
+    Full,
+    /// Roll back an open transaction only (transaction mode: the client's
+    /// prepared statements and parameters are the pooler's to manage).
+    None,
+}
+
 /// A pool of server connections for one (node, user, database).
 ///
 /// A semaphore with `size` permits bounds the connections lent out; a
@@ -58,6 +69,8 @@ pub struct Pool {
     settings: PoolConfig,
     max_message: usize,
     slots: Arc<Semaphore>,
+    /// Extra slots for clients that waited `reserve_timeout`.
+    reserve: Arc<Semaphore>,
     idle: Mutex<Vec<ServerConn>>,
     stats: PoolStats,
 }
@@ -86,6 +99,7 @@ impl Pool {
     fn new(key: PoolKey, addr: ServerAddr, login: LoginInfo, settings: PoolConfig, max_message: usize) -> Pool {
         Pool {
             slots: Arc::new(Semaphore::new(settings.size)),
+            reserve: Arc::new(Semaphore::new(settings.reserve_size)),
             key,
             addr,
             login: Mutex::new(login),
@@ -99,6 +113,12 @@ impl Pool {
     /// The pool's key.
     pub fn key(&self) -> &PoolKey {
         &self.key
+    }
+
+    /// The settings in force for this pool (per-database and per-user
+    /// overrides applied).
+    pub fn settings(&self) -> &PoolConfig {
+        &self.settings
     }
 
     /// Counters.
@@ -119,13 +139,16 @@ impl Pool {
         self.idle.lock().map(|v| v.len()).unwrap_or(0)
     }
 
-    /// Connections lent to clients now.
+    /// Connections lent to clients now (reserve included).
     pub fn active_count(&self) -> usize {
-        self.settings.size - self.slots.available_permits()
+        self.settings.size - self.slots.available_permits() + self.settings.reserve_size
+            - self.reserve.available_permits()
     }
 
-    /// Takes a connection: an idle one if any is healthy, else a new one, waiting
-    /// up to `checkout_timeout` for a free slot.
+    /// Takes a connection: an idle one if any is healthy, else a new one. A
+    /// client waits for a free slot in arrival order; after `reserve_timeout`
+    /// it may also take a reserve slot; after `checkout_timeout` it gets
+    /// [`Error::PoolTimeout`].
     pub async fn checkout(&self) -> Result<Lease, Error> {
         let started = Instant::now();
         let permit = match self.slots.clone().try_acquire_owned() {
@@ -133,9 +156,9 @@ impl Pool {
             Err(_) => {
                 self.stats.waits.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!(m::CHECKOUT_WAITS).increment(1);
-                match tokio::time::timeout(self.settings.checkout_timeout, self.slots.clone().acquire_owned()).await {
-                    Ok(Ok(p)) => p,
-                    Ok(Err(_)) => return Err(Error::Shutdown),
+                match tokio::time::timeout(self.settings.checkout_timeout, self.wait_for_slot()).await {
+                    Ok(Some(p)) => p,
+                    Ok(None) => return Err(Error::Shutdown),
                     Err(_) => {
                         self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
                         metrics::counter!(m::CHECKOUT_TIMEOUTS).increment(1);
@@ -150,14 +173,43 @@ impl Pool {
             }
         };
         metrics::histogram!(m::CHECKOUT_WAIT_SECONDS).record(started.elapsed().as_secs_f64());
-        while let Some(conn) = self.pop_idle() {
-            if self.reusable(&conn) && conn.is_alive() {
+        while let Some(mut conn) = self.pop_idle() {
+            if self.reusable(&conn) && conn.is_alive() && self.passes_check(&mut conn).await {
                 self.stats.checkouts.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!(m::CHECKOUTS).increment(1);
                 return Ok(Lease { conn, _permit: permit });
             }
             self.discard(conn);
         }
+        let conn = self.open().await?;
+        self.stats.checkouts.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(m::CHECKOUTS).increment(1);
+        Ok(Lease { conn, _permit: permit })
+    }
+
+    /// Waits for a regular slot; after `reserve_timeout`, for either a regular
+    /// or a reserve slot. `None`: the pool is closed.
+    async fn wait_for_slot(&self) -> Option<OwnedSemaphorePermit> {
+        let regular = self.slots.clone().acquire_owned();
+        tokio::pin!(regular);
+        if self.settings.reserve_size == 0 {
+            return regular.await.ok();
+        }
+        tokio::select! {
+            p = &mut regular => return p.ok(),
+            _ = tokio::time::sleep(self.settings.reserve_timeout) => {}
+        }
+        tokio::select! {
+            p = &mut regular => p.ok(),
+            p = self.reserve.clone().acquire_owned() => {
+                tracing::info!(pool = ?self.key, "pool exhausted: lending a reserve connection");
+                p.ok()
+            }
+        }
+    }
+
+    /// Opens and authenticates a new connection.
+    async fn open(&self) -> Result<ServerConn, Error> {
         let login = match self.login.lock() {
             Ok(l) => l.clone(),
             Err(_) => return Err(Error::ServerAuth("login information unavailable".into())),
@@ -165,9 +217,49 @@ impl Pool {
         let conn = ServerConn::connect(&self.addr, &login, self.settings.connect_timeout, self.max_message).await?;
         self.stats.opened.fetch_add(1, Ordering::Relaxed);
         metrics::counter!(m::SERVER_CONNECTIONS_OPENED).increment(1);
-        self.stats.checkouts.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!(m::CHECKOUTS).increment(1);
-        Ok(Lease { conn, _permit: permit })
+        Ok(conn)
+    }
+
+    /// Runs `check_query` on a connection that sat idle past `check_delay`.
+    async fn passes_check(&self, conn: &mut ServerConn) -> bool {
+        if self.settings.check_query.is_empty() || conn.idle_since.elapsed() < self.settings.check_delay {
+            return true;
+        }
+        let q = self.settings.check_query.clone();
+        match tokio::time::timeout(self.settings.connect_timeout, conn.simple_query(&q)).await {
+            Ok(Ok(TransactionStatus::Idle)) => true,
+            Ok(Ok(_)) => false,
+            Ok(Err(e)) => {
+                tracing::info!(pool = ?self.key, error = %e, "idle server connection failed its check; closing it");
+                false
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Opens connections until `min_size` are open, without ever holding a
+    /// slot a client is waiting for.
+    pub async fn prewarm(&self) {
+        while self.idle_count() + self.active_count() < self.settings.min_size {
+            let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+                return;
+            };
+            match self.open().await {
+                Ok(mut conn) => {
+                    conn.idle_since = Instant::now();
+                    conn.release_buffer();
+                    match self.idle.lock() {
+                        Ok(mut idle) => idle.push(conn),
+                        Err(_) => return,
+                    }
+                    drop(permit);
+                }
+                Err(e) => {
+                    tracing::warn!(pool = ?self.key, error = %e, "could not open a connection for min_size");
+                    return;
+                }
+            }
+        }
     }
 
     fn pop_idle(&self) -> Option<ServerConn> {
@@ -193,13 +285,22 @@ impl Pool {
     /// connection goes back to the idle list (or is closed if anything fails or
     /// it has outlived `server_lifetime`). The slot is freed only after that, so
     /// the pool never holds more than `size` connections.
-    pub async fn checkin(&self, lease: Lease, status: TransactionStatus) {
+    pub async fn checkin(&self, lease: Lease, status: TransactionStatus, reset: Reset) {
         let Lease { mut conn, _permit } = lease;
         if conn.created().elapsed() >= self.settings.server_lifetime {
             self.discard(conn);
             return;
         }
-        match tokio::time::timeout(RESET_TIMEOUT, self.reset(&mut conn, status)).await {
+        if reset == Reset::None && status == TransactionStatus::Idle {
+            conn.idle_since = Instant::now();
+            conn.release_buffer();
+            match self.idle.lock() {
+                Ok(mut idle) => idle.push(conn),
+                Err(_) => self.discard(conn),
+            }
+            return;
+        }
+        match tokio::time::timeout(RESET_TIMEOUT, self.reset(&mut conn, status, reset)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 tracing::warn!(pool = ?self.key, error = %e, "reset failed; closing server connection");
@@ -221,11 +322,17 @@ impl Pool {
     }
 
     /// Rolls back an open transaction and runs the reset statements.
-    async fn reset(&self, conn: &mut ServerConn, status: TransactionStatus) -> Result<(), Error> {
+    async fn reset(&self, conn: &mut ServerConn, status: TransactionStatus, reset: Reset) -> Result<(), Error> {
+        let list = if reset == Reset::Full { &self.settings.reset_query_list[..] } else { &[] };
+        if !list.is_empty() {
+            // What the reset drops is the pooler's to forget too.
+            conn.statements.clear();
+            conn.extra.clear();
+        }
         let statements = (status != TransactionStatus::Idle)
             .then_some("ROLLBACK")
             .into_iter()
-            .chain(self.settings.reset_query_list.iter().map(String::as_str));
+            .chain(list.iter().map(String::as_str));
         for q in statements {
             if conn.simple_query(q).await? != TransactionStatus::Idle {
                 return Err(Error::Refused {
@@ -278,14 +385,18 @@ impl Pools {
         Pools { map: DashMap::new(), settings, max_message }
     }
 
-    /// The pool for `key`, created if needed.
+    /// The pool for `key`, created if needed (with the settings for its user
+    /// and database).
     pub fn get(&self, key: PoolKey, addr: &ServerAddr, login: impl FnOnce() -> LoginInfo) -> Arc<Pool> {
         if let Some(p) = self.map.get(&key) {
             return p.clone();
         }
         self.map
             .entry(key.clone())
-            .or_insert_with(|| Arc::new(Pool::new(key, addr.clone(), login(), self.settings.clone(), self.max_message)))
+            .or_insert_with(|| {
+                let settings = self.settings.effective(&key.user, &key.database);
+                Arc::new(Pool::new(key, addr.clone(), login(), settings, self.max_message))
+            })
             .clone()
     }
 
@@ -300,6 +411,9 @@ impl Pools {
     pub fn prune(&self) {
         for p in self.all() {
             p.prune();
+            if p.settings.min_size > 0 {
+                tokio::spawn(async move { p.prewarm().await });
+            }
         }
         self.map.retain(|_, p| Arc::strong_count(p) > 1 || p.idle_count() > 0 || p.active_count() > 0);
     }

@@ -54,6 +54,8 @@ pub(crate) struct Shared {
     pub(crate) cancels: Arc<CancelRegistry>,
     pub(crate) nodes: Vec<ServerAddr>,
     pub(crate) phase: watch::Receiver<Phase>,
+    /// Prepared statements of transaction-mode clients, by content.
+    pub(crate) statements: crate::txn::prepared::Registry,
 }
 
 impl Shared {
@@ -120,6 +122,7 @@ impl Pooler {
             cancels: Arc::new(CancelRegistry::new()),
             nodes,
             phase,
+            statements: Default::default(),
         };
         Ok(Pooler { shared: Arc::new(shared), phase_tx })
     }
@@ -192,7 +195,8 @@ impl Pooler {
     }
 }
 
-/// Periodic pool upkeep: close idle connections past their timeouts.
+/// Periodic pool upkeep: close idle connections past their timeouts, open
+/// connections up to `min_size`, forget prepared statements no client holds.
 async fn maintain(shared: Arc<Shared>) {
     let every = shared.pools.prune_interval();
     let mut tick = tokio::time::interval(every);
@@ -200,6 +204,7 @@ async fn maintain(shared: Arc<Shared>) {
     loop {
         tick.tick().await;
         shared.pools.prune();
+        shared.statements.prune();
     }
 }
 

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use crate::auth::{self, ScramServer};
 use crate::backend::{self, LoginInfo, ServerConn};
 use crate::cancel::CancelTarget;
-use crate::config::AuthMethod;
+use crate::config::{AuthMethod, PoolMode};
 use crate::error::Error;
 use crate::metrics as m;
 use crate::pool::{Lease, PoolKey};
@@ -248,7 +248,7 @@ async fn expect_password(client: &mut Client) -> Result<Frame, Error> {
 
 /// Why a session ended (for the log).
 #[derive(Debug)]
-enum End {
+pub(crate) enum End {
     /// The client sent Terminate.
     Terminated,
     /// The client closed its socket.
@@ -311,11 +311,19 @@ async fn run_session(
             return End::Failed(e);
         }
     };
-    if let Err(e) = apply_startup_params(lease.conn(), startup).await {
-        client.send_error(Severity::Fatal, &e).await;
-        finish(&pool, lease, true, TransactionStatus::Idle).await;
-        return End::Failed(e);
-    }
+    let mode = pool.settings().mode;
+    let login_state = match mode {
+        PoolMode::Session => apply_startup_params(lease.conn(), startup).await.map(|()| None),
+        _ => crate::txn::login_state(lease.conn(), startup).await.map(Some),
+    };
+    let login_state = match login_state {
+        Ok(s) => s,
+        Err(e) => {
+            client.send_error(Severity::Fatal, &e).await;
+            finish(&pool, lease, true, TransactionStatus::Idle).await;
+            return End::Failed(e);
+        }
+    };
     let cancel = shared.cancels.register();
     cancel.set_target(Some(CancelTarget { addr: lease.conn_ref().addr().clone(), key: lease.conn_ref().key() }));
     for (k, v) in lease.conn_ref().params() {
@@ -330,6 +338,17 @@ async fn run_session(
     // Login is over: drop its scratch buffer (the relay reads on demand).
     client.out = BytesMut::new();
     metrics::gauge!(m::CLIENTS_ACTIVE).increment(1.0);
+    if let Some((params, extra)) = login_state {
+        let Client { stream, buf, out, .. } = client;
+        let relay = crate::txn::Relay::new(shared, pool.clone(), mode, &cancel, stream, buf, out, lease, params, extra);
+        let outcome = relay.run(&phase).await;
+        metrics::gauge!(m::CLIENTS_ACTIVE).decrement(1.0);
+        drop(cancel);
+        if let (Some(n), true) = (end_notice(&outcome.end), outcome.client_can_take_error) {
+            client.send_error(Severity::Fatal, &n).await;
+        }
+        return outcome.end;
+    }
     let outcome = relay(client, lease.conn(), shared, &mut phase).await;
     metrics::gauge!(m::CLIENTS_ACTIVE).decrement(1.0);
     // No cancel for this client may reach the server connection once someone
@@ -338,21 +357,28 @@ async fn run_session(
     drop(cancel);
     let RelayOutcome { end, clean, status, client_can_take_error } = outcome;
     let clean = clean && cancels_settled;
-    let notice = match &end {
-        End::Shutdown | End::ForcedShutdown => Some(Error::Refused {
-            code: "57P01",
-            message: "terminating connection due to administrator command".into(),
-        }),
-        End::Failed(e) if e.side() == crate::error::Side::Server || matches!(e, Error::ClientProtocol(_)) => {
-            Some(clone_for_client(e))
-        }
-        _ => None,
-    };
-    if let (Some(n), true) = (notice, client_can_take_error) {
+    if let (Some(n), true) = (end_notice(&end), client_can_take_error) {
         client.send_error(Severity::Fatal, &n).await;
     }
     finish(&pool, lease, clean, status).await;
     end
+}
+
+/// What the client is told when its session ends for `end`, if anything.
+fn end_notice(end: &End) -> Option<Error> {
+    match end {
+        End::Shutdown | End::ForcedShutdown => Some(Error::Refused {
+            code: "57P01",
+            message: "terminating connection due to administrator command".into(),
+        }),
+        End::Failed(e)
+            if e.side() != crate::error::Side::Client
+                || matches!(e, Error::ClientProtocol(_) | Error::Refused { .. }) =>
+        {
+            Some(clone_for_client(e))
+        }
+        _ => None,
+    }
 }
 
 /// A client-facing copy of an error (the original stays in the log).
@@ -369,7 +395,7 @@ fn clone_for_client(e: &Error) -> Error {
 /// Returns the lease to its pool when the connection is clean, else closes it.
 async fn finish(pool: &crate::pool::Pool, lease: Lease, clean: bool, status: TransactionStatus) {
     if clean {
-        pool.checkin(lease, status).await;
+        pool.checkin(lease, status, crate::pool::Reset::Full).await;
     } else {
         drop(lease);
     }
@@ -379,6 +405,18 @@ async fn finish(pool: &crate::pool::Pool, lease: Lease, clean: bool, status: Tra
 /// `DateStyle`, anything in `options`...) on the server connection where they
 /// differ from what the server reports.
 async fn apply_startup_params(conn: &mut ServerConn, startup: &StartupMessage) -> Result<(), Error> {
+    let wanted = startup_settings(startup)?;
+    let sql =
+        param_statements(wanted.iter().filter(|(k, v)| !conn.param(k).is_some_and(|cur| cur.eq_ignore_ascii_case(v))));
+    if sql.is_empty() {
+        return Ok(());
+    }
+    conn.simple_query(&sql).await.map(|_| ())
+}
+
+/// The settings a startup packet asks for: its parameters other than user,
+/// database and protocol options, and the `-c` items of `options`.
+pub(crate) fn startup_settings(startup: &StartupMessage) -> Result<Vec<(String, String)>, Error> {
     let mut wanted: Vec<(String, String)> = Vec::new();
     for (k, v) in &startup.params {
         match k.as_str() {
@@ -388,12 +426,7 @@ async fn apply_startup_params(conn: &mut ServerConn, startup: &StartupMessage) -
             _ => wanted.push((k.clone(), v.clone())),
         }
     }
-    let sql =
-        param_statements(wanted.iter().filter(|(k, v)| !conn.param(k).is_some_and(|cur| cur.eq_ignore_ascii_case(v))));
-    if sql.is_empty() {
-        return Ok(());
-    }
-    conn.simple_query(&sql).await.map(|_| ())
+    Ok(wanted)
 }
 
 /// Parameters whose value is one scalar, set with a plain `SET` (a utility
@@ -414,7 +447,7 @@ const SCALAR_PARAMS: &[&str] = &[
 /// One simple-query string setting every `(name, value)`: `SET` for the
 /// well-known scalar parameters, `set_config()` for the rest, which keeps list
 /// values such as `search_path = a,b` exactly as a startup packet means them.
-fn param_statements<'a>(params: impl Iterator<Item = &'a (String, String)>) -> String {
+pub(crate) fn param_statements<'a>(params: impl Iterator<Item = &'a (String, String)>) -> String {
     let mut sets = String::new();
     let mut calls = String::new();
     for (k, v) in params {
@@ -438,7 +471,7 @@ fn param_statements<'a>(params: impl Iterator<Item = &'a (String, String)>) -> S
 
 /// Appends `s` as an escape-string literal, safe whatever
 /// standard_conforming_strings is.
-fn push_literal(sql: &mut String, s: &str) {
+pub(crate) fn push_literal(sql: &mut String, s: &str) {
     sql.push_str("E'");
     for c in s.chars() {
         match c {

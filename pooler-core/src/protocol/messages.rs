@@ -234,6 +234,58 @@ impl<'a> Parse<'a> {
     }
 }
 
+/// Splits a NUL-terminated name off the front of `body`: the name (raw bytes)
+/// and what follows it.
+pub fn split_cstr(body: &[u8]) -> Result<(&[u8], &[u8]), ProtocolError> {
+    let end = body.iter().position(|&b| b == 0).ok_or(ProtocolError::Malformed("string not terminated"))?;
+    Ok((&body[..end], &body[end + 1..]))
+}
+
+/// Bind: portal and statement names, and the rest of the body (formats,
+/// parameters, result formats) untouched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bind<'a> {
+    /// Destination portal name (raw bytes).
+    pub portal: &'a [u8],
+    /// Source statement name (raw bytes).
+    pub statement: &'a [u8],
+    /// Everything after the statement name.
+    pub rest: &'a [u8],
+}
+
+impl<'a> Bind<'a> {
+    /// Decodes the names at the front of a Bind body.
+    pub fn parse(body: &'a [u8]) -> Result<Self, ProtocolError> {
+        let (portal, body) = split_cstr(body)?;
+        let (statement, rest) = split_cstr(body)?;
+        Ok(Bind { portal, statement, rest })
+    }
+}
+
+/// Describe or Close: what is meant (`b'S'` statement, `b'P'` portal) and its name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Target<'a> {
+    /// `b'S'` or `b'P'`.
+    pub kind: u8,
+    /// The name (raw bytes).
+    pub name: &'a [u8],
+}
+
+impl<'a> Target<'a> {
+    /// Decodes a Describe or Close body.
+    pub fn parse(body: &'a [u8]) -> Result<Self, ProtocolError> {
+        let (&kind, rest) = body.split_first().ok_or(ProtocolError::Malformed("empty Describe or Close"))?;
+        if kind != b'S' && kind != b'P' {
+            return Err(ProtocolError::Malformed("Describe or Close of neither statement nor portal"));
+        }
+        let (name, rest) = split_cstr(rest)?;
+        if !rest.is_empty() {
+            return Err(ProtocolError::Malformed("trailing bytes after Describe or Close"));
+        }
+        Ok(Target { kind, name })
+    }
+}
+
 /// The body of a client's `p` message during SASL: SASLInitialResponse.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SaslInitialResponse<'a> {
@@ -306,6 +358,17 @@ mod tests {
         assert_eq!(TransactionStatus::parse(b"T").unwrap(), TransactionStatus::InTransaction);
         assert!(TransactionStatus::parse(b"").is_err());
         assert!(TransactionStatus::parse(b"X").is_err());
+    }
+
+    #[test]
+    fn bind_and_target_views_decode_names() {
+        let b = Bind::parse(b"p1\0s1\0\0\0\0\0\0\0").unwrap();
+        assert_eq!((b.portal, b.statement, b.rest), (&b"p1"[..], &b"s1"[..], &[0u8; 6][..]));
+        assert!(Bind::parse(b"p1\0s1").is_err());
+        assert_eq!(Target::parse(b"Sname\0").unwrap(), Target { kind: b'S', name: b"name" });
+        assert!(Target::parse(b"Xname\0").is_err());
+        assert!(Target::parse(b"").is_err());
+        assert!(Target::parse(b"Sname\0junk").is_err());
     }
 
     #[test]

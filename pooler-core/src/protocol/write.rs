@@ -152,6 +152,48 @@ pub fn query(buf: &mut BytesMut, sql: &str) {
     message(buf, b'Q', |b| cstr(b, sql.as_bytes()));
 }
 
+/// ParseComplete.
+pub fn parse_complete(buf: &mut BytesMut) {
+    buf.extend_from_slice(&[b'1', 0, 0, 0, 4]);
+}
+
+/// CloseComplete.
+pub fn close_complete(buf: &mut BytesMut) {
+    buf.extend_from_slice(&[b'3', 0, 0, 0, 4]);
+}
+
+/// CommandComplete with its command tag (e.g. `DEALLOCATE`).
+pub fn command_complete(buf: &mut BytesMut, command: &str) {
+    message(buf, b'C', |b| cstr(b, command.as_bytes()));
+}
+
+/// Parse (to a server) for statement `name`; `rest` is the body after the name
+/// as the client sent it (query text, parameter type count and types).
+pub fn parse_named(buf: &mut BytesMut, name: &str, rest: &[u8]) {
+    message(buf, b'P', |b| {
+        cstr(b, name.as_bytes());
+        b.extend_from_slice(rest);
+    });
+}
+
+/// Bind (to a server) of `portal` to statement `statement`; `rest` is the body
+/// after the statement name as the client sent it (formats and parameters).
+pub fn bind_named(buf: &mut BytesMut, portal: &[u8], statement: &str, rest: &[u8]) {
+    message(buf, b'B', |b| {
+        cstr(b, portal);
+        cstr(b, statement.as_bytes());
+        b.extend_from_slice(rest);
+    });
+}
+
+/// Describe (`b'S'` statement or `b'P'` portal) or Close, by `tag`, of `name`.
+pub fn describe_or_close(buf: &mut BytesMut, tag: u8, kind: u8, name: &str) {
+    message(buf, tag, |b| {
+        b.put_u8(kind);
+        cstr(b, name.as_bytes());
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::frame::split_frame;

@@ -1,0 +1,1104 @@
+//! Transaction and statement pooling: the relay that lends a client a server
+//! connection only while it has work in flight, and carries what the client
+//! believes about its session (prepared statements, parameters) from one
+//! server connection to the next.
+//!
+//! One loop per client moves bytes both ways without blocking on either side:
+//! each direction has an output buffer, and a side is read only while the
+//! buffer towards the other side is below a high-water mark. Every message
+//! sent to the server that expects an answer is recorded in a queue, in
+//! order; answers are matched against it, which tells when the connection is
+//! quiet (and may go back to the pool at ReadyForQuery with status idle), and
+//! which answers belong to messages the pooler added itself (hidden from the
+//! client) or which answers the pooler gives in the server's place.
+
+pub(crate) mod facts;
+pub(crate) mod prepared;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use crate::backend::{self, ServerConn};
+use crate::cancel::{CancelHandle, CancelTarget};
+use crate::config::PoolMode;
+use crate::error::Error;
+use crate::pool::{Lease, Pool, Reset};
+use crate::protocol::messages::{split_cstr, tag, Bind, ParameterStatus, Target};
+use crate::protocol::write::{self as w, Severity};
+use crate::protocol::{peek_header, ProtocolError, TransactionStatus, HEADER_LEN};
+use crate::server::{Phase, Shared};
+use crate::session::End;
+use prepared::{ClientStatements, StatementDef};
+
+/// Past this many bytes waiting for one side, the other side is not read.
+const HIGH_WATER: usize = 256 * 1024;
+/// Bytes reserved per socket read.
+const READ_CHUNK: usize = 16 * 1024;
+/// Rows and COPY data longer than this stream through instead of being
+/// gathered whole.
+const STREAM_OVER: usize = 8 * 1024;
+
+/// Reported parameters a client cannot set: never restored.
+const NOT_SETTABLE: &[&str] = &[
+    "server_version",
+    "server_encoding",
+    "integer_datetimes",
+    "is_superuser",
+    "session_authorization",
+    "in_hot_standby",
+];
+
+/// The kind of answer a message sent to the server ends with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Parse,
+    Bind,
+    Describe,
+    Close,
+    Execute,
+    /// Sync, Query or FunctionCall: ends with ReadyForQuery.
+    Ready,
+}
+
+/// What the pooler answers in the server's place when the entry is reached.
+#[derive(Debug)]
+enum Synthetic {
+    ParseComplete,
+    CloseComplete,
+    /// `DEALLOCATE name` of a statement that lives only in the pooler's map.
+    Deallocate,
+    /// An error (then the client's messages up to Sync are skipped).
+    Error(Bytes),
+    /// An error answering a simple Query: the error, then ReadyForQuery.
+    QueryError(Bytes),
+}
+
+/// A Parse in flight: the client's name for it (none when the pooler sent it
+/// itself) and the statement.
+type ParseUndo = (Option<Box<[u8]>>, Arc<StatementDef>);
+
+/// One message in flight to the server, or an answer the pooler will give.
+#[derive(Debug)]
+struct Pending {
+    kind: Kind,
+    /// The answer belongs to the pooler's own message: not forwarded.
+    hidden: bool,
+    synthetic: Option<Synthetic>,
+    /// A Parse of a named statement: if it fails or is skipped, the client's
+    /// name (if any) and the server's cache forget it.
+    parse: Option<ParseUndo>,
+}
+
+impl Pending {
+    fn plain(kind: Kind) -> Self {
+        Pending { kind, hidden: false, synthetic: None, parse: None }
+    }
+}
+
+/// Outcome of a transaction-mode session, for `run_session`.
+pub(crate) struct Outcome {
+    pub(crate) end: End,
+    /// The client stream stands between messages: an ErrorResponse may be sent.
+    pub(crate) client_can_take_error: bool,
+}
+
+/// The state of one client in transaction or statement mode.
+pub(crate) struct Relay<'a> {
+    shared: &'a Shared,
+    pool: Arc<Pool>,
+    mode: PoolMode,
+    cancel: &'a CancelHandle,
+    stream: &'a TcpStream,
+    cbuf: &'a mut BytesMut,
+    cout: &'a mut BytesMut,
+    lease: Option<Lease>,
+    sout: BytesMut,
+    queue: VecDeque<Pending>,
+    statements: ClientStatements,
+    /// Reported parameters as the client was last told them.
+    params: Vec<(String, String)>,
+    /// Unreported parameters the client changed, with their values.
+    extra: Vec<(String, String)>,
+    /// Unreported parameters changed in the current transaction (values to read).
+    dirty: Vec<String>,
+    /// Status of the last ReadyForQuery (or the pooler's idea of it).
+    status: TransactionStatus,
+    /// Why the server connection stays with this client for good.
+    pinned: Option<&'static str>,
+    /// Client messages are dropped until its next Sync (after a synthetic error).
+    client_skip: bool,
+    /// The server reported an error and is skipping to the next Sync.
+    server_skip: bool,
+    /// Bytes of a streaming CopyData still to come from the client.
+    up_remaining: usize,
+    /// Bytes of a streaming row or CopyData still to come from the server.
+    down_remaining: usize,
+    last_client_activity: Instant,
+    max_message: usize,
+    /// Statement mode saw a transaction block open: the session ends.
+    refused_transaction: bool,
+}
+
+impl<'a> Relay<'a> {
+    /// Starts with the connection used for the client's login.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        shared: &'a Shared,
+        pool: Arc<Pool>,
+        mode: PoolMode,
+        cancel: &'a CancelHandle,
+        stream: &'a TcpStream,
+        cbuf: &'a mut BytesMut,
+        cout: &'a mut BytesMut,
+        lease: Lease,
+        params: Vec<(String, String)>,
+        extra: Vec<(String, String)>,
+    ) -> Self {
+        Relay {
+            shared,
+            pool,
+            mode,
+            cancel,
+            stream,
+            cbuf,
+            cout,
+            lease: Some(lease),
+            sout: BytesMut::new(),
+            queue: VecDeque::new(),
+            statements: ClientStatements::default(),
+            params,
+            extra,
+            dirty: Vec::new(),
+            status: TransactionStatus::Idle,
+            pinned: None,
+            client_skip: false,
+            server_skip: false,
+            up_remaining: 0,
+            down_remaining: 0,
+            last_client_activity: Instant::now(),
+            max_message: shared.config.server.max_message_size,
+            refused_transaction: false,
+        }
+    }
+
+    /// Relays until the client leaves; the server connection, if one is still
+    /// lent, is given back (or closed) before this returns.
+    pub(crate) async fn run(mut self, phase: &watch::Receiver<Phase>) -> Outcome {
+        let end = self.run_loop(phase).await;
+        if !self.cout.is_empty() && !matches!(&end, End::Failed(Error::ClientIo(_)) | End::ClientClosed) {
+            // What the client was sent before the end still reaches it.
+            let _ = tokio::time::timeout(Duration::from_secs(1), flush_all(self.stream, self.cout)).await;
+        }
+        let client_can_take_error = self.down_remaining == 0 && self.cout.is_empty();
+        if let Some(lease) = self.lease.take() {
+            let clean = self.queue.is_empty()
+                && self.sout.is_empty()
+                && self.up_remaining == 0
+                && self.down_remaining == 0
+                && lease.conn_ref().buf.is_empty()
+                && !matches!(&end, End::Failed(e) if e.side() == crate::error::Side::Server);
+            self.give_back(lease, clean, true).await;
+        }
+        Outcome { end, client_can_take_error }
+    }
+
+    async fn run_loop(&mut self, phase: &watch::Receiver<Phase>) -> End {
+        let mut force_rx = phase.clone();
+        let mut drain_rx = phase.clone();
+        let mut force = std::pin::pin!(force_rx.wait_for(|p| *p == Phase::Force));
+        let mut drain = std::pin::pin!(drain_rx.wait_for(|p| *p != Phase::Running));
+        let mut draining = false;
+        loop {
+            // A client message waits and no server connection is lent: take one.
+            if self.lease.is_none() && !self.cbuf.is_empty() {
+                if let Err(e) = self.answer_locally() {
+                    return End::Failed(e);
+                }
+                if self.cbuf.first() == Some(&tag::TERMINATE) {
+                    return End::Terminated;
+                }
+            }
+            if self.lease.is_none() && !self.cbuf.is_empty() && !self.waiting_for_more() {
+                if draining {
+                    return End::Shutdown;
+                }
+                let attach = tokio::select! {
+                    r = self.attach() => r,
+                    _ = &mut force => return End::ForcedShutdown,
+                };
+                if let Err(e) = attach {
+                    return End::Failed(e);
+                }
+            }
+            if self.lease.is_some() && self.sout.len() < HIGH_WATER {
+                match self.relay_client_messages() {
+                    Ok(true) => {}
+                    Ok(false) => return End::Terminated,
+                    Err(e) => return End::Failed(e),
+                }
+            }
+            if self.cout.len() < HIGH_WATER {
+                if let Err(e) = self.relay_server_messages() {
+                    return End::Failed(e);
+                }
+            }
+            if let Err(e) = flush(self.stream, self.cout) {
+                return End::Failed(Error::ClientIo(e));
+            }
+            if let Some(l) = &self.lease {
+                if let Err(e) = flush(&l.conn_ref().stream, &mut self.sout) {
+                    return End::Failed(Error::ServerIo(e));
+                }
+            }
+            if self.refused_transaction {
+                return End::Failed(Error::Refused {
+                    code: "0A000",
+                    message: "transaction blocks are not allowed in statement pooling mode".into(),
+                });
+            }
+            if self.quiet() && self.status == TransactionStatus::Idle && self.pinned.is_none() && self.cbuf.is_empty() {
+                if let Err(e) = self.release().await {
+                    return End::Failed(e);
+                }
+            }
+            if draining && self.lease.is_none() && self.cbuf.is_empty() && self.cout.is_empty() {
+                return End::Shutdown;
+            }
+            if self.lease.is_none() && self.cbuf.is_empty() {
+                // Idle between transactions: hold no buffer memory.
+                release_memory(self.cbuf);
+                release_memory(self.cout);
+                release_memory(&mut self.sout);
+            }
+            let deadline = self.deadline();
+            let server = self.lease.as_ref().map(|l| &l.conn_ref().stream);
+            let read_client = self.sout.len() < HIGH_WATER && self.cbuf.len() < HIGH_WATER;
+            let read_server = server.is_some() && self.cout.len() < HIGH_WATER;
+            let event = tokio::select! {
+                biased;
+                _ = &mut force => return End::ForcedShutdown,
+                r = readable(server), if read_server => Event::ServerReadable(r),
+                r = self.stream.readable(), if read_client => Event::ClientReadable(r),
+                r = writable(server), if server.is_some() && !self.sout.is_empty() => Event::Writable(r, false),
+                r = self.stream.writable(), if !self.cout.is_empty() => Event::Writable(r, true),
+                _ = sleep_until(deadline), if deadline.is_some() => Event::Deadline,
+                _ = &mut drain, if !draining => Event::Drain,
+            };
+            match event {
+                Event::ServerReadable(r) => {
+                    let res = match (r, self.lease.as_mut()) {
+                        (Ok(()), Some(l)) => {
+                            let conn = l.conn();
+                            read_ready(&conn.stream, &mut conn.buf)
+                        }
+                        (Err(e), _) => Err(e),
+                        (Ok(()), None) => Ok(None),
+                    };
+                    match res {
+                        Ok(Some(0)) => return End::Failed(Error::ServerClosed),
+                        Ok(_) => {}
+                        Err(e) => return End::Failed(Error::ServerIo(e)),
+                    }
+                }
+                Event::ClientReadable(r) => match r.and_then(|()| read_ready(self.stream, self.cbuf)) {
+                    Ok(Some(0)) => return End::ClientClosed,
+                    Ok(Some(_)) => self.last_client_activity = Instant::now(),
+                    Ok(None) => {}
+                    Err(e) => return End::Failed(Error::ClientIo(e)),
+                },
+                Event::Writable(Err(e), client) => {
+                    return End::Failed(if client { Error::ClientIo(e) } else { Error::ServerIo(e) })
+                }
+                Event::Writable(Ok(()), _) => {}
+                Event::Deadline => {
+                    if let Some(e) = self.timed_out() {
+                        return End::Failed(e);
+                    }
+                }
+                Event::Drain => draining = true,
+            }
+        }
+    }
+
+    /// Answers, without a server connection, what needs none: Parse of a
+    /// statement a server has accepted before, Close of the client's own
+    /// statement, Flush, and Sync when nothing is in flight. A client that
+    /// prepares synchronously while others hold every connection inside
+    /// transactions (pgbench -M prepared does) is not stuck behind them.
+    fn answer_locally(&mut self) -> Result<(), Error> {
+        while let Some((t, total)) = peek_header(self.cbuf).map_err(Error::ClientProtocol)? {
+            if self.cbuf.len() < total || total > self.max_message {
+                return Ok(());
+            }
+            let body = &self.cbuf[HEADER_LEN..total];
+            match t {
+                tag::PARSE => {
+                    let (name, rest) = split_cstr(body).map_err(Error::ClientProtocol)?;
+                    let (sql, _) = split_cstr(rest).map_err(Error::ClientProtocol)?;
+                    if name.is_empty() || self.statements.contains(name) || facts::is_reserved(name) {
+                        return Ok(());
+                    }
+                    let Some(def) = self.shared.statements.find_valid(rest) else {
+                        return Ok(());
+                    };
+                    let f = facts::analyze(sql);
+                    if f.reserved_name || f.pin.is_some() || !f.parameters.is_empty() || f.drops_all_statements {
+                        return Ok(());
+                    }
+                    self.statements.insert(name, def);
+                    w::parse_complete(self.cout);
+                }
+                b'C' => {
+                    let c = Target::parse(body).map_err(Error::ClientProtocol)?;
+                    if c.kind != b'S' || c.name.is_empty() || self.statements.remove(c.name).is_none() {
+                        return Ok(());
+                    }
+                    w::close_complete(self.cout);
+                }
+                b'H' => {}
+                b'S' => w::ready_for_query(self.cout, TransactionStatus::Idle),
+                _ => return Ok(()),
+            }
+            self.cbuf.advance(total);
+        }
+        Ok(())
+    }
+
+    /// The client buffer holds only the start of a message that can be
+    /// answered locally: wait for the rest before taking a connection.
+    fn waiting_for_more(&self) -> bool {
+        matches!(peek_header(self.cbuf), Ok(Some((t, total))) if self.cbuf.len() < total && total <= self.max_message && matches!(t, tag::PARSE | b'C' | b'H' | b'S'))
+            || (self.cbuf.len() < HEADER_LEN)
+    }
+
+    /// Nothing is in flight on the server connection and nothing half relayed.
+    fn quiet(&self) -> bool {
+        self.lease.as_ref().is_some_and(|l| l.conn_ref().buf.is_empty())
+            && self.queue.is_empty()
+            && self.sout.is_empty()
+            && self.up_remaining == 0
+            && self.down_remaining == 0
+            && !self.client_skip
+    }
+
+    /// When the client has been silent too long, by the configured timeouts.
+    fn deadline(&self) -> Option<Instant> {
+        let s = &self.pool.settings();
+        let waiting_for_client = self.queue.is_empty() && self.cbuf.is_empty();
+        if !waiting_for_client {
+            return None;
+        }
+        let t = if self.lease.is_some() && self.status != TransactionStatus::Idle {
+            s.idle_transaction_timeout
+        } else if self.lease.is_none() {
+            s.client_idle_timeout
+        } else {
+            Duration::ZERO
+        };
+        (!t.is_zero()).then(|| self.last_client_activity + t)
+    }
+
+    fn timed_out(&self) -> Option<Error> {
+        let deadline = self.deadline()?;
+        if Instant::now() < deadline {
+            return None;
+        }
+        Some(if self.lease.is_some() {
+            Error::Refused {
+                code: "25P03",
+                message: "terminating connection due to idle-in-transaction timeout (pool.idle_transaction_timeout)"
+                    .into(),
+            }
+        } else {
+            Error::Refused {
+                code: "57P05",
+                message: "terminating connection due to idle-session timeout (pool.client_idle_timeout)".into(),
+            }
+        })
+    }
+
+    /// Takes a server connection and brings its session to what the client
+    /// expects: the same parameters, no other client's leftovers.
+    async fn attach(&mut self) -> Result<(), Error> {
+        let mut lease = self.pool.checkout().await?;
+        let sql = restore_sql(&self.params, &self.extra, lease.conn_ref());
+        if !sql.is_empty() {
+            if let Err(e) = lease.conn().simple_query(&sql).await {
+                // A server that cannot take the client's settings back is not
+                // one to lend again blindly.
+                drop(lease);
+                return Err(e);
+            }
+        }
+        lease.conn().extra = self.extra.clone();
+        self.cancel
+            .set_target(Some(CancelTarget { addr: lease.conn_ref().addr().clone(), key: lease.conn_ref().key() }));
+        self.status = TransactionStatus::Idle;
+        self.lease = Some(lease);
+        Ok(())
+    }
+
+    /// Gives the quiet, idle server connection back to the pool, after reading
+    /// the parameters the transaction changed and settling late cancels.
+    async fn release(&mut self) -> Result<(), Error> {
+        let Some(mut lease) = self.lease.take() else {
+            return Ok(());
+        };
+        if !self.dirty.is_empty() {
+            let names = std::mem::take(&mut self.dirty);
+            let sql = format!(
+                "SELECT {}",
+                names
+                    .iter()
+                    .map(|n| {
+                        let mut s = String::from("pg_catalog.current_setting(");
+                        crate::session::push_literal(&mut s, n);
+                        s.push_str(", true)");
+                        s
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            match lease.conn().query_row(&sql).await {
+                Ok(values) => {
+                    for (name, value) in names.into_iter().zip(values) {
+                        self.extra.retain(|(k, _)| *k != name);
+                        if let Some(v) = value {
+                            self.extra.push((name, v));
+                        }
+                    }
+                    lease.conn().extra = self.extra.clone();
+                }
+                Err(e) => {
+                    // The connection's state is unknown: do not lend it again.
+                    drop(lease);
+                    return Err(e);
+                }
+            }
+        }
+        self.give_back(lease, true, false).await;
+        Ok(())
+    }
+
+    /// Returns `lease` to the pool: reset if it was pinned or its state is
+    /// unknown, closed if it is not clean.
+    async fn give_back(&mut self, mut lease: Lease, clean: bool, session_over: bool) {
+        // No cancel for this client may reach the connection once someone else
+        // has it: wait for any on its way (bounded), else do not reuse it.
+        let settled = self.cancel.detach(crate::server::CANCEL_TIMEOUT + Duration::from_secs(1)).await;
+        if !clean || !settled {
+            drop(lease);
+            return;
+        }
+        let conn = lease.conn();
+        let needs_reset = self.pinned.is_some() || !self.dirty.is_empty() || self.status != TransactionStatus::Idle;
+        if needs_reset && session_over {
+            // Session state may be anywhere: only a full reset makes it safe.
+            let full =
+                self.pool.settings().reset_query_list.iter().any(|q| q.trim().eq_ignore_ascii_case("DISCARD ALL"));
+            if !full {
+                drop(lease);
+                return;
+            }
+            conn.statements.clear();
+            conn.extra.clear();
+            self.pool.checkin(lease, self.status, Reset::Full).await;
+            return;
+        }
+        if conn.statements.unsure {
+            if conn.simple_query("DEALLOCATE ALL").await.is_err() {
+                drop(lease);
+                return;
+            }
+            conn.statements.clear();
+            conn.statements.unsure = false;
+        }
+        self.pool.checkin(lease, self.status, Reset::None).await;
+    }
+
+    /// Moves whole client messages to the server's output, rewriting what
+    /// names prepared statements. `Ok(false)`: the client sent Terminate.
+    fn relay_client_messages(&mut self) -> Result<bool, Error> {
+        while self.sout.len() < HIGH_WATER {
+            if self.up_remaining > 0 {
+                let take = self.up_remaining.min(self.cbuf.len());
+                if take == 0 {
+                    break;
+                }
+                if !self.client_skip {
+                    self.sout.extend_from_slice(&self.cbuf[..take]);
+                }
+                self.cbuf.advance(take);
+                self.up_remaining -= take;
+                continue;
+            }
+            let Some((t, total)) = peek_header(self.cbuf).map_err(Error::ClientProtocol)? else {
+                break;
+            };
+            if t == b'd' && total > STREAM_OVER {
+                // COPY data streams through, whatever its size.
+                let take = total.min(self.cbuf.len());
+                if !self.client_skip {
+                    self.sout.extend_from_slice(&self.cbuf[..take]);
+                }
+                self.cbuf.advance(take);
+                self.up_remaining = total - take;
+                continue;
+            }
+            if total > self.max_message {
+                return Err(Error::ClientProtocol(ProtocolError::MessageTooLarge {
+                    tag: t,
+                    len: total,
+                    max: self.max_message,
+                }));
+            }
+            if self.cbuf.len() < total {
+                self.cbuf.reserve(total - self.cbuf.len());
+                break;
+            }
+            let frame = self.cbuf.split_to(total).freeze();
+            if t == tag::TERMINATE {
+                return Ok(false);
+            }
+            if self.client_skip && t != b'S' {
+                continue;
+            }
+            self.client_message(t, frame)?;
+        }
+        Ok(true)
+    }
+
+    fn client_message(&mut self, t: u8, frame: Bytes) -> Result<(), Error> {
+        let body = &frame[HEADER_LEN..];
+        let bad = |e| Error::ClientProtocol(e);
+        match t {
+            tag::QUERY => {
+                let sql = body.strip_suffix(&[0]).ok_or(bad(ProtocolError::Malformed("query not terminated")))?;
+                if self.query_facts(sql, true) {
+                    return Ok(());
+                }
+                self.sout.extend_from_slice(&frame);
+                self.queue.push_back(Pending::plain(Kind::Ready));
+            }
+            b'F' => {
+                self.sout.extend_from_slice(&frame);
+                self.queue.push_back(Pending::plain(Kind::Ready));
+            }
+            b'S' => {
+                self.client_skip = false;
+                self.server_skip = false;
+                self.sout.extend_from_slice(&frame);
+                self.queue.push_back(Pending::plain(Kind::Ready));
+            }
+            tag::PARSE => {
+                let (name, rest) = split_cstr(body).map_err(bad)?;
+                let (sql, _) = split_cstr(rest).map_err(bad)?;
+                if self.query_facts(sql, false) {
+                    return Ok(());
+                }
+                if name.is_empty() {
+                    self.sout.extend_from_slice(&frame);
+                    self.queue.push_back(Pending::plain(Kind::Parse));
+                    return Ok(());
+                }
+                if self.statements.get(name).is_some() {
+                    let mut e = BytesMut::new();
+                    w::error_response(
+                        &mut e,
+                        Severity::Error,
+                        "42P05",
+                        &format!("prepared statement \"{}\" already exists", String::from_utf8_lossy(name)),
+                    );
+                    self.push_synthetic(Kind::Parse, Synthetic::Error(e.freeze()), None);
+                    self.client_skip = true;
+                    return Ok(());
+                }
+                let def = self.shared.statements.intern(rest);
+                self.statements.insert(name, def.clone());
+                let undo = Some((Some(name.into()), def.clone()));
+                if self.server_has(&def) {
+                    self.push_synthetic(Kind::Parse, Synthetic::ParseComplete, undo);
+                } else {
+                    self.prepare_on_server(&def, false, undo);
+                }
+            }
+            b'B' => {
+                let b = Bind::parse(body).map_err(bad)?;
+                match self.statements.get(b.statement).cloned() {
+                    Some(def) if !b.statement.is_empty() => {
+                        self.ensure_prepared(&def);
+                        w::bind_named(&mut self.sout, b.portal, &def.server_name, b.rest);
+                    }
+                    None if facts::is_reserved(b.statement) => {
+                        self.refuse_name(Kind::Bind, b.statement);
+                        return Ok(());
+                    }
+                    _ => self.sout.extend_from_slice(&frame),
+                }
+                self.queue.push_back(Pending::plain(Kind::Bind));
+            }
+            b'D' => {
+                let d = Target::parse(body).map_err(bad)?;
+                match self.statements.get(d.name).cloned() {
+                    Some(def) if d.kind == b'S' && !d.name.is_empty() => {
+                        self.ensure_prepared(&def);
+                        w::describe_or_close(&mut self.sout, b'D', b'S', &def.server_name);
+                    }
+                    None if d.kind == b'S' && facts::is_reserved(d.name) => {
+                        self.refuse_name(Kind::Describe, d.name);
+                        return Ok(());
+                    }
+                    _ => self.sout.extend_from_slice(&frame),
+                }
+                self.queue.push_back(Pending::plain(Kind::Describe));
+            }
+            b'C' => {
+                let c = Target::parse(body).map_err(bad)?;
+                if c.kind == b'S' && !c.name.is_empty() && self.statements.remove(c.name).is_some() {
+                    // The server keeps it for other clients; the client's name is gone.
+                    self.push_synthetic(Kind::Close, Synthetic::CloseComplete, None);
+                } else {
+                    self.sout.extend_from_slice(&frame);
+                    self.queue.push_back(Pending::plain(Kind::Close));
+                }
+            }
+            b'E' => {
+                self.sout.extend_from_slice(&frame);
+                self.queue.push_back(Pending::plain(Kind::Execute));
+            }
+            _ => {
+                // Flush, CopyData, CopyDone, CopyFail, and anything the server
+                // will judge for itself.
+                self.sout.extend_from_slice(&frame);
+            }
+        }
+        Ok(())
+    }
+
+    /// Answers a Bind or Describe of a name in the pooler's namespace that is
+    /// not the client's own: as if it did not exist, which for this client
+    /// it does not.
+    fn refuse_name(&mut self, kind: Kind, name: &[u8]) {
+        let mut e = BytesMut::new();
+        w::error_response(
+            &mut e,
+            Severity::Error,
+            "26000",
+            &format!("prepared statement \"{}\" does not exist", String::from_utf8_lossy(name)),
+        );
+        self.push_synthetic(kind, Synthetic::Error(e.freeze()), None);
+        self.client_skip = true;
+    }
+
+    /// Applies what a Query or Parse text does to session state. True when the
+    /// pooler answers it itself (`DEALLOCATE` of a pooled statement).
+    fn query_facts(&mut self, sql: &[u8], may_answer: bool) -> bool {
+        let f = facts::analyze(sql);
+        if f.reserved_name {
+            let e = reserved_error();
+            if may_answer {
+                self.push_synthetic(Kind::Ready, Synthetic::QueryError(e), None);
+            } else {
+                self.push_synthetic(Kind::Parse, Synthetic::Error(e), None);
+                self.client_skip = true;
+            }
+            return true;
+        }
+        if let (Some(reason), None) = (f.pin, self.pinned) {
+            self.pinned = Some(reason);
+            tracing::debug!(reason, "server connection pinned to its client for the rest of the session");
+        }
+        if f.drops_all_statements {
+            self.statements.clear();
+            if let Some(l) = self.lease.as_mut() {
+                let s = &mut l.conn().statements;
+                s.clear();
+                s.unsure = true;
+            }
+        }
+        if f.resets_all_parameters {
+            for (k, _) in &self.extra {
+                if !self.dirty.contains(k) {
+                    self.dirty.push(k.clone());
+                }
+            }
+        }
+        for p in f.parameters {
+            let reported = self.params.iter().any(|(k, _)| k.eq_ignore_ascii_case(&p));
+            if !reported && !self.dirty.contains(&p) {
+                self.dirty.push(p);
+            }
+        }
+        for name in &self.pool.settings().track_extra_parameters {
+            if facts::mentions(sql, name) && !self.dirty.iter().any(|d| d.eq_ignore_ascii_case(name)) {
+                self.dirty.push(name.to_ascii_lowercase());
+            }
+        }
+        if let (Some(name), true) = (f.deallocate, may_answer) {
+            if self.statements.remove(&name).is_some() {
+                self.push_synthetic(Kind::Ready, Synthetic::Deallocate, None);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// True when the lent connection already has `def` prepared.
+    fn server_has(&mut self, def: &StatementDef) -> bool {
+        self.lease.as_mut().is_some_and(|l| l.conn().statements.touch(def.id))
+    }
+
+    /// Prepares `def` on the lent connection first if it lacks it; the
+    /// answers to that are the pooler's, hidden from the client.
+    fn ensure_prepared(&mut self, def: &Arc<StatementDef>) {
+        if !self.server_has(def) {
+            self.prepare_on_server(def, true, Some((None, def.clone())));
+        }
+    }
+
+    /// Sends Parse of `def` under its server-side name, closing the least
+    /// recently used statement first when the connection's cache is full.
+    fn prepare_on_server(&mut self, def: &Arc<StatementDef>, hidden: bool, undo: Option<ParseUndo>) {
+        let capacity = self.pool.settings().prepared_statement_cache_size;
+        let Some(l) = self.lease.as_mut() else {
+            return;
+        };
+        if let Some(old) = l.conn().statements.add(def, capacity) {
+            w::describe_or_close(&mut self.sout, b'C', b'S', &old.server_name);
+            self.queue.push_back(Pending { kind: Kind::Close, hidden: true, synthetic: None, parse: None });
+        }
+        w::parse_named(&mut self.sout, &def.server_name, &def.body);
+        self.queue.push_back(Pending { kind: Kind::Parse, hidden, synthetic: None, parse: undo });
+    }
+
+    /// Queues an answer the pooler gives itself, in order with the server's.
+    fn push_synthetic(&mut self, kind: Kind, s: Synthetic, parse: Option<ParseUndo>) {
+        let p = Pending { kind, hidden: false, synthetic: Some(s), parse };
+        if self.server_skip && kind != Kind::Ready {
+            // The server skips to the next Sync after an error; so does the pooler.
+            self.undo(p);
+            return;
+        }
+        self.queue.push_back(p);
+        self.answer_synthetic();
+    }
+
+    /// Gives the answers at the front of the queue that are the pooler's own.
+    fn answer_synthetic(&mut self) {
+        while self.queue.front().is_some_and(|p| p.synthetic.is_some()) {
+            let Some(p) = self.queue.pop_front() else { break };
+            match p.synthetic {
+                Some(Synthetic::ParseComplete) => w::parse_complete(self.cout),
+                Some(Synthetic::CloseComplete) => w::close_complete(self.cout),
+                Some(Synthetic::Deallocate) => {
+                    w::command_complete(self.cout, "DEALLOCATE");
+                    w::ready_for_query(self.cout, self.status);
+                }
+                // The client's messages up to its Sync are dropped (client_skip),
+                // so nothing queued after this can be waiting for an answer.
+                Some(Synthetic::Error(e)) => self.cout.extend_from_slice(&e),
+                Some(Synthetic::QueryError(e)) => {
+                    self.cout.extend_from_slice(&e);
+                    // Inside a transaction block, a failed statement fails the block.
+                    let status = match self.status {
+                        TransactionStatus::Idle => TransactionStatus::Idle,
+                        _ => TransactionStatus::Failed,
+                    };
+                    w::ready_for_query(self.cout, status);
+                }
+                None => {}
+            }
+        }
+    }
+
+    /// A pending message that will never be answered: forget what it set up.
+    fn undo(&mut self, p: Pending) {
+        if let Some((client_name, def)) = p.parse {
+            if let Some(name) = client_name {
+                self.statements.remove_if(&name, def.id);
+            }
+            if let Some(l) = self.lease.as_mut() {
+                l.conn().statements.forget(def.id);
+            }
+        }
+    }
+
+    /// Moves server messages to the client's output, matching answers to the
+    /// queue.
+    fn relay_server_messages(&mut self) -> Result<(), Error> {
+        let Some(mut lease) = self.lease.take() else {
+            return Ok(());
+        };
+        let r = self.relay_server_messages_from(lease.conn());
+        self.lease = Some(lease);
+        r
+    }
+
+    fn relay_server_messages_from(&mut self, conn: &mut ServerConn) -> Result<(), Error> {
+        while self.cout.len() < HIGH_WATER {
+            if self.down_remaining > 0 {
+                let take = self.down_remaining.min(conn.buf.len());
+                if take == 0 {
+                    break;
+                }
+                self.cout.extend_from_slice(&conn.buf[..take]);
+                conn.buf.advance(take);
+                self.down_remaining -= take;
+                continue;
+            }
+            let Some((t, total)) = peek_header(&conn.buf).map_err(Error::ServerProtocol)? else {
+                break;
+            };
+            if (t == b'D' || t == b'd') && total > STREAM_OVER {
+                let take = total.min(conn.buf.len());
+                self.cout.extend_from_slice(&conn.buf[..take]);
+                conn.buf.advance(take);
+                self.down_remaining = total - take;
+                continue;
+            }
+            if total > self.max_message {
+                return Err(Error::ServerProtocol(ProtocolError::MessageTooLarge {
+                    tag: t,
+                    len: total,
+                    max: self.max_message,
+                }));
+            }
+            if conn.buf.len() < total {
+                conn.buf.reserve(total - conn.buf.len());
+                break;
+            }
+            let frame = conn.buf.split_to(total);
+            let body = &frame[HEADER_LEN..];
+            let mut forward = true;
+            match t {
+                tag::PARAMETER_STATUS => {
+                    let p = ParameterStatus::parse(body).map_err(Error::ServerProtocol)?;
+                    backend::note_param(conn.parts().2, p);
+                    backend::note_param(&mut self.params, p);
+                }
+                tag::READY_FOR_QUERY => {
+                    self.status = TransactionStatus::parse(body).map_err(Error::ServerProtocol)?;
+                    if self.mode == PoolMode::Statement
+                        && self.status != TransactionStatus::Idle
+                        && self.pinned.is_none()
+                    {
+                        // The client is told instead of seeing its transaction open.
+                        self.refused_transaction = true;
+                        return Ok(());
+                    }
+                    // Pop to the Sync this answers (entries before it were skipped).
+                    while let Some(p) = self.queue.pop_front() {
+                        if p.kind == Kind::Ready && p.synthetic.is_none() {
+                            break;
+                        }
+                        undo_in(&mut self.statements, conn, p);
+                    }
+                }
+                tag::ERROR_RESPONSE if self.queue.front().is_some_and(|p| p.kind != Kind::Ready) => {
+                    // The failed message and everything after it up to Sync:
+                    // the server skips them, and so do their entries.
+                    while self.queue.front().is_some_and(|p| p.kind != Kind::Ready) {
+                        if let Some(p) = self.queue.pop_front() {
+                            undo_in(&mut self.statements, conn, p);
+                        }
+                    }
+                    self.server_skip = self.queue.is_empty();
+                }
+                b'1' | b'2' | b'3' | b'T' | b'n' | b'C' | b'I' | b's' => {
+                    let done = self.queue.front().is_some_and(|p| match p.kind {
+                        Kind::Parse => t == b'1',
+                        Kind::Bind => t == b'2',
+                        Kind::Close => t == b'3',
+                        Kind::Describe => t == b'T' || t == b'n',
+                        Kind::Execute => matches!(t, b'C' | b'I' | b's'),
+                        Kind::Ready => false,
+                    });
+                    if done {
+                        if let Some(p) = self.queue.pop_front() {
+                            forward = !p.hidden;
+                            if let (b'1', Some((_, def))) = (t, &p.parse) {
+                                def.valid.store(true, std::sync::atomic::Ordering::Relaxed);
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+            if forward {
+                self.cout.extend_from_slice(&frame);
+            }
+            self.answer_synthetic();
+        }
+        Ok(())
+    }
+}
+
+/// The statements that give `conn` a client's parameters: reported ones
+/// `params`, unreported ones `extra` (any other unreported setting reset).
+fn restore_sql(params: &[(String, String)], extra: &[(String, String)], conn: &ServerConn) -> String {
+    let reported = params.iter().filter(|(k, v)| {
+        !NOT_SETTABLE.iter().any(|n| n.eq_ignore_ascii_case(k)) && conn.param(k).is_some_and(|cur| cur != v)
+    });
+    let wanted = extra.iter().filter(|(k, v)| !conn.extra.iter().any(|(ck, cv)| ck == k && cv == v));
+    let mut sql = crate::session::param_statements(reported.chain(wanted));
+    for (k, _) in &conn.extra {
+        if !extra.iter().any(|(ek, _)| ek == k) {
+            if !sql.is_empty() {
+                sql.push_str("; ");
+            }
+            sql.push_str("RESET ");
+            push_ident(&mut sql, k);
+        }
+    }
+    sql
+}
+
+/// Prepares the login connection of a transaction-mode client: back to the
+/// server's defaults (whatever the last client set), then the client's
+/// startup settings. Returns the client's reported and unreported parameters.
+pub(crate) async fn login_state(
+    conn: &mut ServerConn,
+    startup: &crate::protocol::StartupMessage,
+) -> Result<(Vec<(String, String)>, Vec<(String, String)>), Error> {
+    let defaults = conn.initial_params.clone();
+    let sql = restore_sql(&defaults, &[], conn);
+    if !sql.is_empty() {
+        conn.simple_query(&sql).await?;
+    }
+    conn.extra.clear();
+    let wanted = crate::session::startup_settings(startup)?;
+    let sql = crate::session::param_statements(
+        wanted.iter().filter(|(k, v)| !conn.param(k).is_some_and(|cur| cur.eq_ignore_ascii_case(v))),
+    );
+    if !sql.is_empty() {
+        conn.simple_query(&sql).await?;
+    }
+    let extra: Vec<(String, String)> = wanted
+        .into_iter()
+        .filter(|(k, _)| !conn.params().iter().any(|(p, _)| p.eq_ignore_ascii_case(k)))
+        .map(|(k, v)| (k.to_ascii_lowercase(), v))
+        .collect();
+    conn.extra = extra.clone();
+    Ok((conn.params().to_vec(), extra))
+}
+
+/// The error for SQL that names the pooler's reserved statement names.
+fn reserved_error() -> Bytes {
+    let mut e = BytesMut::new();
+    w::error_response(
+        &mut e,
+        Severity::Error,
+        "42501",
+        "names starting with \"_pooler_\" are reserved by the pooler in transaction pooling mode",
+    );
+    e.freeze()
+}
+
+/// [`Relay::undo`] with the connection already borrowed.
+fn undo_in(statements: &mut ClientStatements, conn: &mut ServerConn, p: Pending) {
+    if let Some((client_name, def)) = p.parse {
+        if let Some(name) = client_name {
+            statements.remove_if(&name, def.id);
+        }
+        conn.statements.forget(def.id);
+    }
+}
+
+enum Event {
+    ServerReadable(std::io::Result<()>),
+    ClientReadable(std::io::Result<()>),
+    Writable(std::io::Result<()>, bool),
+    Deadline,
+    Drain,
+}
+
+async fn readable(s: Option<&TcpStream>) -> std::io::Result<()> {
+    match s {
+        Some(s) => s.readable().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn writable(s: Option<&TcpStream>) -> std::io::Result<()> {
+    match s {
+        Some(s) => s.writable().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Reads what is ready. `Ok(None)`: nothing was (readiness was stale). A
+/// short read clears readiness at once, sparing a `recv` that would only
+/// return EAGAIN.
+fn read_ready(s: &TcpStream, buf: &mut BytesMut) -> std::io::Result<Option<usize>> {
+    use std::io::ErrorKind::WouldBlock;
+    buf.reserve(READ_CHUNK);
+    let space = buf.capacity() - buf.len();
+    let mut got = None;
+    let res = s.try_io(tokio::io::Interest::READABLE, || {
+        let n = s.try_read_buf(buf)?;
+        got = Some(n);
+        if n > 0 && n < space {
+            Err(WouldBlock.into())
+        } else {
+            Ok(n)
+        }
+    });
+    match (res, got) {
+        (Ok(n), _) => Ok(Some(n)),
+        (Err(e), Some(n)) if e.kind() == WouldBlock => Ok(Some(n)),
+        (Err(e), None) if e.kind() == WouldBlock => Ok(None),
+        (Err(e), _) => Err(e),
+    }
+}
+
+/// Writes as much of `out` as the socket takes now.
+fn flush(s: &TcpStream, out: &mut BytesMut) -> std::io::Result<()> {
+    while !out.is_empty() {
+        match s.try_write(out) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => out.advance(n),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Writes all of `out`, waiting for the socket as needed.
+async fn flush_all(s: &TcpStream, out: &mut BytesMut) -> std::io::Result<()> {
+    while !out.is_empty() {
+        s.writable().await?;
+        flush(s, out)?;
+    }
+    Ok(())
+}
+
+fn release_memory(buf: &mut BytesMut) {
+    if buf.is_empty() && buf.capacity() > 0 {
+        *buf = BytesMut::new();
+    }
+}
+
+/// Appends `name` as a quoted identifier.
+fn push_ident(sql: &mut String, name: &str) {
+    // Dotted custom names (`myapp.tenant`) are written as they are: RESET takes them unquoted.
+    if name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '.') {
+        sql.push_str(name);
+    } else {
+        sql.push('"');
+        sql.push_str(&name.replace('"', "\"\""));
+        sql.push('"');
+    }
+}

@@ -1,0 +1,231 @@
+//! Protocol-level prepared statements across pooled connections.
+//!
+//! A client names its statements as it likes (`s1`, `_pg3_0`, ...). In
+//! transaction mode its next Bind may land on another server connection, so
+//! the pooler gives every distinct statement (same query text and parameter
+//! types) one server-side name, `_pooler_N`, prepares it on a server
+//! connection the first time that connection needs it, and rewrites the
+//! client's names to it. Clients never see each other's names: each client
+//! resolves only through its own map, and a statement's server-side name is
+//! reachable only through that map.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+
+use bytes::Bytes;
+use dashmap::DashMap;
+
+/// One distinct statement: its server-side name and the Parse body after the
+/// name (query text and parameter types), shared by every client that
+/// prepared the same thing.
+#[derive(Debug)]
+pub(crate) struct StatementDef {
+    /// Unique over the pooler's life.
+    pub(crate) id: u64,
+    /// The name used on servers.
+    pub(crate) server_name: String,
+    /// Query text, NUL, parameter type count and types, as in Parse.
+    pub(crate) body: Bytes,
+    /// Some server accepted it: a Parse of it can be answered without a
+    /// server connection (the server would accept it again).
+    pub(crate) valid: std::sync::atomic::AtomicBool,
+}
+
+/// Every statement some client has prepared, by content. Entries are weak: a
+/// statement no client holds any more is forgotten by [`Registry::prune`].
+#[derive(Debug, Default)]
+pub(crate) struct Registry {
+    by_body: DashMap<Bytes, Weak<StatementDef>>,
+    next: AtomicU64,
+}
+
+impl Registry {
+    /// The statement for this Parse body (after the name), created if new.
+    pub(crate) fn intern(&self, body: &[u8]) -> Arc<StatementDef> {
+        if let Some(def) = self.by_body.get(body).and_then(|w| w.upgrade()) {
+            return def;
+        }
+        let mut entry = self.by_body.entry(Bytes::copy_from_slice(body)).or_default();
+        if let Some(def) = entry.upgrade() {
+            return def;
+        }
+        let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        let def = Arc::new(StatementDef {
+            id,
+            server_name: format!("_pooler_{id}"),
+            body: Bytes::copy_from_slice(body),
+            valid: Default::default(),
+        });
+        *entry = Arc::downgrade(&def);
+        def
+    }
+
+    /// The statement for this Parse body if a server has accepted it before.
+    pub(crate) fn find_valid(&self, body: &[u8]) -> Option<Arc<StatementDef>> {
+        self.by_body.get(body).and_then(|w| w.upgrade()).filter(|d| d.valid.load(Ordering::Relaxed))
+    }
+
+    /// Forgets statements that no client holds.
+    pub(crate) fn prune(&self) {
+        self.by_body.retain(|_, w| w.strong_count() > 0);
+    }
+
+    /// Distinct statements known now.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.by_body.len()
+    }
+}
+
+/// One client's named statements: its own names to the shared definitions.
+#[derive(Debug, Default)]
+pub(crate) struct ClientStatements {
+    map: HashMap<Box<[u8]>, Arc<StatementDef>>,
+}
+
+impl ClientStatements {
+    pub(crate) fn contains(&self, name: &[u8]) -> bool {
+        self.map.contains_key(name)
+    }
+
+    pub(crate) fn get(&self, name: &[u8]) -> Option<&Arc<StatementDef>> {
+        self.map.get(name)
+    }
+
+    pub(crate) fn insert(&mut self, name: &[u8], def: Arc<StatementDef>) {
+        self.map.insert(name.into(), def);
+    }
+
+    /// Removes `name`, only if it still means statement `id`.
+    pub(crate) fn remove_if(&mut self, name: &[u8], id: u64) {
+        if self.map.get(name).is_some_and(|d| d.id == id) {
+            self.map.remove(name);
+        }
+    }
+
+    pub(crate) fn remove(&mut self, name: &[u8]) -> Option<Arc<StatementDef>> {
+        self.map.remove(name)
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.map.clear();
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+}
+
+/// The statements prepared on one server connection, least recently used
+/// first out. Lives with the connection, across clients.
+#[derive(Debug, Default)]
+pub(crate) struct ServerStatements {
+    /// Statement id -> last use tick.
+    used: HashMap<u64, u64>,
+    /// Server-side names by id, to close evicted ones.
+    names: HashMap<u64, Arc<StatementDef>>,
+    tick: u64,
+    /// The set may not match the server (a client ran DISCARD ALL or
+    /// DEALLOCATE ALL, which may or may not have taken effect): the pooler
+    /// runs `DEALLOCATE ALL` itself before the connection is lent again.
+    pub(crate) unsure: bool,
+}
+
+impl ServerStatements {
+    /// True when statement `id` is prepared on the connection; marks it used.
+    pub(crate) fn touch(&mut self, id: u64) -> bool {
+        self.tick += 1;
+        match self.used.get_mut(&id) {
+            Some(t) => {
+                *t = self.tick;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Records that `def` is (being) prepared; returns the statement to close
+    /// first if the cache was full.
+    pub(crate) fn add(&mut self, def: &Arc<StatementDef>, capacity: usize) -> Option<Arc<StatementDef>> {
+        let mut evicted = None;
+        if self.used.len() >= capacity.max(1) {
+            if let Some((&old, _)) = self.used.iter().min_by_key(|(_, &t)| t) {
+                self.used.remove(&old);
+                evicted = self.names.remove(&old);
+            }
+        }
+        self.tick += 1;
+        self.used.insert(def.id, self.tick);
+        self.names.insert(def.id, def.clone());
+        evicted
+    }
+
+    /// Forgets statement `id` (its Parse failed).
+    pub(crate) fn forget(&mut self, id: u64) {
+        self.used.remove(&id);
+        self.names.remove(&id);
+    }
+
+    /// Forgets everything (the server's statements are gone).
+    pub(crate) fn clear(&mut self) {
+        self.used.clear();
+        self.names.clear();
+    }
+
+    /// Statements prepared on the connection.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.used.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_text_and_types_share_one_server_name() {
+        let r = Registry::default();
+        let a = r.intern(b"SELECT 1\0\0\0");
+        let b = r.intern(b"SELECT 1\0\0\0");
+        let c = r.intern(b"SELECT 1\0\0\x01\0\0\0\x17");
+        assert_eq!(a.id, b.id);
+        assert_ne!(a.id, c.id);
+        assert_eq!(a.server_name, format!("_pooler_{}", a.id));
+        drop((a, b, c));
+        r.prune();
+        assert_eq!(r.len(), 0);
+    }
+
+    #[test]
+    fn server_cache_evicts_least_recently_used() {
+        let r = Registry::default();
+        let defs: Vec<_> = (0..3).map(|i| r.intern(format!("SELECT {i}\0\0\0").as_bytes())).collect();
+        let mut s = ServerStatements::default();
+        assert!(s.add(&defs[0], 2).is_none());
+        assert!(s.add(&defs[1], 2).is_none());
+        assert!(s.touch(defs[0].id));
+        let evicted = s.add(&defs[2], 2).expect("full cache evicts");
+        assert_eq!(evicted.id, defs[1].id);
+        assert!(!s.touch(defs[1].id));
+        assert!(s.touch(defs[0].id) && s.touch(defs[2].id));
+        assert_eq!(s.len(), 2);
+    }
+
+    #[test]
+    fn client_names_resolve_only_in_their_own_map() {
+        let r = Registry::default();
+        let def = r.intern(b"SELECT 1\0\0\0");
+        let mut a = ClientStatements::default();
+        let b = ClientStatements::default();
+        a.insert(b"s1", def.clone());
+        assert!(a.get(b"s1").is_some());
+        assert!(b.get(b"s1").is_none());
+        a.remove_if(b"s1", def.id + 1);
+        assert!(a.get(b"s1").is_some());
+        a.remove_if(b"s1", def.id);
+        assert_eq!(a.len(), 0);
+    }
+}
