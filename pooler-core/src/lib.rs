@@ -22,3 +22,17 @@ mod txn;
 pub use config::Config;
 pub use error::Error;
 pub use server::{Pooler, StartError};
+
+/// Entry points for the fuzz targets into parsers that are not public API.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Runs the transaction-pooling SQL reader over `sql`; returns whether it
+    /// decided to pin (so the optimizer keeps the call).
+    pub fn session_facts(sql: &[u8]) -> bool {
+        let f = crate::txn::facts::analyze(sql);
+        for name in &f.parameters {
+            assert!(!name.is_empty());
+        }
+        f.pin.is_some() || f.reserved_name
+    }
+}

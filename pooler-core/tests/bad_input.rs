@@ -226,3 +226,52 @@ async fn a_non_postgres_server_is_reported_not_trusted() {
     assert!(message(&e).contains("server protocol violation"), "{e}");
     fake.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transaction_mode_refuses_malformed_messages_and_keeps_serving() {
+    let cluster = primary_only().await;
+    let mut config = trust_config(&cluster);
+    config.pool.mode = pooler_core::config::PoolMode::Transaction;
+    config.pool.size = 2;
+    config.server.max_message_size = 64 * 1024;
+    let pooler = TestPooler::start(config, None).await;
+
+    // Oversized, then malformed messages the transaction relay must look into.
+    let cases: [(&[u8], &str); 5] = [
+        (&[b'Q', 0x40, 0, 0, 0], "54000"),
+        (&[b'B', 0, 0, 0, 7, b'p', 0, b's'], "08P01"),
+        (&[b'D', 0, 0, 0, 7, b'X', b'a', 0], "08P01"),
+        (&[b'C', 0, 0, 0, 5, b'S'], "08P01"),
+        (&[b'P', 0, 0, 0, 8, b'n', 0, b'x', b'y'], "08P01"),
+    ];
+    for (bytes, code) in cases {
+        let mut s = raw_login(pooler.addr).await;
+        s.write_all(bytes).await.unwrap();
+        let got = read_to_close(&mut s).await;
+        assert_eq!(first_error_code(&got).as_deref(), Some(code), "{bytes:?}");
+    }
+    // Random bytes after login, in transaction mode.
+    let mut seed = 0x2545f4914f6cdd1du64;
+    for _ in 0..30 {
+        let mut s = raw_login(pooler.addr).await;
+        let len = (seed % 200) as usize + 1;
+        let junk: Vec<u8> = (0..len)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect();
+        let _ = s.write_all(&junk).await;
+        let _ = s.shutdown().await;
+        let mut sink = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut sink)).await;
+    }
+    // Nothing leaked: both pool connections still serve.
+    let a = pooler.connect("postgres").await;
+    let b = pooler.connect("postgres").await;
+    a.batch_execute("BEGIN").await.unwrap();
+    assert_eq!(b.query_one("SELECT 1", &[]).await.unwrap().get::<_, i32>(0), 1);
+    a.batch_execute("COMMIT").await.unwrap();
+}

@@ -338,7 +338,8 @@ fn parameter_name(words: &[Token<'_>], i: usize) -> Option<String> {
         name.push('.');
         name.push_str(&String::from_utf8_lossy(w).to_ascii_lowercase());
     }
-    Some(name)
+    // PostgreSQL refuses a zero-length name; nothing to track.
+    (!name.is_empty()).then_some(name)
 }
 
 /// True when `sql` mentions `name` anywhere (any case), even inside literals:
@@ -438,5 +439,7 @@ mod tests {
         for s in ["'", "\"", "$a$", "/*", "E'\\", "$", "--", "SET", "DEALLOCATE", "SET SESSION", "SET x."] {
             let _ = analyze(s.as_bytes());
         }
+        // Found by the fuzzer: an empty quoted name is no parameter.
+        assert!(analyze(b"SET \"\" = 1").parameters.is_empty());
     }
 }
