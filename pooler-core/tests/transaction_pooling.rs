@@ -583,3 +583,40 @@ print("ok")
     );
     assert!(out.status.success() && stdout.contains("ok"), "{stdout}\n{stderr}");
 }
+
+/// After an extended-protocol error the server skips everything up to Sync;
+/// a connection in that state must never serve another client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_stays_with_its_client_until_sync_after_an_extended_error() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let cluster = primary_only().await;
+    let pooler = TestPooler::start(txn_config(&cluster, 1), None).await;
+    let b = pooler.connect("postgres").await;
+    let mut a = raw_login(pooler.addr).await;
+    // Parse of broken SQL, then Flush (no Sync): the answer is an ErrorResponse.
+    let parse = b"\0SELEC 1\0\0\0";
+    let mut out = vec![b'P'];
+    out.extend_from_slice(&((parse.len() + 4) as u32).to_be_bytes());
+    out.extend_from_slice(parse);
+    out.extend_from_slice(b"H\0\0\0\x04");
+    a.write_all(&out).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.contains(&b'E') {
+        let n = tokio::time::timeout(Duration::from_secs(10), a.read(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&buf[..n]);
+    }
+    // Another client asks for the only connection meanwhile.
+    let other = tokio::spawn(async move { b.query_one("SELECT 7", &[]).await.map(|r| r.get::<_, i32>(0)) });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    a.write_all(b"S\0\0\0\x04").await.unwrap();
+    let mut got = Vec::new();
+    while !got.windows(6).any(|w| w == b"Z\0\0\0\x05I") {
+        let n = tokio::time::timeout(Duration::from_secs(10), a.read(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&buf[..n]);
+    }
+    let r = tokio::time::timeout(Duration::from_secs(10), other).await.expect("B is served, not stuck").unwrap();
+    assert_eq!(r.unwrap(), 7);
+}

@@ -142,6 +142,10 @@ pub(crate) struct Relay<'a> {
     max_message: usize,
     /// Statement mode saw a transaction block open: the session ends.
     refused_transaction: bool,
+    /// Extended-protocol messages went to the server since the last Sync: the
+    /// server holds an implicit transaction (or skips to Sync after an error),
+    /// so the connection cannot change hands yet.
+    needs_sync: bool,
 }
 
 impl<'a> Relay<'a> {
@@ -183,6 +187,7 @@ impl<'a> Relay<'a> {
             last_client_activity: Instant::now(),
             max_message: shared.config.server.max_message_size,
             refused_transaction: false,
+            needs_sync: false,
         }
     }
 
@@ -197,6 +202,7 @@ impl<'a> Relay<'a> {
         let client_can_take_error = self.down_remaining == 0 && self.cout.is_empty();
         if let Some(lease) = self.lease.take() {
             let clean = self.queue.is_empty()
+                && !self.needs_sync
                 && self.sout.is_empty()
                 && self.up_remaining == 0
                 && self.down_remaining == 0
@@ -380,6 +386,7 @@ impl<'a> Relay<'a> {
     fn quiet(&self) -> bool {
         self.lease.as_ref().is_some_and(|l| l.conn_ref().buf.is_empty())
             && self.queue.is_empty()
+            && !self.needs_sync
             && self.sout.is_empty()
             && self.up_remaining == 0
             && self.down_remaining == 0
@@ -575,6 +582,9 @@ impl<'a> Relay<'a> {
 
     fn client_message(&mut self, t: u8, frame: Bytes) -> Result<(), Error> {
         let body = &frame[HEADER_LEN..];
+        if matches!(t, tag::PARSE | b'B' | b'D' | b'C' | b'E' | b'H') {
+            self.needs_sync = true;
+        }
         let bad = |e| Error::ClientProtocol(e);
         match t {
             tag::QUERY => {
@@ -592,6 +602,7 @@ impl<'a> Relay<'a> {
             b'S' => {
                 self.client_skip = false;
                 self.server_skip = false;
+                self.needs_sync = false;
                 self.sout.extend_from_slice(&frame);
                 self.queue.push_back(Pending::plain(Kind::Ready));
             }
