@@ -620,3 +620,48 @@ async fn connection_stays_with_its_client_until_sync_after_an_extended_error() {
     let r = tokio::time::timeout(Duration::from_secs(10), other).await.expect("B is served, not stuck").unwrap();
     assert_eq!(r.unwrap(), 7);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_idle_clients_and_lets_open_transactions_finish() {
+    let cluster = primary_only().await;
+    let mut config = txn_config(&cluster, 2);
+    config.server.shutdown_timeout = Duration::from_secs(20);
+    let mut pooler = TestPooler::start(config, None).await;
+    let setup = pooler.connect("postgres").await;
+    setup.batch_execute("CREATE TABLE t (x int)").await.unwrap();
+    let busy = pooler.connect("postgres").await;
+    busy.batch_execute("BEGIN; INSERT INTO t VALUES (1)").await.unwrap();
+
+    let done = pooler.shutdown();
+    // The idle client (no server connection held) is told and closed.
+    assert!(eventually(Duration::from_secs(5), || setup.is_closed()).await);
+    // The open transaction may still finish; then its client is closed too.
+    busy.batch_execute("INSERT INTO t VALUES (2); COMMIT").await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), done).await.expect("shutdown finishes").unwrap();
+    assert!(eventually(Duration::from_secs(5), || busy.is_closed()).await);
+    assert_eq!(cluster.primary().query_one("SELECT count(*) FROM t").unwrap(), "2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_query_runs_on_connections_idle_past_check_delay() {
+    let cluster = primary_only().await;
+    let mut config = txn_config(&cluster, 1);
+    config.pool.check_delay = Duration::from_millis(500);
+    // A check that always fails makes every checked connection be replaced,
+    // which shows when the check runs.
+    config.pool.check_query = "SELECT 1/0".into();
+    let pooler = TestPooler::start(config, None).await;
+    let a = pooler.connect("postgres").await;
+    let first = backend_pid(&a).await;
+    // Reused at once: no check, same connection.
+    assert_eq!(backend_pid(&a).await, first);
+    // Idle past check_delay: checked, failed, replaced.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let second = backend_pid(&a).await;
+    assert_ne!(first, second);
+    // A connection killed behind the pooler's back is replaced too.
+    let port = cluster.primary().port();
+    pooler_testkit::psql_at(port, "postgres", "postgres", &format!("SELECT pg_terminate_backend({second})")).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_ne!(backend_pid(&a).await, second);
+}
