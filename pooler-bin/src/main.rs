@@ -65,24 +65,36 @@ fn init_logging() {
     tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
 }
 
-/// Resolves on SIGTERM or SIGINT. SIGHUP (which would otherwise kill the
-/// process, and which pgbouncer users send to reload) is caught and logged:
-/// configuration reload is not built yet.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let term = signal(SignalKind::terminate());
-    let int = signal(SignalKind::interrupt());
-    let hup = signal(SignalKind::hangup());
-    match (term, int, hup) {
-        (Ok(mut t), Ok(mut i), Ok(mut h)) => loop {
+/// The signals the binary handles, registered before the listener is bound:
+/// a SIGTERM or SIGINT sent as soon as the port accepts connections must stop
+/// the pooler gracefully, not find the default action (or, when started in
+/// the background by a shell, an ignored SIGINT).
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+            hup: signal(SignalKind::hangup()).context("cannot handle SIGHUP")?,
+        })
+    }
+
+    /// Resolves on SIGTERM or SIGINT. SIGHUP (which would otherwise kill the
+    /// process, and which pgbouncer users send to reload) is caught and logged:
+    /// configuration reload is not built yet.
+    async fn shutdown(mut self) {
+        loop {
             tokio::select! {
-                _ = t.recv() => return tracing::info!("SIGTERM received"),
-                _ = i.recv() => return tracing::info!("SIGINT received"),
-                _ = h.recv() => tracing::warn!("SIGHUP received: configuration reload is not supported yet; nothing changed"),
+                _ = self.term.recv() => return tracing::info!("SIGTERM received"),
+                _ = self.int.recv() => return tracing::info!("SIGINT received"),
+                _ = self.hup.recv() => tracing::warn!("SIGHUP received: configuration reload is not supported yet; nothing changed"),
             }
-        },
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
         }
     }
 }
@@ -97,12 +109,14 @@ async fn prepare(config: Config) -> Result<(Pooler, TcpListener)> {
 }
 
 async fn serve(config: Config) -> Result<()> {
+    let signals = Signals::install()?;
     let (pooler, listener) = prepare(config).await?;
-    pooler.run(listener, shutdown_signal()).await;
+    pooler.run(listener, signals.shutdown()).await;
     Ok(())
 }
 
 async fn demo(port: u16) -> Result<()> {
+    let signals = Signals::install()?;
     println!("starting a throwaway PostgreSQL primary and one streaming standby...");
     let cluster = tokio::task::spawn_blocking(|| pooler_testkit::Cluster::builder().standbys(1).start())
         .await
@@ -135,7 +149,7 @@ async fn demo(port: u16) -> Result<()> {
     println!("    psql -h 127.0.0.1 -p {port} -U postgres postgres");
     println!();
     println!("Press Ctrl-C to stop; the cluster and its files are removed.");
-    pooler.run(listener, shutdown_signal()).await;
+    pooler.run(listener, signals.shutdown()).await;
     tokio::task::spawn_blocking(move || drop(cluster)).await.ok();
     println!("demo cluster stopped and removed");
     Ok(())
