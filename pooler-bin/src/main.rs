@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use pooler_core::config::{AuthMethod, NodeConfig};
+use pooler_core::config::{AuthMethod, NodeConfig, PoolMode};
 use pooler_core::{Config, Pooler};
 use tokio::net::TcpListener;
 
@@ -14,7 +14,8 @@ pooler: PostgreSQL connection pooler and query router
 USAGE:
     pooler --config FILE        run with this configuration file
     pooler check --config FILE  validate a configuration file and exit
-    pooler demo [--port PORT]   start a throwaway PostgreSQL primary + standby
+    pooler demo [--port PORT] [--mode session|transaction|statement]
+                                start a throwaway PostgreSQL primary + standby
                                 and a pooler in front of them (Ctrl-C cleans up)
     pooler --version
 
@@ -24,7 +25,7 @@ Logging follows RUST_LOG (default: info), e.g. RUST_LOG=pooler_core=debug.
 enum Command {
     Run(PathBuf),
     Check(PathBuf),
-    Demo { port: u16 },
+    Demo { port: u16, mode: PoolMode },
 }
 
 fn parse_args() -> Result<Command> {
@@ -32,6 +33,7 @@ fn parse_args() -> Result<Command> {
     let mut config = None;
     let mut sub = None;
     let mut port = 6432u16;
+    let mut mode = PoolMode::Session;
     while let Some(a) = args.next() {
         match a.as_str() {
             "-h" | "--help" => {
@@ -47,12 +49,20 @@ fn parse_args() -> Result<Command> {
                 let p = args.next().context("--port needs a number")?;
                 port = p.parse().with_context(|| format!("--port: {p:?} is not a port number"))?;
             }
+            "--mode" => {
+                mode = match args.next().as_deref() {
+                    Some("session") => PoolMode::Session,
+                    Some("transaction") => PoolMode::Transaction,
+                    Some("statement") => PoolMode::Statement,
+                    other => bail!("--mode: expected session, transaction or statement, got {other:?}"),
+                }
+            }
             "check" | "demo" if sub.is_none() => sub = Some(a),
             other => bail!("unknown argument {other:?}\n\n{USAGE}"),
         }
     }
     match (sub.as_deref(), config) {
-        (Some("demo"), _) => Ok(Command::Demo { port }),
+        (Some("demo"), _) => Ok(Command::Demo { port, mode }),
         (Some("check"), Some(c)) => Ok(Command::Check(c)),
         (None, Some(c)) => Ok(Command::Run(c)),
         _ => bail!("missing --config FILE\n\n{USAGE}"),
@@ -115,7 +125,7 @@ async fn serve(config: Config) -> Result<()> {
     Ok(())
 }
 
-async fn demo(port: u16) -> Result<()> {
+async fn demo(port: u16, mode: PoolMode) -> Result<()> {
     let signals = Signals::install()?;
     println!("starting a throwaway PostgreSQL primary and one streaming standby...");
     let cluster = tokio::task::spawn_blocking(|| pooler_testkit::Cluster::builder().standbys(1).start())
@@ -134,6 +144,7 @@ async fn demo(port: u16) -> Result<()> {
     let mut config = Config::with_nodes(nodes);
     config.auth.method = AuthMethod::Trust;
     config.server.listen = format!("127.0.0.1:{port}");
+    config.pool.mode = mode;
     config.validate()?;
     // Bind before telling anyone to connect; on failure the cluster is still
     // dropped (stopped and removed) on the way out.
@@ -144,7 +155,7 @@ async fn demo(port: u16) -> Result<()> {
     }
     println!("data in  {}", cluster.dir().display());
     println!();
-    println!("pooler listening on 127.0.0.1:{port} (auth: trust). Connect with:");
+    println!("pooler listening on 127.0.0.1:{port} ({mode} pooling, auth: trust). Connect with:");
     println!();
     println!("    psql -h 127.0.0.1 -p {port} -U postgres postgres");
     println!();
@@ -167,7 +178,7 @@ fn main() -> Result<()> {
     rt.block_on(async {
         match cmd {
             Command::Run(path) => serve(Config::load(&path)?).await,
-            Command::Demo { port } => demo(port).await,
+            Command::Demo { port, mode } => demo(port, mode).await,
             Command::Check(_) => Ok(()),
         }
     })
