@@ -10,6 +10,7 @@
 pub mod auth;
 pub mod backend;
 pub mod cancel;
+pub mod classify;
 pub mod config;
 pub mod error;
 pub mod metrics;
@@ -17,6 +18,7 @@ pub mod pool;
 pub mod protocol;
 mod server;
 mod session;
+mod sql;
 mod txn;
 
 pub use config::Config;
