@@ -56,6 +56,9 @@ pub struct Config {
     /// Client and backend authentication.
     #[serde(default)]
     pub auth: AuthConfig,
+    /// Read/write routing and load balancing.
+    #[serde(default)]
+    pub routing: RoutingConfig,
     /// The PostgreSQL servers. Until health checks discover roles, the first
     /// node is the primary and the others are standbys.
     #[serde(default)]
@@ -244,6 +247,95 @@ impl Default for PoolConfig {
     }
 }
 
+/// How a read node is chosen among the usable ones.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BalancePolicy {
+    /// At random, in proportion to the nodes' weights.
+    #[default]
+    WeightedRandom,
+    /// The node with the fewest statements in flight relative to its weight.
+    LeastOutstanding,
+}
+
+/// Where a database's or an application's reads go
+/// (`routing.database_preference`, `routing.application_preference`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodePreference {
+    /// Always the primary.
+    Primary,
+    /// Load-balanced over the standbys only (the primary if none is usable).
+    Standby,
+    /// This node (by its index in `[[nodes]]`), the primary if it is not usable.
+    Node(usize),
+}
+
+impl<'de> Deserialize<'de> for NodePreference {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Name(String),
+            Index(usize),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Index(i) => Ok(NodePreference::Node(i)),
+            Raw::Name(s) if s == "primary" => Ok(NodePreference::Primary),
+            Raw::Name(s) if s == "standby" => Ok(NodePreference::Standby),
+            Raw::Name(s) => {
+                Err(serde::de::Error::custom(format!("{s:?}: expected \"primary\", \"standby\" or a node index")))
+            }
+        }
+    }
+}
+
+/// Read/write routing (`[routing]`). Names in brackets are pgpool's.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutingConfig {
+    /// Send reads to standbys [load_balance_mode]. Transaction and statement
+    /// pool modes only, for now; session mode keeps every statement on the primary.
+    pub load_balance: bool,
+    /// How a read node is picked.
+    pub policy: BalancePolicy,
+    /// Functions that write, beyond the built-in list [write_function_list];
+    /// names or regexes.
+    pub write_functions: Vec<String>,
+    /// Functions that only read; when set, every other function call counts
+    /// as a write [read_only_function_list].
+    pub read_only_functions: Vec<String>,
+    /// Regexes: a statement matching one goes to the primary
+    /// [primary_routing_query_pattern_list].
+    pub primary_patterns: Vec<String>,
+    /// After a session's write commits, its reads go only to nodes that have
+    /// replayed it (else the primary).
+    pub read_your_writes: bool,
+    /// Per-database read preference [database_redirect_preference_list].
+    pub database_preference: std::collections::BTreeMap<String, NodePreference>,
+    /// Per-application_name read preference [app_name_redirect_preference_list].
+    pub application_preference: std::collections::BTreeMap<String, NodePreference>,
+    /// A node whose connection attempt failed is left out of the read set
+    /// for this long (until health checks exist).
+    #[serde(deserialize_with = "duration")]
+    pub failed_node_retry: Duration,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        RoutingConfig {
+            load_balance: false,
+            policy: BalancePolicy::WeightedRandom,
+            write_functions: Vec::new(),
+            read_only_functions: Vec::new(),
+            primary_patterns: Vec::new(),
+            read_your_writes: true,
+            database_preference: Default::default(),
+            application_preference: Default::default(),
+            failed_node_retry: Duration::from_secs(5),
+        }
+    }
+}
+
 /// How clients prove who they are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 pub enum AuthMethod {
@@ -325,7 +417,13 @@ impl Config {
 
     /// A configuration with defaults everywhere and these nodes.
     pub fn with_nodes(nodes: Vec<NodeConfig>) -> Config {
-        Config { server: ServerConfig::default(), pool: PoolConfig::default(), auth: AuthConfig::default(), nodes }
+        Config {
+            server: ServerConfig::default(),
+            pool: PoolConfig::default(),
+            auth: AuthConfig::default(),
+            routing: RoutingConfig::default(),
+            nodes,
+        }
     }
 
     /// Checks values that parse but make no sense. Errors name the key.
@@ -402,6 +500,7 @@ impl Config {
             ("pool.server_idle_timeout", p.server_idle_timeout),
             ("pool.reserve_timeout", p.reserve_timeout),
             ("pool.check_delay", p.check_delay),
+            ("routing.failed_node_retry", self.routing.failed_node_retry),
             ("server.client_login_timeout", s.client_login_timeout),
         ] {
             if d.is_zero() {
@@ -421,6 +520,27 @@ impl Config {
         }
         if self.nodes.is_empty() {
             return Err(invalid("nodes", "at least one [[nodes]] entry is required"));
+        }
+        let r = &self.routing;
+        crate::classify::Classifier::new(&crate::classify::ClassifierLists {
+            write_functions: r.write_functions.clone(),
+            read_only_functions: r.read_only_functions.clone(),
+            primary_patterns: r.primary_patterns.clone(),
+        })
+        .map_err(|e| invalid(format!("routing.{}", e.list), e.to_string()))?;
+        for (table, map) in
+            [("database_preference", &r.database_preference), ("application_preference", &r.application_preference)]
+        {
+            for (name, p) in map {
+                if let NodePreference::Node(i) = p {
+                    if *i >= self.nodes.len() {
+                        return Err(invalid(
+                            format!("routing.{table}.{name}"),
+                            format!("node {i} does not exist ({} nodes are configured)", self.nodes.len()),
+                        ));
+                    }
+                }
+            }
         }
         for (i, n) in self.nodes.iter().enumerate() {
             if n.host.trim().is_empty() {

@@ -16,6 +16,7 @@ pub mod error;
 pub mod metrics;
 pub mod pool;
 pub mod protocol;
+pub mod route;
 mod server;
 mod session;
 mod sql;

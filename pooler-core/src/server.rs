@@ -56,6 +56,8 @@ pub(crate) struct Shared {
     pub(crate) phase: watch::Receiver<Phase>,
     /// Prepared statements of transaction-mode clients, by content.
     pub(crate) statements: crate::txn::prepared::Registry,
+    /// Chooses nodes for requests.
+    pub(crate) router: crate::route::Router,
 }
 
 impl Shared {
@@ -115,7 +117,12 @@ impl Pooler {
         }
         let nodes = config.nodes.iter().map(|n| ServerAddr { host: n.host.clone(), port: n.port }).collect();
         let (phase_tx, phase) = watch::channel(Phase::Running);
+        let router = crate::route::Router::new(&config).map_err(|e| crate::config::ConfigError::Invalid {
+            key: format!("routing.{}", e.list),
+            problem: e.to_string(),
+        })?;
         let shared = Shared {
+            router,
             pools: Pools::new(config.pool.clone(), config.server.max_message_size),
             config,
             passwords,
@@ -125,6 +132,12 @@ impl Pooler {
             statements: Default::default(),
         };
         Ok(Pooler { shared: Arc::new(shared), phase_tx })
+    }
+
+    /// Per-node routing counters: requests and reads routed, requests in
+    /// flight, known replay positions.
+    pub fn node_stats(&self) -> Vec<crate::route::NodeStats> {
+        self.shared.router.node_stats()
     }
 
     /// The configuration in force.

@@ -290,12 +290,13 @@ async fn run_session(
         return End::Failed(e);
     };
     let key = PoolKey { node, user: user.clone(), database: database.clone() };
-    let pool = shared.pools.get(key, addr, || LoginInfo {
+    let login = LoginInfo {
         secret: shared.passwords.as_ref().and_then(|p| p.get(&user)).cloned(),
         user: user.clone(),
         database: database.clone(),
         client_key,
-    });
+    };
+    let pool = shared.pools.get(key, addr, || login.clone());
     if let Some(key) = client_key {
         pool.learn_client_key(key);
     }
@@ -340,7 +341,16 @@ async fn run_session(
     metrics::gauge!(m::CLIENTS_ACTIVE).increment(1.0);
     if let Some((params, extra)) = login_state {
         let Client { stream, buf, out, .. } = client;
-        let relay = crate::txn::Relay::new(shared, pool.clone(), mode, &cancel, stream, buf, out, lease, params, extra);
+        let relay = crate::txn::Relay::new(
+            shared,
+            pool.clone(),
+            mode,
+            &cancel,
+            (stream, buf, out),
+            lease,
+            login,
+            (params, extra),
+        );
         let outcome = relay.run(&phase).await;
         metrics::gauge!(m::CLIENTS_ACTIVE).decrement(1.0);
         drop(cancel);

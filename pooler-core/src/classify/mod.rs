@@ -406,7 +406,8 @@ impl Classifier {
         let second = st.first.get(1).copied().filter(|_| st.words > 1);
         let kw = |k: &str| is(first, k);
         let kind = if kw("select") || kw("values") || kw("table") || kw("with") {
-            if st.top_level_into && kw("select") {
+            if st.top_level_into {
+                // SELECT ... INTO, also after WITH: creates a table.
                 flags.set(Flags::SELECT_INTO);
             }
             if st.write_keyword {
@@ -416,7 +417,7 @@ impl Classifier {
             if st.flags.contains(Flags::ROW_LOCK)
                 || st.flags.contains(Flags::WRITE_FUNCTION)
                 || st.write_keyword
-                || (st.top_level_into && kw("select"))
+                || st.top_level_into
             {
                 Kind::Write
             } else {

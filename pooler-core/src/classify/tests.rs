@@ -95,6 +95,8 @@ const WRITES: &[&str] = &[
     "SELECT * FROM t WHERE id = 1 FOR UPDATE OF t NOWAIT",
     "SELECT * INTO new_t FROM t",
     "SELECT a, b INTO TEMP t2 FROM t",
+    // Found by the property test: SELECT INTO after WITH.
+    "WITH x AS (SELECT 1 AS a) SELECT a INTO t3 FROM x",
     "WITH x AS (DELETE FROM t RETURNING *) SELECT * FROM x",
     "WITH x AS (INSERT INTO t VALUES (1) RETURNING id) SELECT id FROM x",
     "WITH x AS (UPDATE t SET a = 1 RETURNING *) SELECT count(*) FROM x",

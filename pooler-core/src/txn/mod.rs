@@ -23,14 +23,17 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use crate::backend::{self, ServerConn};
+use crate::backend::{self, LoginInfo, ServerConn};
 use crate::cancel::{CancelHandle, CancelTarget};
+use crate::classify::Classification;
 use crate::config::PoolMode;
 use crate::error::Error;
+use crate::pool::PoolKey;
 use crate::pool::{Lease, Pool, Reset};
 use crate::protocol::messages::{split_cstr, tag, Bind, ParameterStatus, Target};
 use crate::protocol::write::{self as w, Severity};
 use crate::protocol::{peek_header, ProtocolError, TransactionStatus, HEADER_LEN};
+use crate::route::PRIMARY;
 use crate::server::{Phase, Shared};
 use crate::session::End;
 use prepared::{ClientStatements, StatementDef};
@@ -42,6 +45,9 @@ const READ_CHUNK: usize = 16 * 1024;
 /// Rows and COPY data longer than this stream through instead of being
 /// gathered whole.
 const STREAM_OVER: usize = 8 * 1024;
+
+/// Parameter names and values.
+type Settings = Vec<(String, String)>;
 
 /// Reported parameters a client cannot set: never restored.
 const NOT_SETTABLE: &[&str] = &[
@@ -146,6 +152,23 @@ pub(crate) struct Relay<'a> {
     /// server holds an implicit transaction (or skips to Sync after an error),
     /// so the connection cannot change hands yet.
     needs_sync: bool,
+    /// Node of the lent connection.
+    node: usize,
+    /// Pools of the nodes this client has used, by node.
+    pools: Vec<Option<Arc<Pool>>>,
+    /// How to log in to any node as this client's user.
+    login: LoginInfo,
+    /// The lent connection has run something that may write.
+    wrote: bool,
+    /// The session's last committed write is at this WAL position (0: none).
+    write_lsn: u64,
+    /// The next request must not run on the lent (read) connection: give it
+    /// back and route again.
+    reroute: bool,
+    /// The next client message starts a new request.
+    at_request_start: bool,
+    /// Classification of the unnamed statement last parsed.
+    unnamed_class: Option<Classification>,
 }
 
 impl<'a> Relay<'a> {
@@ -156,14 +179,23 @@ impl<'a> Relay<'a> {
         pool: Arc<Pool>,
         mode: PoolMode,
         cancel: &'a CancelHandle,
-        stream: &'a TcpStream,
-        cbuf: &'a mut BytesMut,
-        cout: &'a mut BytesMut,
+        (stream, cbuf, cout): (&'a TcpStream, &'a mut BytesMut, &'a mut BytesMut),
         lease: Lease,
-        params: Vec<(String, String)>,
-        extra: Vec<(String, String)>,
+        login: LoginInfo,
+        (params, extra): (Settings, Settings),
     ) -> Self {
+        let mut pools = vec![None; shared.nodes.len().max(1)];
+        pools[PRIMARY] = Some(pool.clone());
+        shared.router.begin(PRIMARY, false);
         Relay {
+            node: PRIMARY,
+            pools,
+            login,
+            wrote: false,
+            write_lsn: 0,
+            reroute: false,
+            at_request_start: true,
+            unnamed_class: None,
             shared,
             pool,
             mode,
@@ -267,7 +299,11 @@ impl<'a> Relay<'a> {
                     message: "transaction blocks are not allowed in statement pooling mode".into(),
                 });
             }
-            if self.quiet() && self.status == TransactionStatus::Idle && self.pinned.is_none() && self.cbuf.is_empty() {
+            if self.quiet()
+                && self.status == TransactionStatus::Idle
+                && self.pinned.is_none()
+                && (self.cbuf.is_empty() || self.reroute)
+            {
                 if let Err(e) = self.release().await {
                     return End::Failed(e);
                 }
@@ -429,10 +465,78 @@ impl<'a> Relay<'a> {
         })
     }
 
-    /// Takes a server connection and brings its session to what the client
-    /// expects: the same parameters, no other client's leftovers.
+    /// The pool of `node`, created on first use.
+    fn pool_for(&mut self, node: usize) -> Arc<Pool> {
+        if let Some(Some(p)) = self.pools.get(node) {
+            return p.clone();
+        }
+        let Some(addr) = self.shared.nodes.get(node) else {
+            return self.pool.clone();
+        };
+        let key = PoolKey { node, user: self.login.user.clone(), database: self.login.database.clone() };
+        let login = &self.login;
+        let p = self.shared.pools.get(key, addr, || login.clone());
+        if let Some(k) = login.client_key {
+            p.learn_client_key(k);
+        }
+        if let Some(slot) = self.pools.get_mut(node) {
+            *slot = Some(p.clone());
+        }
+        p
+    }
+
+    /// The client's application_name as it was last reported.
+    fn application(&self) -> &str {
+        self.params.iter().find(|(k, _)| k == "application_name").map(|(_, v)| v.as_str()).unwrap_or("")
+    }
+
+    /// Takes a server connection on the node the next request should run on,
+    /// and brings its session to what the client expects: the same
+    /// parameters, no other client's leftovers.
     async fn attach(&mut self) -> Result<(), Error> {
-        let mut lease = self.pool.checkout().await?;
+        let router = &self.shared.router;
+        let read = router.balancing() && self.front_is_read() == Some(true);
+        let min_lsn = if router.read_your_writes() { self.write_lsn } else { 0 };
+        let mut node = PRIMARY;
+        let mut probe = false;
+        if read {
+            node = router.read_node(&self.login.database, self.application(), min_lsn);
+            if node == PRIMARY && min_lsn > 0 {
+                // No standby is known to have the session's last write: ask one.
+                node = router.probe_candidate(&self.login.database, self.application());
+                probe = node != PRIMARY;
+            }
+        }
+        let mut lease = match self.pool_for(node).checkout().await {
+            Ok(l) => l,
+            Err(e @ (Error::Connect { .. } | Error::ConnectTimeout { .. })) if node != PRIMARY => {
+                // Nothing was sent anywhere: the primary can serve the read.
+                tracing::warn!(node, error = %e, "read node unreachable; using the primary");
+                router.note_failure(node);
+                node = PRIMARY;
+                probe = false;
+                self.pool.checkout().await?
+            }
+            Err(e) => return Err(e),
+        };
+        if probe {
+            let replayed = lease.conn().query_row("SELECT pg_catalog.pg_last_wal_replay_lsn()").await;
+            let lsn = match &replayed {
+                Ok(row) => row.first().cloned().flatten().and_then(|v| crate::route::parse_lsn(&v)).unwrap_or(0),
+                Err(_) => 0,
+            };
+            router.note_replayed(node, lsn);
+            if lsn < min_lsn {
+                // Behind the session's own write: the primary serves this read.
+                if replayed.is_ok() {
+                    self.pool_for(node).checkin(lease, TransactionStatus::Idle, Reset::None).await;
+                } else {
+                    drop(lease);
+                }
+                node = PRIMARY;
+                lease = self.pool.checkout().await?;
+            }
+        }
         let sql = restore_sql(&self.params, &self.extra, lease.conn_ref());
         if !sql.is_empty() {
             if let Err(e) = lease.conn().simple_query(&sql).await {
@@ -447,7 +551,59 @@ impl<'a> Relay<'a> {
             .set_target(Some(CancelTarget { addr: lease.conn_ref().addr().clone(), key: lease.conn_ref().key() }));
         self.status = TransactionStatus::Idle;
         self.lease = Some(lease);
+        self.node = node;
+        self.wrote = false;
+        self.reroute = false;
+        self.at_request_start = true;
+        router.begin(node, read);
         Ok(())
+    }
+
+    /// Whether the request at the front of the client buffer only reads:
+    /// `None` while it has not fully arrived. A request is a Query, a
+    /// FunctionCall, or extended-protocol messages up to Sync.
+    fn front_is_read(&self) -> Option<bool> {
+        let classifier = self.shared.router.classifier();
+        let mut unnamed = self.unnamed_class;
+        let mut all_read = true;
+        let mut pos = 0;
+        let read =
+            |c: &Classification| c.is_read_only() || matches!(c.kind, crate::classify::Kind::Begin { read_only: true });
+        loop {
+            let (t, total) = peek_header(&self.cbuf[pos..]).ok()??;
+            if self.cbuf.len() - pos < total {
+                return None;
+            }
+            let body = &self.cbuf[pos + HEADER_LEN..pos + total];
+            pos += total;
+            match t {
+                tag::QUERY => {
+                    let sql = body.strip_suffix(&[0]).unwrap_or(body);
+                    return Some(all_read && read(&classifier.classify(sql)));
+                }
+                tag::PARSE => {
+                    let Ok((name, rest)) = split_cstr(body) else { return Some(false) };
+                    let Ok((sql, _)) = split_cstr(rest) else { return Some(false) };
+                    let c = classifier.classify(sql);
+                    all_read &= read(&c);
+                    if name.is_empty() {
+                        unnamed = Some(c);
+                    }
+                }
+                b'B' => {
+                    let Ok(b) = Bind::parse(body) else { return Some(false) };
+                    let c = if b.statement.is_empty() {
+                        unnamed
+                    } else {
+                        self.statements.get(b.statement).map(|d| d.class)
+                    };
+                    all_read &= c.is_some_and(|c| read(&c));
+                }
+                b'D' | b'E' | b'C' | b'H' => {}
+                b'S' => return Some(all_read),
+                _ => return Some(false),
+            }
+        }
     }
 
     /// Gives the quiet, idle server connection back to the pool, after reading
@@ -456,6 +612,21 @@ impl<'a> Relay<'a> {
         let Some(mut lease) = self.lease.take() else {
             return Ok(());
         };
+        if self.wrote && self.node == PRIMARY && self.shared.router.read_your_writes() {
+            // Where the session's reads must wait for: one round trip, only after writes.
+            match lease.conn().query_row("SELECT pg_catalog.pg_current_wal_lsn()").await {
+                Ok(row) => {
+                    if let Some(lsn) = row.first().cloned().flatten().and_then(|v| crate::route::parse_lsn(&v)) {
+                        self.write_lsn = self.write_lsn.max(lsn);
+                    }
+                }
+                Err(e) => {
+                    drop(lease);
+                    self.shared.router.end(self.node);
+                    return Err(e);
+                }
+            }
+        }
         if !self.dirty.is_empty() {
             let names = std::mem::take(&mut self.dirty);
             let sql = format!(
@@ -484,6 +655,7 @@ impl<'a> Relay<'a> {
                 Err(e) => {
                     // The connection's state is unknown: do not lend it again.
                     drop(lease);
+                    self.shared.router.end(self.node);
                     return Err(e);
                 }
             }
@@ -495,6 +667,8 @@ impl<'a> Relay<'a> {
     /// Returns `lease` to the pool: reset if it was pinned or its state is
     /// unknown, closed if it is not clean.
     async fn give_back(&mut self, mut lease: Lease, clean: bool, session_over: bool) {
+        self.shared.router.end(self.node);
+        let pool = self.pool_for(self.node);
         // No cancel for this client may reach the connection once someone else
         // has it: wait for any on its way (bounded), else do not reuse it.
         let settled = self.cancel.detach(crate::server::CANCEL_TIMEOUT + Duration::from_secs(1)).await;
@@ -506,15 +680,14 @@ impl<'a> Relay<'a> {
         let needs_reset = self.pinned.is_some() || !self.dirty.is_empty() || self.status != TransactionStatus::Idle;
         if needs_reset && session_over {
             // Session state may be anywhere: only a full reset makes it safe.
-            let full =
-                self.pool.settings().reset_query_list.iter().any(|q| q.trim().eq_ignore_ascii_case("DISCARD ALL"));
+            let full = pool.settings().reset_query_list.iter().any(|q| q.trim().eq_ignore_ascii_case("DISCARD ALL"));
             if !full {
                 drop(lease);
                 return;
             }
             conn.statements.clear();
             conn.extra.clear();
-            self.pool.checkin(lease, self.status, Reset::Full).await;
+            pool.checkin(lease, self.status, Reset::Full).await;
             return;
         }
         if conn.statements.unsure {
@@ -525,7 +698,7 @@ impl<'a> Relay<'a> {
             conn.statements.clear();
             conn.statements.unsure = false;
         }
-        self.pool.checkin(lease, self.status, Reset::None).await;
+        pool.checkin(lease, self.status, Reset::None).await;
     }
 
     /// Moves whole client messages to the server's output, rewriting what
@@ -568,10 +741,26 @@ impl<'a> Relay<'a> {
                 self.cbuf.reserve(total - self.cbuf.len());
                 break;
             }
+            if self.at_request_start
+                && t != tag::TERMINATE
+                && self.node != PRIMARY
+                && self.status == TransactionStatus::Idle
+            {
+                // On a read node, a new request runs there only if it only reads.
+                match self.front_is_read() {
+                    Some(true) => {}
+                    Some(false) => {
+                        self.reroute = true;
+                        break;
+                    }
+                    None => break,
+                }
+            }
             let frame = self.cbuf.split_to(total).freeze();
             if t == tag::TERMINATE {
                 return Ok(false);
             }
+            self.at_request_start = matches!(t, tag::QUERY | b'S' | b'F');
             if self.client_skip && t != b'S' {
                 continue;
             }
@@ -592,10 +781,14 @@ impl<'a> Relay<'a> {
                 if self.query_facts(sql, true) {
                     return Ok(());
                 }
+                if !self.shared.router.classifier().classify(sql).is_read_only() {
+                    self.wrote = true;
+                }
                 self.sout.extend_from_slice(&frame);
                 self.queue.push_back(Pending::plain(Kind::Ready));
             }
             b'F' => {
+                self.wrote = true;
                 self.sout.extend_from_slice(&frame);
                 self.queue.push_back(Pending::plain(Kind::Ready));
             }
@@ -613,6 +806,11 @@ impl<'a> Relay<'a> {
                     return Ok(());
                 }
                 if name.is_empty() {
+                    let class = self.shared.router.classifier().classify(sql);
+                    if !class.is_read_only() {
+                        self.wrote = true;
+                    }
+                    self.unnamed_class = Some(class);
                     self.sout.extend_from_slice(&frame);
                     self.queue.push_back(Pending::plain(Kind::Parse));
                     return Ok(());
@@ -629,7 +827,11 @@ impl<'a> Relay<'a> {
                     self.client_skip = true;
                     return Ok(());
                 }
-                let def = self.shared.statements.intern(rest);
+                let classifier = self.shared.router.classifier();
+                let def = self.shared.statements.intern(rest, || classifier.classify(sql));
+                if !def.class.is_read_only() {
+                    self.wrote = true;
+                }
                 self.statements.insert(name, def.clone());
                 let undo = Some((Some(name.into()), def.clone()));
                 if self.server_has(&def) {
@@ -642,6 +844,9 @@ impl<'a> Relay<'a> {
                 let b = Bind::parse(body).map_err(bad)?;
                 match self.statements.get(b.statement).cloned() {
                     Some(def) if !b.statement.is_empty() => {
+                        if !def.class.is_read_only() {
+                            self.wrote = true;
+                        }
                         self.ensure_prepared(&def);
                         w::bind_named(&mut self.sout, b.portal, &def.server_name, b.rest);
                     }

@@ -30,6 +30,8 @@ pub(crate) struct StatementDef {
     /// Some server accepted it: a Parse of it can be answered without a
     /// server connection (the server would accept it again).
     pub(crate) valid: std::sync::atomic::AtomicBool,
+    /// What the router makes of its text, decided once.
+    pub(crate) class: crate::classify::Classification,
 }
 
 /// Every statement some client has prepared, by content. Entries are weak: a
@@ -42,7 +44,11 @@ pub(crate) struct Registry {
 
 impl Registry {
     /// The statement for this Parse body (after the name), created if new.
-    pub(crate) fn intern(&self, body: &[u8]) -> Arc<StatementDef> {
+    pub(crate) fn intern(
+        &self,
+        body: &[u8],
+        classify: impl FnOnce() -> crate::classify::Classification,
+    ) -> Arc<StatementDef> {
         if let Some(def) = self.by_body.get(body).and_then(|w| w.upgrade()) {
             return def;
         }
@@ -56,6 +62,7 @@ impl Registry {
             server_name: format!("_pooler_{id}"),
             body: Bytes::copy_from_slice(body),
             valid: Default::default(),
+            class: classify(),
         });
         *entry = Arc::downgrade(&def);
         def
@@ -185,12 +192,16 @@ impl ServerStatements {
 mod tests {
     use super::*;
 
+    fn any() -> crate::classify::Classification {
+        crate::classify::Classifier::default().classify(b"SELECT 1")
+    }
+
     #[test]
     fn same_text_and_types_share_one_server_name() {
         let r = Registry::default();
-        let a = r.intern(b"SELECT 1\0\0\0");
-        let b = r.intern(b"SELECT 1\0\0\0");
-        let c = r.intern(b"SELECT 1\0\0\x01\0\0\0\x17");
+        let a = r.intern(b"SELECT 1\0\0\0", any);
+        let b = r.intern(b"SELECT 1\0\0\0", any);
+        let c = r.intern(b"SELECT 1\0\0\x01\0\0\0\x17", any);
         assert_eq!(a.id, b.id);
         assert_ne!(a.id, c.id);
         assert_eq!(a.server_name, format!("_pooler_{}", a.id));
@@ -202,7 +213,7 @@ mod tests {
     #[test]
     fn server_cache_evicts_least_recently_used() {
         let r = Registry::default();
-        let defs: Vec<_> = (0..3).map(|i| r.intern(format!("SELECT {i}\0\0\0").as_bytes())).collect();
+        let defs: Vec<_> = (0..3).map(|i| r.intern(format!("SELECT {i}\0\0\0").as_bytes(), any)).collect();
         let mut s = ServerStatements::default();
         assert!(s.add(&defs[0], 2).is_none());
         assert!(s.add(&defs[1], 2).is_none());
@@ -217,7 +228,7 @@ mod tests {
     #[test]
     fn client_names_resolve_only_in_their_own_map() {
         let r = Registry::default();
-        let def = r.intern(b"SELECT 1\0\0\0");
+        let def = r.intern(b"SELECT 1\0\0\0", any);
         let mut a = ClientStatements::default();
         let b = ClientStatements::default();
         a.insert(b"s1", def.clone());

@@ -1,0 +1,215 @@
+//! End-to-end: read/write routing and load balancing over a real primary and
+//! two streaming standbys, in transaction pooling mode.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::*;
+use pooler_core::config::{NodeConfig, PoolMode};
+use pooler_core::Config;
+use pooler_testkit::Cluster;
+
+async fn three_nodes() -> Cluster {
+    tokio::task::spawn_blocking(|| {
+        let c = Cluster::builder()
+            .standbys(2)
+            .init_sql("CREATE TABLE items (id serial PRIMARY KEY, v int); CREATE SEQUENCE seq;")
+            .start()
+            .expect("start PostgreSQL");
+        c.wait_for_replication(Duration::from_secs(30)).expect("standbys catch up");
+        c
+    })
+    .await
+    .expect("cluster task")
+}
+
+fn routed_config(cluster: &Cluster, weights: &[f64]) -> Config {
+    let nodes = cluster
+        .nodes()
+        .zip(weights)
+        .map(|(n, &weight)| NodeConfig { host: n.host().to_owned(), port: n.port(), weight, data_dir: None })
+        .collect();
+    let mut c = Config::with_nodes(nodes);
+    c.auth.method = pooler_core::config::AuthMethod::Trust;
+    c.server.log_connections = false;
+    c.pool.mode = PoolMode::Transaction;
+    c.pool.size = 4;
+    c.routing.load_balance = true;
+    c
+}
+
+async fn server_port(client: &tokio_postgres::Client) -> i32 {
+    client.query_one("SELECT inet_server_port()", &[]).await.unwrap().get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_spread_by_weight_and_writes_reach_only_the_primary() {
+    let cluster = three_nodes().await;
+    let pooler = TestPooler::start(routed_config(&cluster, &[1.0, 1.0, 2.0]), None).await;
+    let client = pooler.connect("postgres").await;
+    let mut by_port: HashMap<i32, usize> = HashMap::new();
+    for _ in 0..400 {
+        *by_port.entry(server_port(&client).await).or_default() += 1;
+    }
+    let count = |port: u16| by_port.get(&(port as i32)).copied().unwrap_or(0);
+    let (p, s1, s2) =
+        (count(cluster.primary().port()), count(cluster.standbys()[0].port()), count(cluster.standbys()[1].port()));
+    // Expected 100 / 100 / 200; bounds are about 5 standard deviations.
+    assert!((50..=150).contains(&p) && (50..=150).contains(&s1) && (140..=260).contains(&s2), "{p} {s1} {s2}");
+    // Writes and sequence calls, simple and extended protocol: a single one
+    // sent to a standby would fail there, so zero errors proves the routing.
+    let stmt = client.prepare("INSERT INTO items (v) VALUES ($1) RETURNING id").await.unwrap();
+    for i in 0..100 {
+        client.query_one(&stmt, &[&i]).await.unwrap();
+        client.batch_execute("UPDATE items SET v = v + 1 WHERE id = 1").await.unwrap();
+        client.query_one("SELECT nextval('seq')", &[]).await.unwrap();
+        client.query_one("SELECT pg_catalog.NEXTVAL('seq')", &[]).await.unwrap();
+        client
+            .batch_execute("WITH d AS (DELETE FROM items WHERE v < 0 RETURNING *) SELECT count(*) FROM d")
+            .await
+            .unwrap();
+        client.query("SELECT * FROM items WHERE id = 1 FOR UPDATE", &[]).await.unwrap();
+    }
+    let stats = pooler.pooler.node_stats();
+    assert!(stats[1].reads > 0 && stats[2].reads > 0, "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weight_zero_keeps_reads_off_the_primary_and_transactions_stay_on_one_node() {
+    let cluster = three_nodes().await;
+    let pooler = TestPooler::start(routed_config(&cluster, &[0.0, 1.0, 1.0]), None).await;
+    let client = pooler.connect("postgres").await;
+    for _ in 0..100 {
+        let standby: bool = client.query_one("SELECT pg_is_in_recovery()", &[]).await.unwrap().get(0);
+        assert!(standby, "reads stay off a primary of weight 0");
+    }
+    // A read-write transaction runs on the primary, all of it.
+    for _ in 0..10 {
+        client.batch_execute("BEGIN").await.unwrap();
+        let ports: Vec<i32> = futures_util::future::join_all((0..5).map(|_| server_port(&client))).await;
+        assert!(ports.iter().all(|&p| p == cluster.primary().port() as i32), "{ports:?}");
+        client.batch_execute("INSERT INTO items (v) VALUES (1); COMMIT").await.unwrap();
+    }
+    // A read-only transaction may go to a standby (once the standbys have
+    // replayed this session's writes), and stays there.
+    let c = cluster.primary().clone();
+    tokio::task::block_in_place(|| cluster.wait_for_replication(Duration::from_secs(30))).unwrap();
+    drop(c);
+    for _ in 0..10 {
+        client.batch_execute("BEGIN READ ONLY").await.unwrap();
+        let first = server_port(&client).await;
+        assert_ne!(first, cluster.primary().port() as i32);
+        for _ in 0..4 {
+            assert_eq!(server_port(&client).await, first);
+        }
+        client.batch_execute("COMMIT").await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_always_reads_its_own_writes_even_from_a_paused_standby() {
+    let cluster = three_nodes().await;
+    let pooler = TestPooler::start(routed_config(&cluster, &[1.0, 1.0, 1.0]), None).await;
+    let client = pooler.connect("postgres").await;
+    // Standby 1 stops replaying: anything read there is stale.
+    cluster.standbys()[0].query_one("SELECT pg_wal_replay_pause()").unwrap();
+    for i in 0..60 {
+        client.batch_execute(&format!("INSERT INTO items (v) VALUES ({})", 1000 + i)).await.unwrap();
+        let n: i64 = client.query_one("SELECT count(*) FROM items WHERE v = $1", &[&(1000 + i)]).await.unwrap().get(0);
+        assert_eq!(n, 1, "round {i}: the session sees its own write");
+    }
+    cluster.standbys()[0].query_one("SELECT pg_wal_replay_resume()").unwrap();
+    // Reads still reach the standbys once they have caught up.
+    let stats = pooler.pooler.node_stats();
+    assert!(stats[2].reads > 0 || stats[1].reads > 0, "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_standby_leaves_the_read_set_without_errors() {
+    let cluster = three_nodes().await;
+    let mut config = routed_config(&cluster, &[0.0, 1.0, 1.0]);
+    // A third "standby" where nothing listens.
+    config.nodes[1].port = pooler_testkit::free_port().unwrap();
+    let pooler = TestPooler::start(config, None).await;
+    let client = pooler.connect("postgres").await;
+    for _ in 0..50 {
+        let standby: bool = client.query_one("SELECT pg_is_in_recovery()", &[]).await.unwrap().get(0);
+        let _ = standby;
+    }
+    let stats = pooler.pooler.node_stats();
+    assert_eq!(stats[1].outstanding, 0);
+    assert!(stats[2].reads > 0, "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbench_select_only_over_three_nodes_has_no_failures() {
+    let cluster = three_nodes().await;
+    let primary = cluster.primary().port().to_string();
+    let out = run_client(
+        &cluster,
+        "pgbench",
+        &["-i", "-q", "-h", "127.0.0.1", "-p", &primary, "-U", "postgres", "postgres"],
+        None,
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    tokio::task::spawn_blocking({
+        let c = cluster.primary().clone();
+        move || c.query_one("SELECT 1")
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    cluster.wait_for_replication(Duration::from_secs(30)).unwrap();
+    let pooler = TestPooler::start(routed_config(&cluster, &[1.0, 1.0, 1.0]), None).await;
+    let port = pooler.port().to_string();
+    for mode in ["simple", "extended", "prepared"] {
+        let args = [
+            "-n",
+            "-S",
+            "-c",
+            "8",
+            "-j",
+            "2",
+            "-t",
+            "100",
+            "-M",
+            mode,
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            "postgres",
+            "postgres",
+        ];
+        let out = tokio::task::block_in_place(|| run_client(&cluster, "pgbench", &args, None));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{mode}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.contains("actually processed: 800/800"), "{stdout}");
+    }
+    // TPC-B-like writes through the router too.
+    let args = [
+        "-n",
+        "-c",
+        "4",
+        "-j",
+        "2",
+        "-t",
+        "50",
+        "-M",
+        "prepared",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "-U",
+        "postgres",
+        "postgres",
+    ];
+    let out = tokio::task::block_in_place(|| run_client(&cluster, "pgbench", &args, None));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stats = pooler.pooler.node_stats();
+    assert!(stats.iter().all(|s| s.reads > 100), "every node served reads: {stats:?}");
+}
