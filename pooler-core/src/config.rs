@@ -258,6 +258,24 @@ pub enum BalancePolicy {
     LeastOutstanding,
 }
 
+/// What a write does to the load balancing of the rest of the session
+/// (pgpool's `disable_load_balance_on_write`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WriteStickiness {
+    /// Nothing beyond read-your-writes.
+    Off,
+    /// Reads later in the same explicit transaction stay on the primary
+    /// (always true here: a read-write transaction runs on the primary whole).
+    #[default]
+    Transaction,
+    /// After a write inside an explicit transaction, later read-only
+    /// transactions of the session also run on the primary.
+    TransTransaction,
+    /// After any write, everything else in the session runs on the primary.
+    Always,
+}
+
 /// Where a database's or an application's reads go
 /// (`routing.database_preference`, `routing.application_preference`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -298,6 +316,9 @@ pub struct RoutingConfig {
     pub load_balance: bool,
     /// How a read node is picked.
     pub policy: BalancePolicy,
+    /// What a write does to the rest of the session's balancing
+    /// [disable_load_balance_on_write].
+    pub disable_load_balance_on_write: WriteStickiness,
     /// Functions that write, beyond the built-in list [write_function_list];
     /// names or regexes.
     pub write_functions: Vec<String>,
@@ -325,6 +346,7 @@ impl Default for RoutingConfig {
         RoutingConfig {
             load_balance: false,
             policy: BalancePolicy::WeightedRandom,
+            disable_load_balance_on_write: WriteStickiness::Transaction,
             write_functions: Vec::new(),
             read_only_functions: Vec::new(),
             primary_patterns: Vec::new(),

@@ -213,3 +213,24 @@ async fn pgbench_select_only_over_three_nodes_has_no_failures() {
     let stats = pooler.pooler.node_stats();
     assert!(stats.iter().all(|s| s.reads > 100), "every node served reads: {stats:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_write_always_mode_keeps_the_session_on_the_primary() {
+    let cluster = three_nodes().await;
+    let mut config = routed_config(&cluster, &[1.0, 1.0, 1.0]);
+    config.routing.disable_load_balance_on_write = pooler_core::config::WriteStickiness::Always;
+    let pooler = TestPooler::start(config, None).await;
+    let client = pooler.connect("postgres").await;
+    let primary = cluster.primary().port() as i32;
+    let mut before = Vec::new();
+    for _ in 0..30 {
+        before.push(server_port(&client).await);
+    }
+    assert!(before.iter().any(|&p| p != primary), "reads are balanced before any write");
+    client.batch_execute("INSERT INTO items (v) VALUES (7)").await.unwrap();
+    // Let the standbys replay it, so read-your-writes alone would not hold reads back.
+    tokio::task::block_in_place(|| cluster.wait_for_replication(Duration::from_secs(30))).unwrap();
+    for _ in 0..30 {
+        assert_eq!(server_port(&client).await, primary);
+    }
+}

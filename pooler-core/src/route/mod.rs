@@ -223,6 +223,11 @@ impl Router {
             .collect()
     }
 
+    /// What a write does to the rest of a session's balancing.
+    pub fn write_stickiness(&self) -> crate::config::WriteStickiness {
+        self.config.disable_load_balance_on_write
+    }
+
     /// How long a failed node stays out of the read set.
     pub fn failed_node_retry(&self) -> Duration {
         self.config.failed_node_retry

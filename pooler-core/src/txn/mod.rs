@@ -169,6 +169,12 @@ pub(crate) struct Relay<'a> {
     at_request_start: bool,
     /// Classification of the unnamed statement last parsed.
     unnamed_class: Option<Classification>,
+    /// A write made the session stop balancing: every request, or (after a
+    /// write inside a transaction block) every later transaction block.
+    sticky_all: bool,
+    sticky_transactions: bool,
+    /// The lent connection has been inside a transaction block.
+    in_block: bool,
 }
 
 impl<'a> Relay<'a> {
@@ -196,6 +202,9 @@ impl<'a> Relay<'a> {
             reroute: false,
             at_request_start: true,
             unnamed_class: None,
+            sticky_all: false,
+            sticky_transactions: false,
+            in_block: false,
             shared,
             pool,
             mode,
@@ -495,7 +504,11 @@ impl<'a> Relay<'a> {
     /// parameters, no other client's leftovers.
     async fn attach(&mut self) -> Result<(), Error> {
         let router = &self.shared.router;
-        let read = router.balancing() && self.front_is_read() == Some(true);
+        let front = if router.balancing() && !self.sticky_all { self.front_is_read() } else { None };
+        let read = match front {
+            Some(true) => !(self.sticky_transactions && self.front_is_block()),
+            _ => false,
+        };
         let min_lsn = if router.read_your_writes() { self.write_lsn } else { 0 };
         let mut node = PRIMARY;
         let mut probe = false;
@@ -553,10 +566,26 @@ impl<'a> Relay<'a> {
         self.lease = Some(lease);
         self.node = node;
         self.wrote = false;
+        self.in_block = false;
         self.reroute = false;
         self.at_request_start = true;
         router.begin(node, read);
         Ok(())
+    }
+
+    /// The request at the front of the client buffer opens a transaction block.
+    fn front_is_block(&self) -> bool {
+        let Ok(Some((t, total))) = peek_header(self.cbuf) else { return false };
+        let body = self.cbuf.get(HEADER_LEN..total).unwrap_or_default();
+        let sql = match t {
+            tag::QUERY => body.strip_suffix(&[0]).unwrap_or(body),
+            tag::PARSE => match split_cstr(body).and_then(|(_, rest)| split_cstr(rest)) {
+                Ok((sql, _)) => sql,
+                Err(_) => return false,
+            },
+            _ => return false,
+        };
+        matches!(self.shared.router.classifier().classify(sql).kind, crate::classify::Kind::Begin { .. })
     }
 
     /// Whether the request at the front of the client buffer only reads:
@@ -612,6 +641,13 @@ impl<'a> Relay<'a> {
         let Some(mut lease) = self.lease.take() else {
             return Ok(());
         };
+        if self.wrote && self.node == PRIMARY {
+            match self.shared.router.write_stickiness() {
+                crate::config::WriteStickiness::Always => self.sticky_all = true,
+                crate::config::WriteStickiness::TransTransaction if self.in_block => self.sticky_transactions = true,
+                _ => {}
+            }
+        }
         if self.wrote && self.node == PRIMARY && self.shared.router.read_your_writes() {
             // Where the session's reads must wait for: one round trip, only after writes.
             match lease.conn().query_row("SELECT pg_catalog.pg_current_wal_lsn()").await {
@@ -1099,6 +1135,9 @@ impl<'a> Relay<'a> {
                 }
                 tag::READY_FOR_QUERY => {
                     self.status = TransactionStatus::parse(body).map_err(Error::ServerProtocol)?;
+                    if self.status != TransactionStatus::Idle {
+                        self.in_block = true;
+                    }
                     if self.mode == PoolMode::Statement
                         && self.status != TransactionStatus::Idle
                         && self.pinned.is_none()
