@@ -15,6 +15,36 @@ pub fn rss_kib(pid: u32) -> Option<(u64, u64)> {
     Some((field("VmHWM:")?, field("VmRSS:")?))
 }
 
+/// The value after `prefix` on the first line of pgbench output that has it.
+pub fn field<'a>(out: &'a str, prefix: &str) -> Option<&'a str> {
+    out.lines().find_map(|l| l.trim().strip_prefix(prefix)).map(str::trim)
+}
+
+/// Runs pgbench from `bin` against 127.0.0.1:`port` as postgres on database
+/// postgres; its standard output, or an error with everything it printed.
+pub fn pgbench(bin: &std::path::Path, port: u16, args: &[String]) -> Result<String, String> {
+    let out = std::process::Command::new(bin.join("pgbench"))
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres"])
+        .args(args)
+        .arg("postgres")
+        .output()
+        .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        return Err(format!("pgbench failed: {}{}", text, String::from_utf8_lossy(&out.stderr)));
+    }
+    Ok(text)
+}
+
+/// utime + stime of a process, in seconds, from /proc/<pid>/stat.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
 /// The `pooler` binary running as a child process; stopped (SIGTERM) on drop.
 pub struct PoolerProcess {
     child: std::process::Child,

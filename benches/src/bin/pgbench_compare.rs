@@ -10,7 +10,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use pooler_benches::{rss_kib, PoolerProcess};
+use pooler_benches::{cpu_seconds, field, pgbench, rss_kib, PoolerProcess};
 
 struct Row {
     target: String,
@@ -18,24 +18,6 @@ struct Row {
     latency_ms: f64,
     processed: String,
     failed: String,
-}
-
-fn field<'a>(out: &'a str, prefix: &str) -> Option<&'a str> {
-    out.lines().find_map(|l| l.trim().strip_prefix(prefix)).map(str::trim)
-}
-
-fn pgbench(bin: &std::path::Path, port: u16, args: &[String]) -> Result<String, String> {
-    let out = Command::new(bin.join("pgbench"))
-        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres"])
-        .args(args)
-        .arg("postgres")
-        .output()
-        .map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    if !out.status.success() {
-        return Err(format!("pgbench failed: {}{}", text, String::from_utf8_lossy(&out.stderr)));
-    }
-    Ok(text)
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -160,15 +142,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("(pgbouncer not found or did not start: install it to compare)");
     }
     Ok(())
-}
-
-/// utime + stime of a process, in seconds, from /proc/<pid>/stat.
-fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = &stat[stat.rfind(')')? + 2..];
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
-    Some(ticks / 100.0)
 }
 
 /// pgbouncer from the system packages, in the same pool mode, as the server user.
