@@ -319,6 +319,9 @@ pub struct RoutingConfig {
     /// What a write does to the rest of the session's balancing
     /// [disable_load_balance_on_write].
     pub disable_load_balance_on_write: WriteStickiness,
+    /// Session mode: choose the read node per request instead of once per
+    /// session [statement_level_load_balance].
+    pub statement_level_load_balance: bool,
     /// Functions that write, beyond the built-in list [write_function_list];
     /// names or regexes.
     pub write_functions: Vec<String>,
@@ -347,6 +350,7 @@ impl Default for RoutingConfig {
             load_balance: false,
             policy: BalancePolicy::WeightedRandom,
             disable_load_balance_on_write: WriteStickiness::Transaction,
+            statement_level_load_balance: false,
             write_functions: Vec::new(),
             read_only_functions: Vec::new(),
             primary_patterns: Vec::new(),

@@ -173,6 +173,21 @@ impl Pool {
             }
         };
         metrics::histogram!(m::CHECKOUT_WAIT_SECONDS).record(started.elapsed().as_secs_f64());
+        self.lend(permit).await
+    }
+
+    /// Takes a connection only if a slot is free now (`Ok(None)` otherwise):
+    /// for a client that already holds another connection and must not wait
+    /// for a second one while holding the first.
+    pub async fn try_checkout(&self) -> Result<Option<Lease>, Error> {
+        match self.slots.clone().try_acquire_owned() {
+            Ok(permit) => self.lend(permit).await.map(Some),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// A connection for the holder of `permit`: an idle healthy one, or a new one.
+    async fn lend(&self, permit: OwnedSemaphorePermit) -> Result<Lease, Error> {
         while let Some(mut conn) = self.pop_idle() {
             if self.reusable(&conn) && conn.is_alive() && self.passes_check(&mut conn).await {
                 self.stats.checkouts.fetch_add(1, Ordering::Relaxed);

@@ -313,8 +313,12 @@ async fn run_session(
         }
     };
     let mode = pool.settings().mode;
+    // Session mode with load balancing runs on the transaction relay, which
+    // can hold a connection per node; plain session mode keeps its own relay.
     let login_state = match mode {
-        PoolMode::Session => apply_startup_params(lease.conn(), startup).await.map(|()| None),
+        PoolMode::Session if !shared.router.balancing() => {
+            apply_startup_params(lease.conn(), startup).await.map(|()| None)
+        }
         _ => crate::txn::login_state(lease.conn(), startup).await.map(Some),
     };
     let login_state = match login_state {

@@ -234,3 +234,61 @@ async fn after_a_write_always_mode_keeps_the_session_on_the_primary() {
         assert_eq!(server_port(&client).await, primary);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_mode_holds_the_primary_and_one_read_node_for_the_session() {
+    let cluster = three_nodes().await;
+    let mut config = routed_config(&cluster, &[0.0, 1.0, 1.0]);
+    config.pool.mode = PoolMode::Session;
+    let pooler = TestPooler::start(config, None).await;
+    let primary = cluster.primary().port() as i32;
+    let mut read_nodes = std::collections::HashSet::new();
+    // 16 sessions: all on one standby by chance has probability 2^-15.
+    for _ in 0..16 {
+        let client = pooler.connect("postgres").await;
+        // Reads: always the same standby within one session (pgpool's
+        // per-session choice), and the same backend process.
+        let first: (i32, i32) = {
+            let r = client.query_one("SELECT inet_server_port(), pg_backend_pid()", &[]).await.unwrap();
+            (r.get(0), r.get(1))
+        };
+        assert_ne!(first.0, primary);
+        read_nodes.insert(first.0);
+        for _ in 0..10 {
+            let r = client.query_one("SELECT inet_server_port(), pg_backend_pid()", &[]).await.unwrap();
+            assert_eq!((r.get::<_, i32>(0), r.get::<_, i32>(1)), first);
+        }
+        // Writes go to the primary, on one backend for the whole session.
+        let w1: i32 =
+            client.query_one("INSERT INTO items (v) VALUES (1) RETURNING pg_backend_pid()", &[]).await.unwrap().get(0);
+        let w2: i32 =
+            client.query_one("INSERT INTO items (v) VALUES (2) RETURNING pg_backend_pid()", &[]).await.unwrap().get(0);
+        assert_eq!(w1, w2, "one primary connection per session");
+        // A prepared statement works on whichever node runs it.
+        let stmt = client.prepare("SELECT $1::int + 1").await.unwrap();
+        for i in 0..5 {
+            assert_eq!(client.query_one(&stmt, &[&i]).await.unwrap().get::<_, i32>(0), i + 1);
+        }
+        // SET reaches both connections of the session.
+        client.batch_execute("SET application_name = 'two-nodes'").await.unwrap();
+        let r = client.query_one("SELECT current_setting('application_name')", &[]).await.unwrap();
+        assert_eq!(r.get::<_, String>(0), "two-nodes");
+    }
+    assert_eq!(read_nodes.len(), 2, "sessions are spread over both standbys: {read_nodes:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statement_level_balancing_in_session_mode_spreads_one_sessions_reads() {
+    let cluster = three_nodes().await;
+    let mut config = routed_config(&cluster, &[0.0, 1.0, 1.0]);
+    config.pool.mode = PoolMode::Session;
+    config.routing.statement_level_load_balance = true;
+    let pooler = TestPooler::start(config, None).await;
+    let client = pooler.connect("postgres").await;
+    let mut ports = std::collections::HashSet::new();
+    for _ in 0..40 {
+        ports.insert(server_port(&client).await);
+    }
+    assert_eq!(ports.len(), 2, "{ports:?}");
+    assert!(!ports.contains(&(cluster.primary().port() as i32)));
+}

@@ -223,6 +223,11 @@ impl Router {
             .collect()
     }
 
+    /// Session mode: a read node per request rather than per session.
+    pub fn statement_level(&self) -> bool {
+        self.config.statement_level_load_balance
+    }
+
     /// What a write does to the rest of a session's balancing.
     pub fn write_stickiness(&self) -> crate::config::WriteStickiness {
         self.config.disable_load_balance_on_write

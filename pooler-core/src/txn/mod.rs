@@ -175,6 +175,12 @@ pub(crate) struct Relay<'a> {
     sticky_transactions: bool,
     /// The lent connection has been inside a transaction block.
     in_block: bool,
+    /// Session pool mode with load balancing: connections are not given back
+    /// between requests but parked here, by node, for the session's life.
+    session_mode: bool,
+    parked: Vec<Option<Lease>>,
+    /// Session mode: the read node chosen for the session.
+    session_read_node: Option<usize>,
 }
 
 impl<'a> Relay<'a> {
@@ -193,7 +199,11 @@ impl<'a> Relay<'a> {
         let mut pools = vec![None; shared.nodes.len().max(1)];
         pools[PRIMARY] = Some(pool.clone());
         shared.router.begin(PRIMARY, false);
+        let parked = (0..pools.len()).map(|_| None).collect();
         Relay {
+            session_mode: mode == PoolMode::Session,
+            parked,
+            session_read_node: None,
             node: PRIMARY,
             pools,
             login,
@@ -249,7 +259,13 @@ impl<'a> Relay<'a> {
                 && self.down_remaining == 0
                 && lease.conn_ref().buf.is_empty()
                 && !matches!(&end, End::Failed(e) if e.side() == crate::error::Side::Server);
-            self.give_back(lease, clean, true).await;
+            self.shared.router.end(self.node);
+            self.give_back(lease, self.node, self.status, clean, true).await;
+        }
+        for node in 0..self.parked.len() {
+            if let Some(lease) = self.parked[node].take() {
+                self.give_back(lease, node, TransactionStatus::Idle, true, true).await;
+            }
         }
         Outcome { end, client_can_take_error }
     }
@@ -520,7 +536,42 @@ impl<'a> Relay<'a> {
                 probe = node != PRIMARY;
             }
         }
-        let mut lease = match self.pool_for(node).checkout().await {
+        if self.session_mode && node != PRIMARY && !router.statement_level() {
+            // One read node per session (pgpool's default), if it has the
+            // session's writes; else this read goes to the primary.
+            match self.session_read_node {
+                Some(n) if n == PRIMARY || router.replayed(n) >= min_lsn || min_lsn == 0 => {
+                    node = n;
+                    probe = probe && n != PRIMARY;
+                }
+                Some(_) => {
+                    node = PRIMARY;
+                    probe = false;
+                }
+                None => self.session_read_node = Some(node),
+            }
+        }
+        let parked = self.parked.get_mut(node).and_then(Option::take);
+        let lease = match parked {
+            Some(l) => Ok(l),
+            // Holding the primary already, a session never waits for a read
+            // connection (two sessions could wait on each other): no free
+            // slot now means the primary serves the read.
+            None if self.session_mode && node != PRIMARY => match self.pool_for(node).try_checkout().await {
+                Ok(Some(l)) => Ok(l),
+                Ok(None) => {
+                    node = PRIMARY;
+                    probe = false;
+                    match self.parked.get_mut(PRIMARY).and_then(Option::take) {
+                        Some(l) => Ok(l),
+                        None => self.pool.checkout().await,
+                    }
+                }
+                Err(e) => Err(e),
+            },
+            None => self.pool_for(node).checkout().await,
+        };
+        let mut lease = match lease {
             Ok(l) => l,
             Err(e @ (Error::Connect { .. } | Error::ConnectTimeout { .. })) if node != PRIMARY => {
                 // Nothing was sent anywhere: the primary can serve the read.
@@ -528,7 +579,10 @@ impl<'a> Relay<'a> {
                 router.note_failure(node);
                 node = PRIMARY;
                 probe = false;
-                self.pool.checkout().await?
+                match self.parked.get_mut(PRIMARY).and_then(Option::take) {
+                    Some(l) => l,
+                    None => self.pool.checkout().await?,
+                }
             }
             Err(e) => return Err(e),
         };
@@ -541,13 +595,20 @@ impl<'a> Relay<'a> {
             router.note_replayed(node, lsn);
             if lsn < min_lsn {
                 // Behind the session's own write: the primary serves this read.
-                if replayed.is_ok() {
+                if replayed.is_ok() && self.session_mode {
+                    if let Some(slot) = self.parked.get_mut(node) {
+                        *slot = Some(lease);
+                    }
+                } else if replayed.is_ok() {
                     self.pool_for(node).checkin(lease, TransactionStatus::Idle, Reset::None).await;
                 } else {
                     drop(lease);
                 }
                 node = PRIMARY;
-                lease = self.pool.checkout().await?;
+                lease = match self.parked.get_mut(PRIMARY).and_then(Option::take) {
+                    Some(l) => l,
+                    None => self.pool.checkout().await?,
+                };
             }
         }
         let sql = restore_sql(&self.params, &self.extra, lease.conn_ref());
@@ -696,15 +757,31 @@ impl<'a> Relay<'a> {
                 }
             }
         }
-        self.give_back(lease, true, false).await;
+        self.shared.router.end(self.node);
+        if self.session_mode {
+            // The connection stays this session's; between requests no cancel
+            // points at it.
+            self.cancel.set_target(None);
+            if let Some(slot) = self.parked.get_mut(self.node) {
+                *slot = Some(lease);
+            }
+            return Ok(());
+        }
+        self.give_back(lease, self.node, TransactionStatus::Idle, true, false).await;
         Ok(())
     }
 
     /// Returns `lease` to the pool: reset if it was pinned or its state is
     /// unknown, closed if it is not clean.
-    async fn give_back(&mut self, mut lease: Lease, clean: bool, session_over: bool) {
-        self.shared.router.end(self.node);
-        let pool = self.pool_for(self.node);
+    async fn give_back(
+        &mut self,
+        mut lease: Lease,
+        node: usize,
+        status: TransactionStatus,
+        clean: bool,
+        session_over: bool,
+    ) {
+        let pool = self.pool_for(node);
         // No cancel for this client may reach the connection once someone else
         // has it: wait for any on its way (bounded), else do not reuse it.
         let settled = self.cancel.detach(crate::server::CANCEL_TIMEOUT + Duration::from_secs(1)).await;
@@ -713,7 +790,8 @@ impl<'a> Relay<'a> {
             return;
         }
         let conn = lease.conn();
-        let needs_reset = self.pinned.is_some() || !self.dirty.is_empty() || self.status != TransactionStatus::Idle;
+        let needs_reset =
+            self.session_mode || self.pinned.is_some() || !self.dirty.is_empty() || status != TransactionStatus::Idle;
         if needs_reset && session_over {
             // Session state may be anywhere: only a full reset makes it safe.
             let full = pool.settings().reset_query_list.iter().any(|q| q.trim().eq_ignore_ascii_case("DISCARD ALL"));
@@ -723,7 +801,7 @@ impl<'a> Relay<'a> {
             }
             conn.statements.clear();
             conn.extra.clear();
-            pool.checkin(lease, self.status, Reset::Full).await;
+            pool.checkin(lease, status, Reset::Full).await;
             return;
         }
         if conn.statements.unsure {
@@ -734,7 +812,7 @@ impl<'a> Relay<'a> {
             conn.statements.clear();
             conn.statements.unsure = false;
         }
-        pool.checkin(lease, self.status, Reset::None).await;
+        pool.checkin(lease, status, Reset::None).await;
     }
 
     /// Moves whole client messages to the server's output, rewriting what
