@@ -292,3 +292,17 @@ async fn statement_level_balancing_in_session_mode_spreads_one_sessions_reads() 
     assert_eq!(ports.len(), 2, "{ports:?}");
     assert!(!ports.contains(&(cluster.primary().port() as i32)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_default_transaction_read_only_transactions_are_balanced() {
+    let cluster = three_nodes().await;
+    let pooler = TestPooler::start(routed_config(&cluster, &[0.0, 1.0, 1.0]), None).await;
+    let mut cfg = pooler.pg_config("postgres", "postgres");
+    cfg.options("-c default_transaction_read_only=on");
+    let client = connect_with(cfg).await.unwrap();
+    for _ in 0..10 {
+        client.batch_execute("BEGIN").await.unwrap();
+        assert_ne!(server_port(&client).await, cluster.primary().port() as i32);
+        client.batch_execute("COMMIT").await.unwrap();
+    }
+}

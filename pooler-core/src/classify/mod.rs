@@ -13,6 +13,7 @@
 //! a function on the write list in any case, schema-qualified or quoted, and
 //! anything the lexer cannot make sense of. Nothing here ever fails or panics.
 
+mod fallback;
 mod functions;
 
 use crate::sql::{is, Lexer, Token};
@@ -74,6 +75,9 @@ impl Flags {
     /// Calls a function that changes session state or must stay on one
     /// connection (advisory locks, set_config, ...).
     pub const SESSION_FUNCTION: Flags = Flags(1 << 8);
+    /// The fast path could not decide (a write keyword where an identifier
+    /// may stand); the SQL parser did.
+    pub const PARSED: Flags = Flags(1 << 9);
 
     /// True when every flag in `other` is set.
     pub fn contains(self, other: Flags) -> bool {
@@ -267,6 +271,7 @@ impl Classifier {
         }
         let mut combined: Option<Kind> = None;
         let mut statements = 0usize;
+        let mut unsure = false;
         let mut st = Statement::default();
         // Tokens of the current statement, kept in a small fixed window: the
         // rules need the first few words and pairs of neighbours, not the text.
@@ -276,6 +281,7 @@ impl Classifier {
                     if st.any {
                         statements += 1;
                         let k = self.finish(&mut st, &mut flags);
+                        unsure |= st.unsure;
                         combined = Some(combine(combined, k));
                     }
                     st = Statement::default();
@@ -291,12 +297,20 @@ impl Classifier {
         if st.any {
             statements += 1;
             let k = self.finish(&mut st, &mut flags);
+            unsure |= st.unsure;
             combined = Some(combine(combined, k));
         }
         if statements > 1 {
             flags.set(Flags::MULTI_STATEMENT);
         }
         let mut kind = combined.unwrap_or(Kind::Unknown);
+        // A read-like statement that is a write only because a write keyword
+        // appears where an identifier may stand: the SQL parser decides.
+        if unsure && statements == 1 && kind == Kind::Write && fallback::is_plain_query(sql) {
+            kind = Kind::Read;
+            flags.set(Flags::PARSED);
+            flags.0 &= !Flags::MODIFYING_CTE.0;
+        }
         if kind == Kind::Read && (flags.contains(Flags::HINT_PRIMARY) || flags.contains(Flags::PATTERN)) {
             kind = Kind::Write;
         }
@@ -369,7 +383,9 @@ impl Classifier {
                 st.flags.set(Flags::ROW_LOCK);
             }
         }
-        if is(w, "into") && st.depth == 0 {
+        if is(w, "into") {
+            // At any depth: SELECT INTO is valid only at the top, and
+            // anything else with INTO in a would-be read is no read.
             st.top_level_into = true;
         }
         if is(w, "analyze") || is(w, "analyse") {
@@ -419,6 +435,12 @@ impl Classifier {
                 || st.write_keyword
                 || st.top_level_into
             {
+                // Only the keyword speaks for a write: worth asking the parser.
+                st.unsure = st.write_keyword
+                    && !st.flags.contains(Flags::ROW_LOCK)
+                    && !st.flags.contains(Flags::WRITE_FUNCTION)
+                    && !st.flags.contains(Flags::SESSION_FUNCTION)
+                    && !st.top_level_into;
                 Kind::Write
             } else {
                 Kind::Read
@@ -530,6 +552,8 @@ struct Statement<'a> {
     saw_read: bool,
     read_only: bool,
     write_keyword: bool,
+    /// Judged a write on a keyword alone: the parser may know better.
+    unsure: bool,
 }
 
 /// Combines the kinds of the statements of one string: all reads stay a read;

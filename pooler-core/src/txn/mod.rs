@@ -657,8 +657,14 @@ impl<'a> Relay<'a> {
         let mut unnamed = self.unnamed_class;
         let mut all_read = true;
         let mut pos = 0;
-        let read =
-            |c: &Classification| c.is_read_only() || matches!(c.kind, crate::classify::Kind::Begin { read_only: true });
+        // With default_transaction_read_only on, every transaction block is read-only.
+        let read_only_default =
+            self.params.iter().any(|(k, v)| k == "default_transaction_read_only" && v.eq_ignore_ascii_case("on"));
+        let read = |c: &Classification| {
+            c.is_read_only()
+                || matches!(c.kind, crate::classify::Kind::Begin { read_only: true })
+                || (read_only_default && matches!(c.kind, crate::classify::Kind::Begin { .. }))
+        };
         loop {
             let (t, total) = peek_header(&self.cbuf[pos..]).ok()??;
             if self.cbuf.len() - pos < total {
