@@ -59,6 +59,9 @@ pub struct Config {
     /// Read/write routing and load balancing.
     #[serde(default)]
     pub routing: RoutingConfig,
+    /// Health checks and replication lag probes.
+    #[serde(default)]
+    pub health: HealthConfig,
     /// The PostgreSQL servers. Until health checks discover roles, the first
     /// node is the primary and the others are standbys.
     #[serde(default)]
@@ -362,6 +365,45 @@ impl Default for RoutingConfig {
     }
 }
 
+/// Health checks and replication lag (`[health]`). They run while
+/// `routing.load_balance` is on: a node that fails its check, or a standby
+/// that lags past a threshold, leaves the read set until it is back.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// Time between checks of each node [health_check_period / sr_check_period].
+    #[serde(deserialize_with = "duration")]
+    pub period: Duration,
+    /// Longest a check may take, connection included [health_check_timeout].
+    #[serde(deserialize_with = "duration")]
+    pub timeout: Duration,
+    /// Role the checks log in as [health_check_user]; its secret comes from
+    /// the password file.
+    pub user: String,
+    /// Database the checks connect to [health_check_database].
+    pub database: String,
+    /// A standby more than this many bytes of WAL behind the primary leaves the
+    /// read set [delay_threshold]; 0 turns the byte check off.
+    pub lag_threshold_bytes: u64,
+    /// A standby whose last replayed transaction is older than this (while the
+    /// primary moves on) leaves the read set [delay_threshold_by_time]; "0s": off.
+    #[serde(deserialize_with = "duration")]
+    pub lag_threshold: Duration,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            period: Duration::from_secs(2),
+            timeout: Duration::from_secs(5),
+            user: "postgres".into(),
+            database: "postgres".into(),
+            lag_threshold_bytes: 16 << 20,
+            lag_threshold: Duration::ZERO,
+        }
+    }
+}
+
 /// How clients prove who they are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 pub enum AuthMethod {
@@ -448,6 +490,7 @@ impl Config {
             pool: PoolConfig::default(),
             auth: AuthConfig::default(),
             routing: RoutingConfig::default(),
+            health: HealthConfig::default(),
             nodes,
         }
     }
@@ -527,6 +570,8 @@ impl Config {
             ("pool.reserve_timeout", p.reserve_timeout),
             ("pool.check_delay", p.check_delay),
             ("routing.failed_node_retry", self.routing.failed_node_retry),
+            ("health.period", self.health.period),
+            ("health.timeout", self.health.timeout),
             ("server.client_login_timeout", s.client_login_timeout),
         ] {
             if d.is_zero() {

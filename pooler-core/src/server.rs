@@ -158,6 +158,8 @@ impl Pooler {
         let max_clients = self.shared.config.server.max_client_connections;
         let slots = Arc::new(Semaphore::new(max_clients));
         let maintenance = tokio::spawn(maintain(self.shared.clone()));
+        // Load balancing needs to know which nodes are up and how far behind.
+        let health = self.shared.router.balancing().then(|| tokio::spawn(crate::health::run(self.shared.clone())));
         tokio::pin!(shutdown);
         loop {
             let (stream, peer) = tokio::select! {
@@ -199,6 +201,9 @@ impl Pooler {
             let _ = tokio::time::timeout(Duration::from_secs(5), slots.acquire_many(all)).await;
         }
         maintenance.abort();
+        if let Some(h) = health {
+            h.abort();
+        }
         for pool in self.shared.pools.all() {
             pool.close_idle();
         }

@@ -121,9 +121,14 @@ async fn a_session_always_reads_its_own_writes_even_from_a_paused_standby() {
         assert_eq!(n, 1, "round {i}: the session sees its own write");
     }
     cluster.standbys()[0].query_one("SELECT pg_wal_replay_resume()").unwrap();
-    // Reads still reach the standbys once they have caught up.
-    let stats = pooler.pooler.node_stats();
-    assert!(stats[2].reads > 0 || stats[1].reads > 0, "{stats:?}");
+    // Reads reach the standbys again once they have caught up.
+    tokio::task::block_in_place(|| cluster.wait_for_replication(Duration::from_secs(30))).unwrap();
+    let before: u64 = pooler.pooler.node_stats()[1..].iter().map(|s| s.reads).sum();
+    for _ in 0..30 {
+        server_port(&client).await;
+    }
+    let after: u64 = pooler.pooler.node_stats()[1..].iter().map(|s| s.reads).sum();
+    assert!(after > before, "{:?}", pooler.pooler.node_stats());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -305,4 +310,61 @@ async fn with_default_transaction_read_only_transactions_are_balanced() {
         assert_ne!(server_port(&client).await, cluster.primary().port() as i32);
         client.batch_execute("COMMIT").await.unwrap();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_standby_leaves_the_read_set_and_returns_when_caught_up() {
+    let cluster = three_nodes().await;
+    let mut config = routed_config(&cluster, &[0.0, 1.0, 1.0]);
+    config.health.period = Duration::from_millis(100);
+    config.health.lag_threshold_bytes = 1 << 20;
+    config.routing.read_your_writes = false;
+    let pooler = TestPooler::start(config, None).await;
+    let client = pooler.connect("postgres").await;
+    let lagging_port = cluster.standbys()[0].port() as i32;
+    cluster.standbys()[0].query_one("SELECT pg_wal_replay_pause()").unwrap();
+    // A few MB of WAL on the primary, written directly.
+    cluster
+        .primary()
+        .query_one("WITH x AS (INSERT INTO items (v) SELECT g FROM generate_series(1, 100000) g RETURNING 1) SELECT count(*) FROM x")
+        .unwrap();
+    let p = pooler.pooler.clone();
+    assert!(eventually(Duration::from_secs(20), || p.node_stats()[1].lagging).await, "{:?}", p.node_stats());
+    for _ in 0..50 {
+        assert_ne!(server_port(&client).await, lagging_port, "no reads on the lagging standby");
+    }
+    cluster.standbys()[0].query_one("SELECT pg_wal_replay_resume()").unwrap();
+    assert!(eventually(Duration::from_secs(20), || !p.node_stats()[1].lagging).await, "{:?}", p.node_stats());
+    let mut back = false;
+    for _ in 0..60 {
+        back |= server_port(&client).await == lagging_port;
+    }
+    assert!(back, "the standby serves reads again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_standby_leaves_the_read_set_and_rejoins_when_back() {
+    let cluster = three_nodes().await;
+    let mut config = routed_config(&cluster, &[0.0, 1.0, 1.0]);
+    config.health.period = Duration::from_millis(100);
+    let pooler = TestPooler::start(config, None).await;
+    let client = pooler.connect("postgres").await;
+    for _ in 0..10 {
+        server_port(&client).await;
+    }
+    let standby = cluster.standbys()[0].clone();
+    tokio::task::block_in_place(|| standby.stop(pooler_testkit::StopMode::Fast)).unwrap();
+    let p = pooler.pooler.clone();
+    assert!(eventually(Duration::from_secs(10), || !p.node_stats()[1].up).await, "{:?}", p.node_stats());
+    // Reads keep flowing, with no errors, to the other standby.
+    for _ in 0..50 {
+        assert_eq!(server_port(&client).await, cluster.standbys()[1].port() as i32);
+    }
+    tokio::task::block_in_place(|| standby.start()).unwrap();
+    assert!(eventually(Duration::from_secs(20), || p.node_stats()[1].up).await, "{:?}", p.node_stats());
+    let mut back = false;
+    for _ in 0..60 {
+        back |= server_port(&client).await == standby.port() as i32;
+    }
+    assert!(back, "the standby serves reads again");
 }

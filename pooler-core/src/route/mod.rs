@@ -8,7 +8,7 @@
 //! session and written by the sessions that learn something (a failed
 //! connection, a replay position).
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rand::RngExt;
@@ -33,6 +33,12 @@ struct Node {
     down_until_ms: AtomicU64,
     /// Highest WAL position this node is known to have replayed.
     replayed: AtomicU64,
+    /// The last health check succeeded (true until a check says otherwise).
+    up: AtomicBool,
+    /// The node lags past the configured threshold.
+    lagging: AtomicBool,
+    /// Bytes of WAL behind the primary at the last check.
+    lag_bytes: AtomicU64,
 }
 
 /// Counters of one node, as [`Router::node_stats`] reports them.
@@ -48,6 +54,12 @@ pub struct NodeStats {
     pub outstanding: i64,
     /// Highest WAL position the node is known to have replayed (0: unknown).
     pub replayed_lsn: u64,
+    /// The last health check succeeded.
+    pub up: bool,
+    /// Left out of the read set for lagging.
+    pub lagging: bool,
+    /// Bytes of WAL behind the primary at the last check.
+    pub lag_bytes: u64,
 }
 
 /// Chooses nodes for requests.
@@ -78,6 +90,9 @@ impl Router {
                 outstanding: AtomicI64::new(0),
                 down_until_ms: AtomicU64::new(0),
                 replayed: AtomicU64::new(0),
+                up: AtomicBool::new(true),
+                lagging: AtomicBool::new(false),
+                lag_bytes: AtomicU64::new(0),
             })
             .collect();
         Ok(Router { classifier, nodes, config: r.clone(), started: Instant::now() })
@@ -103,7 +118,12 @@ impl Router {
     }
 
     fn usable(&self, i: usize) -> bool {
-        self.nodes.get(i).is_some_and(|n| n.weight > 0.0 && n.down_until_ms.load(Ordering::Relaxed) <= self.now_ms())
+        self.nodes.get(i).is_some_and(|n| {
+            n.weight > 0.0
+                && n.up.load(Ordering::Relaxed)
+                && !n.lagging.load(Ordering::Relaxed)
+                && n.down_until_ms.load(Ordering::Relaxed) <= self.now_ms()
+        })
     }
 
     /// The node for a read-only request of a client of `database` and
@@ -196,6 +216,29 @@ impl Router {
         }
     }
 
+    /// Records a health check of `node`: up or not; for a standby, how far it
+    /// lags and whether that is past the threshold. Transitions are logged.
+    pub fn note_health(&self, node: usize, up: bool, lag_bytes: u64, lagging: bool) {
+        let Some(n) = self.nodes.get(node) else {
+            return;
+        };
+        if n.up.swap(up, Ordering::Relaxed) != up {
+            if up {
+                tracing::info!(node, "node is up again: back in the read set");
+            } else {
+                tracing::warn!(node, "node failed its health check: out of the read set");
+            }
+        }
+        n.lag_bytes.store(lag_bytes, Ordering::Relaxed);
+        if n.lagging.swap(lagging, Ordering::Relaxed) != lagging {
+            if lagging {
+                tracing::warn!(node, lag_bytes, "standby lags past the threshold: out of the read set");
+            } else {
+                tracing::info!(node, lag_bytes, "standby caught up: back in the read set");
+            }
+        }
+    }
+
     /// `node` is known to have replayed WAL up to `lsn`.
     pub fn note_replayed(&self, node: usize, lsn: u64) {
         if let Some(n) = self.nodes.get(node) {
@@ -219,6 +262,9 @@ impl Router {
                 reads: n.reads.load(Ordering::Relaxed),
                 outstanding: n.outstanding.load(Ordering::Relaxed),
                 replayed_lsn: n.replayed.load(Ordering::Relaxed),
+                up: n.up.load(Ordering::Relaxed),
+                lagging: n.lagging.load(Ordering::Relaxed),
+                lag_bytes: n.lag_bytes.load(Ordering::Relaxed),
             })
             .collect()
     }

@@ -1,0 +1,126 @@
+//! Health checks and replication-lag probes, feeding the router: a node that
+//! fails its check leaves the read set, a standby that lags past a threshold
+//! leaves it too, and each returns when it is back. One task checks every
+//! node each `health.period` over its own connection per node (opened again
+//! after any failure), as the configured health-check user.
+//!
+//! This is the part of health checking that load balancing needs; primary
+//! discovery and failover build on it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::backend::{LoginInfo, ServerConn};
+use crate::route::{parse_lsn, PRIMARY};
+use crate::server::Shared;
+
+/// What one check of one node found.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Observation {
+    in_recovery: bool,
+    /// Current WAL position (primary) or last replayed position (standby).
+    lsn: u64,
+    /// Seconds since the last replayed transaction (standby; 0 otherwise).
+    replay_age_secs: u64,
+}
+
+const PROBE: &str = "SELECT pg_catalog.pg_is_in_recovery(), \
+     CASE WHEN pg_catalog.pg_is_in_recovery() THEN pg_catalog.pg_last_wal_replay_lsn() \
+          ELSE pg_catalog.pg_current_wal_lsn() END, \
+     CASE WHEN pg_catalog.pg_is_in_recovery() \
+          THEN coalesce(extract(epoch FROM now() - pg_catalog.pg_last_xact_replay_timestamp()), 0)::bigint \
+          ELSE 0 END";
+
+/// Checks every node until the task is dropped.
+pub(crate) async fn run(shared: Arc<Shared>) {
+    let cfg = shared.config.health.clone();
+    let login = LoginInfo {
+        user: cfg.user.clone(),
+        database: cfg.database.clone(),
+        secret: shared.passwords.as_ref().and_then(|p| p.get(&cfg.user)).cloned(),
+        client_key: None,
+    };
+    let mut conns: Vec<Option<ServerConn>> = shared.nodes.iter().map(|_| None).collect();
+    let mut tick = tokio::time::interval(cfg.period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_primary_lsn = 0u64;
+    let mut primary_moved_at = std::time::Instant::now();
+    loop {
+        tick.tick().await;
+        let mut seen: Vec<Option<Observation>> = Vec::with_capacity(conns.len());
+        for (i, slot) in conns.iter_mut().enumerate() {
+            let observation = tokio::time::timeout(cfg.timeout, check(&shared, i, slot, &login)).await;
+            let observation = match observation {
+                Ok(Ok(o)) => Some(o),
+                Ok(Err(e)) => {
+                    tracing::debug!(node = i, error = %e, "health check failed");
+                    *slot = None;
+                    None
+                }
+                Err(_) => {
+                    tracing::debug!(node = i, timeout = ?cfg.timeout, "health check timed out");
+                    *slot = None;
+                    None
+                }
+            };
+            seen.push(observation);
+        }
+        let primary_lsn = match seen.first().copied().flatten() {
+            Some(o) if !o.in_recovery => o.lsn,
+            Some(_) => {
+                tracing::warn!("node 0, configured as the primary, is in recovery");
+                0
+            }
+            None => 0,
+        };
+        if primary_lsn > last_primary_lsn {
+            last_primary_lsn = primary_lsn;
+            primary_moved_at = std::time::Instant::now();
+        }
+        for (i, o) in seen.iter().enumerate() {
+            let Some(o) = o else {
+                shared.router.note_health(i, false, 0, false);
+                continue;
+            };
+            if i == PRIMARY {
+                shared.router.note_health(i, true, 0, false);
+                continue;
+            }
+            shared.router.note_replayed(i, o.lsn);
+            let lag_bytes = primary_lsn.saturating_sub(o.lsn);
+            let by_bytes = cfg.lag_threshold_bytes > 0 && lag_bytes > cfg.lag_threshold_bytes;
+            // Replay age only means lag while the primary has moved on since.
+            let by_time = !cfg.lag_threshold.is_zero()
+                && lag_bytes > 0
+                && Duration::from_secs(o.replay_age_secs) > cfg.lag_threshold
+                && primary_moved_at.elapsed() < Duration::from_secs(o.replay_age_secs);
+            shared.router.note_health(i, true, lag_bytes, by_bytes || by_time);
+        }
+    }
+}
+
+/// One check of node `i` over its kept connection (opened if needed).
+async fn check(
+    shared: &Shared,
+    i: usize,
+    slot: &mut Option<ServerConn>,
+    login: &LoginInfo,
+) -> Result<Observation, crate::Error> {
+    if slot.as_ref().is_none_or(|c| !c.is_alive()) {
+        let addr = &shared.nodes[i];
+        let conn =
+            ServerConn::connect(addr, login, shared.config.health.timeout, shared.config.server.max_message_size)
+                .await?;
+        *slot = Some(conn);
+    }
+    let Some(conn) = slot.as_mut() else {
+        return Err(crate::Error::ServerClosed);
+    };
+    let row = conn.query_row(PROBE).await?;
+    let text = |k: usize| row.get(k).cloned().flatten();
+    Ok(Observation {
+        in_recovery: text(0).as_deref() == Some("t"),
+        lsn: text(1).and_then(|v| parse_lsn(&v)).unwrap_or(0),
+        replay_age_secs: text(2).and_then(|v| v.parse().ok()).unwrap_or(0),
+    })
+}
