@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backend::{LoginInfo, ServerConn};
-use crate::route::{parse_lsn, PRIMARY};
+use crate::route::parse_lsn;
 use crate::server::Shared;
 
 /// What one check of one node found.
@@ -65,13 +65,10 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             };
             seen.push(observation);
         }
-        let primary_lsn = match seen.first().copied().flatten() {
+        let primary = discover_primary(&shared, &seen);
+        let primary_lsn = match seen.get(primary).copied().flatten() {
             Some(o) if !o.in_recovery => o.lsn,
-            Some(_) => {
-                tracing::warn!("node 0, configured as the primary, is in recovery");
-                0
-            }
-            None => 0,
+            _ => 0,
         };
         if primary_lsn > last_primary_lsn {
             last_primary_lsn = primary_lsn;
@@ -82,7 +79,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                 shared.router.note_health(i, false, 0, false);
                 continue;
             };
-            if i == PRIMARY {
+            if i == primary {
                 shared.router.note_health(i, true, 0, false);
                 continue;
             }
@@ -95,6 +92,34 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                 && Duration::from_secs(o.replay_age_secs) > cfg.lag_threshold
                 && primary_moved_at.elapsed() < Duration::from_secs(o.replay_age_secs);
             shared.router.note_health(i, true, lag_bytes, by_bytes || by_time);
+        }
+    }
+}
+
+/// Which node takes writes, from what the checks saw: the current primary as
+/// long as it is up and not in recovery; otherwise the one node that is up and
+/// not in recovery (passive discovery: another tool promoted it). Never a
+/// second claimant while the current primary still answers as one (two
+/// primaries: keep writing to one of them only, and say so).
+fn discover_primary(shared: &Shared, seen: &[Option<Observation>]) -> usize {
+    let current = shared.router.primary();
+    let claims: Vec<usize> =
+        seen.iter().enumerate().filter(|(_, o)| o.is_some_and(|o| !o.in_recovery)).map(|(i, _)| i).collect();
+    if claims.contains(&current) {
+        if claims.len() > 1 {
+            tracing::warn!(primary = current, claimants = ?claims, "more than one node claims to be the primary; writes stay on the current one");
+        }
+        return current;
+    }
+    match claims.as_slice() {
+        [] => current,
+        [only] => {
+            shared.router.set_primary(*only, "the old primary is down or in recovery and this node is not in recovery");
+            *only
+        }
+        many => {
+            tracing::warn!(claimants = ?many, "the primary is gone and several nodes claim to be primary; keeping writes where they were");
+            current
         }
     }
 }

@@ -140,6 +140,12 @@ impl Pooler {
         self.shared.router.node_stats()
     }
 
+    /// Index of the node that takes writes now (the first node until the
+    /// health checks find another primary).
+    pub fn primary_node(&self) -> usize {
+        self.shared.router.primary()
+    }
+
     /// The configuration in force.
     pub fn config(&self) -> &Config {
         &self.shared.config
@@ -158,8 +164,9 @@ impl Pooler {
         let max_clients = self.shared.config.server.max_client_connections;
         let slots = Arc::new(Semaphore::new(max_clients));
         let maintenance = tokio::spawn(maintain(self.shared.clone()));
-        // Load balancing needs to know which nodes are up and how far behind.
-        let health = self.shared.router.balancing().then(|| tokio::spawn(crate::health::run(self.shared.clone())));
+        // Which node is the primary, which are up and how far behind: needed as
+        // soon as there is more than one node.
+        let health = (self.shared.nodes.len() > 1).then(|| tokio::spawn(crate::health::run(self.shared.clone())));
         tokio::pin!(shutdown);
         loop {
             let (stream, peer) = tokio::select! {

@@ -283,7 +283,8 @@ async fn run_session(
     database: String,
     client_key: Option<[u8; 32]>,
 ) -> End {
-    let node = 0; // the primary, until the router chooses nodes
+    // The session starts on the primary as the health checks know it now.
+    let node = shared.router.primary();
     let Some(addr) = shared.nodes.get(node) else {
         let e = Error::Refused { code: "08001", message: "no backend node is configured".into() };
         client.send_error(Severity::Fatal, &e).await;
@@ -351,7 +352,7 @@ async fn run_session(
             mode,
             &cancel,
             (stream, buf, out),
-            lease,
+            (lease, node),
             login,
             (params, extra),
         );

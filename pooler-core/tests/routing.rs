@@ -368,3 +368,41 @@ async fn a_stopped_standby_leaves_the_read_set_and_rejoins_when_back() {
     }
     assert!(back, "the standby serves reads again");
 }
+
+/// Passive discovery: another tool (here pg_ctl) promotes a standby after the
+/// primary died; the pooler finds the new primary and routes writes to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promotion_done_outside_the_pooler_is_discovered_and_idle_clients_write_to_the_new_primary() {
+    let cluster = tokio::task::spawn_blocking(|| {
+        let c = Cluster::builder()
+            .standbys(1)
+            .init_sql("CREATE TABLE items (id serial PRIMARY KEY, v int);")
+            .start()
+            .unwrap();
+        c.wait_for_replication(Duration::from_secs(30)).unwrap();
+        c
+    })
+    .await
+    .unwrap();
+    let mut config = routed_config(&cluster, &[1.0, 1.0]);
+    config.routing.load_balance = false;
+    config.health.period = Duration::from_millis(100);
+    let pooler = TestPooler::start(config, None).await;
+    let idle = pooler.connect("postgres").await;
+    idle.batch_execute("INSERT INTO items (v) VALUES (1)").await.unwrap();
+    tokio::task::block_in_place(|| cluster.wait_for_replication(Duration::from_secs(30))).unwrap();
+
+    let (old, new) = (cluster.primary().clone(), cluster.standbys()[0].clone());
+    tokio::task::block_in_place(|| old.stop(pooler_testkit::StopMode::Immediate)).unwrap();
+    tokio::task::block_in_place(|| new.promote()).unwrap();
+    let p = pooler.pooler.clone();
+    assert!(eventually(Duration::from_secs(20), || p.primary_node() == 1).await, "new primary discovered");
+    // The idle client's next transaction goes to the new primary, no reconnect.
+    idle.batch_execute("INSERT INTO items (v) VALUES (2)").await.unwrap();
+    let r = idle.query_one("SELECT count(*), inet_server_port() FROM items", &[]).await.unwrap();
+    assert_eq!(r.get::<_, i64>(0), 2);
+    assert_eq!(r.get::<_, i32>(1), new.port() as i32);
+    // New clients too.
+    let fresh = pooler.connect("postgres").await;
+    fresh.batch_execute("INSERT INTO items (v) VALUES (3)").await.unwrap();
+}

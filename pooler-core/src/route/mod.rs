@@ -8,7 +8,7 @@
 //! session and written by the sessions that learn something (a failed
 //! connection, a replay position).
 
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use rand::RngExt;
@@ -16,7 +16,8 @@ use rand::RngExt;
 use crate::classify::{Classifier, ClassifierLists, PatternError};
 use crate::config::{BalancePolicy, Config, NodePreference, RoutingConfig};
 
-/// Index of the primary in the node list (until primary discovery exists).
+/// Index of the configured primary: the first node. The router starts with it
+/// and follows the health checks when another node becomes the primary.
 pub const PRIMARY: usize = 0;
 
 /// What the router knows and counts about one node.
@@ -69,6 +70,8 @@ pub struct Router {
     nodes: Vec<Node>,
     config: RoutingConfig,
     started: Instant,
+    /// The node that takes writes now.
+    primary: AtomicUsize,
 }
 
 impl Router {
@@ -95,7 +98,28 @@ impl Router {
                 lag_bytes: AtomicU64::new(0),
             })
             .collect();
-        Ok(Router { classifier, nodes, config: r.clone(), started: Instant::now() })
+        Ok(Router { classifier, nodes, config: r.clone(), started: Instant::now(), primary: AtomicUsize::new(PRIMARY) })
+    }
+
+    /// The node that takes writes now.
+    pub fn primary(&self) -> usize {
+        self.primary.load(Ordering::Acquire)
+    }
+
+    /// Makes `node` the primary (the health checks found it is one and the
+    /// old primary is not). Logged with the cause.
+    pub fn set_primary(&self, node: usize, cause: &str) {
+        if node < self.nodes.len() {
+            let old = self.primary.swap(node, Ordering::AcqRel);
+            if old != node {
+                tracing::warn!(
+                    old_primary = old,
+                    new_primary = node,
+                    cause,
+                    "primary changed: writes now go to the new primary"
+                );
+            }
+        }
     }
 
     /// The classifier built from the routing lists.
@@ -130,8 +154,9 @@ impl Router {
     /// `application`, whose last write is at `min_lsn` (0: none). The primary
     /// when balancing is off, nothing else is usable, or the preferences say so.
     pub fn read_node(&self, database: &str, application: &str, min_lsn: u64) -> usize {
+        let primary = self.primary();
         if !self.balancing() {
-            return PRIMARY;
+            return primary;
         }
         let preference = self
             .config
@@ -140,17 +165,17 @@ impl Router {
             .or_else(|| self.config.database_preference.get(database))
             .copied();
         let replayed =
-            |i: usize| i == PRIMARY || min_lsn == 0 || self.nodes[i].replayed.load(Ordering::Relaxed) >= min_lsn;
+            |i: usize| i == primary || min_lsn == 0 || self.nodes[i].replayed.load(Ordering::Relaxed) >= min_lsn;
         match preference {
-            Some(NodePreference::Primary) => return PRIMARY,
+            Some(NodePreference::Primary) => return primary,
             Some(NodePreference::Node(i)) => {
-                return if self.usable(i) && replayed(i) { i } else { PRIMARY };
+                return if self.usable(i) && replayed(i) { i } else { primary };
             }
             _ => {}
         }
         let standby_only = preference == Some(NodePreference::Standby);
         let candidates =
-            || (0..self.nodes.len()).filter(move |&i| (!standby_only || i != PRIMARY) && self.usable(i) && replayed(i));
+            || (0..self.nodes.len()).filter(move |&i| (!standby_only || i != primary) && self.usable(i) && replayed(i));
         let chosen = match self.config.policy {
             BalancePolicy::WeightedRandom => {
                 let total: f64 = candidates().map(|i| self.nodes[i].weight).sum();
@@ -176,7 +201,7 @@ impl Router {
                 load(a).total_cmp(&load(b))
             }),
         };
-        chosen.unwrap_or(PRIMARY)
+        chosen.unwrap_or(primary)
     }
 
     /// A node that could serve a read if it had replayed `min_lsn` (to probe
@@ -206,7 +231,7 @@ impl Router {
     /// A connection to `node` could not be opened: leave it out of the read
     /// set for `failed_node_retry`.
     pub fn note_failure(&self, node: usize) {
-        if node == PRIMARY {
+        if node == self.primary() {
             return;
         }
         if let Some(n) = self.nodes.get(node) {

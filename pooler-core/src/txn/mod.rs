@@ -33,7 +33,6 @@ use crate::pool::{Lease, Pool, Reset};
 use crate::protocol::messages::{split_cstr, tag, Bind, ParameterStatus, Target};
 use crate::protocol::write::{self as w, Severity};
 use crate::protocol::{peek_header, ProtocolError, TransactionStatus, HEADER_LEN};
-use crate::route::PRIMARY;
 use crate::server::{Phase, Shared};
 use crate::session::End;
 use prepared::{ClientStatements, StatementDef};
@@ -192,19 +191,21 @@ impl<'a> Relay<'a> {
         mode: PoolMode,
         cancel: &'a CancelHandle,
         (stream, cbuf, cout): (&'a TcpStream, &'a mut BytesMut, &'a mut BytesMut),
-        lease: Lease,
+        (lease, node): (Lease, usize),
         login: LoginInfo,
         (params, extra): (Settings, Settings),
     ) -> Self {
         let mut pools = vec![None; shared.nodes.len().max(1)];
-        pools[PRIMARY] = Some(pool.clone());
-        shared.router.begin(PRIMARY, false);
+        if let Some(slot) = pools.get_mut(node) {
+            *slot = Some(pool.clone());
+        }
+        shared.router.begin(node, false);
         let parked = (0..pools.len()).map(|_| None).collect();
         Relay {
             session_mode: mode == PoolMode::Session,
             parked,
             session_read_node: None,
-            node: PRIMARY,
+            node,
             pools,
             login,
             wrote: false,
@@ -520,32 +521,34 @@ impl<'a> Relay<'a> {
     /// parameters, no other client's leftovers.
     async fn attach(&mut self) -> Result<(), Error> {
         let router = &self.shared.router;
+        // Writes go to the primary as the health checks know it now.
+        let primary = router.primary();
         let front = if router.balancing() && !self.sticky_all { self.front_is_read() } else { None };
         let read = match front {
             Some(true) => !(self.sticky_transactions && self.front_is_block()),
             _ => false,
         };
         let min_lsn = if router.read_your_writes() { self.write_lsn } else { 0 };
-        let mut node = PRIMARY;
+        let mut node = primary;
         let mut probe = false;
         if read {
             node = router.read_node(&self.login.database, self.application(), min_lsn);
-            if node == PRIMARY && min_lsn > 0 {
+            if node == primary && min_lsn > 0 {
                 // No standby is known to have the session's last write: ask one.
                 node = router.probe_candidate(&self.login.database, self.application());
-                probe = node != PRIMARY;
+                probe = node != primary;
             }
         }
-        if self.session_mode && node != PRIMARY && !router.statement_level() {
+        if self.session_mode && node != primary && !router.statement_level() {
             // One read node per session (pgpool's default), if it has the
             // session's writes; else this read goes to the primary.
             match self.session_read_node {
-                Some(n) if n == PRIMARY || router.replayed(n) >= min_lsn || min_lsn == 0 => {
+                Some(n) if n == primary || router.replayed(n) >= min_lsn || min_lsn == 0 => {
                     node = n;
-                    probe = probe && n != PRIMARY;
+                    probe = probe && n != primary;
                 }
                 Some(_) => {
-                    node = PRIMARY;
+                    node = primary;
                     probe = false;
                 }
                 None => self.session_read_node = Some(node),
@@ -557,14 +560,14 @@ impl<'a> Relay<'a> {
             // Holding the primary already, a session never waits for a read
             // connection (two sessions could wait on each other): no free
             // slot now means the primary serves the read.
-            None if self.session_mode && node != PRIMARY => match self.pool_for(node).try_checkout().await {
+            None if self.session_mode && node != primary => match self.pool_for(node).try_checkout().await {
                 Ok(Some(l)) => Ok(l),
                 Ok(None) => {
-                    node = PRIMARY;
+                    node = primary;
                     probe = false;
-                    match self.parked.get_mut(PRIMARY).and_then(Option::take) {
+                    match self.parked.get_mut(primary).and_then(Option::take) {
                         Some(l) => Ok(l),
-                        None => self.pool.checkout().await,
+                        None => self.pool_for(primary).checkout().await,
                     }
                 }
                 Err(e) => Err(e),
@@ -573,15 +576,15 @@ impl<'a> Relay<'a> {
         };
         let mut lease = match lease {
             Ok(l) => l,
-            Err(e @ (Error::Connect { .. } | Error::ConnectTimeout { .. })) if node != PRIMARY => {
+            Err(e @ (Error::Connect { .. } | Error::ConnectTimeout { .. })) if node != primary => {
                 // Nothing was sent anywhere: the primary can serve the read.
                 tracing::warn!(node, error = %e, "read node unreachable; using the primary");
                 router.note_failure(node);
-                node = PRIMARY;
+                node = primary;
                 probe = false;
-                match self.parked.get_mut(PRIMARY).and_then(Option::take) {
+                match self.parked.get_mut(primary).and_then(Option::take) {
                     Some(l) => l,
-                    None => self.pool.checkout().await?,
+                    None => self.pool_for(primary).checkout().await?,
                 }
             }
             Err(e) => return Err(e),
@@ -604,10 +607,10 @@ impl<'a> Relay<'a> {
                 } else {
                     drop(lease);
                 }
-                node = PRIMARY;
-                lease = match self.parked.get_mut(PRIMARY).and_then(Option::take) {
+                node = primary;
+                lease = match self.parked.get_mut(primary).and_then(Option::take) {
                     Some(l) => l,
-                    None => self.pool.checkout().await?,
+                    None => self.pool_for(primary).checkout().await?,
                 };
             }
         }
@@ -708,14 +711,14 @@ impl<'a> Relay<'a> {
         let Some(mut lease) = self.lease.take() else {
             return Ok(());
         };
-        if self.wrote && self.node == PRIMARY {
+        if self.wrote && self.node == self.shared.router.primary() {
             match self.shared.router.write_stickiness() {
                 crate::config::WriteStickiness::Always => self.sticky_all = true,
                 crate::config::WriteStickiness::TransTransaction if self.in_block => self.sticky_transactions = true,
                 _ => {}
             }
         }
-        if self.wrote && self.node == PRIMARY && self.shared.router.read_your_writes() {
+        if self.wrote && self.node == self.shared.router.primary() && self.shared.router.read_your_writes() {
             // Where the session's reads must wait for: one round trip, only after writes.
             match lease.conn().query_row("SELECT pg_catalog.pg_current_wal_lsn()").await {
                 Ok(row) => {
@@ -863,7 +866,7 @@ impl<'a> Relay<'a> {
             }
             if self.at_request_start
                 && t != tag::TERMINATE
-                && self.node != PRIMARY
+                && self.node != self.shared.router.primary()
                 && self.status == TransactionStatus::Idle
             {
                 // On a read node, a new request runs there only if it only reads.
