@@ -469,7 +469,13 @@ impl Classifier {
             }
         } else if kw("copy") {
             // COPY ... TO reads (unless its query writes); COPY ... FROM writes.
-            if st.top_level_to && !st.top_level_from && !st.write_keyword && !st.flags.contains(Flags::WRITE_FUNCTION) {
+            if st.top_level_to
+                && !st.top_level_from
+                && !st.top_level_into
+                && !st.write_keyword
+                && !st.flags.contains(Flags::WRITE_FUNCTION)
+                && !st.flags.contains(Flags::ROW_LOCK)
+            {
                 Kind::Read
             } else {
                 Kind::Write

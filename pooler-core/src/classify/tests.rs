@@ -144,6 +144,9 @@ const WRITES: &[&str] = &[
     "copy t (a, b) from stdin with (format csv)",
     "COPY t FROM '/tmp/file'",
     "COPY (SELECT nextval('s')) TO STDOUT",
+    // Found by the property test.
+    "COPY INTO TO STDOUT",
+    "COPY (SELECT * FROM t FOR UPDATE) TO STDOUT",
     "SELECT 1; INSERT INTO t VALUES (1)",
     "INSERT INTO t VALUES (1); SELECT 1",
     "SELECT 1; COMMIT",
