@@ -62,6 +62,9 @@ pub struct Config {
     /// Health checks and replication lag probes.
     #[serde(default)]
     pub health: HealthConfig,
+    /// What to do when the primary fails.
+    #[serde(default)]
+    pub failover: FailoverConfig,
     /// The PostgreSQL servers. Until health checks discover roles, the first
     /// node is the primary and the others are standbys.
     #[serde(default)]
@@ -389,6 +392,39 @@ pub struct HealthConfig {
     /// primary moves on) leaves the read set [delay_threshold_by_time]; "0s": off.
     #[serde(deserialize_with = "duration")]
     pub lag_threshold: Duration,
+    /// Failed checks in a row, beyond the first, before a node counts as down
+    /// [health_check_max_retries].
+    pub max_retries: u32,
+    /// Pause before checking a failed node again [health_check_retry_delay].
+    #[serde(deserialize_with = "duration")]
+    pub retry_delay: Duration,
+}
+
+/// Failover (`[failover]`): commands run when the primary is down, with
+/// pgpool's placeholders (see docs/CONFIG.md).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FailoverConfig {
+    /// Run once when the primary is found down [failover_command]; it should
+    /// promote the new main node (`%m`, `%H`, `%r`, `%R`). Empty: none (another
+    /// tool promotes; the pooler discovers the new primary).
+    pub command: String,
+    /// Run for each remaining standby once the new primary is known
+    /// [follow_primary_command]: `%d`, `%h`, `%p`, `%D` are that standby.
+    pub follow_primary_command: String,
+    /// Longest a command may run before it is killed.
+    #[serde(deserialize_with = "duration")]
+    pub command_timeout: Duration,
+}
+
+impl Default for FailoverConfig {
+    fn default() -> Self {
+        FailoverConfig {
+            command: String::new(),
+            follow_primary_command: String::new(),
+            command_timeout: Duration::from_secs(60),
+        }
+    }
 }
 
 impl Default for HealthConfig {
@@ -400,6 +436,8 @@ impl Default for HealthConfig {
             database: "postgres".into(),
             lag_threshold_bytes: 16 << 20,
             lag_threshold: Duration::ZERO,
+            max_retries: 2,
+            retry_delay: Duration::from_millis(500),
         }
     }
 }
@@ -491,6 +529,7 @@ impl Config {
             auth: AuthConfig::default(),
             routing: RoutingConfig::default(),
             health: HealthConfig::default(),
+            failover: FailoverConfig::default(),
             nodes,
         }
     }
@@ -572,6 +611,7 @@ impl Config {
             ("routing.failed_node_retry", self.routing.failed_node_retry),
             ("health.period", self.health.period),
             ("health.timeout", self.health.timeout),
+            ("failover.command_timeout", self.failover.command_timeout),
             ("server.client_login_timeout", s.client_login_timeout),
         ] {
             if d.is_zero() {

@@ -43,29 +43,47 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     let mut conns: Vec<Option<ServerConn>> = shared.nodes.iter().map(|_| None).collect();
     let mut tick = tokio::time::interval(cfg.period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failover = Failover::default();
     let mut last_primary_lsn = 0u64;
     let mut primary_moved_at = std::time::Instant::now();
     loop {
         tick.tick().await;
         let mut seen: Vec<Option<Observation>> = Vec::with_capacity(conns.len());
         for (i, slot) in conns.iter_mut().enumerate() {
-            let observation = tokio::time::timeout(cfg.timeout, check(&shared, i, slot, &login)).await;
-            let observation = match observation {
-                Ok(Ok(o)) => Some(o),
-                Ok(Err(e)) => {
-                    tracing::debug!(node = i, error = %e, "health check failed");
-                    *slot = None;
-                    None
+            // A failed check is tried again `max_retries` times, `retry_delay`
+            // apart, before the node counts as down.
+            let mut observation = None;
+            for attempt in 0..=cfg.max_retries {
+                if attempt > 0 {
+                    tokio::time::sleep(cfg.retry_delay).await;
                 }
-                Err(_) => {
-                    tracing::debug!(node = i, timeout = ?cfg.timeout, "health check timed out");
-                    *slot = None;
-                    None
+                match tokio::time::timeout(cfg.timeout, check(&shared, i, slot, &login)).await {
+                    Ok(Ok(o)) => {
+                        observation = Some(o);
+                        break;
+                    }
+                    Ok(Err(e)) => {
+                        tracing::debug!(node = i, attempt, error = %e, "health check failed");
+                        *slot = None;
+                    }
+                    Err(_) => {
+                        tracing::debug!(node = i, attempt, timeout = ?cfg.timeout, "health check timed out");
+                        *slot = None;
+                    }
                 }
-            };
+            }
             seen.push(observation);
         }
+        let before = shared.router.primary();
+        if seen.get(before).is_some_and(|o| o.is_none()) {
+            failover.primary_down(&shared, before, &seen).await;
+        } else {
+            failover.primary_up();
+        }
         let primary = discover_primary(&shared, &seen);
+        if primary != before {
+            failover.new_primary(&shared, before, primary).await;
+        }
         let primary_lsn = match seen.get(primary).copied().flatten() {
             Some(o) if !o.in_recovery => o.lsn,
             _ => 0,
@@ -92,6 +110,73 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                 && Duration::from_secs(o.replay_age_secs) > cfg.lag_threshold
                 && primary_moved_at.elapsed() < Duration::from_secs(o.replay_age_secs);
             shared.router.note_health(i, true, lag_bytes, by_bytes || by_time);
+        }
+    }
+}
+
+/// What the health task remembers about failover between rounds.
+#[derive(Default)]
+struct Failover {
+    /// The failover command already ran for this failed primary.
+    ran_for: Option<usize>,
+}
+
+impl Failover {
+    /// The primary failed its checks (retries included): run the failover
+    /// command once, promoting the standby that has replayed the most.
+    async fn primary_down(&mut self, shared: &Shared, primary: usize, seen: &[Option<Observation>]) {
+        let cfg = &shared.config.failover;
+        if cfg.command.is_empty() || self.ran_for == Some(primary) {
+            return;
+        }
+        self.ran_for = Some(primary);
+        let candidate = seen
+            .iter()
+            .enumerate()
+            .filter(|(i, o)| *i != primary && o.is_some_and(|o| o.in_recovery))
+            .max_by_key(|(i, o)| (o.map(|o| o.lsn).unwrap_or(0), std::cmp::Reverse(*i)))
+            .map(|(i, _)| i);
+        let Some(new_main) = candidate else {
+            tracing::error!(primary, "the primary is down and no standby is up to promote");
+            return;
+        };
+        let nodes = &shared.config.nodes;
+        let roles = crate::failover::Roles {
+            subject: (primary, &nodes[primary]),
+            new_main: (new_main, &nodes[new_main]),
+            old_primary: (primary, &nodes[primary]),
+        };
+        tracing::warn!(failed = primary, new_main, "primary down: failover");
+        crate::failover::run("failover_command", &crate::failover::expand(&cfg.command, &roles), cfg.command_timeout)
+            .await;
+        // The new primary is taken when the checks see it out of recovery.
+    }
+
+    /// The primary answers again: a later failure is a new failover.
+    fn primary_up(&mut self) {
+        self.ran_for = None;
+    }
+
+    /// A new primary is known: re-point every other standby.
+    async fn new_primary(&mut self, shared: &Shared, old: usize, new: usize) {
+        let cfg = &shared.config.failover;
+        self.ran_for = None;
+        if cfg.follow_primary_command.is_empty() {
+            return;
+        }
+        let nodes = &shared.config.nodes;
+        for i in (0..nodes.len()).filter(|&i| i != old && i != new) {
+            let roles = crate::failover::Roles {
+                subject: (i, &nodes[i]),
+                new_main: (new, &nodes[new]),
+                old_primary: (old, &nodes[old]),
+            };
+            crate::failover::run(
+                "follow_primary_command",
+                &crate::failover::expand(&cfg.follow_primary_command, &roles),
+                cfg.command_timeout,
+            )
+            .await;
         }
     }
 }

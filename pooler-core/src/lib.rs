@@ -13,6 +13,7 @@ pub mod cancel;
 pub mod classify;
 pub mod config;
 pub mod error;
+mod failover;
 mod health;
 pub mod metrics;
 pub mod pool;
