@@ -44,6 +44,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(cfg.period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failover = Failover::default();
+    let mut warned = vec![false; shared.nodes.len()];
     let mut last_primary_lsn = 0u64;
     let mut primary_moved_at = std::time::Instant::now();
     loop {
@@ -80,7 +81,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         } else {
             failover.primary_up();
         }
-        let primary = discover_primary(&shared, &seen);
+        let primary = discover_primary(&shared, &seen, &mut warned);
         if primary != before {
             failover.new_primary(&shared, before, primary).await;
         }
@@ -186,10 +187,31 @@ impl Failover {
 /// not in recovery (passive discovery: another tool promoted it). Never a
 /// second claimant while the current primary still answers as one (two
 /// primaries: keep writing to one of them only, and say so).
-fn discover_primary(shared: &Shared, seen: &[Option<Observation>]) -> usize {
+fn discover_primary(shared: &Shared, seen: &[Option<Observation>], warned: &mut [bool]) -> usize {
     let current = shared.router.primary();
-    let claims: Vec<usize> =
-        seen.iter().enumerate().filter(|(_, o)| o.is_some_and(|o| !o.in_recovery)).map(|(i, _)| i).collect();
+    // A former primary that answers as a primary again is a false primary:
+    // it never takes writes on its own word.
+    let claims: Vec<usize> = seen
+        .iter()
+        .enumerate()
+        .filter(|(i, o)| o.is_some_and(|o| !o.in_recovery) && !shared.router.is_detached(*i))
+        .map(|(i, _)| i)
+        .collect();
+    for (i, o) in seen.iter().enumerate() {
+        let false_primary = matches!(o, Some(o) if !o.in_recovery) && shared.router.is_detached(i);
+        if let Some(w) = warned.get_mut(i) {
+            if false_primary && !*w {
+                tracing::warn!(
+                    node = i,
+                    "a former primary answers as a primary: ignored (false primary) until it returns as a standby"
+                );
+            }
+            *w = false_primary;
+        }
+        if matches!(o, Some(o) if o.in_recovery) {
+            shared.router.reattach(i);
+        }
+    }
     if claims.contains(&current) {
         if claims.len() > 1 {
             tracing::warn!(primary = current, claimants = ?claims, "more than one node claims to be the primary; writes stay on the current one");

@@ -84,5 +84,21 @@ async fn primary_death_runs_the_failover_and_follow_commands_and_clients_carry_o
         let n: i64 = idle.query_one("SELECT count(*) FROM items", &[]).await.unwrap().get(0);
         assert!(n >= 1);
     }
+    // The old primary comes back, still believing it is a primary: it is
+    // never written to or read from again (false primary).
+    tokio::task::block_in_place(|| old.start()).unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(p.primary_node(), new);
+    assert!(p.node_stats()[0].detached, "{:?}", p.node_stats());
+    for i in 0..30 {
+        let port: i32 = idle
+            .query_one("INSERT INTO items (v) VALUES ($1) RETURNING inet_server_port()", &[&(100 + i)])
+            .await
+            .unwrap()
+            .get(0);
+        assert_ne!(port, old.port() as i32, "no write reaches the old primary");
+        let port: i32 = idle.query_one("SELECT inet_server_port()", &[]).await.unwrap().get(0);
+        assert_ne!(port, old.port() as i32, "no read either");
+    }
     eprintln!("failover: primary death to new primary known in {recovered:?}");
 }

@@ -40,6 +40,9 @@ struct Node {
     lagging: AtomicBool,
     /// Bytes of WAL behind the primary at the last check.
     lag_bytes: AtomicU64,
+    /// A former primary: neither written to nor read from until it comes
+    /// back as a standby.
+    detached: AtomicBool,
 }
 
 /// Counters of one node, as [`Router::node_stats`] reports them.
@@ -61,6 +64,8 @@ pub struct NodeStats {
     pub lagging: bool,
     /// Bytes of WAL behind the primary at the last check.
     pub lag_bytes: u64,
+    /// A former primary kept out until it returns as a standby.
+    pub detached: bool,
 }
 
 /// Chooses nodes for requests.
@@ -96,6 +101,7 @@ impl Router {
                 up: AtomicBool::new(true),
                 lagging: AtomicBool::new(false),
                 lag_bytes: AtomicU64::new(0),
+                detached: AtomicBool::new(false),
             })
             .collect();
         Ok(Router { classifier, nodes, config: r.clone(), started: Instant::now(), primary: AtomicUsize::new(PRIMARY) })
@@ -118,6 +124,14 @@ impl Router {
                     cause,
                     "primary changed: writes now go to the new primary"
                 );
+                // The old primary is never trusted again on its own word: it
+                // stays out until it is seen back as a standby.
+                if let Some(n) = self.nodes.get(old) {
+                    n.detached.store(true, Ordering::Relaxed);
+                }
+                if let Some(n) = self.nodes.get(node) {
+                    n.detached.store(false, Ordering::Relaxed);
+                }
             }
         }
     }
@@ -146,6 +160,7 @@ impl Router {
             n.weight > 0.0
                 && n.up.load(Ordering::Relaxed)
                 && !n.lagging.load(Ordering::Relaxed)
+                && !n.detached.load(Ordering::Relaxed)
                 && n.down_until_ms.load(Ordering::Relaxed) <= self.now_ms()
         })
     }
@@ -264,6 +279,20 @@ impl Router {
         }
     }
 
+    /// True when `node` is a former primary kept out.
+    pub fn is_detached(&self, node: usize) -> bool {
+        self.nodes.get(node).is_some_and(|n| n.detached.load(Ordering::Relaxed))
+    }
+
+    /// `node` was seen back as a standby: it may serve reads again.
+    pub fn reattach(&self, node: usize) {
+        if let Some(n) = self.nodes.get(node) {
+            if n.detached.swap(false, Ordering::Relaxed) {
+                tracing::info!(node, "former primary is back as a standby: attached again");
+            }
+        }
+    }
+
     /// `node` is known to have replayed WAL up to `lsn`.
     pub fn note_replayed(&self, node: usize, lsn: u64) {
         if let Some(n) = self.nodes.get(node) {
@@ -290,6 +319,7 @@ impl Router {
                 up: n.up.load(Ordering::Relaxed),
                 lagging: n.lagging.load(Ordering::Relaxed),
                 lag_bytes: n.lag_bytes.load(Ordering::Relaxed),
+                detached: n.detached.load(Ordering::Relaxed),
             })
             .collect()
     }
