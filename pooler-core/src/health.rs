@@ -231,6 +231,24 @@ fn discover_primary(shared: &Shared, seen: &[Option<Observation>], warned: &mut 
     }
 }
 
+/// True when node `i` answers, on a fresh connection as the health-check
+/// user, that it is not in recovery.
+pub(crate) async fn answers_as_primary(shared: &Shared, i: usize) -> bool {
+    let cfg = &shared.config.health;
+    let login = LoginInfo {
+        user: cfg.user.clone(),
+        database: cfg.database.clone(),
+        secret: shared.passwords.as_ref().and_then(|p| p.get(&cfg.user)).cloned(),
+        client_key: None,
+    };
+    let mut slot = None;
+    let seen = tokio::time::timeout(cfg.timeout, check(shared, i, &mut slot, &login)).await;
+    if let Some(conn) = slot {
+        conn.close().await;
+    }
+    matches!(seen, Ok(Ok(o)) if !o.in_recovery)
+}
+
 /// One check of node `i` over its kept connection (opened if needed).
 async fn check(
     shared: &Shared,

@@ -140,6 +140,58 @@ impl Pooler {
         self.shared.router.node_stats()
     }
 
+    /// Detaches a standby (no more reads go to it) until [`Pooler::attach_node`].
+    /// False for the primary or an unknown node.
+    pub fn detach_node(&self, node: usize) -> bool {
+        self.shared.router.detach(node)
+    }
+
+    /// Attaches a node again (after a detach, or a former primary rebuilt as a
+    /// standby). The health checks still decide whether it is up.
+    pub fn attach_node(&self, node: usize) -> bool {
+        if node >= self.shared.nodes.len() {
+            return false;
+        }
+        self.shared.router.attach(node);
+        true
+    }
+
+    /// Switchover: runs `failover.command` with `node` as the new main node and
+    /// the current primary as the failed one. Writes move once the health
+    /// checks see `node` out of recovery and the old primary is detached; the
+    /// follow-primary command then re-points the other standbys. False when
+    /// there is no command, `node` is the primary or unknown, or the command failed.
+    pub async fn promote_node(&self, node: usize) -> bool {
+        let cfg = &self.shared.config.failover;
+        let primary = self.shared.router.primary();
+        let nodes = &self.shared.config.nodes;
+        if cfg.command.is_empty() || node == primary || node >= nodes.len() {
+            return false;
+        }
+        let roles = crate::failover::Roles {
+            subject: (primary, &nodes[primary]),
+            new_main: (node, &nodes[node]),
+            old_primary: (primary, &nodes[primary]),
+        };
+        let command = crate::failover::expand(&cfg.command, &roles);
+        if !crate::failover::run("promote (switchover)", &command, cfg.command_timeout).await {
+            return false;
+        }
+        // Check, do not assume: writes move only once the node answers as a
+        // primary; the old primary is then detached, even if it still claims
+        // to be one.
+        let deadline = tokio::time::Instant::now() + cfg.command_timeout;
+        while tokio::time::Instant::now() < deadline {
+            if crate::health::answers_as_primary(&self.shared, node).await {
+                self.shared.router.set_primary(node, "switchover requested by the operator");
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tracing::error!(node, "promoted node never answered as a primary; writes stay where they were");
+        false
+    }
+
     /// Index of the node that takes writes now (the first node until the
     /// health checks find another primary).
     pub fn primary_node(&self) -> usize {

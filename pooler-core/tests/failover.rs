@@ -102,3 +102,57 @@ async fn primary_death_runs_the_failover_and_follow_commands_and_clients_carry_o
     }
     eprintln!("failover: primary death to new primary known in {recovered:?}");
 }
+
+/// Switchover: an operator promotes a standby through the failover command
+/// while the primary is healthy. The old primary (still up, still a primary)
+/// is detached and gets no more writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promote_node_switches_writes_to_the_promoted_standby() {
+    let cluster = tokio::task::spawn_blocking(|| {
+        let c = Cluster::builder()
+            .standbys(1)
+            .init_sql("CREATE TABLE items (id serial PRIMARY KEY, v int);")
+            .start()
+            .unwrap();
+        c.wait_for_replication(Duration::from_secs(30)).unwrap();
+        c
+    })
+    .await
+    .unwrap();
+    let nodes = cluster
+        .nodes()
+        .map(|n| NodeConfig {
+            host: n.host().to_owned(),
+            port: n.port(),
+            weight: 1.0,
+            data_dir: Some(n.data_dir().display().to_string()),
+        })
+        .collect();
+    let mut config = Config::with_nodes(nodes);
+    config.auth.method = pooler_core::config::AuthMethod::Trust;
+    config.server.log_connections = false;
+    config.pool.mode = PoolMode::Transaction;
+    config.health.period = Duration::from_millis(100);
+    let bin = cluster.bin_dir().display().to_string();
+    config.failover.command = as_server_user(format!("{bin}/pg_ctl promote -w -D %R"));
+    let pooler = TestPooler::start(config, None).await;
+    let client = pooler.connect("postgres").await;
+    client.batch_execute("INSERT INTO items (v) VALUES (1)").await.unwrap();
+    tokio::task::block_in_place(|| cluster.wait_for_replication(Duration::from_secs(30))).unwrap();
+    assert!(!pooler.pooler.promote_node(0).await, "the primary is already the primary");
+    assert!(pooler.pooler.promote_node(1).await);
+    // Writes move at once, though the old primary is still up and still a
+    // primary: it is detached and never written to again.
+    assert_eq!(pooler.pooler.primary_node(), 1);
+    for i in 0..20 {
+        let port: i32 = client
+            .query_one("INSERT INTO items (v) VALUES ($1) RETURNING inet_server_port()", &[&(10 + i)])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(port, cluster.standbys()[0].port() as i32);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(pooler.pooler.primary_node(), 1, "the health checks keep the promoted node");
+    assert!(pooler.pooler.node_stats()[0].detached);
+}

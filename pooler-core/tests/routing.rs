@@ -406,3 +406,25 @@ async fn a_promotion_done_outside_the_pooler_is_discovered_and_idle_clients_writ
     let fresh = pooler.connect("postgres").await;
     fresh.batch_execute("INSERT INTO items (v) VALUES (3)").await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_detaches_and_attaches_a_standby() {
+    let cluster = three_nodes().await;
+    let mut config = routed_config(&cluster, &[0.0, 1.0, 1.0]);
+    config.health.period = Duration::from_millis(100);
+    let pooler = TestPooler::start(config, None).await;
+    let client = pooler.connect("postgres").await;
+    assert!(!pooler.pooler.detach_node(0), "the primary cannot be detached");
+    assert!(pooler.pooler.detach_node(1));
+    // Health checks keep running; the operator's word holds.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    for _ in 0..40 {
+        assert_eq!(server_port(&client).await, cluster.standbys()[1].port() as i32);
+    }
+    assert!(pooler.pooler.attach_node(1));
+    let mut back = false;
+    for _ in 0..60 {
+        back |= server_port(&client).await == cluster.standbys()[0].port() as i32;
+    }
+    assert!(back, "reads reach the attached standby again");
+}

@@ -327,10 +327,22 @@ async fn statement_mode_refuses_transaction_blocks() {
     let e = a.batch_execute("BEGIN").await.unwrap_err();
     assert!(message(&e).contains("statement pooling mode"), "{e}");
     assert!(a.is_closed() || a.query_one("SELECT 1", &[]).await.is_err());
-    // The refused transaction did not leave anything open for the next client.
+    // The refused transaction did not leave anything open for the next client
+    // (the rollback runs as the connection goes back: poll for it).
+    let port = cluster.primary().port();
+    let open = || {
+        pooler_testkit::psql_at(
+            port,
+            "postgres",
+            "postgres",
+            "SELECT count(*) FROM pg_stat_activity WHERE state LIKE 'idle in transaction%'",
+        )
+        .map(|s| s.trim() == "0")
+        .unwrap_or(false)
+    };
+    assert!(eventually(Duration::from_secs(10), open).await, "the refused transaction was rolled back");
     let b = pooler.connect("postgres").await;
-    let r = b.query_one("SELECT count(*) FROM pg_stat_activity WHERE state LIKE 'idle in transaction%'", &[]).await;
-    assert_eq!(r.unwrap().get::<_, i64>(0), 0);
+    assert_eq!(b.query_one("SELECT 1", &[]).await.unwrap().get::<_, i32>(0), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -404,7 +416,20 @@ async fn cancel_reaches_the_running_query_only() {
     let token = a.cancel_token();
     let started = Instant::now();
     let sleeper = tokio::spawn(async move { a.batch_execute("SELECT pg_sleep(30)").await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Cancel once the query runs on the server (a cancel before that is
+    // rightly a no-op in transaction mode: no connection is lent yet).
+    let port = cluster.primary().port();
+    let running = || {
+        pooler_testkit::psql_at(
+            port,
+            "postgres",
+            "postgres",
+            "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)' AND state = 'active'",
+        )
+        .map(|s| s.trim() == "1")
+        .unwrap_or(false)
+    };
+    assert!(eventually(Duration::from_secs(10), running).await);
     token.cancel_query(tokio_postgres::NoTls).await.unwrap();
     let e = sleeper.await.unwrap().unwrap_err();
     assert_eq!(sqlstate(&e).as_deref(), Some("57014"));
@@ -461,13 +486,18 @@ async fn idle_timeouts_disconnect_idle_clients_and_idle_transactions() {
     let e = b.batch_execute("SELECT 1").await.unwrap_err();
     assert!(e.is_closed() || sqlstate(&e).as_deref() == Some("57P05"), "idle client was disconnected: {e}");
     // Nothing was left open on the server.
-    let c = pooler.connect("postgres").await;
-    let n: i64 = c
-        .query_one("SELECT count(*) FROM pg_stat_activity WHERE state LIKE 'idle in transaction%'", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(n, 0);
+    let port = cluster.primary().port();
+    let closed = || {
+        pooler_testkit::psql_at(
+            port,
+            "postgres",
+            "postgres",
+            "SELECT count(*) FROM pg_stat_activity WHERE state LIKE 'idle in transaction%'",
+        )
+        .map(|s| s.trim() == "0")
+        .unwrap_or(false)
+    };
+    assert!(eventually(Duration::from_secs(10), closed).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -646,7 +676,7 @@ async fn shutdown_closes_idle_clients_and_lets_open_transactions_finish() {
 async fn check_query_runs_on_connections_idle_past_check_delay() {
     let cluster = primary_only().await;
     let mut config = txn_config(&cluster, 1);
-    config.pool.check_delay = Duration::from_millis(500);
+    config.pool.check_delay = Duration::from_secs(2);
     // A check that always fails makes every checked connection be replaced,
     // which shows when the check runs.
     config.pool.check_query = "SELECT 1/0".into();
@@ -656,7 +686,7 @@ async fn check_query_runs_on_connections_idle_past_check_delay() {
     // Reused at once: no check, same connection.
     assert_eq!(backend_pid(&a).await, first);
     // Idle past check_delay: checked, failed, replaced.
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    tokio::time::sleep(Duration::from_millis(2300)).await;
     let second = backend_pid(&a).await;
     assert_ne!(first, second);
     // A connection killed behind the pooler's back is replaced too.

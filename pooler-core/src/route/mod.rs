@@ -43,6 +43,8 @@ struct Node {
     /// A former primary: neither written to nor read from until it comes
     /// back as a standby.
     detached: AtomicBool,
+    /// Detached by an operator: out until an operator attaches it.
+    operator_detached: AtomicBool,
 }
 
 /// Counters of one node, as [`Router::node_stats`] reports them.
@@ -102,6 +104,7 @@ impl Router {
                 lagging: AtomicBool::new(false),
                 lag_bytes: AtomicU64::new(0),
                 detached: AtomicBool::new(false),
+                operator_detached: AtomicBool::new(false),
             })
             .collect();
         Ok(Router { classifier, nodes, config: r.clone(), started: Instant::now(), primary: AtomicUsize::new(PRIMARY) })
@@ -161,6 +164,7 @@ impl Router {
                 && n.up.load(Ordering::Relaxed)
                 && !n.lagging.load(Ordering::Relaxed)
                 && !n.detached.load(Ordering::Relaxed)
+                && !n.operator_detached.load(Ordering::Relaxed)
                 && n.down_until_ms.load(Ordering::Relaxed) <= self.now_ms()
         })
     }
@@ -279,9 +283,39 @@ impl Router {
         }
     }
 
+    /// Takes `node` out of service by an operator's word: no reads go to it
+    /// (and, if it is a standby that answers as a primary later, no writes).
+    /// The primary cannot be detached; promote another node first.
+    pub fn detach(&self, node: usize) -> bool {
+        if node == self.primary() {
+            return false;
+        }
+        match self.nodes.get(node) {
+            Some(n) => {
+                if !n.operator_detached.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(node, "node detached by the operator");
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
     /// True when `node` is a former primary kept out.
     pub fn is_detached(&self, node: usize) -> bool {
-        self.nodes.get(node).is_some_and(|n| n.detached.load(Ordering::Relaxed))
+        self.nodes
+            .get(node)
+            .is_some_and(|n| n.detached.load(Ordering::Relaxed) || n.operator_detached.load(Ordering::Relaxed))
+    }
+
+    /// An operator attaches `node` again, whatever detached it.
+    pub fn attach(&self, node: usize) {
+        if let Some(n) = self.nodes.get(node) {
+            let was = n.operator_detached.swap(false, Ordering::Relaxed) | n.detached.swap(false, Ordering::Relaxed);
+            if was {
+                tracing::info!(node, "node attached by the operator");
+            }
+        }
     }
 
     /// `node` was seen back as a standby: it may serve reads again.
@@ -319,7 +353,7 @@ impl Router {
                 up: n.up.load(Ordering::Relaxed),
                 lagging: n.lagging.load(Ordering::Relaxed),
                 lag_bytes: n.lag_bytes.load(Ordering::Relaxed),
-                detached: n.detached.load(Ordering::Relaxed),
+                detached: n.detached.load(Ordering::Relaxed) || n.operator_detached.load(Ordering::Relaxed),
             })
             .collect()
     }
