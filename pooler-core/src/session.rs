@@ -722,30 +722,13 @@ async fn relay(
 /// snapshot taken before the read, so data arriving later still wakes us).
 /// Without that, every message would cost a second `recv` returning EAGAIN.
 async fn read_some(r: &tokio::net::tcp::ReadHalf<'_>, buf: &mut BytesMut) -> std::io::Result<usize> {
-    use std::io::ErrorKind::WouldBlock;
     loop {
         if buf.is_empty() && buf.capacity() > 0 {
             *buf = BytesMut::new();
         }
         r.readable().await?;
-        buf.reserve(READ_CHUNK);
-        let space = buf.capacity() - buf.len();
-        let mut got = None;
-        let res = r.as_ref().try_io(tokio::io::Interest::READABLE, || {
-            let n = r.try_read_buf(buf)?;
-            got = Some(n);
-            if n > 0 && n < space {
-                // Drained: report WouldBlock so tokio clears the readiness.
-                Err(WouldBlock.into())
-            } else {
-                Ok(n)
-            }
-        });
-        match (res, got) {
-            (Ok(n), _) => return Ok(n),
-            (Err(e), Some(n)) if e.kind() == WouldBlock => return Ok(n),
-            (Err(e), None) if e.kind() == WouldBlock => continue,
-            (Err(e), _) => return Err(e),
+        if let Some(n) = crate::txn::read_ready(r.as_ref(), buf)? {
+            return Ok(n);
         }
     }
 }

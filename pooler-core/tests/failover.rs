@@ -19,19 +19,9 @@ fn as_server_user(command: String) -> String {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn primary_death_runs_the_failover_and_follow_commands_and_clients_carry_on() {
-    let cluster = tokio::task::spawn_blocking(|| {
-        let c = Cluster::builder()
-            .standbys(2)
-            .init_sql("CREATE TABLE items (id serial PRIMARY KEY, v int);")
-            .start()
-            .expect("start PostgreSQL");
-        c.wait_for_replication(Duration::from_secs(30)).expect("standbys catch up");
-        c
-    })
-    .await
-    .unwrap();
+/// Transaction pooling over every node of `cluster`, data directories known
+/// (for `%D` / `%R`), health checks every 100 ms.
+fn failover_config(cluster: &Cluster) -> Config {
     let nodes = cluster
         .nodes()
         .map(|n| NodeConfig {
@@ -45,6 +35,24 @@ async fn primary_death_runs_the_failover_and_follow_commands_and_clients_carry_o
     config.auth.method = pooler_core::config::AuthMethod::Trust;
     config.server.log_connections = false;
     config.pool.mode = PoolMode::Transaction;
+    config.health.period = Duration::from_millis(100);
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn primary_death_runs_the_failover_and_follow_commands_and_clients_carry_on() {
+    let cluster = tokio::task::spawn_blocking(|| {
+        let c = Cluster::builder()
+            .standbys(2)
+            .init_sql("CREATE TABLE items (id serial PRIMARY KEY, v int);")
+            .start()
+            .expect("start PostgreSQL");
+        c.wait_for_replication(Duration::from_secs(30)).expect("standbys catch up");
+        c
+    })
+    .await
+    .unwrap();
+    let mut config = failover_config(&cluster);
     config.routing.load_balance = true;
     config.health.period = Duration::from_millis(100);
     config.health.max_retries = 1;
@@ -119,19 +127,7 @@ async fn promote_node_switches_writes_to_the_promoted_standby() {
     })
     .await
     .unwrap();
-    let nodes = cluster
-        .nodes()
-        .map(|n| NodeConfig {
-            host: n.host().to_owned(),
-            port: n.port(),
-            weight: 1.0,
-            data_dir: Some(n.data_dir().display().to_string()),
-        })
-        .collect();
-    let mut config = Config::with_nodes(nodes);
-    config.auth.method = pooler_core::config::AuthMethod::Trust;
-    config.server.log_connections = false;
-    config.pool.mode = PoolMode::Transaction;
+    let mut config = failover_config(&cluster);
     config.health.period = Duration::from_millis(100);
     let bin = cluster.bin_dir().display().to_string();
     config.failover.command = as_server_user(format!("{bin}/pg_ctl promote -w -D %R"));

@@ -1380,10 +1380,13 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-/// Reads what is ready. `Ok(None)`: nothing was (readiness was stale). A
-/// short read clears readiness at once, sparing a `recv` that would only
-/// return EAGAIN.
-fn read_ready(s: &TcpStream, buf: &mut BytesMut) -> std::io::Result<Option<usize>> {
+/// Reads what is ready (after `readable()`). `Ok(None)`: nothing was
+/// (readiness was stale). A read shorter than the space offered has drained
+/// the socket, so it reports WouldBlock to tokio, which clears the readiness
+/// at once (with the snapshot taken before the read, so data arriving later
+/// still wakes the reader), sparing a `recv` that would only return EAGAIN.
+/// Both relays read through this.
+pub(crate) fn read_ready(s: &TcpStream, buf: &mut BytesMut) -> std::io::Result<Option<usize>> {
     use std::io::ErrorKind::WouldBlock;
     buf.reserve(READ_CHUNK);
     let space = buf.capacity() - buf.len();
