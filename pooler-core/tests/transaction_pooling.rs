@@ -28,25 +28,22 @@ async fn prepared_statements_follow_the_client_to_another_server_connection() {
     let a = pooler.connect("postgres").await;
     let b = pooler.connect("postgres").await;
 
+    let c = pooler.connect("postgres").await;
     let stmt = a.prepare("SELECT pg_backend_pid(), $1::int4 * 2").await.unwrap();
     let first: i32 = a.query_one(&stmt, &[&1i32]).await.unwrap().get(0);
-    // B opens transactions until it holds the connection A just used, so A's
-    // next use of its statement must run on the other connection.
-    let mut held = false;
-    for _ in 0..100 {
-        b.batch_execute("BEGIN").await.unwrap();
-        if backend_pid(&b).await == first {
-            held = true;
-            break;
-        }
-        b.batch_execute("COMMIT").await.unwrap();
-    }
-    assert!(held, "B got A's connection");
+    // B and C open transactions, holding both connections; the one not
+    // holding A's connection commits. A's next use of its statement must then
+    // run on the other connection, where it was never prepared.
+    b.batch_execute("BEGIN").await.unwrap();
+    c.batch_execute("BEGIN").await.unwrap();
+    let (holder, other) = if backend_pid(&b).await == first { (&b, &c) } else { (&c, &b) };
+    assert_eq!(backend_pid(holder).await, first, "one of them holds A's connection");
+    other.batch_execute("COMMIT").await.unwrap();
     let row = a.query_one(&stmt, &[&21i32]).await.unwrap();
     let second: i32 = row.get(0);
     assert_ne!(first, second, "A's statement ran on another server connection");
     assert_eq!(row.get::<_, i32>(1), 42);
-    b.batch_execute("COMMIT").await.unwrap();
+    holder.batch_execute("COMMIT").await.unwrap();
     // And back and forth many times, with a second statement in the mix.
     let other = a.prepare("SELECT $1::text || '!'").await.unwrap();
     for i in 0..50 {
