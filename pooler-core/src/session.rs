@@ -306,8 +306,38 @@ async fn run_session(
         r = pool.checkout() => r,
         _ = phase.wait_for(|p| *p != Phase::Running) => Err(Error::Shutdown),
     };
+    let mut node = node;
+    let mut pool = pool;
     let mut lease = match checkout {
         Ok(l) => l,
+        // Transaction-pooled (or load-balanced) clients need the primary only
+        // for writes: while it is unreachable they may log in on a standby.
+        Err(e @ (Error::Connect { .. } | Error::ConnectTimeout { .. }))
+            if pool.settings().mode != PoolMode::Session || shared.router.balancing() =>
+        {
+            let fallback = shared.router.fallback_node(node).and_then(|n| shared.nodes.get(n).map(|a| (n, a)));
+            let Some((n, addr)) = fallback else {
+                client.send_error(Severity::Fatal, &e).await;
+                return End::Failed(e);
+            };
+            let key = PoolKey { node: n, user: user.clone(), database: database.clone() };
+            let standby_pool = shared.pools.get(key, addr, || login.clone());
+            if let Some(key) = client_key {
+                standby_pool.learn_client_key(key);
+            }
+            match standby_pool.checkout().await {
+                Ok(l) => {
+                    tracing::warn!(primary = node, standby = n, error = %e, "primary unreachable; client logged in on a standby");
+                    node = n;
+                    pool = standby_pool;
+                    l
+                }
+                Err(_) => {
+                    client.send_error(Severity::Fatal, &e).await;
+                    return End::Failed(e);
+                }
+            }
+        }
         Err(e) => {
             client.send_error(Severity::Fatal, &e).await;
             return End::Failed(e);

@@ -428,3 +428,27 @@ async fn an_operator_detaches_and_attaches_a_standby() {
     }
     assert!(back, "reads reach the attached standby again");
 }
+
+/// The primary is dead and nothing promotes a standby: clients still log in
+/// and read from the standbys; writes fail with a clear error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_primary_dead_clients_still_log_in_and_read_from_standbys() {
+    let cluster = three_nodes().await;
+    let mut config = routed_config(&cluster, &[1.0, 1.0, 1.0]);
+    config.health.period = Duration::from_millis(100);
+    let pooler = TestPooler::start(config, None).await;
+    let before = pooler.connect("postgres").await;
+    assert_eq!(before.query_one("SELECT count(*) FROM items", &[]).await.unwrap().get::<_, i64>(0), 0);
+    let primary = cluster.primary().clone();
+    tokio::task::block_in_place(|| primary.stop(pooler_testkit::StopMode::Immediate)).unwrap();
+    for _ in 0..10 {
+        let client = pooler.connect("postgres").await;
+        let r = client.query_one("SELECT count(*), pg_is_in_recovery() FROM items", &[]).await.unwrap();
+        assert!(r.get::<_, bool>(1), "served by a standby");
+        // A client from before the death reads on too.
+        let n: i64 = before.query_one("SELECT count(*) FROM items", &[]).await.unwrap().get(0);
+        assert_eq!(n, 0);
+    }
+    let e = before.batch_execute("INSERT INTO items (v) VALUES (1)").await.unwrap_err();
+    assert!(sqlstate(&e).is_some() || e.is_closed(), "{e}");
+}

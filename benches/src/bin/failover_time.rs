@@ -27,7 +27,7 @@ struct Outcome {
     reads_failed: u64,
 }
 
-fn measure(pooler: &PathBuf, label: &str, health: &str) -> Result<Outcome, Box<dyn std::error::Error>> {
+fn measure(pooler: &std::path::Path, label: &str, health: &str) -> Result<Outcome, Box<dyn std::error::Error>> {
     let cluster = pooler_testkit::Cluster::builder()
         .standbys(2)
         .init_sql("CREATE TABLE items (id serial PRIMARY KEY, v int);")

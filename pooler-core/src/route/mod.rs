@@ -283,6 +283,21 @@ impl Router {
         }
     }
 
+    /// A node other than `exclude` that is up and not detached or lagging
+    /// (weight aside): where a read or a login goes when the primary cannot
+    /// be reached. `None` when there is none.
+    pub fn fallback_node(&self, exclude: usize) -> Option<usize> {
+        (0..self.nodes.len()).find(|&i| {
+            let n = &self.nodes[i];
+            i != exclude
+                && n.up.load(Ordering::Relaxed)
+                && !n.lagging.load(Ordering::Relaxed)
+                && !n.detached.load(Ordering::Relaxed)
+                && !n.operator_detached.load(Ordering::Relaxed)
+                && n.down_until_ms.load(Ordering::Relaxed) <= self.now_ms()
+        })
+    }
+
     /// Takes `node` out of service by an operator's word: no reads go to it
     /// (and, if it is a standby that answers as a primary later, no writes).
     /// The primary cannot be detached; promote another node first.

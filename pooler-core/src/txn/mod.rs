@@ -587,6 +587,18 @@ impl<'a> Relay<'a> {
                     None => self.pool_for(primary).checkout().await?,
                 }
             }
+            Err(e @ (Error::Connect { .. } | Error::ConnectTimeout { .. })) if read && min_lsn == 0 => {
+                // The primary is unreachable and the request only reads: a
+                // standby serves it (the health checks will confirm the rest).
+                let Some(n) = router.fallback_node(primary) else { return Err(e) };
+                tracing::warn!(node = primary, error = %e, standby = n, "primary unreachable; a standby serves the read");
+                node = n;
+                probe = false;
+                match self.parked.get_mut(n).and_then(Option::take) {
+                    Some(l) => l,
+                    None => self.pool_for(n).checkout().await?,
+                }
+            }
             Err(e) => return Err(e),
         };
         if probe {
