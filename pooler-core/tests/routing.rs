@@ -135,8 +135,12 @@ async fn a_session_always_reads_its_own_writes_even_from_a_paused_standby() {
 async fn an_unreachable_standby_leaves_the_read_set_without_errors() {
     let cluster = three_nodes().await;
     let mut config = routed_config(&cluster, &[0.0, 1.0, 1.0]);
-    // A third "standby" where nothing listens.
-    config.nodes[1].port = pooler_testkit::free_port().unwrap();
+    // A "standby" where nothing listens: a port held by a socket that is bound
+    // but never listens (connections are refused, and no other test's server
+    // can take the port meanwhile).
+    let holder = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    holder.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
+    config.nodes[1].port = holder.local_addr().unwrap().as_socket().unwrap().port();
     let pooler = TestPooler::start(config, None).await;
     let client = pooler.connect("postgres").await;
     for _ in 0..50 {
