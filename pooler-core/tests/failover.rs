@@ -41,17 +41,7 @@ fn failover_config(cluster: &Cluster) -> Config {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn primary_death_runs_the_failover_and_follow_commands_and_clients_carry_on() {
-    let cluster = tokio::task::spawn_blocking(|| {
-        let c = Cluster::builder()
-            .standbys(2)
-            .init_sql("CREATE TABLE items (id serial PRIMARY KEY, v int);")
-            .start()
-            .expect("start PostgreSQL");
-        c.wait_for_replication(Duration::from_secs(30)).expect("standbys catch up");
-        c
-    })
-    .await
-    .unwrap();
+    let cluster = replicated(2).await;
     let mut config = failover_config(&cluster);
     config.routing.load_balance = true;
     config.health.period = Duration::from_millis(100);
@@ -116,17 +106,7 @@ async fn primary_death_runs_the_failover_and_follow_commands_and_clients_carry_o
 /// is detached and gets no more writes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn promote_node_switches_writes_to_the_promoted_standby() {
-    let cluster = tokio::task::spawn_blocking(|| {
-        let c = Cluster::builder()
-            .standbys(1)
-            .init_sql("CREATE TABLE items (id serial PRIMARY KEY, v int);")
-            .start()
-            .unwrap();
-        c.wait_for_replication(Duration::from_secs(30)).unwrap();
-        c
-    })
-    .await
-    .unwrap();
+    let cluster = replicated(1).await;
     let mut config = failover_config(&cluster);
     config.health.period = Duration::from_millis(100);
     let bin = cluster.bin_dir().display().to_string();

@@ -12,17 +12,7 @@ use pooler_core::Config;
 use pooler_testkit::Cluster;
 
 async fn three_nodes() -> Cluster {
-    tokio::task::spawn_blocking(|| {
-        let c = Cluster::builder()
-            .standbys(2)
-            .init_sql("CREATE TABLE items (id serial PRIMARY KEY, v int); CREATE SEQUENCE seq;")
-            .start()
-            .expect("start PostgreSQL");
-        c.wait_for_replication(Duration::from_secs(30)).expect("standbys catch up");
-        c
-    })
-    .await
-    .expect("cluster task")
+    replicated(2).await
 }
 
 fn routed_config(cluster: &Cluster, weights: &[f64]) -> Config {
@@ -377,17 +367,7 @@ async fn a_stopped_standby_leaves_the_read_set_and_rejoins_when_back() {
 /// primary died; the pooler finds the new primary and routes writes to it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_promotion_done_outside_the_pooler_is_discovered_and_idle_clients_write_to_the_new_primary() {
-    let cluster = tokio::task::spawn_blocking(|| {
-        let c = Cluster::builder()
-            .standbys(1)
-            .init_sql("CREATE TABLE items (id serial PRIMARY KEY, v int);")
-            .start()
-            .unwrap();
-        c.wait_for_replication(Duration::from_secs(30)).unwrap();
-        c
-    })
-    .await
-    .unwrap();
+    let cluster = replicated(1).await;
     let mut config = routed_config(&cluster, &[1.0, 1.0]);
     config.routing.load_balance = false;
     config.health.period = Duration::from_millis(100);

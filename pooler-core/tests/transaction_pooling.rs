@@ -85,7 +85,7 @@ async fn one_clients_prepared_statement_is_never_visible_to_another() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raw_bind_of_another_clients_statement_name_fails() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let cluster = primary_only().await;
     let mut config = txn_config(&cluster, 1);
     config.server.log_connections = false;
@@ -97,47 +97,22 @@ async fn raw_bind_of_another_clients_statement_name_fails() {
 
     // B binds A's name (s0) and the server-side name, with raw messages.
     let mut b = raw_login(pooler.addr).await;
+    const EXECUTE_SYNC: &[u8] = b"E\0\0\0\x09\0\0\0\0\0S\0\0\0\x04";
     for name in ["s0", "_pooler_1"] {
-        let mut out = bytes::BytesMut::new();
-        let mut body = Vec::new();
-        body.extend_from_slice(b"\0");
-        body.extend_from_slice(name.as_bytes());
-        body.extend_from_slice(b"\0\0\0\0\0\0\0");
-        out.extend_from_slice(b"B");
-        out.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
-        out.extend_from_slice(&body);
-        out.extend_from_slice(b"E\0\0\0\x09\0\0\0\0\0S\0\0\0\x04");
+        let mut out = message_bytes(b'B', format!("\0{name}\0\0\0\0\0\0\0").as_bytes());
+        out.extend_from_slice(EXECUTE_SYNC);
         b.write_all(&out).await.unwrap();
-        let mut got = Vec::new();
-        let mut buf = [0u8; 4096];
-        while !got.windows(5).any(|w| w == b"Z\0\0\0\x05") {
-            let n = tokio::time::timeout(Duration::from_secs(10), b.read(&mut buf)).await.unwrap().unwrap();
-            assert!(n > 0);
-            got.extend_from_slice(&buf[..n]);
-        }
+        let got = read_until(&mut b, b"Z\0\0\0\x05").await;
         let text = String::from_utf8_lossy(&got);
         assert!(text.contains("does not exist"), "{name}: {text}");
         assert!(!text.contains("secret"), "{name}: {text}");
     }
     // B may use the same name for its own statement; each sees its own.
-    let mut out = Vec::new();
-    let parse = b"s0\0SELECT 'mine'::text\0\0\0";
-    out.push(b'P');
-    out.extend_from_slice(&((parse.len() + 4) as u32).to_be_bytes());
-    out.extend_from_slice(parse);
-    let bind = b"\0s0\0\0\0\0\0\0\0";
-    out.push(b'B');
-    out.extend_from_slice(&((bind.len() + 4) as u32).to_be_bytes());
-    out.extend_from_slice(bind);
-    out.extend_from_slice(b"E\0\0\0\x09\0\0\0\0\0S\0\0\0\x04");
+    let mut out = message_bytes(b'P', b"s0\0SELECT 'mine'::text\0\0\0");
+    out.extend(message_bytes(b'B', b"\0s0\0\0\0\0\0\0\0"));
+    out.extend_from_slice(EXECUTE_SYNC);
     b.write_all(&out).await.unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !got.windows(5).any(|w| w == b"Z\0\0\0\x05") {
-        let n = tokio::time::timeout(Duration::from_secs(10), b.read(&mut buf)).await.unwrap().unwrap();
-        assert!(n > 0);
-        got.extend_from_slice(&buf[..n]);
-    }
+    let got = read_until(&mut b, b"Z\0\0\0\x05").await;
     let text = String::from_utf8_lossy(&got);
     assert!(text.contains("mine") && !text.contains("secret"), "{text}");
     assert_eq!(a.query_one(&sa, &[]).await.unwrap().get::<_, String>(0), "secret");
@@ -326,18 +301,7 @@ async fn statement_mode_refuses_transaction_blocks() {
     assert!(a.is_closed() || a.query_one("SELECT 1", &[]).await.is_err());
     // The refused transaction did not leave anything open for the next client
     // (the rollback runs as the connection goes back: poll for it).
-    let port = cluster.primary().port();
-    let open = || {
-        pooler_testkit::psql_at(
-            port,
-            "postgres",
-            "postgres",
-            "SELECT count(*) FROM pg_stat_activity WHERE state LIKE 'idle in transaction%'",
-        )
-        .map(|s| s.trim() == "0")
-        .unwrap_or(false)
-    };
-    assert!(eventually(Duration::from_secs(10), open).await, "the refused transaction was rolled back");
+    assert!(no_open_transactions(cluster.primary().port()).await, "the refused transaction was rolled back");
     let b = pooler.connect("postgres").await;
     assert_eq!(b.query_one("SELECT 1", &[]).await.unwrap().get::<_, i32>(0), 1);
 }
@@ -358,44 +322,19 @@ async fn errors_copy_and_rollback_work_in_transaction_mode() {
     // COPY in, then out, with rows bigger than the streaming threshold.
     let big = "x".repeat(100_000);
     let data: String = (0..50).map(|i| format!("{i}\t{big}\n")).collect();
-    let out = run_client(
+    let out = psql_through(
         &cluster,
-        "psql",
-        &[
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &pooler.port().to_string(),
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-c",
-            "\\copy copied FROM STDIN",
-        ],
+        pooler.port(),
+        &["-v", "ON_ERROR_STOP=1", "-c", "\\copy copied FROM STDIN"],
         Some(data.as_bytes()),
     );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let n: i64 = a.query_one("SELECT count(*) FROM copied WHERE length(t) = 100000", &[]).await.unwrap().get(0);
     assert_eq!(n, 50);
-    let out = run_client(
+    let out = psql_through(
         &cluster,
-        "psql",
-        &[
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &pooler.port().to_string(),
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-            "-At",
-            "-c",
-            "COPY (SELECT id, t FROM copied ORDER BY id) TO STDOUT",
-        ],
+        pooler.port(),
+        &["-At", "-c", "COPY (SELECT id, t FROM copied ORDER BY id) TO STDOUT"],
         None,
     );
     assert!(out.status.success());
@@ -416,17 +355,8 @@ async fn cancel_reaches_the_running_query_only() {
     // Cancel once the query runs on the server (a cancel before that is
     // rightly a no-op in transaction mode: no connection is lent yet).
     let port = cluster.primary().port();
-    let running = || {
-        pooler_testkit::psql_at(
-            port,
-            "postgres",
-            "postgres",
-            "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)' AND state = 'active'",
-        )
-        .map(|s| s.trim() == "1")
-        .unwrap_or(false)
-    };
-    assert!(eventually(Duration::from_secs(10), running).await);
+    let sql = "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)' AND state = 'active'";
+    assert!(eventually(Duration::from_secs(10), || server_says(port, sql, "1")).await);
     token.cancel_query(tokio_postgres::NoTls).await.unwrap();
     let e = sleeper.await.unwrap().unwrap_err();
     assert_eq!(sqlstate(&e).as_deref(), Some("57014"));
@@ -483,18 +413,7 @@ async fn idle_timeouts_disconnect_idle_clients_and_idle_transactions() {
     let e = b.batch_execute("SELECT 1").await.unwrap_err();
     assert!(e.is_closed() || sqlstate(&e).as_deref() == Some("57P05"), "idle client was disconnected: {e}");
     // Nothing was left open on the server.
-    let port = cluster.primary().port();
-    let closed = || {
-        pooler_testkit::psql_at(
-            port,
-            "postgres",
-            "postgres",
-            "SELECT count(*) FROM pg_stat_activity WHERE state LIKE 'idle in transaction%'",
-        )
-        .map(|s| s.trim() == "0")
-        .unwrap_or(false)
-    };
-    assert!(eventually(Duration::from_secs(10), closed).await);
+    assert!(no_open_transactions(cluster.primary().port()).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -615,35 +534,21 @@ print("ok")
 /// a connection in that state must never serve another client.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_stays_with_its_client_until_sync_after_an_extended_error() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let cluster = primary_only().await;
     let pooler = TestPooler::start(txn_config(&cluster, 1), None).await;
     let b = pooler.connect("postgres").await;
     let mut a = raw_login(pooler.addr).await;
     // Parse of broken SQL, then Flush (no Sync): the answer is an ErrorResponse.
-    let parse = b"\0SELEC 1\0\0\0";
-    let mut out = vec![b'P'];
-    out.extend_from_slice(&((parse.len() + 4) as u32).to_be_bytes());
-    out.extend_from_slice(parse);
-    out.extend_from_slice(b"H\0\0\0\x04");
+    let mut out = message_bytes(b'P', b"\0SELEC 1\0\0\0");
+    out.extend(message_bytes(b'H', b""));
     a.write_all(&out).await.unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !got.contains(&b'E') {
-        let n = tokio::time::timeout(Duration::from_secs(10), a.read(&mut buf)).await.unwrap().unwrap();
-        assert!(n > 0);
-        got.extend_from_slice(&buf[..n]);
-    }
+    read_until(&mut a, b"E").await;
     // Another client asks for the only connection meanwhile.
     let other = tokio::spawn(async move { b.query_one("SELECT 7", &[]).await.map(|r| r.get::<_, i32>(0)) });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    a.write_all(b"S\0\0\0\x04").await.unwrap();
-    let mut got = Vec::new();
-    while !got.windows(6).any(|w| w == b"Z\0\0\0\x05I") {
-        let n = tokio::time::timeout(Duration::from_secs(10), a.read(&mut buf)).await.unwrap().unwrap();
-        assert!(n > 0);
-        got.extend_from_slice(&buf[..n]);
-    }
+    a.write_all(&message_bytes(b'S', b"")).await.unwrap();
+    read_until(&mut a, b"Z\0\0\0\x05I").await;
     let r = tokio::time::timeout(Duration::from_secs(10), other).await.expect("B is served, not stuck").unwrap();
     assert_eq!(r.unwrap(), 7);
 }

@@ -168,3 +168,62 @@ pub async fn raw_login(addr: SocketAddr) -> tokio::net::TcpStream {
     }
     s
 }
+
+/// One protocol message: tag, length, body.
+pub fn message_bytes(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut v = vec![tag];
+    v.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+    v.extend_from_slice(body);
+    v
+}
+
+/// True when `sql`, run directly on the server at `port`, prints `expected`.
+pub fn server_says(port: u16, sql: &str, expected: &str) -> bool {
+    pooler_testkit::psql_at(port, "postgres", "postgres", sql).map(|s| s.trim() == expected).unwrap_or(false)
+}
+
+/// Waits until the server at `port` has no session idle in a transaction.
+pub async fn no_open_transactions(port: u16) -> bool {
+    let sql = "SELECT count(*) FROM pg_stat_activity WHERE state LIKE 'idle in transaction%'";
+    eventually(Duration::from_secs(10), || server_says(port, sql, "0")).await
+}
+
+/// psql through the pooler at `port` with `args` after the connection options.
+pub fn psql_through(cluster: &pooler_testkit::Cluster, port: u16, args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let port = port.to_string();
+    let mut all = vec!["-h", "127.0.0.1", "-p", &port, "-U", "postgres", "-d", "postgres"];
+    all.extend_from_slice(args);
+    run_client(cluster, "psql", &all, stdin)
+}
+
+/// Reads from `s` until what arrived contains `pattern` (10 s at most per read).
+pub async fn read_until(s: &mut tokio::net::TcpStream, pattern: &[u8]) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.windows(pattern.len()).any(|w| w == pattern) {
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .expect("answer in time")
+            .expect("read");
+        assert!(n > 0, "closed before {pattern:?}");
+        got.extend_from_slice(&buf[..n]);
+    }
+    got
+}
+
+/// A primary with `standbys` streaming standbys, an `items` table and a
+/// sequence `seq`, replication caught up (started on a blocking thread).
+pub async fn replicated(standbys: usize) -> Cluster {
+    tokio::task::spawn_blocking(move || {
+        let c = Cluster::builder()
+            .standbys(standbys)
+            .init_sql("CREATE TABLE items (id serial PRIMARY KEY, v int); CREATE SEQUENCE seq;")
+            .start()
+            .expect("start PostgreSQL");
+        c.wait_for_replication(Duration::from_secs(30)).expect("standbys catch up");
+        c
+    })
+    .await
+    .expect("cluster task")
+}
