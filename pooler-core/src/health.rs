@@ -34,12 +34,7 @@ const PROBE: &str = "SELECT pg_catalog.pg_is_in_recovery(), \
 /// Checks every node until the task is dropped.
 pub(crate) async fn run(shared: Arc<Shared>) {
     let cfg = shared.config.health.clone();
-    let login = LoginInfo {
-        user: cfg.user.clone(),
-        database: cfg.database.clone(),
-        secret: shared.passwords.as_ref().and_then(|p| p.get(&cfg.user)).cloned(),
-        client_key: None,
-    };
+    let login = health_login(&shared);
     let mut conns: Vec<Option<ServerConn>> = shared.nodes.iter().map(|_| None).collect();
     let mut tick = tokio::time::interval(cfg.period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -231,16 +226,22 @@ fn discover_primary(shared: &Shared, seen: &[Option<Observation>], warned: &mut 
     }
 }
 
-/// True when node `i` answers, on a fresh connection as the health-check
-/// user, that it is not in recovery.
-pub(crate) async fn answers_as_primary(shared: &Shared, i: usize) -> bool {
+/// How the checks log in: the health-check user, its secret from the password file.
+fn health_login(shared: &Shared) -> LoginInfo {
     let cfg = &shared.config.health;
-    let login = LoginInfo {
+    LoginInfo {
         user: cfg.user.clone(),
         database: cfg.database.clone(),
         secret: shared.passwords.as_ref().and_then(|p| p.get(&cfg.user)).cloned(),
         client_key: None,
-    };
+    }
+}
+
+/// True when node `i` answers, on a fresh connection as the health-check
+/// user, that it is not in recovery.
+pub(crate) async fn answers_as_primary(shared: &Shared, i: usize) -> bool {
+    let cfg = &shared.config.health;
+    let login = health_login(shared);
     let mut slot = None;
     let seen = tokio::time::timeout(cfg.timeout, check(shared, i, &mut slot, &login)).await;
     if let Some(conn) = slot {

@@ -841,15 +841,12 @@ impl<'a> Relay<'a> {
     fn relay_client_messages(&mut self) -> Result<bool, Error> {
         while self.sout.len() < HIGH_WATER {
             if self.up_remaining > 0 {
-                let take = self.up_remaining.min(self.cbuf.len());
-                if take == 0 {
+                let to = (!self.client_skip).then_some(&mut self.sout);
+                let moved = pass_on(self.cbuf, to, self.up_remaining);
+                if moved == 0 {
                     break;
                 }
-                if !self.client_skip {
-                    self.sout.extend_from_slice(&self.cbuf[..take]);
-                }
-                self.cbuf.advance(take);
-                self.up_remaining -= take;
+                self.up_remaining -= moved;
                 continue;
             }
             let Some((t, total)) = peek_header(self.cbuf).map_err(Error::ClientProtocol)? else {
@@ -857,12 +854,8 @@ impl<'a> Relay<'a> {
             };
             if t == b'd' && total > STREAM_OVER {
                 // COPY data streams through, whatever its size.
-                let take = total.min(self.cbuf.len());
-                if !self.client_skip {
-                    self.sout.extend_from_slice(&self.cbuf[..take]);
-                }
-                self.cbuf.advance(take);
-                self.up_remaining = total - take;
+                let to = (!self.client_skip).then_some(&mut self.sout);
+                self.up_remaining = total - pass_on(self.cbuf, to, total);
                 continue;
             }
             if total > self.max_message {
@@ -1193,23 +1186,19 @@ impl<'a> Relay<'a> {
     fn relay_server_messages_from(&mut self, conn: &mut ServerConn) -> Result<(), Error> {
         while self.cout.len() < HIGH_WATER {
             if self.down_remaining > 0 {
-                let take = self.down_remaining.min(conn.buf.len());
-                if take == 0 {
+                let moved = pass_on(&mut conn.buf, Some(&mut *self.cout), self.down_remaining);
+                if moved == 0 {
                     break;
                 }
-                self.cout.extend_from_slice(&conn.buf[..take]);
-                conn.buf.advance(take);
-                self.down_remaining -= take;
+                self.down_remaining -= moved;
                 continue;
             }
             let Some((t, total)) = peek_header(&conn.buf).map_err(Error::ServerProtocol)? else {
                 break;
             };
             if (t == b'D' || t == b'd') && total > STREAM_OVER {
-                let take = total.min(conn.buf.len());
-                self.cout.extend_from_slice(&conn.buf[..take]);
-                conn.buf.advance(take);
-                self.down_remaining = total - take;
+                // Rows and COPY data stream through, whatever their size.
+                self.down_remaining = total - pass_on(&mut conn.buf, Some(&mut *self.cout), total);
                 continue;
             }
             if total > self.max_message {
@@ -1418,6 +1407,18 @@ pub(crate) fn read_ready(s: &TcpStream, buf: &mut BytesMut) -> std::io::Result<O
         (Err(e), None) if e.kind() == WouldBlock => Ok(None),
         (Err(e), _) => Err(e),
     }
+}
+
+/// Moves up to `want` bytes from the front of `src` to `dst` (dropping them
+/// when `dst` is `None`); returns how many moved. A message streaming through
+/// is relayed this way piece by piece, never gathered whole.
+fn pass_on(src: &mut BytesMut, dst: Option<&mut BytesMut>, want: usize) -> usize {
+    let take = want.min(src.len());
+    if let Some(d) = dst {
+        d.extend_from_slice(&src[..take]);
+    }
+    src.advance(take);
+    take
 }
 
 /// Writes as much of `out` as the socket takes now.
