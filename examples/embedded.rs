@@ -16,12 +16,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let backend = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:5432".into());
     let (host, port) = backend.rsplit_once(':').ok_or("expected host:port")?;
 
-    let mut config = Config::with_nodes(vec![NodeConfig {
-        host: host.to_owned(),
-        port: port.parse()?,
-        weight: 1.0,
-        data_dir: None,
-    }]);
+    let mut config = Config::with_nodes(vec![NodeConfig::new(host, port.parse()?)]);
     config.auth.method = AuthMethod::Trust;
     config.server.listen = "127.0.0.1:6433".into();
     config.pool.size = 5;

@@ -139,6 +139,7 @@ async fn demo(port: u16, mode: PoolMode) -> Result<()> {
             port: n.port(),
             weight: 1.0,
             data_dir: Some(n.data_dir().display().to_string()),
+            application_name: None,
         })
         .collect();
     let mut config = Config::with_nodes(nodes);

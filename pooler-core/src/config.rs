@@ -211,6 +211,16 @@ pub struct PoolConfig {
 }
 
 impl PoolConfig {
+    /// The pool mode for one (user, database): the user's override, else the
+    /// database's, else the global mode.
+    pub fn mode_for(&self, user: &str, database: &str) -> PoolMode {
+        self.users
+            .get(user)
+            .and_then(|o| o.mode)
+            .or_else(|| self.databases.get(database).and_then(|o| o.mode))
+            .unwrap_or(self.mode)
+    }
+
     /// The settings in force for one (user, database): overrides applied.
     pub fn effective(&self, user: &str, database: &str) -> PoolConfig {
         let mut s = self.clone();
@@ -345,9 +355,12 @@ pub struct RoutingConfig {
     /// Per-application_name read preference [app_name_redirect_preference_list].
     pub application_preference: std::collections::BTreeMap<String, NodePreference>,
     /// A node whose connection attempt failed is left out of the read set
-    /// for this long (until health checks exist).
+    /// for this long, or until a health check finds it up, whichever is later.
     #[serde(deserialize_with = "duration")]
     pub failed_node_retry: Duration,
+    /// Among the standbys, send reads only to those with the least
+    /// replication lag at the last check [prefer_lower_delay_standby].
+    pub prefer_lowest_lag: bool,
 }
 
 impl Default for RoutingConfig {
@@ -364,6 +377,7 @@ impl Default for RoutingConfig {
             database_preference: Default::default(),
             application_preference: Default::default(),
             failed_node_retry: Duration::from_secs(5),
+            prefer_lowest_lag: false,
         }
     }
 }
@@ -398,6 +412,10 @@ pub struct HealthConfig {
     /// Pause before checking a failed node again [health_check_retry_delay].
     #[serde(deserialize_with = "duration")]
     pub retry_delay: Duration,
+    /// Longest the connection of a check may take to open [connect_timeout];
+    /// the whole check is still bounded by `timeout`.
+    #[serde(deserialize_with = "duration")]
+    pub connect_timeout: Duration,
 }
 
 /// Failover (`[failover]`): commands run when the primary is down, with
@@ -412,9 +430,43 @@ pub struct FailoverConfig {
     /// Run for each remaining standby once the new primary is known
     /// [follow_primary_command]: `%d`, `%h`, `%p`, `%D` are that standby.
     pub follow_primary_command: String,
+    /// Run when a node comes back into service: attached by an operator, or
+    /// returned by itself as a healthy standby [failback_command]; `%d`, `%h`,
+    /// `%p`, `%D` are that node.
+    pub failback_command: String,
     /// Longest a command may run before it is killed.
     #[serde(deserialize_with = "duration")]
     pub command_timeout: Duration,
+    /// A connection to a node that is refused or reset (seen by a client
+    /// session) marks the node down at once, as a failed health check would
+    /// [failover_on_backend_error]. Off: it triggers an immediate health
+    /// check of the node instead, which decides.
+    pub failover_on_backend_error: bool,
+    /// A node that left service (failed checks, or a former primary) comes
+    /// back by itself once it answers as a standby (a former primary: one
+    /// whose WAL receiver is streaming) [auto_failback]. Off: it stays down
+    /// until an operator attaches it.
+    pub auto_failback: bool,
+    /// While no node answers as the primary, writes wait this long for one
+    /// (a failover in progress) before they fail; an error is logged when the
+    /// search has gone on this long [search_primary_node_timeout]. "0s": fail at once.
+    #[serde(deserialize_with = "duration")]
+    pub search_primary_node_timeout: Duration,
+    /// Which node keeps the writes when two claim to be the primary.
+    pub false_primary: FalsePrimaryRule,
+}
+
+/// Which node keeps the writes when two nodes answer as a primary at once
+/// (`failover.false_primary`). The other is quarantined: no reads, no writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FalsePrimaryRule {
+    /// The node writes already go to (default): never move writes on a
+    /// claim alone.
+    KeepCurrent,
+    /// The node more standbys stream from (by the standbys' WAL receiver
+    /// sender host and port); the current one on a tie [pgpool's detect_false_primary].
+    MostStandbys,
 }
 
 impl Default for FailoverConfig {
@@ -422,7 +474,12 @@ impl Default for FailoverConfig {
         FailoverConfig {
             command: String::new(),
             follow_primary_command: String::new(),
+            failback_command: String::new(),
             command_timeout: Duration::from_secs(60),
+            failover_on_backend_error: false,
+            auto_failback: true,
+            search_primary_node_timeout: Duration::from_secs(10),
+            false_primary: FalsePrimaryRule::KeepCurrent,
         }
     }
 }
@@ -438,6 +495,7 @@ impl Default for HealthConfig {
             lag_threshold: Duration::ZERO,
             max_retries: 2,
             retry_delay: Duration::from_millis(500),
+            connect_timeout: Duration::from_secs(3),
         }
     }
 }
@@ -489,6 +547,19 @@ pub struct NodeConfig {
     /// Data directory on the node's host (for failover command placeholders).
     #[serde(default)]
     pub data_dir: Option<String>,
+    /// The `application_name` this standby streams under (its
+    /// `primary_conninfo`), to find it in the primary's `pg_stat_replication`
+    /// for `SHOW pool_nodes` [backend_application_name]. Unset: the standby's
+    /// own WAL receiver status is shown and the sync state is left empty.
+    #[serde(default)]
+    pub application_name: Option<String>,
+}
+
+impl NodeConfig {
+    /// A node at `host:port` with weight 1 and nothing else set.
+    pub fn new(host: impl Into<String>, port: u16) -> NodeConfig {
+        NodeConfig { host: host.into(), port, weight: 1.0, data_dir: None, application_name: None }
+    }
 }
 
 fn default_port() -> u16 {
@@ -779,6 +850,9 @@ mod tests {
         .unwrap();
         assert_eq!(c.pool.effective("app", "app").mode, PoolMode::Transaction);
         assert_eq!(c.pool.effective("app", "app").size, 7);
+        for (u, d) in [("app", "app"), ("app", "reports"), ("batch", "reports"), ("x", "y")] {
+            assert_eq!(c.pool.mode_for(u, d), c.pool.effective(u, d).mode, "{u} {d}");
+        }
         let r = c.pool.effective("app", "reports");
         assert_eq!((r.mode, r.size), (PoolMode::Session, 3));
         let b = c.pool.effective("batch", "reports");

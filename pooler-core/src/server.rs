@@ -56,8 +56,10 @@ pub(crate) struct Shared {
     pub(crate) phase: watch::Receiver<Phase>,
     /// Prepared statements of transaction-mode clients, by content.
     pub(crate) statements: crate::txn::prepared::Registry,
-    /// Chooses nodes for requests.
+    /// Chooses nodes for requests; holds the latest cluster snapshot.
     pub(crate) router: crate::route::Router,
+    /// The way to the cluster controller.
+    pub(crate) cluster: crate::cluster::Cluster,
 }
 
 impl Shared {
@@ -76,6 +78,23 @@ impl Shared {
             tracing::warn!(server = %target.addr, error = %e, "forwarding cancel request failed");
         }
         drop(ticket);
+    }
+
+    /// A session could not reach `node`, or lost its connection there: the
+    /// read set backs off from it and the cluster controller hears of it
+    /// (an immediate health check, or with `failover_on_backend_error` a
+    /// failed one).
+    pub(crate) fn backend_failed(&self, node: usize, e: &crate::Error) {
+        let hard = match e {
+            crate::Error::Connect { .. } | crate::Error::ConnectTimeout { .. } => {
+                self.router.note_failure(node);
+                true
+            }
+            crate::Error::ServerIo(_) => true,
+            crate::Error::ServerClosed => false,
+            _ => return,
+        };
+        self.cluster.backend_error(node, hard, e);
     }
 }
 
@@ -97,6 +116,7 @@ impl Shared {
 pub struct Pooler {
     shared: Arc<Shared>,
     phase_tx: watch::Sender<Phase>,
+    hooks: Arc<crate::cluster::Hooks>,
 }
 
 impl Pooler {
@@ -121,7 +141,12 @@ impl Pooler {
             key: format!("routing.{}", e.list),
             problem: e.to_string(),
         })?;
+        let hooks = crate::cluster::Hooks {
+            check: Arc::new(crate::cluster::SqlHealthCheck::new(&config, passwords.as_ref())),
+            failover: Arc::new(crate::cluster::CommandHook::new(&config.failover)),
+        };
         let shared = Shared {
+            cluster: crate::cluster::Cluster::new(&config),
             router,
             pools: Pools::new(config.pool.clone(), config.server.max_message_size),
             config,
@@ -131,69 +156,61 @@ impl Pooler {
             phase,
             statements: Default::default(),
         };
-        Ok(Pooler { shared: Arc::new(shared), phase_tx })
+        Ok(Pooler { shared: Arc::new(shared), phase_tx, hooks: Arc::new(hooks) })
+    }
+
+    /// Replaces the built-in health check ([`crate::cluster::SqlHealthCheck`])
+    /// with `check`. Takes effect at [`Pooler::run`].
+    pub fn with_health_check(mut self, check: Arc<dyn crate::cluster::HealthCheck>) -> Pooler {
+        self.hooks = Arc::new(crate::cluster::Hooks { check, failover: self.hooks.failover.clone() });
+        self
+    }
+
+    /// Replaces the built-in failover hook ([`crate::cluster::CommandHook`],
+    /// running the `[failover]` commands) with `hook`. Takes effect at [`Pooler::run`].
+    pub fn with_failover_hook(mut self, hook: Arc<dyn crate::cluster::FailoverHook>) -> Pooler {
+        self.hooks = Arc::new(crate::cluster::Hooks { check: self.hooks.check.clone(), failover: hook });
+        self
     }
 
     /// Per-node routing counters: requests and reads routed, requests in
-    /// flight, known replay positions.
+    /// flight, known replay positions, status and role.
     pub fn node_stats(&self) -> Vec<crate::route::NodeStats> {
         self.shared.router.node_stats()
     }
 
-    /// Detaches a standby (no more reads go to it) until [`Pooler::attach_node`].
-    /// False for the primary or an unknown node.
-    pub fn detach_node(&self, node: usize) -> bool {
-        self.shared.router.detach(node)
+    /// The cluster as the controller last published it: every node's
+    /// status, role, lag, and which one is the primary.
+    pub fn cluster(&self) -> Arc<crate::cluster::Snapshot> {
+        self.shared.router.snapshot()
     }
 
-    /// Attaches a node again (after a detach, or a former primary rebuilt as a
-    /// standby). The health checks still decide whether it is up.
-    pub fn attach_node(&self, node: usize) -> bool {
-        if node >= self.shared.nodes.len() {
-            return false;
-        }
-        self.shared.router.attach(node);
-        true
+    /// Detaches a standby: no reads go to it, and it stays down whatever its
+    /// health checks say, until [`Pooler::attach_node`]. The primary cannot
+    /// be detached. Needs [`Pooler::run`] to be running.
+    pub async fn detach_node(&self, node: usize) -> Result<(), crate::cluster::NodeCommandError> {
+        self.shared.cluster.command(crate::cluster::detach_event(node)).await
     }
 
-    /// Switchover: runs `failover.command` with `node` as the new main node and
-    /// the current primary as the failed one. Writes move once the health
-    /// checks see `node` out of recovery and the old primary is detached; the
-    /// follow-primary command then re-points the other standbys. False when
-    /// there is no command, `node` is the primary or unknown, or the command failed.
-    pub async fn promote_node(&self, node: usize) -> bool {
-        let cfg = &self.shared.config.failover;
-        let primary = self.shared.router.primary();
-        let nodes = &self.shared.config.nodes;
-        if cfg.command.is_empty() || node == primary || node >= nodes.len() {
-            return false;
-        }
-        let roles = crate::failover::Roles {
-            subject: (primary, &nodes[primary]),
-            new_main: (node, &nodes[node]),
-            old_primary: (primary, &nodes[primary]),
-        };
-        let command = crate::failover::expand(&cfg.command, &roles);
-        if !crate::failover::run("promote (switchover)", &command, cfg.command_timeout).await {
-            return false;
-        }
-        // Check, do not assume: writes move only once the node answers as a
-        // primary; the old primary is then detached, even if it still claims
-        // to be one.
-        let deadline = tokio::time::Instant::now() + cfg.command_timeout;
-        while tokio::time::Instant::now() < deadline {
-            if crate::health::answers_as_primary(&self.shared, node).await {
-                self.shared.router.set_primary(node, "switchover requested by the operator");
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        tracing::error!(node, "promoted node never answered as a primary; writes stay where they were");
-        false
+    /// Attaches a node again (after a detach, a failure without
+    /// `auto_failback`, or a quarantined former primary rebuilt as a
+    /// standby). It serves nothing until its next health check passes; the
+    /// failback command runs. Needs [`Pooler::run`] to be running.
+    pub async fn attach_node(&self, node: usize) -> Result<(), crate::cluster::NodeCommandError> {
+        self.shared.cluster.command(crate::cluster::attach_event(node)).await
+    }
+
+    /// Switchover: runs the failover hook with `node` as the new main node and
+    /// the current primary as the failed one. Writes move only once `node`
+    /// answers as a primary (checked, not assumed); the old primary is then
+    /// quarantined, even if it still claims to be one, and the follow-primary
+    /// hook runs for the other nodes. Needs [`Pooler::run`] to be running.
+    pub async fn promote_node(&self, node: usize) -> Result<(), crate::cluster::NodeCommandError> {
+        crate::cluster::promote(&self.shared, &self.hooks, node).await
     }
 
     /// Index of the node that takes writes now (the first node until the
-    /// health checks find another primary).
+    /// cluster controller finds another primary).
     pub fn primary_node(&self) -> usize {
         self.shared.router.primary()
     }
@@ -218,7 +235,7 @@ impl Pooler {
         let maintenance = tokio::spawn(maintain(self.shared.clone()));
         // Which node is the primary, which are up and how far behind: needed as
         // soon as there is more than one node.
-        let health = (self.shared.nodes.len() > 1).then(|| tokio::spawn(crate::health::run(self.shared.clone())));
+        let health = tokio::spawn(crate::cluster::run(self.shared.clone(), self.hooks.clone()));
         tokio::pin!(shutdown);
         loop {
             let (stream, peer) = tokio::select! {
@@ -260,9 +277,7 @@ impl Pooler {
             let _ = tokio::time::timeout(Duration::from_secs(5), slots.acquire_many(all)).await;
         }
         maintenance.abort();
-        if let Some(h) = health {
-            h.abort();
-        }
+        health.abort();
         for pool in self.shared.pools.all() {
             pool.close_idle();
         }

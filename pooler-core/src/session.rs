@@ -283,7 +283,15 @@ async fn run_session(
     database: String,
     client_key: Option<[u8; 32]>,
 ) -> End {
-    // The session starts on the primary as the health checks know it now.
+    // A plain session-mode client needs the primary for its whole session:
+    // during a failover it waits (bounded) for the new one.
+    let plain_session =
+        shared.config.pool.mode_for(&user, &database) == PoolMode::Session && !shared.router.balancing();
+    if plain_session && !shared.router.snapshot().primary_available() {
+        let wait = shared.config.failover.search_primary_node_timeout;
+        shared.cluster.wait_for_primary(&shared.router, wait).await;
+    }
+    // The session starts on the primary as the cluster controller knows it now.
     let node = shared.router.primary();
     let Some(addr) = shared.nodes.get(node) else {
         let e = Error::Refused { code: "08001", message: "no backend node is configured".into() };
@@ -315,6 +323,7 @@ async fn run_session(
         Err(e @ (Error::Connect { .. } | Error::ConnectTimeout { .. }))
             if pool.settings().mode != PoolMode::Session || shared.router.balancing() =>
         {
+            shared.backend_failed(node, &e);
             let fallback = shared.router.fallback_node(node).and_then(|n| shared.nodes.get(n).map(|a| (n, a)));
             let Some((n, addr)) = fallback else {
                 client.send_error(Severity::Fatal, &e).await;
@@ -394,7 +403,10 @@ async fn run_session(
         }
         return outcome.end;
     }
-    let outcome = relay(client, lease.conn(), shared, &mut phase).await;
+    let outcome = relay(client, lease.conn(), node, shared, &mut phase).await;
+    if let End::Failed(e @ (Error::ServerIo(_) | Error::ServerClosed)) = &outcome.end {
+        shared.backend_failed(node, e);
+    }
     metrics::gauge!(m::CLIENTS_ACTIVE).decrement(1.0);
     // No cancel for this client may reach the server connection once someone
     // else has it: wait for any on its way (bounded), else do not reuse it.
@@ -602,6 +614,7 @@ struct Down {
 async fn relay(
     client: &mut Client,
     conn: &mut ServerConn,
+    node: usize,
     shared: &Shared,
     phase: &mut watch::Receiver<Phase>,
 ) -> RelayOutcome {
@@ -632,6 +645,11 @@ async fn relay(
                 |t, body| {
                     match t {
                         tag::TERMINATE => return Verdict::Hold,
+                        tag::QUERY
+                            if crate::cluster::show::is_show_pool_nodes(body.strip_suffix(&[0]).unwrap_or(body)) =>
+                        {
+                            return Verdict::Hold
+                        }
                         tag::QUERY | b'S' | b'F' => {
                             requests.fetch_add(1, Ordering::Relaxed);
                         }
@@ -655,6 +673,17 @@ async fn relay(
                 cbuf.advance(scan.forward);
                 let ends_request = matches!(up_scanner.last_tag(), tag::QUERY | b'S' | b'F');
                 up_clean.store(up_scanner.at_boundary() && ends_request, Ordering::Relaxed);
+            }
+            if scan.stopped && cbuf.first() == Some(&tag::QUERY) {
+                // SHOW pool_nodes is at the front: it becomes the query that answers it.
+                let total = match crate::protocol::peek_header(cbuf) {
+                    Ok(Some((_, total))) => total,
+                    _ => return End::Failed(Error::ClientProtocol(ProtocolError::Malformed("query"))),
+                };
+                let mut rewritten = crate::cluster::show::rewrite(shared, node);
+                rewritten.extend_from_slice(&cbuf[total..]);
+                *cbuf = rewritten;
+                continue;
             }
             if scan.stopped {
                 // Terminate is at the front of the buffer: the client is done.

@@ -7,6 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
+use pooler_core::cluster::NodeCommandError;
 use pooler_core::config::{NodeConfig, PoolMode};
 use pooler_core::Config;
 use pooler_testkit::Cluster;
@@ -29,6 +30,7 @@ fn failover_config(cluster: &Cluster) -> Config {
             port: n.port(),
             weight: 1.0,
             data_dir: Some(n.data_dir().display().to_string()),
+            application_name: None,
         })
         .collect();
     let mut config = Config::with_nodes(nodes);
@@ -115,8 +117,8 @@ async fn promote_node_switches_writes_to_the_promoted_standby() {
     let client = pooler.connect("postgres").await;
     client.batch_execute("INSERT INTO items (v) VALUES (1)").await.unwrap();
     tokio::task::block_in_place(|| cluster.wait_for_replication(Duration::from_secs(30))).unwrap();
-    assert!(!pooler.pooler.promote_node(0).await, "the primary is already the primary");
-    assert!(pooler.pooler.promote_node(1).await);
+    assert_eq!(pooler.pooler.promote_node(0).await, Err(NodeCommandError::AlreadyPrimary(0)));
+    pooler.pooler.promote_node(1).await.unwrap();
     // Writes move at once, though the old primary is still up and still a
     // primary: it is detached and never written to again.
     assert_eq!(pooler.pooler.primary_node(), 1);

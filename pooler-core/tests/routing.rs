@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::*;
+use pooler_core::cluster::{NodeCommandError, Status};
 use pooler_core::config::{NodeConfig, PoolMode};
 use pooler_core::Config;
 use pooler_testkit::Cluster;
@@ -19,7 +20,13 @@ fn routed_config(cluster: &Cluster, weights: &[f64]) -> Config {
     let nodes = cluster
         .nodes()
         .zip(weights)
-        .map(|(n, &weight)| NodeConfig { host: n.host().to_owned(), port: n.port(), weight, data_dir: None })
+        .map(|(n, &weight)| NodeConfig {
+            host: n.host().to_owned(),
+            port: n.port(),
+            weight,
+            data_dir: None,
+            application_name: None,
+        })
         .collect();
     let mut c = Config::with_nodes(nodes);
     c.auth.method = pooler_core::config::AuthMethod::Trust;
@@ -398,18 +405,17 @@ async fn an_operator_detaches_and_attaches_a_standby() {
     config.health.period = Duration::from_millis(100);
     let pooler = TestPooler::start(config, None).await;
     let client = pooler.connect("postgres").await;
-    assert!(!pooler.pooler.detach_node(0), "the primary cannot be detached");
-    assert!(pooler.pooler.detach_node(1));
+    assert_eq!(pooler.pooler.detach_node(0).await, Err(NodeCommandError::IsPrimary(0)));
+    pooler.pooler.detach_node(1).await.unwrap();
+    assert_eq!(pooler.pooler.cluster().nodes[1].status, Status::Down);
     // Health checks keep running; the operator's word holds.
     tokio::time::sleep(Duration::from_millis(400)).await;
     for _ in 0..40 {
         assert_eq!(server_port(&client).await, cluster.standbys()[1].port() as i32);
     }
-    assert!(pooler.pooler.attach_node(1));
-    let mut back = false;
-    for _ in 0..60 {
-        back |= server_port(&client).await == cluster.standbys()[0].port() as i32;
-    }
+    pooler.pooler.attach_node(1).await.unwrap();
+    let port = cluster.standbys()[0].port() as i32;
+    let back = eventually_async(Duration::from_secs(10), || async { server_port(&client).await == port }).await;
     assert!(back, "reads reach the attached standby again");
 }
 

@@ -4,20 +4,25 @@
 //! per database and per application, and only to nodes known to have replayed
 //! a session's own last write (read-your-writes).
 //!
-//! The router holds no locks: per-node state is atomics, read by every
-//! session and written by the sessions that learn something (a failed
-//! connection, a replay position).
+//! The router holds no locks: which node is the primary and which nodes may
+//! serve reads come from the cluster controller's latest published
+//! [`Snapshot`] (an atomic pointer swap); counters and replay positions are
+//! atomics written by the sessions that learn something.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
 
 use rand::RngExt;
 
 use crate::classify::{Classifier, ClassifierLists, PatternError};
+use crate::cluster::{Role, Snapshot, Status};
 use crate::config::{BalancePolicy, Config, NodePreference, RoutingConfig};
 
 /// Index of the configured primary: the first node. The router starts with it
-/// and follows the health checks when another node becomes the primary.
+/// and follows the cluster controller when another node becomes the primary.
 pub const PRIMARY: usize = 0;
 
 /// What the router knows and counts about one node.
@@ -34,17 +39,6 @@ struct Node {
     down_until_ms: AtomicU64,
     /// Highest WAL position this node is known to have replayed.
     replayed: AtomicU64,
-    /// The last health check succeeded (true until a check says otherwise).
-    up: AtomicBool,
-    /// The node lags past the configured threshold.
-    lagging: AtomicBool,
-    /// Bytes of WAL behind the primary at the last check.
-    lag_bytes: AtomicU64,
-    /// A former primary: neither written to nor read from until it comes
-    /// back as a standby.
-    detached: AtomicBool,
-    /// Detached by an operator: out until an operator attaches it.
-    operator_detached: AtomicBool,
 }
 
 /// Counters of one node, as [`Router::node_stats`] reports them.
@@ -60,14 +54,19 @@ pub struct NodeStats {
     pub outstanding: i64,
     /// Highest WAL position the node is known to have replayed (0: unknown).
     pub replayed_lsn: u64,
-    /// The last health check succeeded.
+    /// In service (status up).
     pub up: bool,
     /// Left out of the read set for lagging.
     pub lagging: bool,
     /// Bytes of WAL behind the primary at the last check.
     pub lag_bytes: u64,
-    /// A former primary kept out until it returns as a standby.
+    /// Kept out of service: quarantined (a former or false primary) or
+    /// detached by an operator.
     pub detached: bool,
+    /// The node's status.
+    pub status: Status,
+    /// The role the pooler holds for the node.
+    pub role: Role,
 }
 
 /// Chooses nodes for requests.
@@ -77,8 +76,8 @@ pub struct Router {
     nodes: Vec<Node>,
     config: RoutingConfig,
     started: Instant,
-    /// The node that takes writes now.
-    primary: AtomicUsize,
+    /// The cluster as last published by the controller.
+    state: ArcSwap<Snapshot>,
 }
 
 impl Router {
@@ -100,43 +99,25 @@ impl Router {
                 outstanding: AtomicI64::new(0),
                 down_until_ms: AtomicU64::new(0),
                 replayed: AtomicU64::new(0),
-                up: AtomicBool::new(true),
-                lagging: AtomicBool::new(false),
-                lag_bytes: AtomicU64::new(0),
-                detached: AtomicBool::new(false),
-                operator_detached: AtomicBool::new(false),
             })
             .collect();
-        Ok(Router { classifier, nodes, config: r.clone(), started: Instant::now(), primary: AtomicUsize::new(PRIMARY) })
+        let state = ArcSwap::from_pointee(crate::cluster::machine::Machine::new(config).snapshot());
+        Ok(Router { classifier, nodes, config: r.clone(), started: Instant::now(), state })
     }
 
     /// The node that takes writes now.
     pub fn primary(&self) -> usize {
-        self.primary.load(Ordering::Acquire)
+        self.state.load().primary
     }
 
-    /// Makes `node` the primary (the health checks found it is one and the
-    /// old primary is not). Logged with the cause.
-    pub fn set_primary(&self, node: usize, cause: &str) {
-        if node < self.nodes.len() {
-            let old = self.primary.swap(node, Ordering::AcqRel);
-            if old != node {
-                tracing::warn!(
-                    old_primary = old,
-                    new_primary = node,
-                    cause,
-                    "primary changed: writes now go to the new primary"
-                );
-                // The old primary is never trusted again on its own word: it
-                // stays out until it is seen back as a standby.
-                if let Some(n) = self.nodes.get(old) {
-                    n.detached.store(true, Ordering::Relaxed);
-                }
-                if let Some(n) = self.nodes.get(node) {
-                    n.detached.store(false, Ordering::Relaxed);
-                }
-            }
-        }
+    /// The cluster as last published.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.state.load_full()
+    }
+
+    /// Takes a new cluster state (from the controller).
+    pub(crate) fn publish(&self, snapshot: Snapshot) {
+        self.state.store(Arc::new(snapshot));
     }
 
     /// The classifier built from the routing lists.
@@ -158,22 +139,23 @@ impl Router {
         self.started.elapsed().as_millis() as u64
     }
 
-    fn usable(&self, i: usize) -> bool {
-        self.nodes.get(i).is_some_and(|n| {
-            n.weight > 0.0
-                && n.up.load(Ordering::Relaxed)
-                && !n.lagging.load(Ordering::Relaxed)
-                && !n.detached.load(Ordering::Relaxed)
-                && !n.operator_detached.load(Ordering::Relaxed)
-                && n.down_until_ms.load(Ordering::Relaxed) <= self.now_ms()
-        })
+    /// May serve reads: in service and not lagging by the snapshot, not
+    /// backed off after a failed connection, weight aside.
+    fn in_read_set(&self, s: &Snapshot, i: usize) -> bool {
+        let readable = s.nodes.get(i).is_some_and(|n| n.readable() || (i == s.primary && s.primary_available()));
+        readable && self.nodes.get(i).is_some_and(|n| n.down_until_ms.load(Ordering::Relaxed) <= self.now_ms())
+    }
+
+    fn usable(&self, s: &Snapshot, i: usize) -> bool {
+        self.nodes.get(i).is_some_and(|n| n.weight > 0.0) && self.in_read_set(s, i)
     }
 
     /// The node for a read-only request of a client of `database` and
     /// `application`, whose last write is at `min_lsn` (0: none). The primary
     /// when balancing is off, nothing else is usable, or the preferences say so.
     pub fn read_node(&self, database: &str, application: &str, min_lsn: u64) -> usize {
-        let primary = self.primary();
+        let s = self.state.load();
+        let primary = s.primary;
         if !self.balancing() {
             return primary;
         }
@@ -188,13 +170,29 @@ impl Router {
         match preference {
             Some(NodePreference::Primary) => return primary,
             Some(NodePreference::Node(i)) => {
-                return if self.usable(i) && replayed(i) { i } else { primary };
+                return if self.usable(&s, i) && replayed(i) { i } else { primary };
             }
             _ => {}
         }
         let standby_only = preference == Some(NodePreference::Standby);
-        let candidates =
-            || (0..self.nodes.len()).filter(move |&i| (!standby_only || i != primary) && self.usable(i) && replayed(i));
+        // With prefer_lowest_lag, only the standbys lagging least are candidates.
+        let least_lag = if self.config.prefer_lowest_lag {
+            (0..self.nodes.len())
+                .filter(|&i| i != primary && self.usable(&s, i) && replayed(i))
+                .filter_map(|i| s.nodes.get(i).map(|n| n.lag_bytes))
+                .min()
+        } else {
+            None
+        };
+        let s = &s;
+        let candidates = move || {
+            (0..self.nodes.len()).filter(move |&i| {
+                (!standby_only || i != primary)
+                    && self.usable(s, i)
+                    && replayed(i)
+                    && (i == primary || least_lag.is_none_or(|m| s.nodes.get(i).is_some_and(|n| n.lag_bytes <= m)))
+            })
+        };
         let chosen = match self.config.policy {
             BalancePolicy::WeightedRandom => {
                 let total: f64 = candidates().map(|i| self.nodes[i].weight).sum();
@@ -249,7 +247,7 @@ impl Router {
 
     /// A connection to `node` could not be opened: leave it out of the read
     /// set for `failed_node_retry`.
-    pub fn note_failure(&self, node: usize) {
+    pub(crate) fn note_failure(&self, node: usize) {
         if node == self.primary() {
             return;
         }
@@ -260,86 +258,12 @@ impl Router {
         }
     }
 
-    /// Records a health check of `node`: up or not; for a standby, how far it
-    /// lags and whether that is past the threshold. Transitions are logged.
-    pub fn note_health(&self, node: usize, up: bool, lag_bytes: u64, lagging: bool) {
-        let Some(n) = self.nodes.get(node) else {
-            return;
-        };
-        if n.up.swap(up, Ordering::Relaxed) != up {
-            if up {
-                tracing::info!(node, "node is up again: back in the read set");
-            } else {
-                tracing::warn!(node, "node failed its health check: out of the read set");
-            }
-        }
-        n.lag_bytes.store(lag_bytes, Ordering::Relaxed);
-        if n.lagging.swap(lagging, Ordering::Relaxed) != lagging {
-            if lagging {
-                tracing::warn!(node, lag_bytes, "standby lags past the threshold: out of the read set");
-            } else {
-                tracing::info!(node, lag_bytes, "standby caught up: back in the read set");
-            }
-        }
-    }
-
     /// A node other than `exclude` that is up and not detached or lagging
     /// (weight aside): where a read or a login goes when the primary cannot
     /// be reached. `None` when there is none.
     pub fn fallback_node(&self, exclude: usize) -> Option<usize> {
-        (0..self.nodes.len()).find(|&i| {
-            let n = &self.nodes[i];
-            i != exclude
-                && n.up.load(Ordering::Relaxed)
-                && !n.lagging.load(Ordering::Relaxed)
-                && !n.detached.load(Ordering::Relaxed)
-                && !n.operator_detached.load(Ordering::Relaxed)
-                && n.down_until_ms.load(Ordering::Relaxed) <= self.now_ms()
-        })
-    }
-
-    /// Takes `node` out of service by an operator's word: no reads go to it
-    /// (and, if it is a standby that answers as a primary later, no writes).
-    /// The primary cannot be detached; promote another node first.
-    pub fn detach(&self, node: usize) -> bool {
-        if node == self.primary() {
-            return false;
-        }
-        match self.nodes.get(node) {
-            Some(n) => {
-                if !n.operator_detached.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(node, "node detached by the operator");
-                }
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// True when `node` is a former primary kept out.
-    pub fn is_detached(&self, node: usize) -> bool {
-        self.nodes
-            .get(node)
-            .is_some_and(|n| n.detached.load(Ordering::Relaxed) || n.operator_detached.load(Ordering::Relaxed))
-    }
-
-    /// An operator attaches `node` again, whatever detached it.
-    pub fn attach(&self, node: usize) {
-        if let Some(n) = self.nodes.get(node) {
-            let was = n.operator_detached.swap(false, Ordering::Relaxed) | n.detached.swap(false, Ordering::Relaxed);
-            if was {
-                tracing::info!(node, "node attached by the operator");
-            }
-        }
-    }
-
-    /// `node` was seen back as a standby: it may serve reads again.
-    pub fn reattach(&self, node: usize) {
-        if let Some(n) = self.nodes.get(node) {
-            if n.detached.swap(false, Ordering::Relaxed) {
-                tracing::info!(node, "former primary is back as a standby: attached again");
-            }
-        }
+        let s = self.state.load();
+        (0..self.nodes.len()).find(|&i| i != exclude && self.in_read_set(&s, i))
     }
 
     /// `node` is known to have replayed WAL up to `lsn`.
@@ -356,19 +280,23 @@ impl Router {
 
     /// Counters of every node.
     pub fn node_stats(&self) -> Vec<NodeStats> {
+        let s = self.state.load();
         self.nodes
             .iter()
+            .zip(s.nodes.iter())
             .enumerate()
-            .map(|(node, n)| NodeStats {
+            .map(|(node, (n, c))| NodeStats {
                 node,
                 routed: n.routed.load(Ordering::Relaxed),
                 reads: n.reads.load(Ordering::Relaxed),
                 outstanding: n.outstanding.load(Ordering::Relaxed),
                 replayed_lsn: n.replayed.load(Ordering::Relaxed),
-                up: n.up.load(Ordering::Relaxed),
-                lagging: n.lagging.load(Ordering::Relaxed),
-                lag_bytes: n.lag_bytes.load(Ordering::Relaxed),
-                detached: n.detached.load(Ordering::Relaxed) || n.operator_detached.load(Ordering::Relaxed),
+                up: c.status == Status::Up,
+                lagging: c.lagging,
+                lag_bytes: c.lag_bytes,
+                detached: c.status == Status::Quarantine || c.operator_detached,
+                status: c.status,
+                role: c.role,
             })
             .collect()
     }
@@ -404,11 +332,24 @@ mod tests {
         let nodes = weights
             .iter()
             .enumerate()
-            .map(|(i, &w)| NodeConfig { host: "h".into(), port: 5432 + i as u16, weight: w, data_dir: None })
+            .map(|(i, &w)| NodeConfig { weight: w, ..NodeConfig::new("h", 5432 + i as u16) })
             .collect();
         let mut c = Config::with_nodes(nodes);
         c.routing.load_balance = true;
         c
+    }
+
+    /// A router whose nodes were all checked: node 0 the primary, the rest
+    /// standbys, every one up.
+    fn router(c: &Config) -> Router {
+        let r = Router::new(c).unwrap();
+        let mut s = (*r.snapshot()).clone();
+        for n in &mut s.nodes {
+            n.status = Status::Up;
+            n.pg_role = if n.id == 0 { Role::Primary } else { Role::Standby };
+        }
+        r.publish(s);
+        r
     }
 
     fn spread(r: &Router, n: usize) -> Vec<usize> {
@@ -421,7 +362,7 @@ mod tests {
 
     #[test]
     fn reads_spread_by_weight() {
-        let r = Router::new(&config(&[1.0, 1.0, 2.0])).unwrap();
+        let r = router(&config(&[1.0, 1.0, 2.0]));
         let c = spread(&r, 40_000);
         // Expected 10k / 10k / 20k; 5 sigma is about 500.
         assert!((9_000..11_000).contains(&c[0]), "{c:?}");
@@ -431,11 +372,11 @@ mod tests {
 
     #[test]
     fn weight_zero_keeps_reads_off_a_node_and_balancing_off_keeps_them_on_the_primary() {
-        let r = Router::new(&config(&[0.0, 1.0, 1.0])).unwrap();
+        let r = router(&config(&[0.0, 1.0, 1.0]));
         assert_eq!(spread(&r, 1000)[0], 0);
         let mut c = config(&[1.0, 1.0]);
         c.routing.load_balance = false;
-        let r = Router::new(&c).unwrap();
+        let r = router(&c);
         assert_eq!(spread(&r, 100), vec![100, 0]);
     }
 
@@ -443,7 +384,7 @@ mod tests {
     fn failed_nodes_leave_the_read_set_for_a_while() {
         let mut c = config(&[0.0, 1.0, 1.0]);
         c.routing.failed_node_retry = Duration::from_secs(60);
-        let r = Router::new(&c).unwrap();
+        let r = router(&c);
         r.note_failure(1);
         assert_eq!(spread(&r, 200), vec![0, 0, 200]);
         r.note_failure(2);
@@ -452,7 +393,7 @@ mod tests {
 
     #[test]
     fn reads_after_a_write_go_only_where_it_was_replayed() {
-        let r = Router::new(&config(&[0.0, 1.0, 1.0])).unwrap();
+        let r = router(&config(&[0.0, 1.0, 1.0]));
         let lsn = parse_lsn("0/3000060").unwrap();
         assert_eq!(r.read_node("db", "app", lsn), PRIMARY, "no standby known to have it");
         r.note_replayed(2, lsn);
@@ -469,7 +410,7 @@ mod tests {
         c.routing.database_preference.insert("reports".into(), NodePreference::Node(2));
         c.routing.database_preference.insert("critical".into(), NodePreference::Primary);
         c.routing.application_preference.insert("batch".into(), NodePreference::Standby);
-        let r = Router::new(&c).unwrap();
+        let r = router(&c);
         for _ in 0..100 {
             assert_eq!(r.read_node("reports", "web", 0), 2);
             assert_eq!(r.read_node("critical", "web", 0), PRIMARY);
@@ -481,7 +422,7 @@ mod tests {
     fn least_outstanding_prefers_the_idle_node() {
         let mut c = config(&[1.0, 1.0, 1.0]);
         c.routing.policy = BalancePolicy::LeastOutstanding;
-        let r = Router::new(&c).unwrap();
+        let r = router(&c);
         r.begin(0, true);
         r.begin(1, true);
         assert_eq!(r.read_node("db", "app", 0), 2);

@@ -252,6 +252,9 @@ impl<'a> Relay<'a> {
             let _ = tokio::time::timeout(Duration::from_secs(1), flush_all(self.stream, self.cout)).await;
         }
         let client_can_take_error = self.down_remaining == 0 && self.cout.is_empty();
+        if let (End::Failed(e @ (Error::ServerIo(_) | Error::ServerClosed)), true) = (&end, self.lease.is_some()) {
+            self.shared.backend_failed(self.node, e);
+        }
         if let Some(lease) = self.lease.take() {
             let clean = self.queue.is_empty()
                 && !self.needs_sync
@@ -521,13 +524,16 @@ impl<'a> Relay<'a> {
     /// parameters, no other client's leftovers.
     async fn attach(&mut self) -> Result<(), Error> {
         let router = &self.shared.router;
-        // Writes go to the primary as the health checks know it now.
-        let primary = router.primary();
         let front = if router.balancing() && !self.sticky_all { self.front_is_read() } else { None };
         let read = match front {
             Some(true) => !(self.sticky_transactions && self.front_is_block()),
             _ => false,
         };
+        if !read {
+            self.wait_for_primary().await?;
+        }
+        // Writes go to the primary as the cluster controller knows it now.
+        let primary = router.primary();
         let min_lsn = if router.read_your_writes() { self.write_lsn } else { 0 };
         let mut node = primary;
         let mut probe = false;
@@ -579,7 +585,7 @@ impl<'a> Relay<'a> {
             Err(e @ (Error::Connect { .. } | Error::ConnectTimeout { .. })) if node != primary => {
                 // Nothing was sent anywhere: the primary can serve the read.
                 tracing::warn!(node, error = %e, "read node unreachable; using the primary");
-                router.note_failure(node);
+                self.shared.backend_failed(node, &e);
                 node = primary;
                 probe = false;
                 match self.parked.get_mut(primary).and_then(Option::take) {
@@ -590,6 +596,7 @@ impl<'a> Relay<'a> {
             Err(e @ (Error::Connect { .. } | Error::ConnectTimeout { .. })) if read && min_lsn == 0 => {
                 // The primary is unreachable and the request only reads: a
                 // standby serves it (the health checks will confirm the rest).
+                self.shared.backend_failed(primary, &e);
                 let Some(n) = router.fallback_node(primary) else { return Err(e) };
                 tracing::warn!(node = primary, error = %e, standby = n, "primary unreachable; a standby serves the read");
                 node = n;
@@ -647,6 +654,33 @@ impl<'a> Relay<'a> {
         self.at_request_start = true;
         router.begin(node, read);
         Ok(())
+    }
+
+    /// While no node is available as the primary (a failover in progress),
+    /// waits up to `failover.search_primary_node_timeout` for one. A primary
+    /// that is only down (its checks fail) is still tried afterwards, so the
+    /// client gets the server's own error; a quarantined one (a failed
+    /// primary being replaced) never is.
+    async fn wait_for_primary(&self) -> Result<(), Error> {
+        let router = &self.shared.router;
+        if router.snapshot().primary_available() {
+            return Ok(());
+        }
+        let wait = self.shared.config.failover.search_primary_node_timeout;
+        if self.shared.cluster.wait_for_primary(router, wait).await {
+            return Ok(());
+        }
+        let s = router.snapshot();
+        match s.nodes.get(s.primary) {
+            Some(n) if n.status == crate::cluster::Status::Quarantine => Err(Error::Refused {
+                code: "57P03",
+                message: format!(
+                    "no primary is available: node {} failed and no other node answers as the primary yet (waited {wait:?})",
+                    s.primary
+                ),
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// The request at the front of the client buffer opens a transaction block.
@@ -912,7 +946,11 @@ impl<'a> Relay<'a> {
                 if !self.shared.router.classifier().classify(sql).is_read_only() {
                     self.wrote = true;
                 }
-                self.sout.extend_from_slice(&frame);
+                if crate::cluster::show::is_show_pool_nodes(sql) {
+                    self.sout.extend_from_slice(&crate::cluster::show::rewrite(self.shared, self.node));
+                } else {
+                    self.sout.extend_from_slice(&frame);
+                }
                 self.queue.push_back(Pending::plain(Kind::Ready));
             }
             b'F' => {

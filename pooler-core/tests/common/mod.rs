@@ -35,6 +35,13 @@ impl TestPooler {
             })
             .await
         });
+        // Standbys serve reads only once a health check has seen them: wait
+        // for the first round, so tests start from a checked cluster.
+        let p = pooler.clone();
+        eventually(Duration::from_secs(10), || {
+            p.cluster().nodes.iter().all(|n| n.status != pooler_core::cluster::Status::Waiting)
+        })
+        .await;
         TestPooler { addr, pooler, stop: Some(tx), task: Some(task) }
     }
 
@@ -90,7 +97,13 @@ pub async fn primary_only() -> Cluster {
 pub fn trust_config(cluster: &Cluster) -> Config {
     let nodes = cluster
         .nodes()
-        .map(|n| NodeConfig { host: n.host().to_owned(), port: n.port(), weight: 1.0, data_dir: None })
+        .map(|n| NodeConfig {
+            host: n.host().to_owned(),
+            port: n.port(),
+            weight: 1.0,
+            data_dir: None,
+            application_name: None,
+        })
         .collect();
     let mut c = Config::with_nodes(nodes);
     c.auth.method = AuthMethod::Trust;
@@ -136,6 +149,21 @@ pub async fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bo
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     cond()
+}
+
+/// Like [`eventually`], for a condition that must await.
+pub async fn eventually_async<F: std::future::Future<Output = bool>>(
+    timeout: Duration,
+    mut cond: impl FnMut() -> F,
+) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if cond().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cond().await
 }
 
 /// SQLSTATE of a tokio-postgres error, if the server (or pooler) sent one.

@@ -1,0 +1,777 @@
+//! The cluster state machine: events in, a new state and actions out. No I/O
+//! and no clock of its own (the caller passes the time), so every transition
+//! is tested here without a server.
+//!
+//! The rules:
+//! - A failed check (retries included) puts an up node `down`; a passing one
+//!   brings a `down` node back `up` (a failed standby rejoins by itself),
+//!   unless an operator detached it.
+//! - The primary failing runs the failover hook once (promoting the up
+//!   standby that has replayed the most) and quarantines the failed primary:
+//!   whatever it says later, it gets no reads and no writes until it returns
+//!   as a streaming standby (`auto_failback`) or an operator attaches it.
+//! - A node answering as a primary becomes the primary only while the current
+//!   one is not available as a primary (failed, quarantined, or in recovery).
+//!   Two claimants at once: the configured rule picks one, the other is
+//!   quarantined; writes never go to both.
+//! - A new primary makes every other node the subject of the follow-primary hook.
+//! - A backend error seen by a session asks for an immediate check, or (with
+//!   `failover_on_backend_error`) counts as a failed check at once.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use super::check::Observation;
+use super::{NodeCommandError, NodeState, Role, Snapshot, Status};
+use crate::config::{Config, FalsePrimaryRule};
+
+/// What can happen to the cluster.
+#[derive(Debug)]
+pub(crate) enum Event {
+    /// A check of `node` finished (after its retries).
+    Checked { node: usize, result: Result<Observation, String> },
+    /// A session could not connect to `node` or lost its connection.
+    BackendError { node: usize, hard: bool, error: String },
+    /// The failover hook for `failed` returned.
+    FailoverDone { failed: usize, ok: bool },
+    /// An operator detaches `node`.
+    Detach { node: usize },
+    /// An operator attaches `node`.
+    Attach { node: usize },
+    /// An operator's switchover made `node` a primary (it answered as one).
+    Promoted { node: usize },
+    /// Time passes (the search for a primary has a deadline).
+    Tick,
+}
+
+/// What a transition asks the controller to do, in order.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Action {
+    /// Check `node` now.
+    CheckNow(usize),
+    /// Run the failover hook: `failed` primary, promote `new_main`.
+    Failover { failed: usize, new_main: usize },
+    /// Run the follow-primary hook for `standby`.
+    Follow { standby: usize, new_main: usize, old_primary: usize },
+    /// Run the failback hook for `node`.
+    Failback { node: usize },
+}
+
+/// The result of applying one event.
+#[derive(Debug)]
+pub(crate) struct Outcome {
+    pub(crate) actions: Vec<Action>,
+    /// The state changed: publish a new snapshot.
+    pub(crate) changed: bool,
+    /// The answer to an operator's command.
+    pub(crate) result: Result<(), NodeCommandError>,
+}
+
+/// Settings the machine follows.
+#[derive(Debug, Clone)]
+struct Rules {
+    lag_bytes: u64,
+    lag_time: Duration,
+    failover_on_backend_error: bool,
+    auto_failback: bool,
+    search_timeout: Duration,
+    false_primary: FalsePrimaryRule,
+    application_names: Vec<Option<String>>,
+    checked: bool,
+    /// The failover hook can promote a node.
+    promotes: bool,
+}
+
+/// The state machine.
+#[derive(Debug)]
+pub(crate) struct Machine {
+    nodes: Vec<NodeState>,
+    seen: Vec<Option<Observation>>,
+    primary: usize,
+    rules: Rules,
+    generation: u64,
+    /// The failover hook already ran for this failed primary.
+    failover_ran_for: Option<usize>,
+    /// Since when no node has been available as the primary.
+    primary_lost_at: Option<Instant>,
+    search_reported: bool,
+    /// Highest WAL position the primary reported, and when it last moved.
+    primary_lsn: u64,
+    primary_moved_at: Option<Instant>,
+    /// False-primary warnings already given, per node.
+    warned: Vec<bool>,
+    /// Per node: quarantined as a former (failed or switched-over) primary,
+    /// never to be taken as the primary again on its own word. A node
+    /// quarantined only for claiming primary while another was one may be
+    /// taken once that one is gone.
+    former: Vec<bool>,
+}
+
+impl Machine {
+    /// Every node waiting, the first one the primary; with one node (never
+    /// checked), that node is up.
+    pub(crate) fn new(config: &Config) -> Machine {
+        let checked = config.nodes.len() > 1;
+        let nodes = config
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(id, n)| NodeState {
+                id,
+                host: n.host.clone(),
+                port: n.port,
+                weight: n.weight,
+                role: if id == 0 { Role::Primary } else { Role::Unknown },
+                status: if checked { Status::Waiting } else { Status::Up },
+                pg_up: !checked,
+                pg_role: if checked { Role::Unknown } else { Role::Primary },
+                lag_bytes: 0,
+                lag_time: Duration::ZERO,
+                lagging: false,
+                lsn: 0,
+                replication_state: String::new(),
+                sync_state: String::new(),
+                operator_detached: false,
+                last_status_change: SystemTime::now(),
+                cause: "configured".into(),
+            })
+            .collect();
+        let f = &config.failover;
+        Machine {
+            seen: config.nodes.iter().map(|_| None).collect(),
+            warned: vec![false; config.nodes.len()],
+            former: vec![false; config.nodes.len()],
+            nodes,
+            primary: 0,
+            rules: Rules {
+                lag_bytes: config.health.lag_threshold_bytes,
+                lag_time: config.health.lag_threshold,
+                failover_on_backend_error: f.failover_on_backend_error,
+                auto_failback: f.auto_failback,
+                search_timeout: f.search_primary_node_timeout,
+                false_primary: f.false_primary,
+                application_names: config.nodes.iter().map(|n| n.application_name.clone()).collect(),
+                checked,
+                promotes: !f.command.is_empty(),
+            },
+            generation: 0,
+            failover_ran_for: None,
+            primary_lost_at: None,
+            search_reported: false,
+            primary_lsn: 0,
+            primary_moved_at: None,
+        }
+    }
+
+    /// Whether the failover hook can promote a node (else the machine only
+    /// discovers a primary promoted elsewhere).
+    pub(crate) fn set_promotes(&mut self, promotes: bool) {
+        self.rules.promotes = promotes;
+    }
+
+    /// The node writes go to.
+    pub(crate) fn primary(&self) -> usize {
+        self.primary
+    }
+
+    /// The state as published.
+    pub(crate) fn snapshot(&self) -> Snapshot {
+        Snapshot { generation: self.generation, primary: self.primary, nodes: self.nodes.clone() }
+    }
+
+    /// Applies one event.
+    pub(crate) fn apply(&mut self, event: Event, now: Instant) -> Outcome {
+        let before = (self.primary, self.nodes.clone());
+        let mut out = Outcome { actions: Vec::new(), changed: false, result: Ok(()) };
+        match event {
+            Event::Checked { node, result } if node < self.nodes.len() => match result {
+                Ok(o) => self.checked_ok(node, o, now, &mut out),
+                Err(e) => self.failed(node, &format!("health check failed: {e}"), now, &mut out),
+            },
+            Event::BackendError { node, hard, error } if node < self.nodes.len() => {
+                let in_service = matches!(self.nodes[node].status, Status::Up | Status::Waiting);
+                if in_service && hard && self.rules.failover_on_backend_error {
+                    self.failed(node, &format!("backend error: {error}"), now, &mut out);
+                } else if in_service {
+                    tracing::info!(node, error, "backend error seen by a session: checking the node now");
+                    out.actions.push(Action::CheckNow(node));
+                }
+            }
+            Event::FailoverDone { failed, ok } => {
+                if !ok && self.nodes.get(failed).is_some_and(|n| n.status == Status::Quarantine) {
+                    // Nothing was promoted (as far as we know): the old
+                    // primary may take writes again if it returns as one.
+                    self.former[failed] = false;
+                    self.set_status(failed, Status::Down, "the failover hook failed", false);
+                    tracing::error!(failed, "failover hook failed: writes wait for a primary to be found");
+                }
+            }
+            Event::Detach { node } => out.result = self.detach(node),
+            Event::Attach { node } => out.result = self.attach(node, &mut out.actions),
+            Event::Promoted { node } => {
+                if node < self.nodes.len() {
+                    self.switch_primary(node, "switchover by the operator", &mut out.actions);
+                } else {
+                    out.result = Err(NodeCommandError::UnknownNode(node));
+                }
+            }
+            Event::Tick => {}
+            Event::Checked { node, .. } | Event::BackendError { node, .. } => {
+                tracing::debug!(node, "event about an unknown node ignored");
+            }
+        }
+        self.watch_primary_search(now);
+        out.changed = (self.primary, &self.nodes) != (before.0, &before.1);
+        if out.changed {
+            self.generation += 1;
+        }
+        out
+    }
+
+    fn checked_ok(&mut self, i: usize, o: Observation, now: Instant, out: &mut Outcome) {
+        let pg_role = if o.in_recovery { Role::Standby } else { Role::Primary };
+        {
+            let n = &mut self.nodes[i];
+            n.pg_up = true;
+            n.pg_role = pg_role;
+            n.lsn = o.lsn;
+        }
+        self.seen[i] = Some(o.clone());
+        if i == self.primary {
+            self.primary_checked(i, &o, now);
+            return;
+        }
+        if o.in_recovery {
+            self.standby_checked(i, &o, out);
+        } else {
+            self.claimant_checked(i, out);
+        }
+    }
+
+    /// The current primary answered.
+    fn primary_checked(&mut self, i: usize, o: &Observation, now: Instant) {
+        if o.in_recovery {
+            // Demoted by something else: writes will fail (read-only) until
+            // another node answers as the primary.
+            if self.nodes[i].role != Role::Standby {
+                tracing::warn!(node = i, "the primary answers that it is in recovery: waiting for a new primary");
+            }
+            self.nodes[i].role = Role::Standby;
+            if self.nodes[i].status != Status::Quarantine && !self.nodes[i].operator_detached {
+                self.set_status(i, Status::Up, "health check passed (in recovery)", false);
+            }
+            return;
+        }
+        self.nodes[i].role = Role::Primary;
+        if self.nodes[i].status == Status::Quarantine || self.nodes[i].operator_detached {
+            return;
+        }
+        self.set_status(i, Status::Up, "health check passed", false);
+        if self.failover_ran_for == Some(i) {
+            self.failover_ran_for = None;
+        }
+        if o.lsn > self.primary_lsn || self.primary_moved_at.is_none() {
+            self.primary_lsn = o.lsn;
+            self.primary_moved_at = Some(now);
+        }
+        for (j, name) in self.rules.application_names.iter().enumerate() {
+            let replica = name.as_ref().and_then(|name| o.replicas.iter().find(|r| &r.application_name == name));
+            if let Some(r) = replica {
+                self.nodes[j].replication_state = r.state.clone();
+                self.nodes[j].sync_state = r.sync_state.clone();
+            }
+        }
+    }
+
+    /// A node other than the primary answered from recovery.
+    fn standby_checked(&mut self, i: usize, o: &Observation, out: &mut Outcome) {
+        self.nodes[i].role = Role::Standby;
+        self.warned[i] = false;
+        // Lag, against the primary's last position.
+        let primary_ok = self.nodes[self.primary].pg_role == Role::Primary;
+        let lag_bytes = if primary_ok { self.primary_lsn.saturating_sub(o.lsn) } else { 0 };
+        // Replay age only means lag while the primary has moved on since.
+        let moved_since = self.primary_moved_at.is_some_and(|t| t.elapsed() < o.replay_age);
+        let by_bytes = self.rules.lag_bytes > 0 && lag_bytes > self.rules.lag_bytes;
+        let by_time =
+            !self.rules.lag_time.is_zero() && lag_bytes > 0 && o.replay_age > self.rules.lag_time && moved_since;
+        let lagging = by_bytes || by_time;
+        {
+            let n = &mut self.nodes[i];
+            n.lag_bytes = lag_bytes;
+            n.lag_time = if lag_bytes > 0 { o.replay_age } else { Duration::ZERO };
+            if self.rules.application_names[i].is_none() {
+                n.replication_state = o.wal_receiver.clone().unwrap_or_default();
+            }
+            if n.lagging != lagging {
+                n.lagging = lagging;
+                if lagging {
+                    tracing::warn!(node = i, lag_bytes, replay_age = ?o.replay_age, "standby lags past the threshold: out of the read set");
+                } else {
+                    tracing::info!(node = i, lag_bytes, "standby caught up: back in the read set");
+                }
+            }
+        }
+        if self.nodes[i].operator_detached {
+            return;
+        }
+        match self.nodes[i].status {
+            Status::Waiting => self.set_status(i, Status::Up, "health check passed", false),
+            Status::Down => {
+                if self.rules.auto_failback {
+                    self.set_status(i, Status::Up, "health check passed again", false);
+                    out.actions.push(Action::Failback { node: i });
+                }
+            }
+            Status::Quarantine => {
+                let streaming = o.wal_receiver.as_deref() == Some("streaming");
+                if self.rules.auto_failback && streaming {
+                    self.former[i] = false;
+                    self.set_status(i, Status::Up, "back as a streaming standby", false);
+                    out.actions.push(Action::Failback { node: i });
+                }
+            }
+            Status::Up => {}
+        }
+    }
+
+    /// A node other than the primary answered that it is not in recovery.
+    fn claimant_checked(&mut self, i: usize, out: &mut Outcome) {
+        if (self.nodes[i].status == Status::Quarantine && self.former[i]) || self.nodes[i].operator_detached {
+            if !self.warned[i] {
+                self.warned[i] = true;
+                tracing::warn!(
+                    node = i,
+                    "a former primary or detached node answers as a primary: ignored (false primary)"
+                );
+            }
+            return;
+        }
+        let current = self.primary;
+        let current_ok = matches!(self.nodes[current].status, Status::Up | Status::Waiting)
+            && self.nodes[current].pg_role == Role::Primary;
+        if !current_ok {
+            self.switch_primary(i, "the primary is not available and this node answers as a primary", &mut out.actions);
+            return;
+        }
+        // Two primaries.
+        let take_new = match self.rules.false_primary {
+            FalsePrimaryRule::KeepCurrent => false,
+            FalsePrimaryRule::MostStandbys => self.followers(i) > self.followers(current),
+        };
+        if take_new {
+            self.switch_primary(i, "two nodes answer as primary; this one has more standbys", &mut out.actions);
+        } else {
+            // Kept out while the current primary is one; taken if that one
+            // goes (an outside tool promoted it before our checks saw the
+            // primary fail).
+            self.set_status(i, Status::Quarantine, "answers as a primary while another node is the primary", true);
+        }
+    }
+
+    /// How many standbys were last seen streaming from node `i`.
+    fn followers(&self, i: usize) -> usize {
+        let (host, port) = (&self.nodes[i].host, self.nodes[i].port);
+        let local = |h: &str| matches!(h, "localhost" | "127.0.0.1" | "::1") || h.starts_with('/');
+        self.seen
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .filter_map(|(_, o)| o.as_ref())
+            .filter(|o| o.in_recovery)
+            .filter(|o| o.sender.as_ref().is_some_and(|(h, p)| *p == port && (h == host || (local(h) && local(host)))))
+            .count()
+    }
+
+    /// Node `i` failed (a check, or a backend error counted as one).
+    fn failed(&mut self, i: usize, cause: &str, now: Instant, out: &mut Outcome) {
+        {
+            let n = &mut self.nodes[i];
+            n.pg_up = false;
+            n.pg_role = Role::Unknown;
+        }
+        self.seen[i] = None;
+        if matches!(self.nodes[i].status, Status::Up | Status::Waiting) {
+            self.set_status(i, Status::Down, cause, true);
+        }
+        if i != self.primary {
+            return;
+        }
+        self.primary_lost_at.get_or_insert(now);
+        if self.failover_ran_for == Some(i) {
+            return;
+        }
+        // The up standby that has replayed the most (the lowest index on a tie).
+        let candidate = (0..self.nodes.len())
+            .filter(|&j| j != i)
+            .filter(|&j| {
+                let n = &self.nodes[j];
+                n.status == Status::Up && n.pg_role == Role::Standby && !n.operator_detached
+            })
+            .max_by_key(|&j| (self.nodes[j].lsn, std::cmp::Reverse(j)));
+        if !self.rules.promotes {
+            return;
+        }
+        match candidate {
+            Some(new_main) => {
+                self.failover_ran_for = Some(i);
+                // Whatever it says when it comes back, the failed primary takes
+                // nothing until it returns as a standby or is attached.
+                self.former[i] = true;
+                self.set_status(i, Status::Quarantine, &format!("failed primary: failover to node {new_main}"), true);
+                out.actions.push(Action::Failover { failed: i, new_main });
+            }
+            None => tracing::error!(primary = i, "the primary is down and no standby is up to promote"),
+        }
+    }
+
+    /// Makes `new` the primary.
+    fn switch_primary(&mut self, new: usize, cause: &str, actions: &mut Vec<Action>) {
+        let old = self.primary;
+        if new == old {
+            return;
+        }
+        self.primary = new;
+        self.failover_ran_for = None;
+        self.primary_lost_at = None;
+        self.search_reported = false;
+        self.primary_lsn = self.seen[new].as_ref().map(|o| o.lsn).unwrap_or(0);
+        self.primary_moved_at = None;
+        tracing::warn!(
+            old_primary = old,
+            new_primary = new,
+            cause,
+            "primary changed: writes now go to the new primary"
+        );
+        {
+            let n = &mut self.nodes[new];
+            n.role = Role::Primary;
+            n.lagging = false;
+            n.lag_bytes = 0;
+            n.lag_time = Duration::ZERO;
+        }
+        if !self.nodes[new].operator_detached {
+            self.set_status(new, Status::Up, cause, false);
+        }
+        self.nodes[old].role = Role::Unknown;
+        self.former[old] = true;
+        self.former[new] = false;
+        if self.nodes[old].status != Status::Quarantine {
+            self.set_status(old, Status::Quarantine, "former primary: kept out until it returns as a standby", true);
+        }
+        for j in (0..self.nodes.len()).filter(|&j| j != old && j != new) {
+            actions.push(Action::Follow { standby: j, new_main: new, old_primary: old });
+        }
+    }
+
+    fn detach(&mut self, i: usize) -> Result<(), NodeCommandError> {
+        if i >= self.nodes.len() {
+            return Err(NodeCommandError::UnknownNode(i));
+        }
+        if i == self.primary {
+            return Err(NodeCommandError::IsPrimary(i));
+        }
+        self.nodes[i].operator_detached = true;
+        if self.nodes[i].status != Status::Down {
+            self.set_status(i, Status::Down, "detached by the operator", true);
+        }
+        Ok(())
+    }
+
+    fn attach(&mut self, i: usize, actions: &mut Vec<Action>) -> Result<(), NodeCommandError> {
+        if i >= self.nodes.len() {
+            return Err(NodeCommandError::UnknownNode(i));
+        }
+        let n = &mut self.nodes[i];
+        let was_out = n.operator_detached || matches!(n.status, Status::Down | Status::Quarantine);
+        n.operator_detached = false;
+        self.warned[i] = false;
+        self.former[i] = false;
+        if was_out {
+            // Checked, not assumed: it serves nothing until a check passes.
+            self.set_status(i, Status::Waiting, "attached by the operator", false);
+            actions.push(Action::CheckNow(i));
+            actions.push(Action::Failback { node: i });
+        }
+        Ok(())
+    }
+
+    fn watch_primary_search(&mut self, now: Instant) {
+        let available = super::primary_available(&self.nodes, self.primary);
+        if available {
+            self.primary_lost_at = None;
+            self.search_reported = false;
+            return;
+        }
+        if !self.rules.checked {
+            return;
+        }
+        let since = *self.primary_lost_at.get_or_insert(now);
+        if !self.search_reported && now.duration_since(since) >= self.rules.search_timeout {
+            self.search_reported = true;
+            tracing::error!(
+                waited = ?now.duration_since(since),
+                "no node answers as the primary (search_primary_node_timeout): writes fail until one does"
+            );
+        }
+    }
+
+    fn set_status(&mut self, i: usize, status: Status, cause: &str, warn: bool) {
+        let n = &mut self.nodes[i];
+        if n.status == status {
+            return;
+        }
+        let was = n.status;
+        n.status = status;
+        n.cause = cause.to_owned();
+        n.last_status_change = SystemTime::now();
+        if warn {
+            tracing::warn!(node = i, from = was.as_str(), to = status.as_str(), cause, "node status changed");
+        } else {
+            tracing::info!(node = i, from = was.as_str(), to = status.as_str(), cause, "node status changed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::NodeConfig;
+
+    fn machine(n: usize, f: impl FnOnce(&mut Config)) -> Machine {
+        let mut c = Config::with_nodes((0..n).map(|i| NodeConfig::new("127.0.0.1", 5432 + i as u16)).collect());
+        c.health.lag_threshold_bytes = 1000;
+        f(&mut c);
+        Machine::new(&c)
+    }
+
+    fn primary(lsn: u64) -> Result<Observation, String> {
+        Ok(Observation { in_recovery: false, lsn, ..Default::default() })
+    }
+
+    fn standby(lsn: u64, from_port: u16) -> Result<Observation, String> {
+        Ok(Observation {
+            in_recovery: true,
+            lsn,
+            wal_receiver: Some("streaming".into()),
+            sender: Some(("127.0.0.1".into(), from_port)),
+            ..Default::default()
+        })
+    }
+
+    fn check(m: &mut Machine, node: usize, result: Result<Observation, String>) -> Vec<Action> {
+        m.apply(Event::Checked { node, result }, Instant::now()).actions
+    }
+
+    fn status(m: &Machine) -> Vec<Status> {
+        m.nodes.iter().map(|n| n.status).collect()
+    }
+
+    /// Three nodes checked once: primary 0 at `lsn` 100, standbys replayed it
+    /// (node 2 not quite); a failover command configured.
+    fn healthy() -> Machine {
+        let mut m = machine(3, |c| c.failover.command = "promote %R".into());
+        check(&mut m, 0, primary(100));
+        check(&mut m, 1, standby(100, 5432));
+        check(&mut m, 2, standby(90, 5432));
+        m
+    }
+
+    #[test]
+    fn nodes_wait_until_a_check_passes_and_a_single_node_is_up_at_once() {
+        let m = machine(3, |_| {});
+        assert_eq!(status(&m), vec![Status::Waiting; 3]);
+        assert!(!m.snapshot().nodes[1].readable());
+        assert!(m.snapshot().primary_available(), "the configured primary takes writes before any check");
+        let m = healthy();
+        assert_eq!(status(&m), vec![Status::Up; 3]);
+        assert_eq!(m.nodes[1].role, Role::Standby);
+        assert_eq!(m.nodes[2].lag_bytes, 10);
+        let single = machine(1, |_| {});
+        assert_eq!(status(&single), vec![Status::Up]);
+    }
+
+    #[test]
+    fn a_failed_standby_goes_down_and_comes_back_with_a_failback() {
+        let mut m = healthy();
+        assert!(check(&mut m, 1, Err("refused".into())).is_empty());
+        assert_eq!(m.nodes[1].status, Status::Down);
+        assert!(!m.snapshot().nodes[1].readable());
+        assert_eq!(check(&mut m, 1, standby(100, 5432)), vec![Action::Failback { node: 1 }]);
+        assert_eq!(m.nodes[1].status, Status::Up);
+    }
+
+    #[test]
+    fn without_auto_failback_a_failed_node_waits_for_the_operator() {
+        let mut m = machine(3, |c| c.failover.auto_failback = false);
+        check(&mut m, 1, standby(0, 5432));
+        check(&mut m, 1, Err("refused".into()));
+        check(&mut m, 1, standby(0, 5432));
+        assert_eq!(m.nodes[1].status, Status::Down);
+        let out = m.apply(Event::Attach { node: 1 }, Instant::now());
+        assert_eq!(out.actions, vec![Action::CheckNow(1), Action::Failback { node: 1 }]);
+        assert_eq!(m.nodes[1].status, Status::Waiting);
+        check(&mut m, 1, standby(0, 5432));
+        assert_eq!(m.nodes[1].status, Status::Up);
+    }
+
+    #[test]
+    fn primary_failure_promotes_the_most_replayed_standby_once_and_quarantines_the_old_primary() {
+        let mut m = healthy();
+        let actions = check(&mut m, 0, Err("connection refused".into()));
+        assert_eq!(actions, vec![Action::Failover { failed: 0, new_main: 1 }]);
+        assert_eq!(m.nodes[0].status, Status::Quarantine);
+        assert!(!m.snapshot().primary_available());
+        // Failing again does not run the hook again.
+        assert!(check(&mut m, 0, Err("refused".into())).is_empty());
+        // Node 1 answers as a primary: it takes writes, node 2 follows.
+        let actions = check(&mut m, 1, primary(120));
+        assert_eq!(m.primary(), 1);
+        assert_eq!(actions, vec![Action::Follow { standby: 2, new_main: 1, old_primary: 0 }]);
+        assert!(m.snapshot().primary_available());
+        // The old primary comes back as a primary: false primary, ignored.
+        assert!(check(&mut m, 0, primary(100)).is_empty());
+        assert_eq!((m.primary(), m.nodes[0].status), (1, Status::Quarantine));
+        // Back as a standby that does not stream (diverged): still out.
+        check(&mut m, 0, Ok(Observation { in_recovery: true, lsn: 100, ..Default::default() }));
+        assert_eq!(m.nodes[0].status, Status::Quarantine);
+        // Streaming from the new primary: back in, with a failback.
+        assert_eq!(check(&mut m, 0, standby(120, 5433)), vec![Action::Failback { node: 0 }]);
+        assert_eq!((m.nodes[0].status, m.nodes[0].role), (Status::Up, Role::Standby));
+    }
+
+    #[test]
+    fn a_failed_failover_hook_lets_the_old_primary_take_writes_again() {
+        let mut m = healthy();
+        check(&mut m, 0, Err("refused".into()));
+        m.apply(Event::FailoverDone { failed: 0, ok: false }, Instant::now());
+        assert_eq!(m.nodes[0].status, Status::Down);
+        check(&mut m, 0, primary(100));
+        assert_eq!((m.primary(), m.nodes[0].status), (0, Status::Up));
+    }
+
+    #[test]
+    fn a_promotion_by_another_tool_seen_before_the_primary_fails_is_taken_once_it_does() {
+        let mut m = machine(3, |c| c.failover.command = String::new());
+        check(&mut m, 0, primary(100));
+        check(&mut m, 2, standby(100, 5432));
+        // Node 1 claims primary while node 0 still is one: quarantined, no
+        // reads, no writes.
+        check(&mut m, 1, primary(100));
+        assert_eq!((m.primary(), m.nodes[1].status), (0, Status::Quarantine));
+        assert!(!m.snapshot().nodes[1].readable());
+        // Node 0 dies (no failover hook configured: nothing to run).
+        assert!(check(&mut m, 0, Err("refused".into())).is_empty());
+        assert_eq!(m.nodes[0].status, Status::Down);
+        // The claimant is now the one primary: taken.
+        let actions = check(&mut m, 1, primary(110));
+        assert_eq!(m.primary(), 1);
+        assert_eq!(m.nodes[1].status, Status::Up);
+        assert_eq!(actions, vec![Action::Follow { standby: 2, new_main: 1, old_primary: 0 }]);
+        // The old primary restarted as a primary is a former primary: out.
+        check(&mut m, 0, primary(100));
+        assert_eq!((m.primary(), m.nodes[0].status), (1, Status::Quarantine));
+    }
+
+    #[test]
+    fn passive_discovery_takes_the_first_claimant_after_the_primary_fails() {
+        let mut m = healthy();
+        m.set_promotes(false);
+        check(&mut m, 0, Err("refused".into()));
+        assert_eq!(m.nodes[0].status, Status::Down, "nothing promoted: not quarantined");
+        check(&mut m, 2, primary(95));
+        assert_eq!(m.primary(), 2);
+        // A second claimant is quarantined: never two write targets.
+        check(&mut m, 1, primary(100));
+        assert_eq!((m.primary(), m.nodes[1].status), (2, Status::Quarantine));
+    }
+
+    #[test]
+    fn two_primaries_with_most_standbys_picks_the_one_standbys_follow() {
+        let mut m = machine(3, |c| c.failover.false_primary = FalsePrimaryRule::MostStandbys);
+        check(&mut m, 0, primary(100));
+        check(&mut m, 2, standby(100, 5433));
+        check(&mut m, 1, primary(100));
+        assert_eq!(m.primary(), 1, "node 2 streams from node 1");
+        assert_eq!(m.nodes[0].status, Status::Quarantine);
+        // The default keeps the current one.
+        let mut m = machine(3, |_| {});
+        check(&mut m, 0, primary(100));
+        check(&mut m, 2, standby(100, 5433));
+        check(&mut m, 1, primary(100));
+        assert_eq!(m.primary(), 0);
+    }
+
+    #[test]
+    fn a_lagging_standby_leaves_the_read_set_and_returns() {
+        let mut m = healthy();
+        check(&mut m, 0, primary(5000));
+        check(&mut m, 1, standby(100, 5432));
+        assert!(m.nodes[1].lagging);
+        assert!(!m.snapshot().nodes[1].readable());
+        check(&mut m, 1, standby(4990, 5432));
+        assert!(!m.nodes[1].lagging);
+        assert!(m.snapshot().nodes[1].readable());
+    }
+
+    #[test]
+    fn backend_errors_ask_for_a_check_or_count_as_one() {
+        let mut m = healthy();
+        let e = |m: &mut Machine, hard| {
+            m.apply(Event::BackendError { node: 1, hard, error: "reset".into() }, Instant::now()).actions
+        };
+        assert_eq!(e(&mut m, true), vec![Action::CheckNow(1)]);
+        assert_eq!(m.nodes[1].status, Status::Up);
+        m.rules.failover_on_backend_error = true;
+        assert_eq!(e(&mut m, false), vec![Action::CheckNow(1)], "a closed connection is not proof");
+        assert!(e(&mut m, true).is_empty());
+        assert_eq!(m.nodes[1].status, Status::Down);
+        assert!(e(&mut m, true).is_empty(), "a node already down is left alone");
+    }
+
+    #[test]
+    fn operators_cannot_detach_the_primary_and_detached_nodes_stay_out() {
+        let mut m = healthy();
+        let r = m.apply(Event::Detach { node: 0 }, Instant::now()).result;
+        assert_eq!(r, Err(NodeCommandError::IsPrimary(0)));
+        assert_eq!(m.apply(Event::Detach { node: 9 }, Instant::now()).result, Err(NodeCommandError::UnknownNode(9)));
+        assert!(m.apply(Event::Detach { node: 2 }, Instant::now()).result.is_ok());
+        check(&mut m, 2, standby(100, 5432));
+        assert_eq!(m.nodes[2].status, Status::Down, "a passing check does not undo the operator");
+        m.apply(Event::Attach { node: 2 }, Instant::now());
+        check(&mut m, 2, standby(100, 5432));
+        assert_eq!(m.nodes[2].status, Status::Up);
+    }
+
+    #[test]
+    fn a_switchover_moves_writes_and_quarantines_the_old_primary() {
+        let mut m = healthy();
+        let out = m.apply(Event::Promoted { node: 2 }, Instant::now());
+        assert!(out.changed);
+        assert_eq!(out.actions, vec![Action::Follow { standby: 1, new_main: 2, old_primary: 0 }]);
+        assert_eq!((m.primary(), m.nodes[0].status), (2, Status::Quarantine));
+        // The old primary, still answering as one, stays out.
+        check(&mut m, 0, primary(100));
+        assert_eq!(m.nodes[0].status, Status::Quarantine);
+    }
+
+    #[test]
+    fn a_primary_in_recovery_is_not_available_for_writes() {
+        let mut m = healthy();
+        check(&mut m, 0, standby(100, 5433));
+        assert!(!m.snapshot().primary_available());
+        assert_eq!(m.nodes[0].role, Role::Standby);
+        check(&mut m, 1, primary(110));
+        assert_eq!(m.primary(), 1);
+    }
+
+    #[test]
+    fn only_real_changes_publish_a_snapshot() {
+        let mut m = healthy();
+        let g = m.generation;
+        assert!(!m.apply(Event::Checked { node: 1, result: standby(100, 5432) }, Instant::now()).changed);
+        assert!(!m.apply(Event::Tick, Instant::now()).changed);
+        assert_eq!(m.generation, g);
+        assert!(m.apply(Event::Checked { node: 1, result: Err("x".into()) }, Instant::now()).changed);
+        assert_eq!(m.snapshot().generation, g + 1);
+    }
+}
