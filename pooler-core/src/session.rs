@@ -347,6 +347,31 @@ async fn run_session(
                 }
             }
         }
+        // A session-mode client needs the primary: it waits (bounded) for one
+        // that answers, a new one after a failover or this one back.
+        Err(e @ (Error::Connect { .. } | Error::ConnectTimeout { .. })) => {
+            shared.backend_failed(node, &e);
+            let wait = shared.config.failover.search_primary_node_timeout;
+            let found = shared.cluster.wait_for_primary_after(&shared.router, node, wait).await;
+            let retry = found.and_then(|n| shared.nodes.get(n).map(|a| (n, a)));
+            let Some((n, addr)) = retry else {
+                client.send_error(Severity::Fatal, &e).await;
+                return End::Failed(e);
+            };
+            let key = PoolKey { node: n, user: user.clone(), database: database.clone() };
+            pool = shared.pools.get(key, addr, || login.clone());
+            if let Some(key) = client_key {
+                pool.learn_client_key(key);
+            }
+            node = n;
+            match pool.checkout().await {
+                Ok(l) => l,
+                Err(e) => {
+                    client.send_error(Severity::Fatal, &e).await;
+                    return End::Failed(e);
+                }
+            }
+        }
         Err(e) => {
             client.send_error(Severity::Fatal, &e).await;
             return End::Failed(e);

@@ -7,7 +7,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use pooler_core::cluster::NodeCommandError;
+use pooler_core::cluster::{FailoverContext, FailoverHook, HookFuture};
+use pooler_core::cluster::{NodeCommandError, Role, Status};
 use pooler_core::config::{NodeConfig, PoolMode};
 use pooler_core::Config;
 use pooler_testkit::Cluster;
@@ -18,6 +19,25 @@ fn as_server_user(command: String) -> String {
         Some((user, _, _)) => format!("runuser -u {user} -- {command}"),
         None => command,
     }
+}
+
+/// The shipped example script `name` (examples/failover/) with `args`, with
+/// the environment it needs here: where the PostgreSQL binaries are, and the
+/// OS user that owns the data directories when the tests run as root.
+fn example_script(cluster: &Cluster, name: &str, args: &str) -> String {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/failover");
+    let os_user = pooler_testkit::server_os_user().map(|(u, _, _)| format!("PG_OS_USER={u} ")).unwrap_or_default();
+    format!("PGBIN={} {os_user}sh {dir}/{name} {args}", cluster.bin_dir().display())
+}
+
+fn rows(messages: &[tokio_postgres::SimpleQueryMessage]) -> Vec<&tokio_postgres::SimpleQueryRow> {
+    messages
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(r),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Transaction pooling over every node of `cluster`, data directories known
@@ -49,12 +69,9 @@ async fn primary_death_runs_the_failover_and_follow_commands_and_clients_carry_o
     config.health.period = Duration::from_millis(100);
     config.health.max_retries = 1;
     config.health.retry_delay = Duration::from_millis(100);
-    let bin = cluster.bin_dir().display().to_string();
-    config.failover.command = as_server_user(format!("{bin}/pg_ctl promote -w -D %R"));
-    config.failover.follow_primary_command = format!(
-        "{bin}/psql -h %h -p %p -U postgres -d postgres -v ON_ERROR_STOP=1 \
-         -c \"ALTER SYSTEM SET primary_conninfo = 'host=%H port=%r user=postgres'\" -c 'SELECT pg_reload_conf()'"
-    );
+    // The shipped example scripts do the work.
+    config.failover.command = example_script(&cluster, "pg_failover.sh", "%d %h %p %D %m %H %r %R");
+    config.failover.follow_primary_command = example_script(&cluster, "pg_follow_primary.sh", "%d %h %p %D %m %H %r");
     let pooler = TestPooler::start(config, None).await;
     let idle = pooler.connect("postgres").await;
     idle.batch_execute("INSERT INTO items (v) VALUES (1)").await.unwrap();
@@ -90,6 +107,7 @@ async fn primary_death_runs_the_failover_and_follow_commands_and_clients_carry_o
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(p.primary_node(), new);
     assert!(p.node_stats()[0].detached, "{:?}", p.node_stats());
+    assert_eq!(p.cluster().nodes[0].status, Status::Quarantine);
     for i in 0..30 {
         let port: i32 = idle
             .query_one("INSERT INTO items (v) VALUES ($1) RETURNING inet_server_port()", &[&(100 + i)])
@@ -133,4 +151,160 @@ async fn promote_node_switches_writes_to_the_promoted_standby() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(pooler.pooler.primary_node(), 1, "the health checks keep the promoted node");
     assert!(pooler.pooler.node_stats()[0].detached);
+}
+
+/// A write sent right after the primary dies is not lost or failed: nothing
+/// was sent to the dead primary, so it waits for the failover (bounded by
+/// `search_primary_node_timeout`) and runs on the new primary. Here the
+/// failover is done by an embedded `FailoverHook` written in Rust
+/// (`SELECT pg_promote()` on the new main node), and no health check runs
+/// on its own: the session's failed connection is what triggers the check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_during_a_failover_waits_for_the_new_primary_promoted_by_an_embedded_hook() {
+    struct PgPromote;
+    impl FailoverHook for PgPromote {
+        fn promotes(&self) -> bool {
+            true
+        }
+        fn failover<'a>(&'a self, ctx: &'a FailoverContext) -> HookFuture<'a> {
+            Box::pin(async move {
+                let mut c = tokio_postgres::Config::new();
+                c.host(&ctx.new_main.host).port(ctx.new_main.port).user("postgres").dbname("postgres");
+                let Ok((client, conn)) = c.connect(tokio_postgres::NoTls).await else { return false };
+                tokio::spawn(conn);
+                client.simple_query("SELECT pg_promote()").await.is_ok()
+            })
+        }
+    }
+    let cluster = replicated(1).await;
+    let mut config = failover_config(&cluster);
+    // Periodic checks too rare to matter: only the session's evidence counts.
+    config.health.period = Duration::from_secs(600);
+    config.health.max_retries = 0;
+    config.failover.search_primary_node_timeout = Duration::from_secs(30);
+    let pooler = TestPooler::start_with(config, None, |p| p.with_failover_hook(std::sync::Arc::new(PgPromote))).await;
+    let idle = pooler.connect("postgres").await;
+    idle.batch_execute("INSERT INTO items (v) VALUES (1)").await.unwrap();
+    tokio::task::block_in_place(|| cluster.wait_for_replication(Duration::from_secs(30))).unwrap();
+    let old = cluster.primary().clone();
+    tokio::task::block_in_place(|| old.stop(pooler_testkit::StopMode::Immediate)).unwrap();
+    let started = Instant::now();
+    let port: i32 =
+        idle.query_one("INSERT INTO items (v) VALUES (2) RETURNING inet_server_port()", &[]).await.unwrap().get(0);
+    assert_eq!(port, cluster.standbys()[0].port() as i32, "the write ran on the promoted standby");
+    assert!(started.elapsed() < Duration::from_secs(60));
+    let snapshot = pooler.pooler.cluster();
+    assert_eq!(snapshot.primary, 1);
+    assert_eq!(snapshot.nodes[0].status, Status::Quarantine);
+    let n: i64 = idle.query_one("SELECT count(*) FROM items", &[]).await.unwrap().get(0);
+    assert_eq!(n, 2, "the write ran exactly once");
+}
+
+/// `SHOW pool_nodes` answers on a normal connection with pgpool 4.3's
+/// columns, in plain session mode and in transaction mode, through psql as
+/// pgpool's tutorials run it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_pool_nodes_answers_with_pgpools_columns_on_normal_connections() {
+    let cluster = replicated(2).await;
+    for mode in [PoolMode::Session, PoolMode::Transaction] {
+        let mut config = failover_config(&cluster);
+        config.pool.mode = mode;
+        config.routing.load_balance = mode == PoolMode::Transaction;
+        let pooler = TestPooler::start(config, None).await;
+        let client = pooler.connect("postgres").await;
+        for _ in 0..5 {
+            client.simple_query("SELECT 1").await.unwrap();
+        }
+        let messages = client.simple_query("show POOL_NODES;").await.unwrap();
+        let rows = self::rows(&messages);
+        assert_eq!(rows.len(), 3, "{mode:?}");
+        let columns: Vec<&str> = rows[0].columns().iter().map(|c| c.name()).collect();
+        assert_eq!(
+            columns,
+            [
+                "node_id",
+                "hostname",
+                "port",
+                "status",
+                "pg_status",
+                "lb_weight",
+                "role",
+                "pg_role",
+                "select_cnt",
+                "load_balance_node",
+                "replication_delay",
+                "replication_state",
+                "replication_sync_state",
+                "last_status_change"
+            ]
+        );
+        let get = |r: usize, c: &str| rows[r].get(c).unwrap_or_default().to_owned();
+        for (i, node) in cluster.nodes().enumerate() {
+            assert_eq!(get(i, "node_id"), i.to_string());
+            assert_eq!(get(i, "port"), node.port().to_string());
+            assert_eq!(get(i, "status"), "up", "{mode:?} node {i}");
+            assert_eq!(get(i, "pg_status"), "up");
+            assert_eq!(get(i, "lb_weight"), "0.333333");
+            let role = if i == 0 { "primary" } else { "standby" };
+            assert_eq!((get(i, "role"), get(i, "pg_role")), (role.to_owned(), role.to_owned()));
+            assert_eq!(get(i, "replication_state"), if i == 0 { "" } else { "streaming" });
+            assert_eq!(get(i, "last_status_change").len(), "2026-01-01 00:00:00".len());
+        }
+        // The same command through psql, and in the middle of a transaction.
+        let out = tokio::task::block_in_place(|| {
+            psql_through(&cluster, pooler.port(), &["-At", "-c", "SHOW pool_nodes"], None)
+        });
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(text.lines().count(), 3, "{text}");
+        assert!(text.lines().next().is_some_and(|l| l.starts_with("0|127.0.0.1|")), "{text}");
+        client.batch_execute("BEGIN").await.unwrap();
+        assert_eq!(self::rows(&client.simple_query("SHOW pool_nodes").await.unwrap()).len(), 3);
+        client.batch_execute("COMMIT").await.unwrap();
+    }
+}
+
+/// A session's failed connection is evidence at once: with periodic checks
+/// ten minutes apart, a stopped standby is marked down within seconds of a
+/// read failing to reach it, and the failback command runs when an operator
+/// attaches it again after it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_backend_connection_triggers_a_check_and_attach_runs_the_failback_command() {
+    let cluster = replicated(1).await;
+    let mut config = failover_config(&cluster);
+    config.routing.load_balance = true;
+    config.nodes[0].weight = 0.0;
+    config.health.period = Duration::from_secs(600);
+    config.health.max_retries = 0;
+    config.failover.auto_failback = false;
+    let marker = std::env::temp_dir().join(format!("pooler-failback-{}", std::process::id()));
+    let _ = std::fs::remove_file(&marker);
+    config.failover.failback_command =
+        format!("FAILBACK_LOG={} {}", marker.display(), example_script(&cluster, "failback.sh", "%d %h %p"));
+    let pooler = TestPooler::start(config, None).await;
+    let client = pooler.connect("postgres").await;
+    let standby = cluster.standbys()[0].clone();
+    let port: i32 = client.query_one("SELECT inet_server_port()", &[]).await.unwrap().get(0);
+    assert_eq!(port, standby.port() as i32);
+    tokio::task::block_in_place(|| standby.stop(pooler_testkit::StopMode::Fast)).unwrap();
+    let stopped = Instant::now();
+    // The read finds the standby gone and is served by the primary.
+    let port: i32 = client.query_one("SELECT inet_server_port()", &[]).await.unwrap().get(0);
+    assert_eq!(port, cluster.primary().port() as i32);
+    let p = pooler.pooler.clone();
+    assert!(eventually(Duration::from_secs(20), || p.cluster().nodes[1].status == Status::Down).await);
+    assert!(stopped.elapsed() < Duration::from_secs(30), "marked down long before the next periodic check");
+    // Back, but without auto_failback it waits for the operator.
+    tokio::task::block_in_place(|| standby.start()).unwrap();
+    client.query_one("SELECT 1", &[]).await.unwrap();
+    assert_eq!(p.cluster().nodes[1].status, Status::Down);
+    p.attach_node(1).await.unwrap();
+    assert!(eventually(Duration::from_secs(20), || p.cluster().nodes[1].status == Status::Up).await);
+    assert_eq!(p.cluster().nodes[1].role, Role::Standby);
+    let logged = eventually(Duration::from_secs(20), || {
+        std::fs::read_to_string(&marker).is_ok_and(|t| t.contains(&format!("node 1 (127.0.0.1:{})", standby.port())))
+    })
+    .await;
+    let _ = std::fs::remove_file(&marker);
+    assert!(logged, "the failback command ran for node 1");
 }

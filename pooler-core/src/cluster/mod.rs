@@ -249,6 +249,37 @@ impl Cluster {
         tokio::time::timeout(timeout, wait).await.unwrap_or(false)
     }
 
+    /// After a session failed to reach the primary `failed`: waits up to
+    /// `timeout` until a primary is available again, either another node
+    /// (a failover happened) or `failed` itself once it has been seen out of
+    /// service and back (so a stale "up" is not trusted). The node, or
+    /// `None` on timeout.
+    pub(crate) async fn wait_for_primary_after(
+        &self,
+        router: &crate::route::Router,
+        failed: usize,
+        timeout: Duration,
+    ) -> Option<usize> {
+        if timeout.is_zero() {
+            return None;
+        }
+        let mut rx = self.changed.subscribe();
+        let mut saw_out = false;
+        let wait = async {
+            loop {
+                let s = router.snapshot();
+                if s.primary_available() && (s.primary != failed || saw_out) {
+                    return Some(s.primary);
+                }
+                saw_out |= s.nodes.get(failed).is_none_or(|n| matches!(n.status, Status::Down | Status::Quarantine));
+                if rx.changed().await.is_err() {
+                    return None;
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.ok().flatten()
+    }
+
     /// Sends an operator's command and waits for the controller's answer.
     pub(crate) async fn command(&self, event: Event) -> Result<(), NodeCommandError> {
         let (reply, answer) = oneshot::channel();

@@ -606,6 +606,23 @@ impl<'a> Relay<'a> {
                     None => self.pool_for(n).checkout().await?,
                 }
             }
+            Err(e @ (Error::Connect { .. } | Error::ConnectTimeout { .. })) => {
+                // The primary cannot be reached and nothing was sent: the
+                // request waits (bounded) for a primary that answers (a new
+                // one after a failover, or this one back) and runs there.
+                self.shared.backend_failed(primary, &e);
+                let wait = self.shared.config.failover.search_primary_node_timeout;
+                let Some(n) = self.shared.cluster.wait_for_primary_after(router, primary, wait).await else {
+                    return Err(e);
+                };
+                tracing::info!(failed = primary, primary = n, "the request waited for a primary and runs there");
+                node = n;
+                probe = false;
+                match self.parked.get_mut(n).and_then(Option::take) {
+                    Some(l) => l,
+                    None => self.pool_for(n).checkout().await?,
+                }
+            }
             Err(e) => return Err(e),
         };
         if probe {

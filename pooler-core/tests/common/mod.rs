@@ -24,9 +24,18 @@ pub struct TestPooler {
 impl TestPooler {
     /// Starts `Pooler::run` on a fresh loopback port.
     pub async fn start(config: Config, passwords: Option<PasswordFile>) -> TestPooler {
+        TestPooler::start_with(config, passwords, |p| p).await
+    }
+
+    /// Like [`TestPooler::start`], with the pooler adjusted by `f` (hooks).
+    pub async fn start_with(
+        config: Config,
+        passwords: Option<PasswordFile>,
+        f: impl FnOnce(Pooler) -> Pooler,
+    ) -> TestPooler {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
         let addr = listener.local_addr().expect("local addr");
-        let pooler = std::sync::Arc::new(Pooler::with_passwords(config, passwords).expect("valid config"));
+        let pooler = std::sync::Arc::new(f(Pooler::with_passwords(config, passwords).expect("valid config")));
         let (tx, rx) = oneshot::channel::<()>();
         let p = pooler.clone();
         let task = tokio::spawn(async move {
