@@ -308,3 +308,79 @@ async fn a_failed_backend_connection_triggers_a_check_and_attach_runs_the_failba
     let _ = std::fs::remove_file(&marker);
     assert!(logged, "the failback command ran for node 1");
 }
+
+/// The failed primary is rebuilt as a standby of the new primary with the
+/// shipped follow script (pg_rewind, then started as a standby): until then
+/// it gets nothing; once it streams, auto-failback brings it back for reads,
+/// and still no write reaches it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_primary_rewound_as_a_standby_comes_back_for_reads_only() {
+    let cluster = tokio::task::spawn_blocking(|| {
+        let c = Cluster::builder()
+            .standbys(1)
+            // What pg_rewind needs.
+            .setting("full_page_writes", "on")
+            .setting("wal_log_hints", "on")
+            .init_sql("CREATE TABLE items (id serial PRIMARY KEY, v int);")
+            .start()
+            .expect("start PostgreSQL");
+        c.wait_for_replication(Duration::from_secs(30)).expect("standby catches up");
+        c
+    })
+    .await
+    .unwrap();
+    let mut config = failover_config(&cluster);
+    config.routing.load_balance = true;
+    config.health.max_retries = 1;
+    config.health.retry_delay = Duration::from_millis(100);
+    config.failover.command = example_script(&cluster, "pg_failover.sh", "%d %h %p %D %m %H %r %R");
+    let pooler = TestPooler::start(config, None).await;
+    let client = pooler.connect("postgres").await;
+    client.batch_execute("INSERT INTO items (v) VALUES (1)").await.unwrap();
+    tokio::task::block_in_place(|| cluster.wait_for_replication(Duration::from_secs(30))).unwrap();
+    let (old, new) = (cluster.primary().clone(), cluster.standbys()[0].clone());
+    tokio::task::block_in_place(|| old.stop(pooler_testkit::StopMode::Immediate)).unwrap();
+    let p = pooler.pooler.clone();
+    assert!(eventually(Duration::from_secs(30), || p.primary_node() == 1).await);
+    client.batch_execute("INSERT INTO items (v) VALUES (2)").await.unwrap();
+
+    // The DBA rebuilds the old primary with the follow script.
+    let script = example_script(
+        &cluster,
+        "pg_follow_primary.sh",
+        &format!("0 127.0.0.1 {} {} 1 127.0.0.1 {}", old.port(), old.data_dir().display(), new.port()),
+    );
+    let out = tokio::task::block_in_place(|| {
+        std::process::Command::new("sh").arg("-c").arg(format!("FOLLOW_WAIT=1 {script}")).output().unwrap()
+    });
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("rewound and started as a standby"));
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            let n = &p.cluster().nodes[0];
+            n.status == Status::Up && n.role == Role::Standby
+        })
+        .await,
+        "auto-failback: {:?}\n{}\n{}\n{}",
+        p.cluster().nodes[0],
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(old.data_dir().join("follow-restart.log")).unwrap_or_default()
+    );
+    // Reads reach it (it replays the new primary's writes); writes never do.
+    let mut read_there = false;
+    for i in 0..60 {
+        let r = client.query_one("SELECT count(*), inet_server_port() FROM items", &[]).await.unwrap();
+        if r.get::<_, i32>(1) == old.port() as i32 {
+            read_there = true;
+            assert!(r.get::<_, i64>(0) >= 2, "the rebuilt node has the new primary's rows");
+        }
+        let port: i32 = client
+            .query_one("INSERT INTO items (v) VALUES ($1) RETURNING inet_server_port()", &[&(10 + i)])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(port, new.port() as i32);
+    }
+    assert!(read_there, "reads reach the rebuilt standby");
+}

@@ -434,6 +434,26 @@ mod tests {
     }
 
     #[test]
+    fn prefer_lowest_lag_reads_only_from_the_least_lagging_standbys() {
+        let mut c = config(&[0.0, 1.0, 1.0, 1.0]);
+        c.routing.prefer_lowest_lag = true;
+        let r = router(&c);
+        let mut s = (*r.snapshot()).clone();
+        s.nodes[1].lag_bytes = 500;
+        s.nodes[2].lag_bytes = 20;
+        s.nodes[3].lag_bytes = 20;
+        r.publish(s.clone());
+        let counts = spread(&r, 400);
+        assert_eq!(counts[1], 0, "{counts:?}");
+        assert!(counts[2] > 100 && counts[3] > 100, "ties share the reads: {counts:?}");
+        // A node out of the read set does not count as the least lagging.
+        s.nodes[2].status = Status::Down;
+        s.nodes[3].lagging = true;
+        r.publish(s);
+        assert_eq!(spread(&r, 50)[1], 50);
+    }
+
+    #[test]
     fn lsns_parse_as_postgres_prints_them() {
         assert_eq!(parse_lsn("0/0"), Some(0));
         assert_eq!(parse_lsn("16/B374D848"), Some((0x16 << 32) | 0xB374D848));
