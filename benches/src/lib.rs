@@ -62,6 +62,19 @@ impl PoolerProcess {
         server_extra: &str,
         rest: &str,
     ) -> Result<PoolerProcess, Box<dyn std::error::Error>> {
+        PoolerProcess::start_logged(binary, dir, server_extra, rest, "warn", None)
+    }
+
+    /// Like [`PoolerProcess::start`], logging at `level` (RUST_LOG) to
+    /// `log_file` (standard error when `None`).
+    pub fn start_logged(
+        binary: &std::path::Path,
+        dir: &std::path::Path,
+        server_extra: &str,
+        rest: &str,
+        level: &str,
+        log_file: Option<&std::path::Path>,
+    ) -> Result<PoolerProcess, Box<dyn std::error::Error>> {
         if !binary.exists() {
             return Err(
                 format!("{} not found: build it with cargo build --release -p pooler-bin", binary.display()).into()
@@ -74,11 +87,16 @@ impl PoolerProcess {
             &config,
             format!("[server]\nlisten = \"127.0.0.1:{port}\"\nlog_connections = false\n{server_extra}\n{rest}"),
         )?;
+        let stderr = match log_file {
+            Some(f) => std::process::Stdio::from(std::fs::File::create(f)?),
+            None => std::process::Stdio::inherit(),
+        };
         let child = std::process::Command::new(binary)
             .arg("--config")
             .arg(&config)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", level)
             .stdout(std::process::Stdio::null())
+            .stderr(stderr)
             .spawn()?;
         let mut p = PoolerProcess { child, port };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);

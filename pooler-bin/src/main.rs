@@ -14,9 +14,10 @@ pooler: PostgreSQL connection pooler and query router
 USAGE:
     pooler --config FILE        run with this configuration file
     pooler check --config FILE  validate a configuration file and exit
-    pooler demo [--port PORT] [--mode session|transaction|statement]
+    pooler demo [--port PORT] [--mode session|transaction|statement] [--load-balance]
                                 start a throwaway PostgreSQL primary + standby
-                                and a pooler in front of them (Ctrl-C cleans up)
+                                and a pooler in front of them (Ctrl-C cleans up);
+                                --load-balance sends reads to both nodes
     pooler --version
 
 Logging follows RUST_LOG (default: info), e.g. RUST_LOG=pooler_core=debug.
@@ -25,7 +26,7 @@ Logging follows RUST_LOG (default: info), e.g. RUST_LOG=pooler_core=debug.
 enum Command {
     Run(PathBuf),
     Check(PathBuf),
-    Demo { port: u16, mode: PoolMode },
+    Demo { port: u16, mode: PoolMode, load_balance: bool },
 }
 
 fn parse_args() -> Result<Command> {
@@ -34,6 +35,7 @@ fn parse_args() -> Result<Command> {
     let mut sub = None;
     let mut port = 6432u16;
     let mut mode = PoolMode::Session;
+    let mut load_balance = false;
     while let Some(a) = args.next() {
         match a.as_str() {
             "-h" | "--help" => {
@@ -57,12 +59,13 @@ fn parse_args() -> Result<Command> {
                     other => bail!("--mode: expected session, transaction or statement, got {other:?}"),
                 }
             }
+            "--load-balance" => load_balance = true,
             "check" | "demo" if sub.is_none() => sub = Some(a),
             other => bail!("unknown argument {other:?}\n\n{USAGE}"),
         }
     }
     match (sub.as_deref(), config) {
-        (Some("demo"), _) => Ok(Command::Demo { port, mode }),
+        (Some("demo"), _) => Ok(Command::Demo { port, mode, load_balance }),
         (Some("check"), Some(c)) => Ok(Command::Check(c)),
         (None, Some(c)) => Ok(Command::Run(c)),
         _ => bail!("missing --config FILE\n\n{USAGE}"),
@@ -72,7 +75,8 @@ fn parse_args() -> Result<Command> {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    // Logs go to standard error; standard output is for what `demo` prints.
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_writer(std::io::stderr).init();
 }
 
 /// The signals the binary handles, registered before the listener is bound:
@@ -125,7 +129,7 @@ async fn serve(config: Config) -> Result<()> {
     Ok(())
 }
 
-async fn demo(port: u16, mode: PoolMode) -> Result<()> {
+async fn demo(port: u16, mode: PoolMode, load_balance: bool) -> Result<()> {
     let signals = Signals::install()?;
     println!("starting a throwaway PostgreSQL primary and one streaming standby...");
     let cluster = tokio::task::spawn_blocking(|| pooler_testkit::Cluster::builder().standbys(1).start())
@@ -146,6 +150,7 @@ async fn demo(port: u16, mode: PoolMode) -> Result<()> {
     config.auth.method = AuthMethod::Trust;
     config.server.listen = format!("127.0.0.1:{port}");
     config.pool.mode = mode;
+    config.routing.load_balance = load_balance;
     config.validate()?;
     // Bind before telling anyone to connect; on failure the cluster is still
     // dropped (stopped and removed) on the way out.
@@ -156,7 +161,8 @@ async fn demo(port: u16, mode: PoolMode) -> Result<()> {
     }
     println!("data in  {}", cluster.dir().display());
     println!();
-    println!("pooler listening on 127.0.0.1:{port} ({mode} pooling, auth: trust). Connect with:");
+    let balance = if load_balance { ", reads balanced over both nodes" } else { "" };
+    println!("pooler listening on 127.0.0.1:{port} ({mode} pooling{balance}, auth: trust). Connect with:");
     println!();
     println!("    psql -h 127.0.0.1 -p {port} -U postgres postgres");
     println!();
@@ -179,7 +185,7 @@ fn main() -> Result<()> {
     rt.block_on(async {
         match cmd {
             Command::Run(path) => serve(Config::load(&path)?).await,
-            Command::Demo { port, mode } => demo(port, mode).await,
+            Command::Demo { port, mode, load_balance } => demo(port, mode, load_balance).await,
             Command::Check(_) => Ok(()),
         }
     })

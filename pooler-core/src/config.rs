@@ -682,6 +682,7 @@ impl Config {
             ("routing.failed_node_retry", self.routing.failed_node_retry),
             ("health.period", self.health.period),
             ("health.timeout", self.health.timeout),
+            ("health.connect_timeout", self.health.connect_timeout),
             ("failover.command_timeout", self.failover.command_timeout),
             ("server.client_login_timeout", s.client_login_timeout),
         ] {

@@ -120,6 +120,18 @@ impl Error {
         matches!(self, Error::Connect { .. } | Error::ConnectTimeout { .. } | Error::PoolTimeout { .. })
     }
 
+    /// The server could not be reached, or does not take connections for
+    /// now: refused, timed out, or `57P03 cannot_connect_now` (starting up,
+    /// shutting down). Nothing was sent, so another node (or this one, later)
+    /// may serve the request.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Error::Connect { .. } | Error::ConnectTimeout { .. } => true,
+            Error::Server(b) => ErrorFields::new(b.get(5..).unwrap_or_default()).code() == Some("57P03"),
+            _ => false,
+        }
+    }
+
     /// The SQLSTATE reported to the client.
     pub fn sqlstate(&self) -> &'static str {
         match self {
@@ -145,5 +157,25 @@ impl Error {
             Error::Server(b) => Some(b),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::write::{error_response, Severity};
+
+    fn server(code: &str) -> Error {
+        let mut b = bytes::BytesMut::new();
+        error_response(&mut b, Severity::Fatal, code, "x");
+        Error::Server(b.freeze())
+    }
+
+    #[test]
+    fn only_refusals_before_anything_was_sent_count_as_unavailable() {
+        assert!(server("57P03").is_unavailable(), "the database system is shutting down / starting up");
+        assert!(!server("3D000").is_unavailable(), "a missing database is the client's problem");
+        assert!(!Error::ServerClosed.is_unavailable());
+        assert!(Error::ConnectTimeout { addr: "h:1".into() }.is_unavailable());
     }
 }

@@ -39,4 +39,13 @@ pub mod fuzzing {
         }
         f.pin.is_some() || f.reserved_name
     }
+
+    /// Reads `data` as the health probe's row (fields split at NUL bytes, an
+    /// empty field being SQL NULL), and as a Query body for `SHOW pool_nodes`.
+    pub fn cluster_inputs(data: &[u8]) -> bool {
+        let row: Vec<Option<String>> =
+            data.split(|&b| b == 0).map(|f| (!f.is_empty()).then(|| String::from_utf8_lossy(f).into_owned())).collect();
+        let o = crate::cluster::fuzz_probe_row(&row);
+        crate::cluster::show::is_show_pool_nodes(data) || o.in_recovery
+    }
 }

@@ -84,17 +84,22 @@ impl Shared {
     /// read set backs off from it and the cluster controller hears of it
     /// (an immediate health check, or with `failover_on_backend_error` a
     /// failed one).
-    pub(crate) fn backend_failed(&self, node: usize, e: &crate::Error) {
+    ///
+    /// True when this is the first such report about `node` in a second:
+    /// the caller logs it as a warning, and later ones at debug level, so a
+    /// failover does not flood the log with one line per client.
+    pub(crate) fn backend_failed(&self, node: usize, e: &crate::Error) -> bool {
         let hard = match e {
-            crate::Error::Connect { .. } | crate::Error::ConnectTimeout { .. } => {
+            e if e.is_unavailable() => {
                 self.router.note_failure(node);
                 true
             }
             crate::Error::ServerIo(_) => true,
             crate::Error::ServerClosed => false,
-            _ => return,
+            _ => return false,
         };
         self.cluster.backend_error(node, hard, e);
+        self.router.first_report(node)
     }
 }
 

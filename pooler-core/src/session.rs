@@ -320,10 +320,8 @@ async fn run_session(
         Ok(l) => l,
         // Transaction-pooled (or load-balanced) clients need the primary only
         // for writes: while it is unreachable they may log in on a standby.
-        Err(e @ (Error::Connect { .. } | Error::ConnectTimeout { .. }))
-            if pool.settings().mode != PoolMode::Session || shared.router.balancing() =>
-        {
-            shared.backend_failed(node, &e);
+        Err(e) if e.is_unavailable() && (pool.settings().mode != PoolMode::Session || shared.router.balancing()) => {
+            let first = shared.backend_failed(node, &e);
             let fallback = shared.router.fallback_node(node).and_then(|n| shared.nodes.get(n).map(|a| (n, a)));
             let Some((n, addr)) = fallback else {
                 client.send_error(Severity::Fatal, &e).await;
@@ -336,7 +334,11 @@ async fn run_session(
             }
             match standby_pool.checkout().await {
                 Ok(l) => {
-                    tracing::warn!(primary = node, standby = n, error = %e, "primary unreachable; client logged in on a standby");
+                    if first {
+                        tracing::warn!(primary = node, standby = n, error = %e, "primary unreachable; client logged in on a standby");
+                    } else {
+                        tracing::debug!(primary = node, standby = n, error = %e, "primary unreachable; client logged in on a standby");
+                    }
                     node = n;
                     pool = standby_pool;
                     l
@@ -349,7 +351,7 @@ async fn run_session(
         }
         // A session-mode client needs the primary: it waits (bounded) for one
         // that answers, a new one after a failover or this one back.
-        Err(e @ (Error::Connect { .. } | Error::ConnectTimeout { .. })) => {
+        Err(e) if e.is_unavailable() => {
             shared.backend_failed(node, &e);
             let wait = shared.config.failover.search_primary_node_timeout;
             let found = shared.cluster.wait_for_primary_after(&shared.router, node, wait).await;

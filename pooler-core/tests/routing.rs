@@ -426,6 +426,8 @@ async fn with_the_primary_dead_clients_still_log_in_and_read_from_standbys() {
     let cluster = three_nodes().await;
     let mut config = routed_config(&cluster, &[1.0, 1.0, 1.0]);
     config.health.period = Duration::from_millis(100);
+    // Writes wait this long for a new primary before they fail.
+    config.failover.search_primary_node_timeout = Duration::from_secs(1);
     let pooler = TestPooler::start(config, None).await;
     let before = pooler.connect("postgres").await;
     assert_eq!(before.query_one("SELECT count(*) FROM items", &[]).await.unwrap().get::<_, i64>(0), 0);

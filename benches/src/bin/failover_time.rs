@@ -1,10 +1,11 @@
 //! Failover, measured: time from the primary's death to the first successful
 //! write through the pooler, and how many reads failed meanwhile, with the
 //! default health-check settings and with tuned ones. Each setting gets a
-//! fresh primary + 2 standbys; the pooler (the real binary) promotes with
-//! `pg_ctl promote` through its failover command and re-points the other
-//! standby with its follow-primary command.
-//! Run: `cargo build --release -p pooler-bin && cargo run --release -p pooler-benches --bin failover-time`.
+//! fresh primary + 2 standbys; the pooler (the real binary) promotes with the
+//! shipped `examples/failover/pg_failover.sh` (`pg_ctl promote`) and re-points
+//! the other standby with `examples/failover/pg_follow_primary.sh`.
+//! Run: `cargo build --release -p pooler-bin && cargo run --release -p pooler-benches --bin failover-time`
+//! (`--log DIR` keeps the pooler's info-level log of each run there).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -13,21 +14,27 @@ use std::time::{Duration, Instant};
 
 use pooler_benches::PoolerProcess;
 
-/// `command`, run as the PostgreSQL server user when the pooler runs as root.
-fn as_server_user(command: String) -> String {
-    match pooler_testkit::server_os_user() {
-        Some((user, _, _)) => format!("runuser -u {user} -- {command}"),
-        None => command,
-    }
+/// The shipped example script `name` with `args`, with the environment it
+/// needs: the PostgreSQL binaries, and the data directories' owner when run as root.
+fn example_script(bin: &str, name: &str, args: &str) -> String {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/failover");
+    let os_user = pooler_testkit::server_os_user().map(|(u, _, _)| format!("PG_OS_USER={u} ")).unwrap_or_default();
+    format!("PGBIN={bin} {os_user}sh {dir}/{name} {args}")
 }
 
 struct Outcome {
     to_first_write: Duration,
+    writes_failed: u64,
     reads_ok: u64,
     reads_failed: u64,
 }
 
-fn measure(pooler: &std::path::Path, label: &str, health: &str) -> Result<Outcome, Box<dyn std::error::Error>> {
+fn measure(
+    pooler: &std::path::Path,
+    label: &str,
+    health: &str,
+    log_dir: Option<&std::path::Path>,
+) -> Result<Outcome, Box<dyn std::error::Error>> {
     let cluster = pooler_testkit::Cluster::builder()
         .standbys(2)
         .init_sql("CREATE TABLE items (id serial PRIMARY KEY, v int);")
@@ -40,11 +47,10 @@ fn measure(pooler: &std::path::Path, label: &str, health: &str) -> Result<Outcom
             format!("[[nodes]]\nhost = \"127.0.0.1\"\nport = {}\ndata_dir = \"{}\"\n", n.port(), n.data_dir().display())
         })
         .collect();
-    let promote = as_server_user(format!("{bin}/pg_ctl promote -w -D %R"));
-    let follow = format!(
-        "{bin}/psql -h %h -p %p -U postgres -d postgres -c \\\"ALTER SYSTEM SET primary_conninfo = 'host=%H port=%r user=postgres'\\\" -c 'SELECT pg_reload_conf()'"
-    );
-    let process = PoolerProcess::start(
+    let promote = example_script(&bin, "pg_failover.sh", "%d %h %p %D %m %H %r %R");
+    let follow = example_script(&bin, "pg_follow_primary.sh", "%d %h %p %D %m %H %r");
+    let log = log_dir.map(|d| d.join(format!("failover-{label}.log")));
+    let process = PoolerProcess::start_logged(
         pooler,
         &cluster.dir().join(label),
         "",
@@ -52,6 +58,8 @@ fn measure(pooler: &std::path::Path, label: &str, health: &str) -> Result<Outcom
             "[pool]\nmode = \"transaction\"\n[auth]\nmethod = \"trust\"\n[routing]\nload_balance = true\n\
              [health]\n{health}\n[failover]\ncommand = \"{promote}\"\nfollow_primary_command = \"{follow}\"\n{nodes}"
         ),
+        "info",
+        log.as_deref(),
     )?;
     let port = process.port;
     pooler_testkit::psql_at(port, "postgres", "postgres", "INSERT INTO items (v) VALUES (0)")?;
@@ -74,10 +82,12 @@ fn measure(pooler: &std::path::Path, label: &str, health: &str) -> Result<Outcom
     let died = Instant::now();
     cluster.primary().stop(pooler_testkit::StopMode::Immediate)?;
     let deadline = died + Duration::from_secs(120);
+    let mut writes_failed = 0;
     let to_first_write = loop {
         if pooler_testkit::psql_at(port, "postgres", "postgres", "INSERT INTO items (v) VALUES (1)").is_ok() {
             break died.elapsed();
         }
+        writes_failed += 1;
         if Instant::now() > deadline {
             return Err("no write succeeded within 120 s".into());
         }
@@ -87,6 +97,7 @@ fn measure(pooler: &std::path::Path, label: &str, health: &str) -> Result<Outcom
     let _ = reader.join();
     Ok(Outcome {
         to_first_write,
+        writes_failed,
         reads_ok: ok.load(Ordering::Relaxed) - ok0,
         reads_failed: failed.load(Ordering::Relaxed) - failed0,
     })
@@ -94,22 +105,35 @@ fn measure(pooler: &std::path::Path, label: &str, health: &str) -> Result<Outcom
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut pooler = PathBuf::from("target/release/pooler");
+    let mut log_dir = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--pooler" => pooler = PathBuf::from(args.next().ok_or("--pooler PATH")?),
+            "--log" => log_dir = Some(PathBuf::from(args.next().ok_or("--log DIR")?)),
             _ => return Err(format!("unknown argument {a}").into()),
         }
     }
-    println!("| health settings | primary death to first write | reads ok / failed meanwhile |");
-    println!("|---|---|---|");
+    if let Some(d) = &log_dir {
+        std::fs::create_dir_all(d)?;
+    }
+    println!(
+        "| health settings | primary death to first successful write | writes failed | reads ok / failed meanwhile |"
+    );
+    println!("|---|---|---|---|");
     for (label, health) in [
         ("default (period 2s, 2 retries 500ms apart)", "period = \"2s\""),
         ("tuned (period 200ms, 1 retry after 100ms)", "period = \"200ms\"\nmax_retries = 1\nretry_delay = \"100ms\""),
     ] {
         let dir = if label.starts_with("default") { "default" } else { "tuned" };
-        let o = measure(&pooler, dir, health)?;
-        println!("| {label} | {:.2} s | {} / {} |", o.to_first_write.as_secs_f64(), o.reads_ok, o.reads_failed);
+        let o = measure(&pooler, dir, health, log_dir.as_deref())?;
+        println!(
+            "| {label} | {:.2} s | {} | {} / {} |",
+            o.to_first_write.as_secs_f64(),
+            o.writes_failed,
+            o.reads_ok,
+            o.reads_failed
+        );
     }
     Ok(())
 }

@@ -124,7 +124,7 @@ impl HealthCheck for SqlHealthCheck {
 }
 
 /// Reads the probe's row.
-fn parse_row(row: &[Option<String>]) -> Observation {
+pub(crate) fn parse_row(row: &[Option<String>]) -> Observation {
     let text = |k: usize| row.get(k).cloned().flatten();
     let replicas = text(6)
         .map(|all| {

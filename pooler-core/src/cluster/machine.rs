@@ -91,6 +91,8 @@ pub(crate) struct Machine {
     generation: u64,
     /// The failover hook already ran for this failed primary.
     failover_ran_for: Option<usize>,
+    /// The node that hook was asked to promote.
+    promoting: Option<usize>,
     /// Since when no node has been available as the primary.
     primary_lost_at: Option<Instant>,
     search_reported: bool,
@@ -104,6 +106,8 @@ pub(crate) struct Machine {
     /// quarantined only for claiming primary while another was one may be
     /// taken once that one is gone.
     former: Vec<bool>,
+    /// Per node: an immediate check was asked for and has not reported yet.
+    check_asked: Vec<bool>,
 }
 
 impl Machine {
@@ -140,6 +144,7 @@ impl Machine {
             seen: config.nodes.iter().map(|_| None).collect(),
             warned: vec![false; config.nodes.len()],
             former: vec![false; config.nodes.len()],
+            check_asked: vec![false; config.nodes.len()],
             nodes,
             primary: 0,
             rules: Rules {
@@ -155,6 +160,7 @@ impl Machine {
             },
             generation: 0,
             failover_ran_for: None,
+            promoting: None,
             primary_lost_at: None,
             search_reported: false,
             primary_lsn: 0,
@@ -183,15 +189,19 @@ impl Machine {
         let before = (self.primary, self.nodes.clone());
         let mut out = Outcome { actions: Vec::new(), changed: false, result: Ok(()) };
         match event {
-            Event::Checked { node, result } if node < self.nodes.len() => match result {
-                Ok(o) => self.checked_ok(node, o, now, &mut out),
-                Err(e) => self.failed(node, &format!("health check failed: {e}"), now, &mut out),
-            },
+            Event::Checked { node, result } if node < self.nodes.len() => {
+                self.check_asked[node] = false;
+                match result {
+                    Ok(o) => self.checked_ok(node, o, now, &mut out),
+                    Err(e) => self.failed(node, &format!("health check failed: {e}"), now, &mut out),
+                }
+            }
             Event::BackendError { node, hard, error } if node < self.nodes.len() => {
                 let in_service = matches!(self.nodes[node].status, Status::Up | Status::Waiting);
                 if in_service && hard && self.rules.failover_on_backend_error {
                     self.failed(node, &format!("backend error: {error}"), now, &mut out);
-                } else if in_service {
+                } else if in_service && !self.check_asked[node] {
+                    self.check_asked[node] = true;
                     tracing::info!(node, error, "backend error seen by a session: checking the node now");
                     out.actions.push(Action::CheckNow(node));
                 }
@@ -350,7 +360,12 @@ impl Machine {
         let current_ok = matches!(self.nodes[current].status, Status::Up | Status::Waiting)
             && self.nodes[current].pg_role == Role::Primary;
         if !current_ok {
-            self.switch_primary(i, "the primary is not available and this node answers as a primary", &mut out.actions);
+            let cause = if self.promoting == Some(i) {
+                "promoted by the failover hook: answers as a primary"
+            } else {
+                "the primary is not available and this node answers as a primary"
+            };
+            self.switch_primary(i, cause, &mut out.actions);
             return;
         }
         // Two primaries.
@@ -414,6 +429,7 @@ impl Machine {
         match candidate {
             Some(new_main) => {
                 self.failover_ran_for = Some(i);
+                self.promoting = Some(new_main);
                 // Whatever it says when it comes back, the failed primary takes
                 // nothing until it returns as a standby or is attached.
                 self.former[i] = true;
@@ -432,6 +448,7 @@ impl Machine {
         }
         self.primary = new;
         self.failover_ran_for = None;
+        self.promoting = None;
         self.primary_lost_at = None;
         self.search_reported = false;
         self.primary_lsn = self.seen[new].as_ref().map(|o| o.lsn).unwrap_or(0);
@@ -720,6 +737,8 @@ mod tests {
             m.apply(Event::BackendError { node: 1, hard, error: "reset".into() }, Instant::now()).actions
         };
         assert_eq!(e(&mut m, true), vec![Action::CheckNow(1)]);
+        assert!(e(&mut m, true).is_empty(), "one check asked for until it reports");
+        check(&mut m, 1, standby(100, 5432));
         assert_eq!(m.nodes[1].status, Status::Up);
         m.rules.failover_on_backend_error = true;
         assert_eq!(e(&mut m, false), vec![Action::CheckNow(1)], "a closed connection is not proof");

@@ -39,6 +39,9 @@ struct Node {
     down_until_ms: AtomicU64,
     /// Highest WAL position this node is known to have replayed.
     replayed: AtomicU64,
+    /// When a session's failure to reach the node was last logged as a
+    /// warning (ms since the router started; 0: never).
+    warned_ms: AtomicU64,
 }
 
 /// Counters of one node, as [`Router::node_stats`] reports them.
@@ -99,6 +102,7 @@ impl Router {
                 outstanding: AtomicI64::new(0),
                 down_until_ms: AtomicU64::new(0),
                 replayed: AtomicU64::new(0),
+                warned_ms: AtomicU64::new(0),
             })
             .collect();
         let state = ArcSwap::from_pointee(crate::cluster::machine::Machine::new(config).snapshot());
@@ -245,6 +249,15 @@ impl Router {
         }
     }
 
+    /// True at most once a second per node: whether a session's failure to
+    /// reach `node` should be logged as a warning (else at debug level).
+    pub(crate) fn first_report(&self, node: usize) -> bool {
+        let Some(n) = self.nodes.get(node) else { return false };
+        let now = self.now_ms() + 1000;
+        let last = n.warned_ms.load(Ordering::Relaxed);
+        now >= last + 1000 && n.warned_ms.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+    }
+
     /// A connection to `node` could not be opened: leave it out of the read
     /// set for `failed_node_retry`.
     pub(crate) fn note_failure(&self, node: usize) {
@@ -253,8 +266,9 @@ impl Router {
         }
         if let Some(n) = self.nodes.get(node) {
             let until = self.now_ms() + self.config.failed_node_retry.as_millis() as u64;
-            n.down_until_ms.store(until, Ordering::Relaxed);
-            tracing::warn!(node, retry_in = ?self.config.failed_node_retry, "node left out of the read set: connection failed");
+            if n.down_until_ms.swap(until, Ordering::Relaxed) <= self.now_ms() {
+                tracing::warn!(node, retry_in = ?self.config.failed_node_retry, "node left out of the read set: connection failed");
+            }
         }
     }
 

@@ -582,10 +582,11 @@ impl<'a> Relay<'a> {
         };
         let mut lease = match lease {
             Ok(l) => l,
-            Err(e @ (Error::Connect { .. } | Error::ConnectTimeout { .. })) if node != primary => {
+            Err(e) if e.is_unavailable() && node != primary => {
                 // Nothing was sent anywhere: the primary can serve the read.
-                tracing::warn!(node, error = %e, "read node unreachable; using the primary");
-                self.shared.backend_failed(node, &e);
+                if self.shared.backend_failed(node, &e) {
+                    tracing::warn!(node, error = %e, "read node unreachable; using the primary");
+                }
                 node = primary;
                 probe = false;
                 match self.parked.get_mut(primary).and_then(Option::take) {
@@ -593,12 +594,16 @@ impl<'a> Relay<'a> {
                     None => self.pool_for(primary).checkout().await?,
                 }
             }
-            Err(e @ (Error::Connect { .. } | Error::ConnectTimeout { .. })) if read && min_lsn == 0 => {
+            Err(e) if e.is_unavailable() && read && min_lsn == 0 => {
                 // The primary is unreachable and the request only reads: a
                 // standby serves it (the health checks will confirm the rest).
-                self.shared.backend_failed(primary, &e);
+                let first = self.shared.backend_failed(primary, &e);
                 let Some(n) = router.fallback_node(primary) else { return Err(e) };
-                tracing::warn!(node = primary, error = %e, standby = n, "primary unreachable; a standby serves the read");
+                if first {
+                    tracing::warn!(node = primary, error = %e, standby = n, "primary unreachable; a standby serves the read");
+                } else {
+                    tracing::debug!(node = primary, error = %e, standby = n, "primary unreachable; a standby serves the read");
+                }
                 node = n;
                 probe = false;
                 match self.parked.get_mut(n).and_then(Option::take) {
@@ -606,7 +611,7 @@ impl<'a> Relay<'a> {
                     None => self.pool_for(n).checkout().await?,
                 }
             }
-            Err(e @ (Error::Connect { .. } | Error::ConnectTimeout { .. })) => {
+            Err(e) if e.is_unavailable() => {
                 // The primary cannot be reached and nothing was sent: the
                 // request waits (bounded) for a primary that answers (a new
                 // one after a failover, or this one back) and runs there.
