@@ -7,7 +7,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use pooler_core::cluster::{FailoverContext, FailoverHook, HookFuture};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use pooler_core::cluster::{CheckFuture, FailoverContext, FailoverHook, HealthCheck, HookFuture, SqlHealthCheck};
 use pooler_core::cluster::{NodeCommandError, Role, Status};
 use pooler_core::config::{NodeConfig, PoolMode};
 use pooler_core::Config;
@@ -157,8 +159,9 @@ async fn promote_node_switches_writes_to_the_promoted_standby() {
 /// was sent to the dead primary, so it waits for the failover (bounded by
 /// `search_primary_node_timeout`) and runs on the new primary. Here the
 /// failover is done by an embedded `FailoverHook` written in Rust
-/// (`SELECT pg_promote()` on the new main node), and no health check runs
-/// on its own: the session's failed connection is what triggers the check.
+/// (`SELECT pg_promote()` on the new main node), the checks go through an
+/// embedded `HealthCheck` (the built-in one, counted), and no check runs on
+/// its own: the session's failed connection is what triggers it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_during_a_failover_waits_for_the_new_primary_promoted_by_an_embedded_hook() {
     struct PgPromote;
@@ -176,13 +179,26 @@ async fn a_write_during_a_failover_waits_for_the_new_primary_promoted_by_an_embe
             })
         }
     }
+    struct Counted(SqlHealthCheck, AtomicU64);
+    impl HealthCheck for Counted {
+        fn check(&self, node: usize) -> CheckFuture<'_> {
+            self.1.fetch_add(1, Ordering::Relaxed);
+            self.0.check(node)
+        }
+    }
     let cluster = replicated(1).await;
     let mut config = failover_config(&cluster);
+    let checks = std::sync::Arc::new(Counted(SqlHealthCheck::new(&config, None), AtomicU64::new(0)));
     // Periodic checks too rare to matter: only the session's evidence counts.
     config.health.period = Duration::from_secs(600);
     config.health.max_retries = 0;
     config.failover.search_primary_node_timeout = Duration::from_secs(30);
-    let pooler = TestPooler::start_with(config, None, |p| p.with_failover_hook(std::sync::Arc::new(PgPromote))).await;
+    let pooler = TestPooler::start_with(config, None, |p| {
+        p.with_failover_hook(std::sync::Arc::new(PgPromote)).with_health_check(checks.clone())
+    })
+    .await;
+    let first_round = checks.1.load(Ordering::Relaxed);
+    assert!(first_round >= 2, "every node checked once at start through the embedded check");
     let idle = pooler.connect("postgres").await;
     idle.batch_execute("INSERT INTO items (v) VALUES (1)").await.unwrap();
     tokio::task::block_in_place(|| cluster.wait_for_replication(Duration::from_secs(30))).unwrap();
@@ -198,6 +214,7 @@ async fn a_write_during_a_failover_waits_for_the_new_primary_promoted_by_an_embe
     assert_eq!(snapshot.nodes[0].status, Status::Quarantine);
     let n: i64 = idle.query_one("SELECT count(*) FROM items", &[]).await.unwrap().get(0);
     assert_eq!(n, 2, "the write ran exactly once");
+    assert!(checks.1.load(Ordering::Relaxed) > first_round, "the failure was checked through it");
 }
 
 /// `SHOW pool_nodes` answers on a normal connection with pgpool 4.3's
