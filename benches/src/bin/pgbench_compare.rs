@@ -8,9 +8,8 @@
 //! (both poolers); the default is session mode with one connection per client.
 
 use std::path::PathBuf;
-use std::process::Command;
 
-use pooler_benches::{cpu_seconds, field, pgbench, rss_kib, PoolerProcess};
+use pooler_benches::{cpu_seconds, field, pgbench, rss_kib, Pgbouncer, PoolerProcess};
 
 struct Row {
     target: String,
@@ -74,7 +73,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut bouncer_cpu = None;
     let mut results = Vec::new();
     for (target, p) in targets {
-        let before = bouncer.as_ref().and_then(|b| cpu_seconds(b.child.id()));
+        let before = bouncer.as_ref().and_then(|b| cpu_seconds(b.pid()));
         let is_bouncer = target.starts_with("pgbouncer");
         let out = match pgbench(&bin, p, &run_args) {
             Ok(out) => out,
@@ -101,7 +100,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             failed: field(&out, "number of failed transactions:").unwrap_or("?").to_owned(),
         });
         if is_bouncer {
-            let after = bouncer.as_ref().and_then(|b| cpu_seconds(b.child.id()));
+            let after = bouncer.as_ref().and_then(|b| cpu_seconds(b.pid()));
             bouncer_cpu = after.zip(before).map(|(a, b)| a - b);
         }
     }
@@ -142,67 +141,4 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("(pgbouncer not found or did not start: install it to compare)");
     }
     Ok(())
-}
-
-/// pgbouncer from the system packages, in the same pool mode, as the server user.
-struct Pgbouncer {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl Pgbouncer {
-    fn start(
-        dir: &std::path::Path,
-        backend: u16,
-        pool: usize,
-        clients: usize,
-        mode: &str,
-    ) -> Result<Pgbouncer, Box<dyn std::error::Error>> {
-        let bin = ["/usr/sbin/pgbouncer", "/usr/bin/pgbouncer"]
-            .into_iter()
-            .map(std::path::PathBuf::from)
-            .find(|p| p.exists())
-            .ok_or("pgbouncer not installed")?;
-        let port = pooler_testkit::free_port()?;
-        let work = dir.join("pgbouncer");
-        std::fs::create_dir_all(&work)?;
-        let ini = work.join("pgbouncer.ini");
-        std::fs::write(
-            &ini,
-            format!(
-                "[databases]\n* = host=127.0.0.1 port={backend}\n[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\n\
-                 unix_socket_dir =\nauth_type = trust\nauth_file = {}\npool_mode = {mode}\ndefault_pool_size = {pool}\n\
-                 max_client_conn = {}\nlogfile = {}\nlog_connections = 0\nlog_disconnections = 0\n",
-                work.join("userlist.txt").display(),
-                clients + 10,
-                work.join("pgbouncer.log").display()
-            ),
-        )?;
-        std::fs::write(work.join("userlist.txt"), "\"postgres\" \"\"\n")?;
-        if let Some((_, uid, gid)) = pooler_testkit::server_os_user() {
-            for f in [&work, &ini, &work.join("userlist.txt")] {
-                std::os::unix::fs::chown(f, Some(uid), Some(gid))?;
-            }
-        }
-        let mut cmd = Command::new(bin);
-        cmd.arg(&ini).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
-        pooler_testkit::run_as_server_user(&mut cmd);
-        let mut child = cmd.spawn()?;
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if std::time::Instant::now() > deadline || child.try_wait()?.is_some() {
-                let _ = child.kill();
-                return Err("pgbouncer did not start".into());
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        Ok(Pgbouncer { child, port })
-    }
-}
-
-impl Drop for Pgbouncer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
