@@ -284,8 +284,10 @@ impl Pool {
     }
 
     fn reusable(&self, conn: &ServerConn) -> bool {
-        conn.created().elapsed() < self.settings.server_lifetime
-            && conn.idle_since.elapsed() < self.settings.server_idle_timeout
+        // One clock read for both limits.
+        let now = std::time::Instant::now();
+        now.saturating_duration_since(conn.created()) < self.settings.server_lifetime
+            && now.saturating_duration_since(conn.idle_since) < self.settings.server_idle_timeout
     }
 
     fn discard(&self, conn: ServerConn) {

@@ -27,6 +27,18 @@ pub(crate) struct Facts {
     pub(crate) reserved_name: bool,
 }
 
+impl Facts {
+    /// The statement does nothing to session state the pooler follows.
+    pub(crate) fn is_plain(&self) -> bool {
+        self.pin.is_none()
+            && !self.drops_all_statements
+            && !self.resets_all_parameters
+            && self.parameters.is_empty()
+            && self.deallocate.is_none()
+            && !self.reserved_name
+    }
+}
+
 /// Prefix of the server-side names of pooled prepared statements.
 pub(crate) const RESERVED_PREFIX: &[u8] = b"_pooler_";
 

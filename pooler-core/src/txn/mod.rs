@@ -168,6 +168,15 @@ pub(crate) struct Relay<'a> {
     at_request_start: bool,
     /// Classification of the unnamed statement last parsed.
     unnamed_class: Option<Classification>,
+    /// Statements seen before that do nothing to session state (no pinning,
+    /// no SET, no DEALLOCATE, no tracked parameter...), with their class: a
+    /// repeated one is not read again. A few entries, replaced in turn.
+    plain: Vec<(Box<[u8]>, Classification)>,
+    plain_next: usize,
+    /// A client timeout is configured (else the last activity is not timed).
+    timed: bool,
+    /// Where each client message is looked at (reused).
+    scratch: Vec<u8>,
     /// A write made the session stop balancing: every request, or (after a
     /// write inside a transaction block) every later transaction block.
     sticky_all: bool,
@@ -213,6 +222,11 @@ impl<'a> Relay<'a> {
             reroute: false,
             at_request_start: true,
             unnamed_class: None,
+            plain: Vec::new(),
+            plain_next: 0,
+            scratch: Vec::new(),
+            timed: !pool.settings().client_idle_timeout.is_zero()
+                || !pool.settings().idle_transaction_timeout.is_zero(),
             sticky_all: false,
             sticky_transactions: false,
             in_block: false,
@@ -378,7 +392,8 @@ impl<'a> Relay<'a> {
                 }
                 Event::ClientReadable(r) => match r.and_then(|()| read_ready(self.stream, self.cbuf)) {
                     Ok(Some(0)) => return End::ClientClosed,
-                    Ok(Some(_)) => self.last_client_activity = Instant::now(),
+                    Ok(Some(_)) if self.timed => self.last_client_activity = Instant::now(),
+                    Ok(Some(_)) => {}
                     Ok(None) => {}
                     Err(e) => return End::Failed(Error::ClientIo(e)),
                 },
@@ -664,7 +679,15 @@ impl<'a> Relay<'a> {
                 return Err(e);
             }
         }
-        lease.conn().extra = self.extra.clone();
+        if !self.extra.is_empty() || !lease.conn_ref().extra.is_empty() {
+            lease.conn().extra = self.extra.clone();
+        }
+        if self.sout.capacity() == 0 {
+            self.sout = recycled();
+        }
+        if self.cout.capacity() == 0 {
+            *self.cout = recycled();
+        }
         self.cancel
             .set_target(Some(CancelTarget { addr: lease.conn_ref().addr().clone(), key: lease.conn_ref().key() }));
         self.status = TransactionStatus::Idle;
@@ -940,20 +963,29 @@ impl<'a> Relay<'a> {
                     None => break,
                 }
             }
-            let frame = self.cbuf.split_to(total).freeze();
             if t == tag::TERMINATE {
+                self.cbuf.advance(total);
                 return Ok(false);
             }
             self.at_request_start = matches!(t, tag::QUERY | b'S' | b'F');
             if self.client_skip && t != b'S' {
+                self.cbuf.advance(total);
                 continue;
             }
-            self.client_message(t, frame)?;
+            // A copy into a reused scratch buffer: splitting the frame off
+            // the read buffer would allocate a shared header per message.
+            let mut frame = std::mem::take(&mut self.scratch);
+            frame.clear();
+            frame.extend_from_slice(&self.cbuf[..total]);
+            self.cbuf.advance(total);
+            let r = self.client_message(t, &frame);
+            self.scratch = frame;
+            r?;
         }
         Ok(true)
     }
 
-    fn client_message(&mut self, t: u8, frame: Bytes) -> Result<(), Error> {
+    fn client_message(&mut self, t: u8, frame: &[u8]) -> Result<(), Error> {
         let body = &frame[HEADER_LEN..];
         if matches!(t, tag::PARSE | b'B' | b'D' | b'C' | b'E' | b'H') {
             self.needs_sync = true;
@@ -962,44 +994,54 @@ impl<'a> Relay<'a> {
         match t {
             tag::QUERY => {
                 let sql = body.strip_suffix(&[0]).ok_or(bad(ProtocolError::Malformed("query not terminated")))?;
-                if self.query_facts(sql, true) {
-                    return Ok(());
-                }
-                if !self.shared.router.classifier().classify(sql).is_read_only() {
+                let class = match self.known_plain(sql) {
+                    Some(class) => class,
+                    None => {
+                        if self.query_facts(sql, true) {
+                            return Ok(());
+                        }
+                        self.shared.router.classifier().classify(sql)
+                    }
+                };
+                if !class.is_read_only() {
                     self.wrote = true;
                 }
                 if crate::cluster::show::is_show_pool_nodes(sql) {
                     self.sout.extend_from_slice(&crate::cluster::show::rewrite(self.shared, self.node));
                 } else {
-                    self.sout.extend_from_slice(&frame);
+                    self.sout.extend_from_slice(frame);
                 }
                 self.queue.push_back(Pending::plain(Kind::Ready));
             }
             b'F' => {
                 self.wrote = true;
-                self.sout.extend_from_slice(&frame);
+                self.sout.extend_from_slice(frame);
                 self.queue.push_back(Pending::plain(Kind::Ready));
             }
             b'S' => {
                 self.client_skip = false;
                 self.server_skip = false;
                 self.needs_sync = false;
-                self.sout.extend_from_slice(&frame);
+                self.sout.extend_from_slice(frame);
                 self.queue.push_back(Pending::plain(Kind::Ready));
             }
             tag::PARSE => {
                 let (name, rest) = split_cstr(body).map_err(bad)?;
                 let (sql, _) = split_cstr(rest).map_err(bad)?;
-                if self.query_facts(sql, false) {
+                let known = self.known_plain(sql);
+                if known.is_none() && self.query_facts(sql, false) {
                     return Ok(());
                 }
                 if name.is_empty() {
-                    let class = self.shared.router.classifier().classify(sql);
+                    let class = match known {
+                        Some(c) => c,
+                        None => self.shared.router.classifier().classify(sql),
+                    };
                     if !class.is_read_only() {
                         self.wrote = true;
                     }
                     self.unnamed_class = Some(class);
-                    self.sout.extend_from_slice(&frame);
+                    self.sout.extend_from_slice(frame);
                     self.queue.push_back(Pending::plain(Kind::Parse));
                     return Ok(());
                 }
@@ -1042,7 +1084,7 @@ impl<'a> Relay<'a> {
                         self.refuse_name(Kind::Bind, b.statement);
                         return Ok(());
                     }
-                    _ => self.sout.extend_from_slice(&frame),
+                    _ => self.sout.extend_from_slice(frame),
                 }
                 self.queue.push_back(Pending::plain(Kind::Bind));
             }
@@ -1057,7 +1099,7 @@ impl<'a> Relay<'a> {
                         self.refuse_name(Kind::Describe, d.name);
                         return Ok(());
                     }
-                    _ => self.sout.extend_from_slice(&frame),
+                    _ => self.sout.extend_from_slice(frame),
                 }
                 self.queue.push_back(Pending::plain(Kind::Describe));
             }
@@ -1067,18 +1109,18 @@ impl<'a> Relay<'a> {
                     // The server keeps it for other clients; the client's name is gone.
                     self.push_synthetic(Kind::Close, Synthetic::CloseComplete, None);
                 } else {
-                    self.sout.extend_from_slice(&frame);
+                    self.sout.extend_from_slice(frame);
                     self.queue.push_back(Pending::plain(Kind::Close));
                 }
             }
             b'E' => {
-                self.sout.extend_from_slice(&frame);
+                self.sout.extend_from_slice(frame);
                 self.queue.push_back(Pending::plain(Kind::Execute));
             }
             _ => {
                 // Flush, CopyData, CopyDone, CopyFail, and anything the server
                 // will judge for itself.
-                self.sout.extend_from_slice(&frame);
+                self.sout.extend_from_slice(frame);
             }
         }
         Ok(())
@@ -1099,10 +1141,36 @@ impl<'a> Relay<'a> {
         self.client_skip = true;
     }
 
+    /// The class of `sql` when it was seen before and found to do nothing to
+    /// session state (so its facts need no second look).
+    fn known_plain(&self, sql: &[u8]) -> Option<Classification> {
+        self.plain.iter().find(|(k, _)| **k == *sql).map(|(_, c)| *c)
+    }
+
+    /// Remembers `sql` as plain (see [`Relay::known_plain`]).
+    fn remember_plain(&mut self, sql: &[u8]) {
+        const ENTRIES: usize = 8;
+        if sql.len() > 4096 || crate::cluster::show::is_show_pool_nodes(sql) {
+            return;
+        }
+        let entry = (Box::from(sql), self.shared.router.classifier().classify(sql));
+        if self.plain.len() < ENTRIES {
+            self.plain.push(entry);
+        } else {
+            self.plain[self.plain_next % ENTRIES] = entry;
+            self.plain_next = self.plain_next.wrapping_add(1);
+        }
+    }
+
     /// Applies what a Query or Parse text does to session state. True when the
     /// pooler answers it itself (`DEALLOCATE` of a pooled statement).
     fn query_facts(&mut self, sql: &[u8], may_answer: bool) -> bool {
         let f = facts::analyze(sql);
+        let tracked = self.pool.settings().track_extra_parameters.iter().any(|name| facts::mentions(sql, name));
+        if !tracked && f.is_plain() {
+            self.remember_plain(sql);
+            return false;
+        }
         if f.reserved_name {
             let e = reserved_error();
             if may_answer {
@@ -1272,17 +1340,19 @@ impl<'a> Relay<'a> {
                 conn.buf.reserve(total - conn.buf.len());
                 break;
             }
-            let frame = conn.buf.split_to(total);
-            let body = &frame[HEADER_LEN..];
+            // Looked at in place and then copied out: splitting the frame off
+            // the read buffer would allocate a shared header per message.
             let mut forward = true;
             match t {
                 tag::PARAMETER_STATUS => {
-                    let p = ParameterStatus::parse(body).map_err(Error::ServerProtocol)?;
+                    let frame = conn.buf[..total].to_vec();
+                    let p = ParameterStatus::parse(&frame[HEADER_LEN..]).map_err(Error::ServerProtocol)?;
                     backend::note_param(conn.parts().2, p);
                     backend::note_param(&mut self.params, p);
                 }
                 tag::READY_FOR_QUERY => {
-                    self.status = TransactionStatus::parse(body).map_err(Error::ServerProtocol)?;
+                    self.status =
+                        TransactionStatus::parse(&conn.buf[HEADER_LEN..total]).map_err(Error::ServerProtocol)?;
                     if self.status != TransactionStatus::Idle {
                         self.in_block = true;
                     }
@@ -1292,6 +1362,7 @@ impl<'a> Relay<'a> {
                     {
                         // The client is told instead of seeing its transaction open.
                         self.refused_transaction = true;
+                        conn.buf.advance(total);
                         return Ok(());
                     }
                     // Pop to the Sync this answers (entries before it were skipped).
@@ -1333,8 +1404,9 @@ impl<'a> Relay<'a> {
                 _ => {}
             }
             if forward {
-                self.cout.extend_from_slice(&frame);
+                self.cout.extend_from_slice(&conn.buf[..total]);
             }
+            conn.buf.advance(total);
             self.answer_synthetic();
         }
         Ok(())
@@ -1344,6 +1416,11 @@ impl<'a> Relay<'a> {
 /// The statements that give `conn` a client's parameters: reported ones
 /// `params`, unreported ones `extra` (any other unreported setting reset).
 fn restore_sql(params: &[(String, String)], extra: &[(String, String)], conn: &ServerConn) -> String {
+    // The usual case, cheaply: the connection already has the client's
+    // settings (same server, same user, nothing changed).
+    if params == conn.params() && extra == conn.extra.as_slice() {
+        return String::new();
+    }
     let reported = params.iter().filter(|(k, v)| {
         !NOT_SETTABLE.iter().any(|n| n.eq_ignore_ascii_case(k)) && conn.param(k).is_some_and(|cur| cur != v)
     });
@@ -1449,6 +1526,9 @@ async fn sleep_until(deadline: Option<Instant>) {
 /// Both relays read through this.
 pub(crate) fn read_ready(s: &TcpStream, buf: &mut BytesMut) -> std::io::Result<Option<usize>> {
     use std::io::ErrorKind::WouldBlock;
+    if buf.capacity() == 0 {
+        *buf = recycled();
+    }
     buf.reserve(READ_CHUNK);
     let space = buf.capacity() - buf.len();
     let mut got = None;
@@ -1505,7 +1585,41 @@ async fn flush_all(s: &TcpStream, out: &mut BytesMut) -> std::io::Result<()> {
 
 fn release_memory(buf: &mut BytesMut) {
     if buf.is_empty() && buf.capacity() > 0 {
-        *buf = BytesMut::new();
+        recycle(std::mem::take(buf));
+    }
+}
+
+thread_local! {
+    /// Empty relay buffers given back between transactions, for the next
+    /// transaction on this thread to take instead of allocating (and growing)
+    /// new ones: an idle client holds no buffer, a busy one does not pay an
+    /// allocation per message. Bounded.
+    static SPARE: std::cell::RefCell<Vec<BytesMut>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Most spare buffers kept per thread (at most 4 MiB of READ_CHUNK-sized ones).
+const SPARE_MAX: usize = 256;
+
+/// An empty buffer with room for a read: a spare one, or a new one.
+pub(crate) fn recycled() -> BytesMut {
+    SPARE.with(|s| s.borrow_mut().pop()).unwrap_or_else(|| BytesMut::with_capacity(READ_CHUNK))
+}
+
+/// Keeps `buf` (emptied) as a spare if it is of the usual size and there is room.
+pub(crate) fn recycle(mut buf: BytesMut) {
+    buf.clear();
+    // A buffer read from and advanced has its consumed front still allocated:
+    // take it back (no allocation; fails if the memory is shared).
+    if buf.capacity() < READ_CHUNK && !buf.try_reclaim(READ_CHUNK) {
+        return;
+    }
+    if (READ_CHUNK..=4 * READ_CHUNK).contains(&buf.capacity()) {
+        SPARE.with(|s| {
+            let mut s = s.borrow_mut();
+            if s.len() < SPARE_MAX {
+                s.push(buf);
+            }
+        });
     }
 }
 
