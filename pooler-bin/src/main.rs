@@ -181,10 +181,22 @@ fn main() -> Result<()> {
         return Ok(());
     }
     init_logging();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the runtime")?;
+    // The configuration is read before the runtime exists: it sizes it.
+    let config = match &cmd {
+        Command::Run(path) => Some(Config::load(path)?),
+        _ => None,
+    };
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = config.as_ref().map(|c| c.server.worker_threads).filter(|&n| n > 0) {
+        builder.worker_threads(n);
+    }
+    let rt = builder.enable_all().build().context("cannot start the runtime")?;
     rt.block_on(async {
         match cmd {
-            Command::Run(path) => serve(Config::load(&path)?).await,
+            Command::Run(_) => match config {
+                Some(c) => serve(c).await,
+                None => Ok(()),
+            },
             Command::Demo { port, mode, load_balance } => demo(port, mode, load_balance).await,
             Command::Check(_) => Ok(()),
         }

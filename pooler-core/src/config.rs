@@ -92,6 +92,9 @@ pub struct ServerConfig {
     pub log_connections: bool,
     /// Log every simple-protocol statement and Parse at info level.
     pub log_statements: bool,
+    /// Threads of the binary's runtime; 0: one per CPU core. The library
+    /// runs on whatever runtime its caller gives it and ignores this.
+    pub worker_threads: usize,
 }
 
 impl Default for ServerConfig {
@@ -104,6 +107,7 @@ impl Default for ServerConfig {
             max_message_size: 64 << 20,
             log_connections: true,
             log_statements: false,
+            worker_threads: 0,
         }
     }
 }
@@ -700,6 +704,9 @@ impl Config {
                 "auth.password_file",
                 "required when auth.method is md5 or scram-sha-256 (or set auth.method = \"trust\")",
             ));
+        }
+        if self.server.worker_threads > 1024 {
+            return Err(invalid("server.worker_threads", "must be at most 1024 (0: one per CPU core)"));
         }
         if self.nodes.is_empty() {
             return Err(invalid("nodes", "at least one [[nodes]] entry is required"));

@@ -189,14 +189,16 @@ impl Pool {
     /// A connection for the holder of `permit`: an idle healthy one, or a new one.
     async fn lend(&self, permit: OwnedSemaphorePermit) -> Result<Lease, Error> {
         while let Some(mut conn) = self.pop_idle() {
-            if self.reusable(&conn) && conn.is_alive() && self.passes_check(&mut conn).await {
+            if self.reusable(&conn) && conn.is_alive() && Box::pin(self.passes_check(&mut conn)).await {
                 self.stats.checkouts.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!(m::CHECKOUTS).increment(1);
                 return Ok(Lease { conn, _permit: permit });
             }
             self.discard(conn);
         }
-        let conn = self.open().await?;
+        // Opening a connection is the cold path: boxed, so every task that
+        // can check out does not carry its state inline.
+        let conn = Box::pin(self.open()).await?;
         self.stats.checkouts.fetch_add(1, Ordering::Relaxed);
         metrics::counter!(m::CHECKOUTS).increment(1);
         Ok(Lease { conn, _permit: permit })
@@ -317,7 +319,7 @@ impl Pool {
             }
             return;
         }
-        match tokio::time::timeout(RESET_TIMEOUT, self.reset(&mut conn, status, reset)).await {
+        match tokio::time::timeout(RESET_TIMEOUT, Box::pin(self.reset(&mut conn, status, reset))).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 tracing::warn!(pool = ?self.key, error = %e, "reset failed; closing server connection");

@@ -164,6 +164,11 @@ impl Pooler {
         Ok(Pooler { shared: Arc::new(shared), phase_tx, hooks: Arc::new(hooks) })
     }
 
+    #[cfg(test)]
+    pub(crate) fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+
     /// Replaces the built-in health check ([`crate::cluster::SqlHealthCheck`])
     /// with `check`. Takes effect at [`Pooler::run`].
     pub fn with_health_check(mut self, check: Arc<dyn crate::cluster::HealthCheck>) -> Pooler {

@@ -187,12 +187,14 @@ struct Setup {
     work: PathBuf,
     nodes: Vec<u16>,
     pool: usize,
+    /// `server.worker_threads` of the pooler binary (0: one per core).
+    threads: usize,
 }
 
 fn pooler_toml(setup: &Setup, clients: usize) -> (String, String) {
     let nodes: String = setup.nodes.iter().map(|p| format!("[[nodes]]\nhost = \"127.0.0.1\"\nport = {p}\n")).collect();
     (
-        format!("max_client_connections = {}", clients + 100),
+        format!("max_client_connections = {}\nworker_threads = {}", clients + 100, setup.threads),
         format!("[pool]\nmode = \"transaction\"\nsize = {}\n[auth]\nmethod = \"trust\"\n{nodes}", setup.pool),
     )
 }
@@ -469,7 +471,10 @@ fn charts(out: &Path, w: &Workload, rows: &[Row], targets: &[Target]) -> std::io
 }
 
 /// Which of the issue's targets hold, from the sweep and the idle run.
-fn verdicts(sweep: &[Row], idle: &[(Target, Result<(u64, u64, f64), String>)]) -> String {
+/// Idle-memory result per target: RSS before, with the clients (KiB), and KiB per client.
+type IdleResult = (Target, Result<(u64, u64, f64), String>);
+
+fn verdicts(sweep: &[Row], idle: &[IdleResult]) -> String {
     let mut v = String::new();
     let get = |t: Target, c: usize| sweep.iter().find(|r| r.target == t && r.clients == c && r.note.is_none());
     for c in [64, 256] {
@@ -549,12 +554,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut only: Option<Vec<String>> = None;
     let mut targets: Vec<Target> = ALL.to_vec();
     let mut pool = 20usize;
+    let mut threads = 0usize;
     let mut idle = 10_000usize;
     let mut out: Option<PathBuf> = None;
     let mut pooler_bin = PathBuf::from("target/release/pooler");
     let mut args = std::env::args().skip(1);
     let usage = "bench-matrix [--quick] [--seconds N] [--clients 1,16,64,256,1000] [--workloads a,b] \
-                 [--targets direct,pooler,lib,pgbouncer,pgpool] [--pool-size N] [--idle N] [--out DIR] [--pooler PATH]";
+                 [--targets direct,pooler,lib,pgbouncer,pgpool] [--pool-size N] [--pooler-threads N] [--idle N] [--out DIR] [--pooler PATH]";
     while let Some(a) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{a} needs a value\n{usage}"));
         match a.as_str() {
@@ -573,6 +579,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     .collect::<Result<_, _>>()?
             }
             "--pool-size" => pool = value()?.parse()?,
+            "--pooler-threads" => threads = value()?.parse()?,
             "--idle" => idle = value()?.parse()?,
             "--out" => out = Some(PathBuf::from(value()?)),
             "--pooler" => pooler_bin = PathBuf::from(value()?),
@@ -660,10 +667,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         work: cluster.dir().join("bench-matrix"),
         nodes: cluster.nodes().map(|n| n.port()).collect(),
         pool,
+        threads,
     };
     let command: Vec<String> = std::env::args().collect();
     let mut md = format!(
-        "# bench-matrix results ({date})\n\n`{}`\n\nMachine: {}.\n\nEvery target in transaction pooling mode with a pool of {pool} server connections \
+        "# bench-matrix results ({date})\n\n`{}`\n\nMachine: {}.\n\nEvery target in transaction pooling mode with a pool of {pool} server connections; the pooler binary with \
+         `worker_threads = {threads}` (0: one per core) \
          (pgpool-II: a child per client with its connection cache, load balancing off); the poolers know the primary and \
          one standby and send everything to the primary. {seconds} s per run, `pgbench -j min(clients, 2)`, scale 1; \
          latency percentiles from pgbench's per-transaction log; CPU is the target process's own user + system time \

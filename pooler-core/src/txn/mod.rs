@@ -278,11 +278,11 @@ impl<'a> Relay<'a> {
                 && lease.conn_ref().buf.is_empty()
                 && !matches!(&end, End::Failed(e) if e.side() == crate::error::Side::Server);
             self.shared.router.end(self.node);
-            self.give_back(lease, self.node, self.status, clean, true).await;
+            Box::pin(self.give_back(lease, self.node, self.status, clean, true)).await;
         }
         for node in 0..self.parked.len() {
             if let Some(lease) = self.parked[node].take() {
-                self.give_back(lease, node, TransactionStatus::Idle, true, true).await;
+                Box::pin(self.give_back(lease, node, TransactionStatus::Idle, true, true)).await;
             }
         }
         Outcome { end, client_can_take_error }
@@ -309,7 +309,7 @@ impl<'a> Relay<'a> {
                     return End::Shutdown;
                 }
                 let attach = tokio::select! {
-                    r = self.attach() => r,
+                    r = Box::pin(self.attach()) => r,
                     _ = &mut force => return End::ForcedShutdown,
                 };
                 if let Err(e) = attach {
@@ -347,7 +347,9 @@ impl<'a> Relay<'a> {
                 && self.pinned.is_none()
                 && (self.cbuf.is_empty() || self.reroute)
             {
-                if let Err(e) = self.release().await {
+                // Boxed (attach too): an idle client's task then holds only the
+                // small waiting state, not these futures' (a few KiB each).
+                if let Err(e) = Box::pin(self.release()).await {
                     return End::Failed(e);
                 }
             }
@@ -545,7 +547,7 @@ impl<'a> Relay<'a> {
             _ => false,
         };
         if !read {
-            self.wait_for_primary().await?;
+            Box::pin(self.wait_for_primary()).await?;
         }
         // Writes go to the primary as the cluster controller knows it now.
         let primary = router.primary();
@@ -632,7 +634,7 @@ impl<'a> Relay<'a> {
                 // one after a failover, or this one back) and runs there.
                 self.shared.backend_failed(primary, &e);
                 let wait = self.shared.config.failover.search_primary_node_timeout;
-                let Some(n) = self.shared.cluster.wait_for_primary_after(router, primary, wait).await else {
+                let Some(n) = Box::pin(self.shared.cluster.wait_for_primary_after(router, primary, wait)).await else {
                     return Err(e);
                 };
                 tracing::info!(failed = primary, primary = n, "the request waited for a primary and runs there");
@@ -646,7 +648,7 @@ impl<'a> Relay<'a> {
             Err(e) => return Err(e),
         };
         if probe {
-            let replayed = lease.conn().query_row("SELECT pg_catalog.pg_last_wal_replay_lsn()").await;
+            let replayed = Box::pin(lease.conn().query_row("SELECT pg_catalog.pg_last_wal_replay_lsn()")).await;
             let lsn = match &replayed {
                 Ok(row) => row.first().cloned().flatten().and_then(|v| crate::route::parse_lsn(&v)).unwrap_or(0),
                 Err(_) => 0,
@@ -659,7 +661,7 @@ impl<'a> Relay<'a> {
                         *slot = Some(lease);
                     }
                 } else if replayed.is_ok() {
-                    self.pool_for(node).checkin(lease, TransactionStatus::Idle, Reset::None).await;
+                    Box::pin(self.pool_for(node).checkin(lease, TransactionStatus::Idle, Reset::None)).await;
                 } else {
                     drop(lease);
                 }
@@ -672,7 +674,7 @@ impl<'a> Relay<'a> {
         }
         let sql = restore_sql(&self.params, &self.extra, lease.conn_ref());
         if !sql.is_empty() {
-            if let Err(e) = lease.conn().simple_query(&sql).await {
+            if let Err(e) = Box::pin(lease.conn().simple_query(&sql)).await {
                 // A server that cannot take the client's settings back is not
                 // one to lend again blindly.
                 drop(lease);
@@ -811,7 +813,7 @@ impl<'a> Relay<'a> {
         }
         if self.wrote && self.node == self.shared.router.primary() && self.shared.router.read_your_writes() {
             // Where the session's reads must wait for: one round trip, only after writes.
-            match lease.conn().query_row("SELECT pg_catalog.pg_current_wal_lsn()").await {
+            match Box::pin(lease.conn().query_row("SELECT pg_catalog.pg_current_wal_lsn()")).await {
                 Ok(row) => {
                     if let Some(lsn) = row.first().cloned().flatten().and_then(|v| crate::route::parse_lsn(&v)) {
                         self.write_lsn = self.write_lsn.max(lsn);
@@ -839,7 +841,7 @@ impl<'a> Relay<'a> {
                     .collect::<Vec<_>>()
                     .join(", ")
             );
-            match lease.conn().query_row(&sql).await {
+            match Box::pin(lease.conn().query_row(&sql)).await {
                 Ok(values) => {
                     for (name, value) in names.into_iter().zip(values) {
                         self.extra.retain(|(k, _)| *k != name);
@@ -901,11 +903,11 @@ impl<'a> Relay<'a> {
             }
             conn.statements.clear();
             conn.extra.clear();
-            pool.checkin(lease, status, Reset::Full).await;
+            Box::pin(pool.checkin(lease, status, Reset::Full)).await;
             return;
         }
         if conn.statements.unsure {
-            if conn.simple_query("DEALLOCATE ALL").await.is_err() {
+            if Box::pin(conn.simple_query("DEALLOCATE ALL")).await.is_err() {
                 drop(lease);
                 return;
             }
