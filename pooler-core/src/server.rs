@@ -60,6 +60,37 @@ pub(crate) struct Shared {
     pub(crate) router: crate::route::Router,
     /// The way to the cluster controller.
     pub(crate) cluster: crate::cluster::Cluster,
+    /// Parameter sets clients share (most clients of a pool report the same).
+    pub(crate) param_sets: ParamSets,
+}
+
+/// A few distinct client parameter sets, each held once: clients whose
+/// reported parameters are equal share one copy (an idle client then costs
+/// a pointer instead of a dozen strings).
+#[derive(Debug, Default)]
+pub(crate) struct ParamSets(std::sync::Mutex<Vec<SharedParams>>);
+
+/// Reported parameters (name, value), shared between clients.
+pub(crate) type SharedParams = Arc<Vec<(String, String)>>;
+
+impl ParamSets {
+    const MAX: usize = 32;
+
+    /// `params`, as a shared copy if an equal set is known.
+    pub(crate) fn share(&self, params: Vec<(String, String)>) -> SharedParams {
+        let Ok(mut sets) = self.0.lock() else {
+            return Arc::new(params);
+        };
+        if let Some(found) = sets.iter().find(|s| ***s == params) {
+            return found.clone();
+        }
+        let set = Arc::new(params);
+        if sets.len() >= Self::MAX {
+            sets.remove(0);
+        }
+        sets.push(set.clone());
+        set
+    }
 }
 
 impl Shared {
@@ -152,6 +183,7 @@ impl Pooler {
         };
         let shared = Shared {
             cluster: crate::cluster::Cluster::new(&config),
+            param_sets: ParamSets::default(),
             router,
             pools: Pools::new(config.pool.clone(), config.server.max_message_size),
             config,

@@ -125,7 +125,7 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
         }
     };
     w::auth_ok(&mut client.out);
-    let end = run_session(&mut client, &shared, &startup, user.clone(), database.clone(), client_key).await;
+    let end = run_session(&mut client, &shared, startup, user.clone(), database.clone(), client_key).await;
     match &end {
         // Server failures and pool exhaustion are worth a warning whatever the settings.
         End::Failed(e) if e.side() != crate::error::Side::Client => {
@@ -275,16 +275,30 @@ impl std::fmt::Display for End {
     }
 }
 
-/// After authentication: take a server connection, finish the client's
-/// startup, relay, and give the connection back.
-async fn run_session(
+/// A session whose login is over: what its relay needs.
+struct Opened {
+    pool: Arc<crate::pool::Pool>,
+    lease: Lease,
+    node: usize,
+    login: LoginInfo,
+    mode: PoolMode,
+    /// Transaction relay: the client's reported and extra parameters.
+    login_state: Option<(crate::txn::Settings, crate::txn::Settings)>,
+    cancel: crate::cancel::CancelHandle,
+    phase: watch::Receiver<Phase>,
+}
+
+/// After authentication: take a server connection and finish the client's
+/// startup. Its own future (boxed by the caller) ends before the relay starts,
+/// so an idle client's task does not keep room for it.
+async fn open_session(
     client: &mut Client,
     shared: &Arc<Shared>,
     startup: &StartupMessage,
     user: String,
     database: String,
     client_key: Option<[u8; 32]>,
-) -> End {
+) -> Result<Opened, End> {
     // A plain session-mode client needs the primary for its whole session:
     // during a failover it waits (bounded) for the new one.
     let plain_session =
@@ -298,7 +312,7 @@ async fn run_session(
     let Some(addr) = shared.nodes.get(node) else {
         let e = Error::Refused { code: "08001", message: "no backend node is configured".into() };
         client.send_error(Severity::Fatal, &e).await;
-        return End::Failed(e);
+        return Err(End::Failed(e));
     };
     let key = PoolKey { node, user: user.clone(), database: database.clone() };
     let login = LoginInfo {
@@ -327,7 +341,7 @@ async fn run_session(
             let fallback = shared.router.fallback_node(node).and_then(|n| shared.nodes.get(n).map(|a| (n, a)));
             let Some((n, addr)) = fallback else {
                 client.send_error(Severity::Fatal, &e).await;
-                return End::Failed(e);
+                return Err(End::Failed(e));
             };
             let key = PoolKey { node: n, user: user.clone(), database: database.clone() };
             let standby_pool = shared.pools.get(key, addr, || login.clone());
@@ -347,7 +361,7 @@ async fn run_session(
                 }
                 Err(_) => {
                     client.send_error(Severity::Fatal, &e).await;
-                    return End::Failed(e);
+                    return Err(End::Failed(e));
                 }
             }
         }
@@ -360,7 +374,7 @@ async fn run_session(
             let retry = found.and_then(|n| shared.nodes.get(n).map(|a| (n, a)));
             let Some((n, addr)) = retry else {
                 client.send_error(Severity::Fatal, &e).await;
-                return End::Failed(e);
+                return Err(End::Failed(e));
             };
             let key = PoolKey { node: n, user: user.clone(), database: database.clone() };
             pool = shared.pools.get(key, addr, || login.clone());
@@ -372,13 +386,13 @@ async fn run_session(
                 Ok(l) => l,
                 Err(e) => {
                     client.send_error(Severity::Fatal, &e).await;
-                    return End::Failed(e);
+                    return Err(End::Failed(e));
                 }
             }
         }
         Err(e) => {
             client.send_error(Severity::Fatal, &e).await;
-            return End::Failed(e);
+            return Err(End::Failed(e));
         }
     };
     let mode = pool.settings().mode;
@@ -395,7 +409,7 @@ async fn run_session(
         Err(e) => {
             client.send_error(Severity::Fatal, &e).await;
             Box::pin(finish(&pool, lease, true, TransactionStatus::Idle)).await;
-            return End::Failed(e);
+            return Err(End::Failed(e));
         }
     };
     let cancel = shared.cancels.register();
@@ -407,10 +421,32 @@ async fn run_session(
     w::ready_for_query(&mut client.out, TransactionStatus::Idle);
     if let Err(e) = client.flush().await {
         Box::pin(finish(&pool, lease, true, TransactionStatus::Idle)).await;
-        return End::Failed(e);
+        return Err(End::Failed(e));
     }
     // Login is over: drop its scratch buffer (the relay reads on demand).
     client.out = BytesMut::new();
+    Ok(Opened { pool, lease, node, login, mode, login_state, cancel, phase })
+}
+
+/// After authentication: take a server connection, finish the client's
+/// startup, relay, and give the connection back.
+async fn run_session(
+    client: &mut Client,
+    shared: &Arc<Shared>,
+    startup: StartupMessage,
+    user: String,
+    database: String,
+    client_key: Option<[u8; 32]>,
+) -> End {
+    let opened = Box::pin(open_session(client, shared, &startup, user, database, client_key)).await;
+    // The startup packet's parameters are applied: not kept for the session.
+    drop(startup);
+    let Opened { pool, lease, node, login, mode, login_state, cancel, mut phase } = match opened {
+        Ok(o) => o,
+        Err(end) => return end,
+    };
+    #[allow(unused_mut)]
+    let mut lease = lease;
     metrics::gauge!(m::CLIENTS_ACTIVE).increment(1.0);
     if let Some((params, extra)) = login_state {
         let Client { stream, buf, out, .. } = client;
@@ -917,6 +953,7 @@ mod task_size {
         let shared = crate::Pooler::new(config).unwrap().shared();
         let task = super::serve(stream, addr, shared);
         let size = std::mem::size_of_val(&task);
+        eprintln!("client task future: {size} bytes");
         assert!(size < 4096, "the client task's future is {size} bytes");
     }
 }

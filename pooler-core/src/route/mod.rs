@@ -119,8 +119,9 @@ impl Router {
         self.state.load_full()
     }
 
-    /// Takes a new cluster state (from the controller).
-    pub(crate) fn publish(&self, snapshot: Snapshot) {
+    /// Takes a new cluster state. The cluster controller calls this; it is
+    /// public so tests and benchmarks of a router can set the state they need.
+    pub fn publish(&self, snapshot: Snapshot) {
         self.state.store(Arc::new(snapshot));
     }
 

@@ -46,7 +46,7 @@ const READ_CHUNK: usize = 16 * 1024;
 const STREAM_OVER: usize = 8 * 1024;
 
 /// Parameter names and values.
-type Settings = Vec<(String, String)>;
+pub(crate) type Settings = Vec<(String, String)>;
 
 /// Reported parameters a client cannot set: never restored.
 const NOT_SETTABLE: &[&str] = &[
@@ -126,7 +126,8 @@ pub(crate) struct Relay<'a> {
     queue: VecDeque<Pending>,
     statements: ClientStatements,
     /// Reported parameters as the client was last told them.
-    params: Vec<(String, String)>,
+    /// Shared with other clients whose settings are the same (copied on change).
+    params: crate::server::SharedParams,
     /// Unreported parameters the client changed, with their values.
     extra: Vec<(String, String)>,
     /// Unreported parameters changed in the current transaction (values to read).
@@ -210,6 +211,7 @@ impl<'a> Relay<'a> {
         }
         shared.router.begin(node, false);
         let parked = (0..pools.len()).map(|_| None).collect();
+        let params = shared.param_sets.share(params);
         Relay {
             session_mode: mode == PoolMode::Session,
             parked,
@@ -1350,7 +1352,7 @@ impl<'a> Relay<'a> {
                     let frame = conn.buf[..total].to_vec();
                     let p = ParameterStatus::parse(&frame[HEADER_LEN..]).map_err(Error::ServerProtocol)?;
                     backend::note_param(conn.parts().2, p);
-                    backend::note_param(&mut self.params, p);
+                    backend::note_param(Arc::make_mut(&mut self.params), p);
                 }
                 tag::READY_FOR_QUERY => {
                     self.status =
