@@ -320,8 +320,9 @@ impl ServerConn {
 
     /// Frees the read buffer's memory when nothing is buffered (idle in the pool).
     pub(crate) fn release_buffer(&mut self) {
-        if self.buf.is_empty() {
-            self.buf = BytesMut::new();
+        if self.buf.is_empty() && self.buf.capacity() > 0 {
+            // Kept for the next read on this thread rather than freed.
+            crate::txn::recycle(std::mem::take(&mut self.buf));
         }
     }
 

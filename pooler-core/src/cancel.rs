@@ -138,11 +138,26 @@ impl CancelHandle {
         }
     }
 
+    /// [`CancelHandle::detach`] without waiting: clears the target and is
+    /// true when no cancel is on its way (the usual case; a cancel starting
+    /// later finds no target). False: wait with `detach`.
+    pub fn try_detach(&self) -> bool {
+        match self.entry.state.lock() {
+            Ok(mut state) => {
+                state.target = None;
+                state.in_flight == 0
+            }
+            Err(_) => true,
+        }
+    }
+
     /// Stops pointing cancels at the current server connection and waits, up to
     /// `timeout`, until cancels already on their way have reached the server.
     /// True when none is left in flight: the connection may serve someone else.
     pub async fn detach(&self, timeout: Duration) -> bool {
-        self.set_target(None);
+        if self.try_detach() {
+            return true;
+        }
         let settled = async {
             loop {
                 let quiet = self.entry.quiet.notified();
@@ -154,7 +169,8 @@ impl CancelHandle {
                 quiet.await;
             }
         };
-        tokio::time::timeout(timeout, settled).await.is_ok()
+        // Boxed: the rare wait keeps its timer out of every caller's future.
+        Box::pin(tokio::time::timeout(timeout, settled)).await.is_ok()
     }
 }
 

@@ -298,6 +298,23 @@ impl Pool {
         tokio::spawn(conn.close());
     }
 
+    /// [`Pool::checkin`] of an idle connection that needs no reset, without
+    /// awaiting anything: back to the idle list (or closed past its lifetime).
+    pub fn checkin_idle(&self, lease: Lease) {
+        let Lease { mut conn, _permit } = lease;
+        let now = Instant::now();
+        if now.saturating_duration_since(conn.created()) >= self.settings.server_lifetime {
+            self.discard(conn);
+            return;
+        }
+        conn.idle_since = now;
+        conn.release_buffer();
+        match self.idle.lock() {
+            Ok(mut idle) => idle.push(conn),
+            Err(_) => self.discard(conn),
+        }
+    }
+
     /// Returns a lent connection. `status` is the transaction status of its last
     /// ReadyForQuery; the caller guarantees that no request is outstanding on it.
     /// An open transaction is rolled back, the reset statements run, and the
@@ -305,21 +322,16 @@ impl Pool {
     /// it has outlived `server_lifetime`). The slot is freed only after that, so
     /// the pool never holds more than `size` connections.
     pub async fn checkin(&self, lease: Lease, status: TransactionStatus, reset: Reset) {
+        if reset == Reset::None && status == TransactionStatus::Idle {
+            self.checkin_idle(lease);
+            return;
+        }
         let Lease { mut conn, _permit } = lease;
         if conn.created().elapsed() >= self.settings.server_lifetime {
             self.discard(conn);
             return;
         }
-        if reset == Reset::None && status == TransactionStatus::Idle {
-            conn.idle_since = Instant::now();
-            conn.release_buffer();
-            match self.idle.lock() {
-                Ok(mut idle) => idle.push(conn),
-                Err(_) => self.discard(conn),
-            }
-            return;
-        }
-        match tokio::time::timeout(RESET_TIMEOUT, Box::pin(self.reset(&mut conn, status, reset))).await {
+        match Box::pin(tokio::time::timeout(RESET_TIMEOUT, self.reset(&mut conn, status, reset))).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 tracing::warn!(pool = ?self.key, error = %e, "reset failed; closing server connection");

@@ -349,9 +349,15 @@ impl<'a> Relay<'a> {
                 && self.pinned.is_none()
                 && (self.cbuf.is_empty() || self.reroute)
             {
-                // Boxed (attach too): an idle client's task then holds only the
-                // small waiting state, not these futures' (a few KiB each).
-                if let Err(e) = Box::pin(self.release()).await {
+                // The usual release is inline; one that needs a round trip (or
+                // parks the connection) is boxed, so an idle client's task
+                // does not keep room for it.
+                let r = if self.release_needs_round_trip() || self.session_mode {
+                    Box::pin(self.release()).await
+                } else {
+                    self.release_plain().await
+                };
+                if let Err(e) = r {
                     return End::Failed(e);
                 }
             }
@@ -802,10 +808,37 @@ impl<'a> Relay<'a> {
 
     /// Gives the quiet, idle server connection back to the pool, after reading
     /// the parameters the transaction changed and settling late cancels.
-    async fn release(&mut self) -> Result<(), Error> {
-        let Some(mut lease) = self.lease.take() else {
+    /// Releasing needs a query on the connection first: the WAL position
+    /// after a write (read-your-writes), or the values of changed parameters.
+    fn release_needs_round_trip(&self) -> bool {
+        (self.wrote && self.node == self.shared.router.primary() && self.shared.router.read_your_writes())
+            || !self.dirty.is_empty()
+    }
+
+    /// [`Relay::release`] when it needs no round trip and the session does
+    /// not park connections: give the connection back.
+    async fn release_plain(&mut self) -> Result<(), Error> {
+        let Some(lease) = self.lease.take() else {
             return Ok(());
         };
+        self.note_write_stickiness();
+        self.shared.router.end(self.node);
+        // Usually nothing needs awaiting: the connection goes straight back.
+        let clean_idle = self.pinned.is_none()
+            && self.dirty.is_empty()
+            && self.status == TransactionStatus::Idle
+            && !lease.conn_ref().statements.unsure;
+        if clean_idle && self.cancel.try_detach() {
+            self.pool_for(self.node).checkin_idle(lease);
+            return Ok(());
+        }
+        Box::pin(self.give_back(lease, self.node, TransactionStatus::Idle, true, false)).await;
+        Ok(())
+    }
+
+    /// After a write on the primary, what the session's later requests do
+    /// (`routing.disable_load_balance_on_write`).
+    fn note_write_stickiness(&mut self) {
         if self.wrote && self.node == self.shared.router.primary() {
             match self.shared.router.write_stickiness() {
                 crate::config::WriteStickiness::Always => self.sticky_all = true,
@@ -813,6 +846,13 @@ impl<'a> Relay<'a> {
                 _ => {}
             }
         }
+    }
+
+    async fn release(&mut self) -> Result<(), Error> {
+        let Some(mut lease) = self.lease.take() else {
+            return Ok(());
+        };
+        self.note_write_stickiness();
         if self.wrote && self.node == self.shared.router.primary() && self.shared.router.read_your_writes() {
             // Where the session's reads must wait for: one round trip, only after writes.
             match Box::pin(lease.conn().query_row("SELECT pg_catalog.pg_current_wal_lsn()")).await {
