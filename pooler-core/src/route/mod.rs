@@ -148,7 +148,12 @@ impl Router {
     /// backed off after a failed connection, weight aside.
     fn in_read_set(&self, s: &Snapshot, i: usize) -> bool {
         let readable = s.nodes.get(i).is_some_and(|n| n.readable() || (i == s.primary && s.primary_available()));
-        readable && self.nodes.get(i).is_some_and(|n| n.down_until_ms.load(Ordering::Relaxed) <= self.now_ms())
+        // A node never backed off (the usual case) costs no clock read.
+        readable
+            && self.nodes.get(i).is_some_and(|n| {
+                let until = n.down_until_ms.load(Ordering::Relaxed);
+                until == 0 || until <= self.now_ms()
+            })
     }
 
     fn usable(&self, s: &Snapshot, i: usize) -> bool {
