@@ -139,11 +139,8 @@ async fn demo(port: u16, mode: PoolMode, load_balance: bool) -> Result<()> {
     let nodes: Vec<NodeConfig> = cluster
         .nodes()
         .map(|n| NodeConfig {
-            host: n.host().to_owned(),
-            port: n.port(),
-            weight: 1.0,
             data_dir: Some(n.data_dir().display().to_string()),
-            application_name: None,
+            ..NodeConfig::new(n.host(), n.port())
         })
         .collect();
     let mut config = Config::with_nodes(nodes);

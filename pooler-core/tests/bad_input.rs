@@ -183,13 +183,7 @@ async fn broken_server_replies_end_the_session_with_an_error_not_a_panic() {
     ];
     for (what, reply) in cases {
         let (port, fake) = fake_server(reply).await;
-        let node = pooler_core::config::NodeConfig {
-            host: "127.0.0.1".into(),
-            port,
-            weight: 1.0,
-            data_dir: None,
-            application_name: None,
-        };
+        let node = pooler_core::config::NodeConfig::new("127.0.0.1", port);
         let mut config = pooler_core::Config::with_nodes(vec![node]);
         config.auth.method = pooler_core::config::AuthMethod::Trust;
         config.server.max_message_size = 64 * 1024;
@@ -223,13 +217,7 @@ async fn a_non_postgres_server_is_reported_not_trusted() {
             let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
         }
     });
-    let node = pooler_core::config::NodeConfig {
-        host: "127.0.0.1".into(),
-        port,
-        weight: 1.0,
-        data_dir: None,
-        application_name: None,
-    };
+    let node = pooler_core::config::NodeConfig::new("127.0.0.1", port);
     let mut config = pooler_core::Config::with_nodes(vec![node]);
     config.auth.method = pooler_core::config::AuthMethod::Trust;
     let pooler = TestPooler::start(config, None).await;

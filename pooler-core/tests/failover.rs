@@ -48,11 +48,8 @@ fn failover_config(cluster: &Cluster) -> Config {
     let nodes = cluster
         .nodes()
         .map(|n| NodeConfig {
-            host: n.host().to_owned(),
-            port: n.port(),
-            weight: 1.0,
             data_dir: Some(n.data_dir().display().to_string()),
-            application_name: None,
+            ..NodeConfig::new(n.host(), n.port())
         })
         .collect();
     let mut config = Config::with_nodes(nodes);

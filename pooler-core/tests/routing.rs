@@ -20,13 +20,7 @@ fn routed_config(cluster: &Cluster, weights: &[f64]) -> Config {
     let nodes = cluster
         .nodes()
         .zip(weights)
-        .map(|(n, &weight)| NodeConfig {
-            host: n.host().to_owned(),
-            port: n.port(),
-            weight,
-            data_dir: None,
-            application_name: None,
-        })
+        .map(|(n, &weight)| NodeConfig { weight, ..NodeConfig::new(n.host(), n.port()) })
         .collect();
     let mut c = Config::with_nodes(nodes);
     c.auth.method = pooler_core::config::AuthMethod::Trust;

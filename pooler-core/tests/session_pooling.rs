@@ -475,13 +475,7 @@ async fn unresponsive_or_absent_server_gives_a_connect_error_in_time() {
     // A "server" that accepts TCP connections and never answers.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = silent.local_addr().unwrap().port();
-    let node = pooler_core::config::NodeConfig {
-        host: "127.0.0.1".into(),
-        port,
-        weight: 1.0,
-        data_dir: None,
-        application_name: None,
-    };
+    let node = pooler_core::config::NodeConfig::new("127.0.0.1", port);
     let mut config = pooler_core::Config::with_nodes(vec![node]);
     config.auth.method = pooler_core::config::AuthMethod::Trust;
     config.pool.connect_timeout = Duration::from_millis(300);

@@ -104,16 +104,7 @@ pub async fn primary_only() -> Cluster {
 
 /// A configuration for `cluster` with trust authentication towards clients.
 pub fn trust_config(cluster: &Cluster) -> Config {
-    let nodes = cluster
-        .nodes()
-        .map(|n| NodeConfig {
-            host: n.host().to_owned(),
-            port: n.port(),
-            weight: 1.0,
-            data_dir: None,
-            application_name: None,
-        })
-        .collect();
+    let nodes = cluster.nodes().map(|n| NodeConfig::new(n.host(), n.port())).collect();
     let mut c = Config::with_nodes(nodes);
     c.auth.method = AuthMethod::Trust;
     c.server.log_connections = false;
