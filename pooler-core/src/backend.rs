@@ -1,6 +1,7 @@
 //! One connection to a PostgreSQL server: connect, authenticate, run the
 //! pooler's own statements (reset, SET), and the state the pooler tracks.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -61,7 +62,7 @@ pub struct ServerConn {
     /// Run-time parameters as the server last reported them.
     params: Vec<(String, String)>,
     key: BackendKeyData,
-    addr: ServerAddr,
+    addr: Arc<ServerAddr>,
     created: Instant,
     pub(crate) idle_since: Instant,
     max_message: usize,
@@ -101,7 +102,7 @@ impl ServerConn {
             buf: BytesMut::new(),
             params: Vec::new(),
             key: BackendKeyData { pid: 0, secret: 0 },
-            addr: addr.clone(),
+            addr: Arc::new(addr.clone()),
             created: now,
             idle_since: now,
             max_message,
@@ -344,6 +345,11 @@ impl ServerConn {
     /// The server's address.
     pub fn addr(&self) -> &ServerAddr {
         &self.addr
+    }
+
+    /// The address, shared (for cancel targets).
+    pub fn addr_shared(&self) -> Arc<ServerAddr> {
+        self.addr.clone()
     }
 
     /// When the connection was opened.

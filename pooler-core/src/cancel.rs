@@ -22,8 +22,9 @@ use crate::protocol::CancelKey;
 /// Where a cancel for one client must go right now.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CancelTarget {
-    /// The server serving the client.
-    pub addr: ServerAddr,
+    /// The server serving the client (shared with its connection: setting a
+    /// target per transaction copies no string).
+    pub addr: Arc<ServerAddr>,
     /// That server connection's own key.
     pub key: BackendKeyData,
 }
@@ -215,7 +216,7 @@ mod tests {
 
     fn target() -> CancelTarget {
         CancelTarget {
-            addr: ServerAddr { host: "127.0.0.1".into(), port: 5432 },
+            addr: Arc::new(ServerAddr { host: "127.0.0.1".into(), port: 5432 }),
             key: BackendKeyData { pid: 7, secret: 9 },
         }
     }

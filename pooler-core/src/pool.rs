@@ -200,6 +200,25 @@ impl Pool {
         }
     }
 
+    /// An idle, healthy connection at once, without awaiting anything: a free
+    /// slot and an idle connection that needs no check query. `None`: use
+    /// [`Pool::checkout`] (which waits, checks or opens as needed).
+    pub fn checkout_now(&self) -> Option<Lease> {
+        let permit = self.slots.clone().try_acquire_owned().ok()?;
+        let mut idle = self.idle.lock().ok()?;
+        let conn = idle.last()?;
+        let due_check = !self.settings.check_query.is_empty() && conn.idle_since.elapsed() >= self.settings.check_delay;
+        if due_check || !self.reusable(conn) || !conn.is_alive() {
+            return None;
+        }
+        let conn = idle.pop()?;
+        drop(idle);
+        self.stats.checkouts.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(m::CHECKOUTS).increment(1);
+        metrics::histogram!(m::CHECKOUT_WAIT_SECONDS).record(0.0);
+        Some(Lease { conn, _permit: permit })
+    }
+
     /// A connection for the holder of `permit`: an idle healthy one, or a new one.
     async fn lend(&self, permit: OwnedSemaphorePermit) -> Result<Lease, Error> {
         while let Some(mut conn) = self.pop_idle() {

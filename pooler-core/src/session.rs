@@ -413,7 +413,7 @@ async fn open_session(
         }
     };
     let cancel = shared.cancels.register();
-    cancel.set_target(Some(CancelTarget { addr: lease.conn_ref().addr().clone(), key: lease.conn_ref().key() }));
+    cancel.set_target(Some(CancelTarget { addr: lease.conn_ref().addr_shared(), key: lease.conn_ref().key() }));
     for (k, v) in lease.conn_ref().params() {
         w::parameter_status(&mut client.out, k, v);
     }

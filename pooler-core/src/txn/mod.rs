@@ -310,9 +310,15 @@ impl<'a> Relay<'a> {
                 if draining {
                     return End::Shutdown;
                 }
-                let attach = tokio::select! {
+                // The usual case needs no await: a free idle connection on the
+                // primary, already in the client's settings.
+                let attach = if self.attach_now() {
+                    Ok(())
+                } else {
+                    tokio::select! {
                     r = Box::pin(self.attach()) => r,
                     _ = &mut force => return End::ForcedShutdown,
+                    }
                 };
                 if let Err(e) = attach {
                     return End::Failed(e);
@@ -689,6 +695,39 @@ impl<'a> Relay<'a> {
                 return Err(e);
             }
         }
+        self.take_lease(lease, node, read);
+        Ok(())
+    }
+
+    /// [`Relay::attach`] without awaiting, for the usual case: no load
+    /// balancing, the primary available, a free idle connection there that
+    /// already has the client's settings. False: nothing was taken; attach
+    /// the long way.
+    fn attach_now(&mut self) -> bool {
+        let router = &self.shared.router;
+        if router.balancing() || self.session_mode {
+            return false;
+        }
+        let node = {
+            let s = router.snapshot();
+            if !s.primary_available() {
+                return false;
+            }
+            s.primary
+        };
+        let Some(lease) = self.pool_for(node).checkout_now() else {
+            return false;
+        };
+        if !restore_sql(&self.params, &self.extra, lease.conn_ref()).is_empty() {
+            self.pool_for(node).checkin_idle(lease);
+            return false;
+        }
+        self.take_lease(lease, node, false);
+        true
+    }
+
+    /// Makes `lease` (on `node`) the client's connection for the next request.
+    fn take_lease(&mut self, mut lease: Lease, node: usize, read: bool) {
         if !self.extra.is_empty() || !lease.conn_ref().extra.is_empty() {
             lease.conn().extra = self.extra.clone();
         }
@@ -699,7 +738,7 @@ impl<'a> Relay<'a> {
             *self.cout = recycled();
         }
         self.cancel
-            .set_target(Some(CancelTarget { addr: lease.conn_ref().addr().clone(), key: lease.conn_ref().key() }));
+            .set_target(Some(CancelTarget { addr: lease.conn_ref().addr_shared(), key: lease.conn_ref().key() }));
         self.status = TransactionStatus::Idle;
         self.lease = Some(lease);
         self.node = node;
@@ -707,8 +746,7 @@ impl<'a> Relay<'a> {
         self.in_block = false;
         self.reroute = false;
         self.at_request_start = true;
-        router.begin(node, read);
-        Ok(())
+        self.shared.router.begin(node, read);
     }
 
     /// While no node is available as the primary (a failover in progress),
