@@ -207,34 +207,39 @@ impl Pool {
         let permit = self.slots.clone().try_acquire_owned().ok()?;
         let mut idle = self.idle.lock().ok()?;
         let conn = idle.last()?;
-        let due_check = !self.settings.check_query.is_empty() && conn.idle_since.elapsed() >= self.settings.check_delay;
-        if due_check || !self.reusable(conn) || !conn.is_alive() {
+        if self.check_due(conn) || !self.reusable(conn) || !conn.is_alive() {
             return None;
         }
         let conn = idle.pop()?;
         drop(idle);
+        metrics::histogram!(m::CHECKOUT_WAIT_SECONDS).record(0.0);
+        Some(self.lent(conn, permit))
+    }
+
+    /// Counts a checkout and makes the lease.
+    fn lent(&self, conn: ServerConn, permit: OwnedSemaphorePermit) -> Lease {
         self.stats.checkouts.fetch_add(1, Ordering::Relaxed);
         metrics::counter!(m::CHECKOUTS).increment(1);
-        metrics::histogram!(m::CHECKOUT_WAIT_SECONDS).record(0.0);
-        Some(Lease { conn, _permit: permit })
+        Lease { conn, _permit: permit }
+    }
+
+    /// `check_query` must run on `conn` before it is lent (idle past `check_delay`).
+    fn check_due(&self, conn: &ServerConn) -> bool {
+        !self.settings.check_query.is_empty() && conn.idle_since.elapsed() >= self.settings.check_delay
     }
 
     /// A connection for the holder of `permit`: an idle healthy one, or a new one.
     async fn lend(&self, permit: OwnedSemaphorePermit) -> Result<Lease, Error> {
         while let Some(mut conn) = self.pop_idle() {
             if self.reusable(&conn) && conn.is_alive() && Box::pin(self.passes_check(&mut conn)).await {
-                self.stats.checkouts.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!(m::CHECKOUTS).increment(1);
-                return Ok(Lease { conn, _permit: permit });
+                return Ok(self.lent(conn, permit));
             }
             self.discard(conn);
         }
         // Opening a connection is the cold path: boxed, so every task that
         // can check out does not carry its state inline.
         let conn = Box::pin(self.open()).await?;
-        self.stats.checkouts.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!(m::CHECKOUTS).increment(1);
-        Ok(Lease { conn, _permit: permit })
+        Ok(self.lent(conn, permit))
     }
 
     /// Waits for a regular slot; after `reserve_timeout`, for either a regular
@@ -272,7 +277,7 @@ impl Pool {
 
     /// Runs `check_query` on a connection that sat idle past `check_delay`.
     async fn passes_check(&self, conn: &mut ServerConn) -> bool {
-        if self.settings.check_query.is_empty() || conn.idle_since.elapsed() < self.settings.check_delay {
+        if !self.check_due(conn) {
             return true;
         }
         let q = self.settings.check_query.clone();
@@ -377,12 +382,8 @@ impl Pool {
                 return;
             }
         }
-        conn.idle_since = Instant::now();
-        conn.release_buffer();
-        match self.idle.lock() {
-            Ok(mut idle) => idle.push(conn),
-            Err(_) => self.discard(conn),
-        }
+        // Reset: back to the idle list like any clean connection.
+        self.checkin_idle(Lease { conn, _permit });
     }
 
     /// Rolls back an open transaction and runs the reset statements.

@@ -441,12 +441,10 @@ async fn run_session(
     let opened = Box::pin(open_session(client, shared, &startup, user, database, client_key)).await;
     // The startup packet's parameters are applied: not kept for the session.
     drop(startup);
-    let Opened { pool, lease, node, login, mode, login_state, cancel, mut phase } = match opened {
+    let Opened { pool, mut lease, node, login, mode, login_state, cancel, mut phase } = match opened {
         Ok(o) => o,
         Err(end) => return end,
     };
-    #[allow(unused_mut)]
-    let mut lease = lease;
     metrics::gauge!(m::CLIENTS_ACTIVE).increment(1.0);
     if let Some((params, extra)) = login_state {
         let Client { stream, buf, out, .. } = client;

@@ -1076,15 +1076,10 @@ impl<'a> Relay<'a> {
         match t {
             tag::QUERY => {
                 let sql = body.strip_suffix(&[0]).ok_or(bad(ProtocolError::Malformed("query not terminated")))?;
-                let class = match self.known_plain(sql) {
-                    Some(class) => class,
-                    None => {
-                        if self.query_facts(sql, true) {
-                            return Ok(());
-                        }
-                        self.shared.router.classifier().classify(sql)
-                    }
-                };
+                if self.known_plain(sql).is_none() && self.query_facts(sql, true) {
+                    return Ok(());
+                }
+                let class = self.class_of(sql);
                 if !class.is_read_only() {
                     self.wrote = true;
                 }
@@ -1110,15 +1105,11 @@ impl<'a> Relay<'a> {
             tag::PARSE => {
                 let (name, rest) = split_cstr(body).map_err(bad)?;
                 let (sql, _) = split_cstr(rest).map_err(bad)?;
-                let known = self.known_plain(sql);
-                if known.is_none() && self.query_facts(sql, false) {
+                if self.known_plain(sql).is_none() && self.query_facts(sql, false) {
                     return Ok(());
                 }
                 if name.is_empty() {
-                    let class = match known {
-                        Some(c) => c,
-                        None => self.shared.router.classifier().classify(sql),
-                    };
+                    let class = self.class_of(sql);
                     if !class.is_read_only() {
                         self.wrote = true;
                     }
@@ -1227,6 +1218,12 @@ impl<'a> Relay<'a> {
     /// session state (so its facts need no second look).
     fn known_plain(&self, sql: &[u8]) -> Option<Classification> {
         self.plain.iter().find(|(k, _)| **k == *sql).map(|(_, c)| *c)
+    }
+
+    /// The class of `sql`: remembered (a plain statement, classified when
+    /// first seen, possibly just now by [`Relay::query_facts`]), else computed.
+    fn class_of(&self, sql: &[u8]) -> Classification {
+        self.known_plain(sql).unwrap_or_else(|| self.shared.router.classifier().classify(sql))
     }
 
     /// Remembers `sql` as plain (see [`Relay::known_plain`]).
