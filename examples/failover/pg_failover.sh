@@ -12,7 +12,9 @@
 # new main node answers that it is out of recovery.
 #
 # Environment:
-#   PGBIN       directory of pg_ctl (default: from PATH)
+#   PGBIN       directory of pg_ctl and psql (default: from PATH)
+#   PGUSER      superuser psql connects as to resume a paused replay
+#               (default: postgres); PGPASSWORD / ~/.pgpass as libpq reads them
 #   PG_OS_USER  OS user that owns the data directories. When set, pg_ctl runs
 #               as that user: through runuser when the pooler runs as root on
 #               the same host, through ssh PG_OS_USER@host for another host.
@@ -23,6 +25,7 @@ failed_id=$1 failed_host=$2 failed_port=$3 failed_dir=$4
 new_id=$5 new_host=$6 new_port=$7 new_dir=$8
 
 pg_ctl="${PGBIN:+$PGBIN/}pg_ctl"
+psql="${PGBIN:+$PGBIN/}psql"
 ssh_opts=${SSH_OPTS:--o BatchMode=yes -o ConnectTimeout=10}
 
 echo "failover: node $failed_id ($failed_host:$failed_port, $failed_dir) failed; promoting node $new_id ($new_host:$new_port)"
@@ -48,6 +51,18 @@ on_new_main() {
         ;;
     esac
 }
+
+# A standby whose replay is paused (pg_wal_replay_pause(), or a
+# recovery_target_action = 'pause') still has WAL it received and has not
+# applied: resume it so the promotion applies every received commit. If psql
+# cannot connect, the promotion goes on: PostgreSQL 14+ ends a pause when it
+# is promoted.
+if "$psql" -X -q -A -t -h "$new_host" -p "$new_port" -U "${PGUSER:-postgres}" -d postgres \
+    -c "SELECT pg_catalog.pg_wal_replay_resume() WHERE pg_catalog.pg_is_wal_replay_paused()" >/dev/null; then
+    echo "failover: node $new_id replays everything it received"
+else
+    echo "failover: could not ask node $new_id to resume replay; promoting anyway" >&2
+fi
 
 on_new_main "$pg_ctl" promote -w -t 60 -D "$new_dir"
 echo "failover: node $new_id promoted"

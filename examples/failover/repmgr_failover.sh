@@ -20,5 +20,11 @@ os_user=${PG_OS_USER:-postgres}
 ssh_opts=${SSH_OPTS:--o BatchMode=yes -o ConnectTimeout=10}
 
 echo "failover: node $failed_id ($failed_host) failed; repmgr promotes node $new_id ($new_host)"
+# repmgr refuses to promote a standby whose replay is paused, and its received
+# WAL must be applied anyway: resume replay first (a no-op when not paused).
+# shellcheck disable=SC2086
+ssh $ssh_opts "$os_user@$new_host" psql -X -q -A -t -d postgres \
+    -c "'SELECT pg_catalog.pg_wal_replay_resume() WHERE pg_catalog.pg_is_wal_replay_paused()'" \
+    || echo "failover: could not ask node $new_id to resume replay" >&2
 # shellcheck disable=SC2086
 ssh $ssh_opts "$os_user@$new_host" repmgr -f "$conf" standby promote --log-to-file

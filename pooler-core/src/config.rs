@@ -458,6 +458,13 @@ pub struct FailoverConfig {
     pub search_primary_node_timeout: Duration,
     /// Which node keeps the writes when two claim to be the primary.
     pub false_primary: FalsePrimaryRule,
+    /// At failover, promote among the standbys the primary last reported as
+    /// synchronous (`sync` or `quorum` in `pg_stat_replication`; needs
+    /// `nodes[].application_name`) when any of them answers, else among all.
+    /// Off: the standby that received the most WAL, whatever its sync state.
+    /// Either way the standby is asked at failover time, never judged from
+    /// an earlier check.
+    pub prefer_sync_standbys: bool,
 }
 
 /// Which node keeps the writes when two nodes answer as a primary at once
@@ -484,6 +491,7 @@ impl Default for FailoverConfig {
             auto_failback: true,
             search_primary_node_timeout: Duration::from_secs(10),
             false_primary: FalsePrimaryRule::KeepCurrent,
+            prefer_sync_standbys: false,
         }
     }
 }

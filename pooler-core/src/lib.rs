@@ -14,6 +14,7 @@ pub mod classify;
 pub mod cluster;
 pub mod config;
 pub mod error;
+mod lsn;
 pub mod metrics;
 pub mod pool;
 pub mod protocol;

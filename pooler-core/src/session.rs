@@ -774,9 +774,16 @@ async fn relay(
             let mut failure: Option<ProtocolError> = None;
             let scan = down.scanner.scan(
                 sbuf,
-                |t| t == tag::READY_FOR_QUERY || t == tag::PARAMETER_STATUS,
+                |t| t == tag::READY_FOR_QUERY || t == tag::PARAMETER_STATUS || t == tag::ERROR_RESPONSE,
                 |t, body| {
-                    if t == tag::READY_FOR_QUERY {
+                    if t == tag::ERROR_RESPONSE {
+                        // A write refused as read-only by the node believed to
+                        // be the primary: it may have been demoted. Check now.
+                        let code = crate::protocol::messages::ErrorFields::new(body).code();
+                        if code == Some("25006") && node == shared.router.primary() {
+                            shared.cluster.suspect(node, "the primary answered 25006 (read-only transaction)");
+                        }
+                    } else if t == tag::READY_FOR_QUERY {
                         match TransactionStatus::parse(body) {
                             Ok(s) => {
                                 down.status = s;

@@ -11,26 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use pooler_core::cluster::{CheckFuture, FailoverContext, FailoverHook, HealthCheck, HookFuture, SqlHealthCheck};
 use pooler_core::cluster::{NodeCommandError, Role, Status};
-use pooler_core::config::{NodeConfig, PoolMode};
-use pooler_core::Config;
+use pooler_core::config::PoolMode;
 use pooler_testkit::Cluster;
-
-/// `command`, run as the PostgreSQL server user when the pooler runs as root.
-fn as_server_user(command: String) -> String {
-    match pooler_testkit::server_os_user() {
-        Some((user, _, _)) => format!("runuser -u {user} -- {command}"),
-        None => command,
-    }
-}
-
-/// The shipped example script `name` (examples/failover/) with `args`, with
-/// the environment it needs here: where the PostgreSQL binaries are, and the
-/// OS user that owns the data directories when the tests run as root.
-fn example_script(cluster: &Cluster, name: &str, args: &str) -> String {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/failover");
-    let os_user = pooler_testkit::server_os_user().map(|(u, _, _)| format!("PG_OS_USER={u} ")).unwrap_or_default();
-    format!("PGBIN={} {os_user}sh {dir}/{name} {args}", cluster.bin_dir().display())
-}
 
 fn rows(messages: &[tokio_postgres::SimpleQueryMessage]) -> Vec<&tokio_postgres::SimpleQueryRow> {
     messages
@@ -40,24 +22,6 @@ fn rows(messages: &[tokio_postgres::SimpleQueryMessage]) -> Vec<&tokio_postgres:
             _ => None,
         })
         .collect()
-}
-
-/// Transaction pooling over every node of `cluster`, data directories known
-/// (for `%D` / `%R`), health checks every 100 ms.
-fn failover_config(cluster: &Cluster) -> Config {
-    let nodes = cluster
-        .nodes()
-        .map(|n| NodeConfig {
-            data_dir: Some(n.data_dir().display().to_string()),
-            ..NodeConfig::new(n.host(), n.port())
-        })
-        .collect();
-    let mut config = Config::with_nodes(nodes);
-    config.auth.method = pooler_core::config::AuthMethod::Trust;
-    config.server.log_connections = false;
-    config.pool.mode = PoolMode::Transaction;
-    config.health.period = Duration::from_millis(100);
-    config
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backend::{LoginInfo, ServerAddr, ServerConn};
-use crate::route::parse_lsn;
+use crate::lsn::parse_lsn;
 use crate::server::Shared;
 
 use super::machine::Event;
@@ -24,6 +24,12 @@ pub struct Observation {
     pub in_recovery: bool,
     /// Current WAL position (primary) or last replayed position (standby).
     pub lsn: u64,
+    /// Standby: the last WAL position received and flushed to its disk
+    /// (`pg_last_wal_receive_lsn()`), or its replayed position when it has
+    /// received nothing by streaming; primary: as `lsn`. What a failover
+    /// compares: a standby keeps every commit up to here once promoted.
+    /// Zero when the check does not know (custom checks): `lsn` decides.
+    pub received_lsn: u64,
     /// Standby: time since the last replayed transaction (zero otherwise).
     pub replay_age: Duration,
     /// Standby: its WAL receiver's status (`streaming`, ...), if it has one.
@@ -79,7 +85,10 @@ const PROBE: &str = "SELECT pg_catalog.pg_is_in_recovery(), \
      (SELECT sender_host FROM pg_catalog.pg_stat_wal_receiver LIMIT 1), \
      (SELECT sender_port FROM pg_catalog.pg_stat_wal_receiver LIMIT 1), \
      (SELECT string_agg(concat_ws(chr(31), application_name, state, sync_state), chr(30)) \
-        FROM pg_catalog.pg_stat_replication)";
+        FROM pg_catalog.pg_stat_replication), \
+     CASE WHEN pg_catalog.pg_is_in_recovery() \
+          THEN greatest(pg_catalog.pg_last_wal_receive_lsn(), pg_catalog.pg_last_wal_replay_lsn()) \
+          ELSE pg_catalog.pg_current_wal_lsn() END";
 
 impl SqlHealthCheck {
     /// The check for `config`'s nodes and `[health]` settings, with secrets
@@ -143,6 +152,7 @@ pub(crate) fn parse_row(row: &[Option<String>]) -> Observation {
     Observation {
         in_recovery: text(0).as_deref() == Some("t"),
         lsn: text(1).and_then(|v| parse_lsn(&v)).unwrap_or(0),
+        received_lsn: text(7).and_then(|v| parse_lsn(&v)).unwrap_or(0),
         replay_age: Duration::from_millis(text(2).and_then(|v| v.parse().ok()).unwrap_or(0)),
         wal_receiver: text(3),
         sender: text(4).zip(text(5).and_then(|p| p.parse().ok())),
@@ -191,9 +201,19 @@ mod tests {
     #[test]
     fn probe_rows_parse_into_observations() {
         let s = |v: &str| Some(v.to_owned());
-        let standby = parse_row(&[s("t"), s("0/3000060"), s("1500"), s("streaming"), s("127.0.0.1"), s("5432"), None]);
+        let standby = parse_row(&[
+            s("t"),
+            s("0/3000060"),
+            s("1500"),
+            s("streaming"),
+            s("127.0.0.1"),
+            s("5432"),
+            None,
+            s("0/3000100"),
+        ]);
         assert!(standby.in_recovery);
         assert_eq!(standby.lsn, 0x3000060);
+        assert_eq!(standby.received_lsn, 0x3000100);
         assert_eq!(standby.replay_age, Duration::from_millis(1500));
         assert_eq!(standby.wal_receiver.as_deref(), Some("streaming"));
         assert_eq!(standby.sender, Some(("127.0.0.1".to_owned(), 5432)));

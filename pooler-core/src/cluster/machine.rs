@@ -6,10 +6,15 @@
 //! - A failed check (retries included) puts an up node `down`; a passing one
 //!   brings a `down` node back `up` (a failed standby rejoins by itself),
 //!   unless an operator detached it.
-//! - The primary failing runs the failover hook once (promoting the up
-//!   standby that has replayed the most) and quarantines the failed primary:
-//!   whatever it says later, it gets no reads and no writes until it returns
-//!   as a streaming standby (`auto_failback`) or an operator attaches it.
+//! - The primary failing quarantines it and asks every up standby, there and
+//!   then, how much WAL it has received; the failover hook then runs once, to
+//!   promote the one that received the most (replay position as the
+//!   tie-break; with `prefer_sync_standbys`, among the synchronous standbys
+//!   first). Figures from earlier checks never decide: a standby whose replay
+//!   is paused may have replayed less and received more, and only what was
+//!   received survives a promotion. The failed primary gets no reads and no
+//!   writes, whatever it says later, until it returns as a streaming standby
+//!   (`auto_failback`) or an operator attaches it.
 //! - A node answering as a primary becomes the primary only while the current
 //!   one is not available as a primary (failed, quarantined, or in recovery).
 //!   Two claimants at once: the configured rule picks one, the other is
@@ -31,6 +36,9 @@ pub(crate) enum Event {
     Checked { node: usize, result: Result<Observation, String> },
     /// A session could not connect to `node` or lost its connection.
     BackendError { node: usize, hard: bool, error: String },
+    /// What the standbys said when asked at `failed`'s failover
+    /// ([`Action::AskPositions`]), in the order asked.
+    Positions { failed: usize, seen: Vec<(usize, Result<Observation, String>)> },
     /// The failover hook for `failed` returned.
     FailoverDone { failed: usize, ok: bool },
     /// An operator detaches `node`.
@@ -48,6 +56,9 @@ pub(crate) enum Event {
 pub(crate) enum Action {
     /// Check `node` now.
     CheckNow(usize),
+    /// The primary `failed` is down: look at each of `candidates` now (their
+    /// received WAL) and report with [`Event::Positions`].
+    AskPositions { failed: usize, candidates: Vec<usize> },
     /// Run the failover hook: `failed` primary, promote `new_main`.
     Failover { failed: usize, new_main: usize },
     /// Run the follow-primary hook for `standby`.
@@ -75,6 +86,7 @@ struct Rules {
     auto_failback: bool,
     search_timeout: Duration,
     false_primary: FalsePrimaryRule,
+    prefer_sync: bool,
     application_names: Vec<Option<String>>,
     checked: bool,
     /// The failover hook can promote a node.
@@ -154,6 +166,7 @@ impl Machine {
                 auto_failback: f.auto_failback,
                 search_timeout: f.search_primary_node_timeout,
                 false_primary: f.false_primary,
+                prefer_sync: f.prefer_sync_standbys,
                 application_names: config.nodes.iter().map(|n| n.application_name.clone()).collect(),
                 checked,
                 promotes: !f.command.is_empty(),
@@ -206,6 +219,7 @@ impl Machine {
                     out.actions.push(Action::CheckNow(node));
                 }
             }
+            Event::Positions { failed, seen } => self.positions(failed, seen, &mut out),
             Event::FailoverDone { failed, ok } => {
                 if !ok && self.nodes.get(failed).is_some_and(|n| n.status == Status::Quarantine) {
                     // Nothing was promoted (as far as we know): the old
@@ -247,7 +261,7 @@ impl Machine {
         }
         self.seen[i] = Some(o.clone());
         if i == self.primary {
-            self.primary_checked(i, &o, now);
+            self.primary_checked(i, &o, now, out);
             return;
         }
         if o.in_recovery {
@@ -258,12 +272,19 @@ impl Machine {
     }
 
     /// The current primary answered.
-    fn primary_checked(&mut self, i: usize, o: &Observation, now: Instant) {
+    fn primary_checked(&mut self, i: usize, o: &Observation, now: Instant, out: &mut Outcome) {
         if o.in_recovery {
             // Demoted by something else: writes will fail (read-only) until
-            // another node answers as the primary.
+            // another node answers as the primary; look at the others now
+            // rather than at their next period.
             if self.nodes[i].role != Role::Standby {
                 tracing::warn!(node = i, "the primary answers that it is in recovery: waiting for a new primary");
+                for j in (0..self.nodes.len()).filter(|&j| j != i) {
+                    if !self.check_asked[j] {
+                        self.check_asked[j] = true;
+                        out.actions.push(Action::CheckNow(j));
+                    }
+                }
             }
             self.nodes[i].role = Role::Standby;
             if self.nodes[i].status != Status::Quarantine && !self.nodes[i].operator_detached {
@@ -415,28 +436,74 @@ impl Machine {
         if self.failover_ran_for == Some(i) {
             return;
         }
-        // The up standby that has replayed the most (the lowest index on a tie).
-        let candidate = (0..self.nodes.len())
+        if !self.rules.promotes {
+            return;
+        }
+        // Every standby in service is asked what it has received; which one
+        // is promoted is decided from those answers (`positions`).
+        let candidates: Vec<usize> = (0..self.nodes.len())
             .filter(|&j| j != i)
             .filter(|&j| {
                 let n = &self.nodes[j];
                 n.status == Status::Up && n.pg_role == Role::Standby && !n.operator_detached
             })
-            .max_by_key(|&j| (self.nodes[j].lsn, std::cmp::Reverse(j)));
-        if !self.rules.promotes {
+            .collect();
+        if candidates.is_empty() {
+            tracing::error!(primary = i, "the primary is down and no standby is up to promote");
             return;
         }
-        match candidate {
-            Some(new_main) => {
-                self.failover_ran_for = Some(i);
-                self.promoting = Some(new_main);
-                // Whatever it says when it comes back, the failed primary takes
-                // nothing until it returns as a standby or is attached.
-                self.former[i] = true;
-                self.set_status(i, Status::Quarantine, &format!("failed primary: failover to node {new_main}"), true);
-                out.actions.push(Action::Failover { failed: i, new_main });
+        self.failover_ran_for = Some(i);
+        // Whatever it says when it comes back, the failed primary takes
+        // nothing until it returns as a standby or is attached.
+        self.former[i] = true;
+        self.set_status(i, Status::Quarantine, "failed primary: asking the standbys what they received", true);
+        out.actions.push(Action::AskPositions { failed: i, candidates });
+    }
+
+    /// The standbys answered at `failed`'s failover: promote the best one.
+    fn positions(&mut self, failed: usize, seen: Vec<(usize, Result<Observation, String>)>, out: &mut Outcome) {
+        if self.failover_ran_for != Some(failed) || self.promoting.is_some() || failed != self.primary {
+            tracing::debug!(failed, "standby positions for a failover no longer under way: ignored");
+            return;
+        }
+        for (j, r) in &seen {
+            match r {
+                Ok(o) => tracing::info!(
+                    node = j,
+                    in_recovery = o.in_recovery,
+                    received = %crate::lsn::format_lsn(o.received_lsn),
+                    replayed = %crate::lsn::format_lsn(o.lsn),
+                    sync_state = self.nodes.get(*j).map(|n| n.sync_state.as_str()).unwrap_or(""),
+                    "failover candidate"
+                ),
+                Err(e) => tracing::warn!(node = j, error = %e, "failover candidate did not answer"),
             }
-            None => tracing::error!(primary = i, "the primary is down and no standby is up to promote"),
+        }
+        // A standby promoted meanwhile by someone else is taken as it is:
+        // promoting a second one would make two primaries.
+        if let Some(&(j, _)) = seen.iter().find(|(j, r)| *j < self.nodes.len() && matches!(r, Ok(o) if !o.in_recovery))
+        {
+            self.claimant_checked(j, out);
+            return;
+        }
+        let sync = |j: usize| self.nodes.get(j).is_some_and(|n| matches!(n.sync_state.as_str(), "sync" | "quorum"));
+        let prefer_sync = self.rules.prefer_sync;
+        match promotion_target(&seen, |j| prefer_sync && sync(j)) {
+            Some(new_main) => {
+                self.promoting = Some(new_main);
+                let n = &mut self.nodes[failed];
+                n.cause = format!("failed primary: failover to node {new_main}");
+                tracing::warn!(failed, new_main, "failover: promoting the standby that received the most WAL");
+                out.actions.push(Action::Failover { failed, new_main });
+            }
+            None => {
+                // Nothing can be promoted now: the old primary may take writes
+                // again if it returns, and the next failed check tries again.
+                tracing::error!(primary = failed, "the primary is down and no standby answered to be promoted");
+                self.former[failed] = false;
+                self.failover_ran_for = None;
+                self.set_status(failed, Status::Down, "no standby answered at failover", false);
+            }
         }
     }
 
@@ -549,6 +616,22 @@ impl Machine {
     }
 }
 
+/// Which standby to promote, from what each said at failover time: among
+/// those that answered from recovery (and among the `preferred` ones, if any
+/// answered), the one that received the most WAL; then the one that
+/// replayed the most; then the lowest index. `None` when none answered.
+pub(crate) fn promotion_target(
+    seen: &[(usize, Result<Observation, String>)],
+    preferred: impl Fn(usize) -> bool,
+) -> Option<usize> {
+    let live = || seen.iter().filter_map(|(j, r)| r.as_ref().ok().filter(|o| o.in_recovery).map(|o| (*j, o)));
+    let any_preferred = live().any(|(j, _)| preferred(j));
+    live()
+        .filter(|(j, _)| !any_preferred || preferred(*j))
+        .max_by_key(|(j, o)| (o.received_lsn.max(o.lsn), o.lsn, std::cmp::Reverse(*j)))
+        .map(|(j, _)| j)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -631,15 +714,112 @@ mod tests {
         assert_eq!(m.nodes[1].status, Status::Up);
     }
 
+    /// A standby's answer at failover time: `received` and `replayed`.
+    fn position(received: u64, replayed: u64) -> Result<Observation, String> {
+        Ok(Observation { in_recovery: true, lsn: replayed, received_lsn: received, ..Default::default() })
+    }
+
+    fn positions(m: &mut Machine, seen: Vec<(usize, Result<Observation, String>)>) -> Vec<Action> {
+        m.apply(Event::Positions { failed: 0, seen }, Instant::now()).actions
+    }
+
     #[test]
-    fn primary_failure_promotes_the_most_replayed_standby_once_and_quarantines_the_old_primary() {
+    fn primary_failure_promotes_the_standby_that_received_the_most_once_and_quarantines_the_old_primary() {
         let mut m = healthy();
         let actions = check(&mut m, 0, Err("connection refused".into()));
-        assert_eq!(actions, vec![Action::Failover { failed: 0, new_main: 1 }]);
+        // The standbys are asked now; earlier checks' figures do not decide.
+        assert_eq!(actions, vec![Action::AskPositions { failed: 0, candidates: vec![1, 2] }]);
         assert_eq!(m.nodes[0].status, Status::Quarantine);
         assert!(!m.snapshot().primary_available());
-        // Failing again does not run the hook again.
+        // Failing again does not ask again.
         assert!(check(&mut m, 0, Err("refused".into())).is_empty());
+        // Node 1 replayed more, node 2 received more (its replay is paused):
+        // node 2 keeps every commit, node 1 would lose some.
+        let actions = positions(&mut m, vec![(1, position(150, 150)), (2, position(200, 90))]);
+        assert_eq!(actions, vec![Action::Failover { failed: 0, new_main: 2 }]);
+        // A late or repeated answer does not run the hook twice.
+        assert!(positions(&mut m, vec![(1, position(300, 300))]).is_empty());
+        // Node 2 answers as a primary: it takes writes, node 1 follows.
+        let actions = check(&mut m, 2, primary(220));
+        assert_eq!(m.primary(), 2);
+        assert_eq!(actions, vec![Action::Follow { standby: 1, new_main: 2, old_primary: 0 }]);
+    }
+
+    #[test]
+    fn the_promotion_target_is_chosen_by_received_wal_then_replay_then_index() {
+        let none = |_: usize| false;
+        assert_eq!(promotion_target(&[(1, position(10, 5)), (2, position(9, 9))], none), Some(1));
+        assert_eq!(
+            promotion_target(&[(1, position(10, 5)), (2, position(10, 6))], none),
+            Some(2),
+            "replay breaks ties"
+        );
+        assert_eq!(promotion_target(&[(1, position(10, 6)), (2, position(10, 6))], none), Some(1));
+        // A check that does not report received WAL falls back on replay.
+        assert_eq!(promotion_target(&[(1, position(0, 7)), (2, position(6, 6))], none), Some(1));
+        // No answer, or an answer from outside recovery: not a candidate.
+        assert_eq!(promotion_target(&[(1, Err("timeout".into())), (2, primary(99))], none), None);
+        assert_eq!(promotion_target(&[(1, Err("timeout".into())), (2, position(1, 1))], none), Some(2));
+        // Preferred (synchronous) standbys first, when any answered.
+        let sync2 = |j: usize| j == 2;
+        assert_eq!(promotion_target(&[(1, position(10, 10)), (2, position(8, 8))], sync2), Some(2));
+        assert_eq!(promotion_target(&[(1, position(10, 10)), (2, Err("down".into()))], sync2), Some(1));
+    }
+
+    #[test]
+    fn prefer_sync_standbys_promotes_the_synchronous_one() {
+        let mut m = machine(3, |c| {
+            c.failover.command = "promote %R".into();
+            c.failover.prefer_sync_standbys = true;
+            c.nodes[1].application_name = Some("s1".into());
+            c.nodes[2].application_name = Some("s2".into());
+        });
+        let replica = |name: &str, sync: &str| crate::cluster::ReplicaState {
+            application_name: name.into(),
+            state: "streaming".into(),
+            sync_state: sync.into(),
+        };
+        let p = Observation {
+            in_recovery: false,
+            lsn: 100,
+            replicas: vec![replica("s1", "async"), replica("s2", "sync")],
+            ..Default::default()
+        };
+        check(&mut m, 0, Ok(p));
+        check(&mut m, 1, standby(100, 5432));
+        check(&mut m, 2, standby(100, 5432));
+        check(&mut m, 0, Err("refused".into()));
+        let actions = positions(&mut m, vec![(1, position(120, 120)), (2, position(110, 110))]);
+        assert_eq!(actions, vec![Action::Failover { failed: 0, new_main: 2 }]);
+    }
+
+    #[test]
+    fn a_failover_with_no_standby_answering_promotes_nothing_and_tries_again_later() {
+        let mut m = healthy();
+        check(&mut m, 0, Err("refused".into()));
+        assert!(positions(&mut m, vec![(1, Err("timeout".into())), (2, Err("refused".into()))]).is_empty());
+        assert_eq!(m.nodes[0].status, Status::Down, "not quarantined: nothing was promoted");
+        // The next failed check asks again.
+        assert_eq!(
+            check(&mut m, 0, Err("refused".into())),
+            vec![Action::AskPositions { failed: 0, candidates: vec![1, 2] }]
+        );
+    }
+
+    #[test]
+    fn a_standby_found_promoted_at_failover_time_is_taken_instead_of_promoting_another() {
+        let mut m = healthy();
+        check(&mut m, 0, Err("refused".into()));
+        let actions = positions(&mut m, vec![(1, position(100, 100)), (2, primary(120))]);
+        assert_eq!(actions, vec![Action::Follow { standby: 1, new_main: 2, old_primary: 0 }]);
+        assert_eq!(m.primary(), 2);
+    }
+
+    #[test]
+    fn after_a_failover_the_old_primary_stays_out_until_it_streams_as_a_standby() {
+        let mut m = healthy();
+        check(&mut m, 0, Err("connection refused".into()));
+        positions(&mut m, vec![(1, position(100, 100)), (2, position(90, 90))]);
         // Node 1 answers as a primary: it takes writes, node 2 follows.
         let actions = check(&mut m, 1, primary(120));
         assert_eq!(m.primary(), 1);
@@ -660,6 +840,7 @@ mod tests {
     fn a_failed_failover_hook_lets_the_old_primary_take_writes_again() {
         let mut m = healthy();
         check(&mut m, 0, Err("refused".into()));
+        positions(&mut m, vec![(1, position(100, 100))]);
         m.apply(Event::FailoverDone { failed: 0, ok: false }, Instant::now());
         assert_eq!(m.nodes[0].status, Status::Down);
         check(&mut m, 0, primary(100));
@@ -774,9 +955,9 @@ mod tests {
     }
 
     #[test]
-    fn a_primary_in_recovery_is_not_available_for_writes() {
+    fn a_primary_in_recovery_is_not_available_for_writes_and_every_other_node_is_checked_now() {
         let mut m = healthy();
-        check(&mut m, 0, standby(100, 5433));
+        assert_eq!(check(&mut m, 0, standby(100, 5433)), vec![Action::CheckNow(1), Action::CheckNow(2)]);
         assert!(!m.snapshot().primary_available());
         assert_eq!(m.nodes[0].role, Role::Standby);
         check(&mut m, 1, primary(110));

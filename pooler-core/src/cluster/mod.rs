@@ -232,6 +232,13 @@ impl Cluster {
         let _ = self.tx.send(Command { event, reply: None });
     }
 
+    /// A session saw `node` behave unlike its role (`why`): ask for a check
+    /// of it now (once until it reports).
+    pub(crate) fn suspect(&self, node: usize, why: &str) {
+        let event = Event::BackendError { node, hard: false, error: why.to_owned() };
+        let _ = self.tx.send(Command { event, reply: None });
+    }
+
     /// Waits until the primary is available by `router`'s snapshot, or
     /// `timeout` passes; true when it is.
     pub(crate) async fn wait_for_primary(&self, router: &crate::route::Router, timeout: Duration) -> bool {
@@ -345,9 +352,7 @@ pub(crate) async fn run(shared: Arc<crate::server::Shared>, hooks: Arc<Hooks>) {
         if let Some(reply) = command.reply {
             let _ = reply.send(outcome.result);
         }
-        for action in outcome.actions {
-            perform(&shared, &hooks, &mut machine, action).await;
-        }
+        perform_all(&shared, &hooks, &mut machine, outcome.actions).await;
     }
     // The receiver is given back so a later `run` can start again.
     if let Ok(mut slot) = shared.cluster.rx.lock() {
@@ -355,9 +360,26 @@ pub(crate) async fn run(shared: Arc<crate::server::Shared>, hooks: Arc<Hooks>) {
     }
 }
 
-/// Carries out what a transition asked for; the results go back into the
-/// machine as events.
-async fn perform(shared: &crate::server::Shared, hooks: &Hooks, machine: &mut Machine, action: Action) {
+/// Carries out what transitions ask for, in order; the results go back into
+/// the machine as events, and what those ask for is done next.
+async fn perform_all(shared: &crate::server::Shared, hooks: &Hooks, machine: &mut Machine, actions: Vec<Action>) {
+    let mut queue: std::collections::VecDeque<Action> = actions.into();
+    while let Some(action) = queue.pop_front() {
+        queue.extend(perform(shared, hooks, machine, action).await);
+    }
+}
+
+/// Applies `event` (publishing a change); what it asks for.
+fn apply_now(shared: &crate::server::Shared, machine: &mut Machine, event: Event) -> Vec<Action> {
+    let outcome = machine.apply(event, std::time::Instant::now());
+    if outcome.changed {
+        publish(shared, machine.snapshot());
+    }
+    outcome.actions
+}
+
+/// Carries out one action; returns the actions its result led to.
+async fn perform(shared: &crate::server::Shared, hooks: &Hooks, machine: &mut Machine, action: Action) -> Vec<Action> {
     let info = |i: usize| NodeInfo::of(i, &shared.config.nodes[i]);
     match action {
         Action::CheckNow(node) => {
@@ -365,18 +387,41 @@ async fn perform(shared: &crate::server::Shared, hooks: &Hooks, machine: &mut Ma
                 n.notify_one();
             }
         }
+        Action::AskPositions { failed, candidates } => {
+            // Every candidate at once, each bounded by the check timeout: the
+            // failover waits for the slowest answer, not for their sum.
+            let timeout = shared.config.health.timeout;
+            let mut looks = tokio::task::JoinSet::new();
+            for &j in &candidates {
+                let check = hooks.check.clone();
+                looks.spawn(async move {
+                    let r = match tokio::time::timeout(timeout, check.check(j)).await {
+                        Ok(r) => r,
+                        Err(_) => Err(format!("timed out after {timeout:?}")),
+                    };
+                    (j, r)
+                });
+            }
+            let mut seen = Vec::with_capacity(candidates.len());
+            while let Some(r) = looks.join_next().await {
+                // A check that panicked counts as no answer.
+                if let Ok(v) = r {
+                    seen.push(v);
+                }
+            }
+            seen.sort_by_key(|(j, _)| *j);
+            return apply_now(shared, machine, Event::Positions { failed, seen });
+        }
         Action::Failover { failed, new_main } => {
             let ctx = FailoverContext { subject: info(failed), new_main: info(new_main), old_primary: info(failed) };
             tracing::warn!(failed, new_main, "primary down: running the failover hook");
             let ok = hooks.failover.failover(&ctx).await;
-            let outcome = machine.apply(Event::FailoverDone { failed, ok }, std::time::Instant::now());
-            if outcome.changed {
-                publish(shared, machine.snapshot());
-            }
+            let next = apply_now(shared, machine, Event::FailoverDone { failed, ok });
             // The new primary is taken when a check sees it out of recovery.
             if let Some(n) = shared.cluster.check_now.get(new_main) {
                 n.notify_one();
             }
+            return next;
         }
         Action::Follow { standby, new_main, old_primary } => {
             let ctx =
@@ -389,6 +434,7 @@ async fn perform(shared: &crate::server::Shared, hooks: &Hooks, machine: &mut Ma
             hooks.failover.failback(&ctx).await;
         }
     }
+    Vec::new()
 }
 
 /// Switchover by an operator: the hook promotes `node` with the current

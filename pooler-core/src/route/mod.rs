@@ -337,11 +337,7 @@ impl Router {
     }
 }
 
-/// Parses a WAL position as PostgreSQL prints it (`16/B374D848`).
-pub fn parse_lsn(s: &str) -> Option<u64> {
-    let (hi, lo) = s.trim().split_once('/')?;
-    Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
-}
+pub use crate::lsn::parse_lsn;
 
 #[cfg(test)]
 mod tests {
@@ -471,13 +467,5 @@ mod tests {
         s.nodes[3].lagging = true;
         r.publish(s);
         assert_eq!(spread(&r, 50)[1], 50);
-    }
-
-    #[test]
-    fn lsns_parse_as_postgres_prints_them() {
-        assert_eq!(parse_lsn("0/0"), Some(0));
-        assert_eq!(parse_lsn("16/B374D848"), Some((0x16 << 32) | 0xB374D848));
-        assert_eq!(parse_lsn("x"), None);
-        assert_eq!(parse_lsn(""), None);
     }
 }

@@ -37,6 +37,9 @@ use crate::server::{Phase, Shared};
 use crate::session::End;
 use prepared::{ClientStatements, StatementDef};
 
+/// SQLSTATE of "cannot execute ... in a read-only transaction".
+const READ_ONLY_TRANSACTION: &str = "25006";
+
 /// Past this many bytes waiting for one side, the other side is not read.
 const HIGH_WATER: usize = 256 * 1024;
 /// Bytes reserved per socket read.
@@ -366,6 +369,13 @@ impl<'a> Relay<'a> {
                 if let Err(e) = r {
                     return End::Failed(e);
                 }
+                if !self.cbuf.is_empty() {
+                    // The connection went back with the next request already
+                    // read (a pipelined request for another node): route it
+                    // now. Waiting for the client would wait forever, as it
+                    // has sent everything and waits for the answers.
+                    continue;
+                }
             }
             if draining && self.lease.is_none() && self.cbuf.is_empty() && self.cout.is_empty() {
                 return End::Shutdown;
@@ -664,7 +674,7 @@ impl<'a> Relay<'a> {
         if probe {
             let replayed = Box::pin(lease.conn().query_row("SELECT pg_catalog.pg_last_wal_replay_lsn()")).await;
             let lsn = match &replayed {
-                Ok(row) => row.first().cloned().flatten().and_then(|v| crate::route::parse_lsn(&v)).unwrap_or(0),
+                Ok(row) => row.first().cloned().flatten().and_then(|v| crate::lsn::parse_lsn(&v)).unwrap_or(0),
                 Err(_) => 0,
             };
             router.note_replayed(node, lsn);
@@ -892,10 +902,15 @@ impl<'a> Relay<'a> {
         };
         self.note_write_stickiness();
         if self.wrote && self.node == self.shared.router.primary() && self.shared.router.read_your_writes() {
-            // Where the session's reads must wait for: one round trip, only after writes.
-            match Box::pin(lease.conn().query_row("SELECT pg_catalog.pg_current_wal_lsn()")).await {
+            // Where the session's reads must wait for: one round trip, only
+            // after writes. The insert position, not the write position: with
+            // asynchronous commit (`synchronous_commit = off`, globally or for
+            // one transaction) the commit record may not be written yet, and a
+            // standby that replayed up to the write position would still miss
+            // it. The insert position is past every record inserted so far.
+            match Box::pin(lease.conn().query_row("SELECT pg_catalog.pg_current_wal_insert_lsn()")).await {
                 Ok(row) => {
-                    if let Some(lsn) = row.first().cloned().flatten().and_then(|v| crate::route::parse_lsn(&v)) {
+                    if let Some(lsn) = row.first().cloned().flatten().and_then(|v| crate::lsn::parse_lsn(&v)) {
                         self.write_lsn = self.write_lsn.max(lsn);
                     }
                 }
@@ -1422,6 +1437,16 @@ impl<'a> Relay<'a> {
             // Looked at in place and then copied out: splitting the frame off
             // the read buffer would allocate a shared header per message.
             let mut forward = true;
+            if t == tag::ERROR_RESPONSE && self.node == self.shared.router.primary() {
+                let code = crate::protocol::messages::ErrorFields::new(&conn.buf[HEADER_LEN..total]).code();
+                if code == Some(READ_ONLY_TRANSACTION) {
+                    // The primary refused a write as read-only: it may have
+                    // been demoted behind the pooler's back. Check it now
+                    // (and, if it is in recovery, every other node) instead
+                    // of sending it writes until its next periodic check.
+                    self.shared.cluster.suspect(self.node, "the primary answered 25006 (read-only transaction)");
+                }
+            }
             match t {
                 tag::PARAMETER_STATUS => {
                     let frame = conn.buf[..total].to_vec();

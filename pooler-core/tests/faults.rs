@@ -1,0 +1,305 @@
+//! End-to-end: the guarantees under real faults. Failovers driven by the
+//! pooler under synchronous replication lose no acknowledged commit;
+//! read-your-writes holds with asynchronous commit and lagging standbys; a
+//! primary demoted behind the pooler's back stops getting writes at once.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use pooler_testkit::{Cluster, Node};
+use tokio_postgres::types::ToSql;
+
+/// Sends `signal` (`STOP`, `CONT`) to process `pid`.
+fn signal(pid: &str, signal: &str) {
+    let ok = std::process::Command::new("kill").arg(format!("-{signal}")).arg(pid.trim()).status().unwrap().success();
+    assert!(ok, "kill -{signal} {pid}");
+}
+
+/// The pid of `standby`'s WAL receiver.
+fn wal_receiver_pid(standby: &Node) -> String {
+    let pid = standby.query_one("SELECT pid FROM pg_stat_wal_receiver").unwrap();
+    assert!(!pid.trim().is_empty(), "{} has a WAL receiver", standby.name());
+    pid
+}
+
+/// Writes ids 1, 2, 3... one autocommit INSERT each through `client` until
+/// `stop`; returns the ids whose commit was acknowledged (the ledger) and
+/// how many writes failed.
+async fn ledger_writer(
+    client: tokio_postgres::Client,
+    stop: Arc<AtomicBool>,
+    ledger: Arc<Mutex<Vec<i64>>>,
+) -> (tokio_postgres::Client, usize) {
+    let mut failed = 0;
+    let mut id = 0i64;
+    while !stop.load(Ordering::Relaxed) {
+        id += 1;
+        match client.execute("INSERT INTO ledger (id) VALUES ($1)", &[&id]).await {
+            Ok(_) => ledger.lock().unwrap().push(id),
+            Err(_) => {
+                failed += 1;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+    (client, failed)
+}
+
+/// Acknowledged ids missing on the node at `port`.
+fn missing_on(port: u16, acknowledged: &[i64]) -> Vec<i64> {
+    let rows = pooler_testkit::psql_at(port, "postgres", "postgres", "SELECT id FROM ledger ORDER BY id").unwrap();
+    let present: std::collections::HashSet<i64> = rows.lines().filter_map(|l| l.trim().parse().ok()).collect();
+    acknowledged.iter().copied().filter(|id| !present.contains(id)).collect()
+}
+
+/// The scenario: synchronous replication (`ANY 1 (*)`), standby 1
+/// with replay paused (it receives, flushes and acknowledges, but applies
+/// nothing), standby 2's WAL receiver frozen for the last two seconds before
+/// the primary dies. Standby 2 has replayed more, standby 1 has received
+/// more: the pooler must ask them at failover time and promote standby 1
+/// (the shipped script resumes its replay first). Every commit the writer
+/// saw acknowledged is on the new primary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_under_synchronous_replication_loses_no_acknowledged_commit() {
+    let cluster = tokio::task::spawn_blocking(|| {
+        let c = Cluster::builder()
+            .standbys(2)
+            .init_sql("CREATE TABLE ledger (id bigint PRIMARY KEY)")
+            .start()
+            .expect("start PostgreSQL");
+        // Synchronous on the primary only: a promoted standby must not wait
+        // for standbys of its own.
+        c.primary().query_one("ALTER SYSTEM SET synchronous_standby_names = 'ANY 1 (*)'").unwrap();
+        c.primary().query_one("SELECT pg_reload_conf()").unwrap();
+        c.wait_for_replication(Duration::from_secs(30)).expect("standbys catch up");
+        c
+    })
+    .await
+    .unwrap();
+    let mut config = failover_config(&cluster);
+    config.health.max_retries = 1;
+    config.health.retry_delay = Duration::from_millis(100);
+    config.failover.command = example_script(&cluster, "pg_failover.sh", "%d %h %p %D %m %H %r %R");
+    config.failover.search_primary_node_timeout = Duration::from_secs(30);
+    let pooler = TestPooler::start(config, None).await;
+    let (s1, s2) = (cluster.standbys()[0].clone(), cluster.standbys()[1].clone());
+    s1.query_one("SELECT pg_wal_replay_pause()").unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let ledger = Arc::new(Mutex::new(Vec::new()));
+    let writer = tokio::spawn(ledger_writer(pooler.connect("postgres").await, stop.clone(), ledger.clone()));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let receiver = wal_receiver_pid(&s2);
+    signal(&receiver, "STOP");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let acked_before_death = ledger.lock().unwrap().len();
+    let old = cluster.primary().clone();
+    tokio::task::block_in_place(|| old.stop(pooler_testkit::StopMode::Immediate)).unwrap();
+    let p = pooler.pooler.clone();
+    let promoted = eventually(Duration::from_secs(30), || p.primary_node() != 0).await;
+    // Writes go on on the new primary for a moment, then the books close.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (_client, failed) = writer.await.unwrap();
+    signal(&receiver, "CONT");
+    assert!(promoted, "a standby was promoted");
+    assert!(acked_before_death > 100, "the writer made progress: {acked_before_death}");
+    assert_eq!(p.primary_node(), 1, "the standby that received the most (replay paused) is promoted");
+    let acknowledged = ledger.lock().unwrap().clone();
+    let missing = missing_on(s1.port(), &acknowledged);
+    eprintln!(
+        "sync failover: {} commits acknowledged ({acked_before_death} before the primary died), {failed} writes failed, {} missing",
+        acknowledged.len(),
+        missing.len()
+    );
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged commits lost, first {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
+}
+
+/// How a read-your-writes client writes.
+#[derive(Clone, Copy, Debug)]
+enum Style {
+    /// Autocommit INSERT, extended protocol; the session set
+    /// `synchronous_commit = off` (tracked and restored by the pooler).
+    SessionAsync,
+    /// `BEGIN; SET LOCAL synchronous_commit = off; INSERT; COMMIT` as one
+    /// simple-protocol string.
+    LocalAsyncOneString,
+    /// The same as separate statements, extended protocol.
+    LocalAsyncBlock,
+    /// INSERT and SELECT pipelined (sent together, answered in order).
+    Pipelined,
+}
+
+/// One client's read-after-write checks: `(checks, violations, reads served
+/// by a standby)`.
+async fn read_your_writes_client(
+    client: tokio_postgres::Client,
+    who: i32,
+    style: Style,
+    rounds: i32,
+    primary_port: i32,
+) -> (u32, u32, u32) {
+    let (mut checks, mut violations, mut on_standby) = (0, 0, 0);
+    if matches!(style, Style::SessionAsync | Style::Pipelined) {
+        client.batch_execute("SET synchronous_commit = off").await.unwrap();
+    }
+    let select = "SELECT coalesce(max(n), 0), inet_server_port() FROM rw WHERE who = $1";
+    let mut statements = Vec::new();
+    if matches!(style, Style::Pipelined) {
+        statements.push(client.prepare("INSERT INTO rw (who, n) VALUES ($1, $2)").await.unwrap());
+        statements.push(client.prepare(select).await.unwrap());
+    }
+    for n in 1..=rounds {
+        let row = match style {
+            Style::SessionAsync => {
+                client.execute("INSERT INTO rw (who, n) VALUES ($1, $2)", &[&who, &n]).await.unwrap();
+                client.query_one(select, &[&who]).await.unwrap()
+            }
+            Style::LocalAsyncOneString => {
+                client
+                    .batch_execute(&format!(
+                        "BEGIN; SET LOCAL synchronous_commit = off; INSERT INTO rw (who, n) VALUES ({who}, {n}); COMMIT"
+                    ))
+                    .await
+                    .unwrap();
+                client.query_one(select, &[&who]).await.unwrap()
+            }
+            Style::LocalAsyncBlock => {
+                client.batch_execute("BEGIN").await.unwrap();
+                client.execute("SET LOCAL synchronous_commit = off", &[]).await.unwrap();
+                client.execute("INSERT INTO rw (who, n) VALUES ($1, $2)", &[&who, &n]).await.unwrap();
+                client.batch_execute("COMMIT").await.unwrap();
+                client.query_one(select, &[&who]).await.unwrap()
+            }
+            Style::Pipelined => {
+                // Prepared beforehand, so each call sends its Bind at its
+                // first poll: the write goes out first, the read right
+                // behind it, before any answer.
+                let (insert_params, read_params): ([&(dyn ToSql + Sync); 2], [&(dyn ToSql + Sync); 1]) =
+                    ([&who, &n], [&who]);
+                let insert = client.execute(&statements[0], &insert_params);
+                let read = client.query_one(&statements[1], &read_params);
+                let (w, r) = tokio::join!(insert, read);
+                w.unwrap();
+                r.unwrap()
+            }
+        };
+        let mut rows = vec![row];
+        if n % 10 == 0 {
+            // A read a moment later: standbys have usually replayed by then.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            rows.push(client.query_one(select, &[&who]).await.unwrap());
+        }
+        for row in rows {
+            checks += 1;
+            if row.get::<_, i32>(0) < n {
+                violations += 1;
+                eprintln!(
+                    "violation {style:?} who={who} n={n} saw={} port={}",
+                    row.get::<_, i32>(0),
+                    row.get::<_, i32>(1)
+                );
+            }
+            if row.get::<_, i32>(1) != primary_port {
+                on_standby += 1;
+            }
+        }
+    }
+    (checks, violations, on_standby)
+}
+
+/// Read-your-writes with asynchronous commit: twelve clients write and at
+/// once read their own rows back, over 3,000 times in all, through a pooler
+/// balancing reads over two asynchronous standbys (one of them with replay
+/// paused for a while). Commits are asynchronous for the session or for the
+/// one transaction, in the simple, extended and pipelined protocols. No read
+/// may miss the client's own last write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_your_writes_holds_with_asynchronous_commit_and_lagging_standbys() {
+    let cluster = tokio::task::spawn_blocking(|| {
+        let c = Cluster::builder()
+            .standbys(2)
+            .init_sql("CREATE TABLE rw (who int, n int); CREATE INDEX ON rw (who, n);")
+            .start()
+            .expect("start PostgreSQL");
+        c.wait_for_replication(Duration::from_secs(30)).expect("standbys catch up");
+        c
+    })
+    .await
+    .unwrap();
+    let mut config = trust_config(&cluster);
+    config.pool.mode = pooler_core::config::PoolMode::Transaction;
+    config.routing.load_balance = true;
+    config.health.period = Duration::from_millis(100);
+    let pooler = TestPooler::start(config, None).await;
+    let primary_port = cluster.primary().port() as i32;
+    let styles = [Style::SessionAsync, Style::LocalAsyncOneString, Style::LocalAsyncBlock, Style::Pipelined];
+    let mut tasks = Vec::new();
+    for who in 0..12 {
+        let client = pooler.connect("postgres").await;
+        let style = styles[who as usize % 4];
+        tasks.push(tokio::spawn(async move {
+            match tokio::time::timeout(
+                Duration::from_secs(60),
+                read_your_writes_client(client, who, style, 230, primary_port),
+            )
+            .await
+            {
+                Ok(r) => r,
+                Err(_) => panic!("client {who} ({style:?}) stuck"),
+            }
+        }));
+    }
+    // One standby stops replaying for a while, then catches up.
+    let lagging = cluster.standbys()[0].clone();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    lagging.query_one("SELECT pg_wal_replay_pause()").unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    lagging.query_one("SELECT pg_wal_replay_resume()").unwrap();
+    let (mut checks, mut violations, mut on_standby) = (0, 0, 0);
+    for t in tasks {
+        let (c, v, s) = t.await.unwrap();
+        checks += c;
+        violations += v;
+        on_standby += s;
+    }
+    eprintln!("read-your-writes: {checks} checks, {violations} violations, {on_standby} reads on a standby");
+    assert!(checks >= 3000);
+    assert!(on_standby > 0, "some reads were balanced to a standby (else nothing was tested)");
+    assert_eq!(violations, 0, "a read missed the client's own write");
+}
+
+/// A pipelining driver (tokio-postgres polling two queries at once) with
+/// load balancing: a write and a read prepared and executed together, the
+/// read's Bind sometimes arriving first. The read runs on a standby, the
+/// connection goes back with the write already read from the client, and
+/// the write must be routed at once: the client has sent everything and
+/// waits (this used to stall until the client sent more, i.e. forever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_for_different_nodes_never_stall() {
+    let cluster = replicated(1).await;
+    let mut config = trust_config(&cluster);
+    config.pool.mode = pooler_core::config::PoolMode::Transaction;
+    config.routing.load_balance = true;
+    config.health.period = Duration::from_millis(100);
+    let pooler = TestPooler::start(config, None).await;
+    let client = pooler.connect("postgres").await;
+    for n in 0..200 {
+        let a: [&(dyn ToSql + Sync); 1] = [&n];
+        let insert = client.execute("INSERT INTO items (v) VALUES ($1)", &a);
+        let read = client.query_one("SELECT count(*) FROM items WHERE v = $1", &a);
+        let both = tokio::time::timeout(Duration::from_secs(10), async { tokio::join!(insert, read) }).await;
+        let (w, r) = both.unwrap_or_else(|_| panic!("round {n}: the pipelined pair stalled"));
+        assert_eq!(w.unwrap(), 1);
+        r.unwrap();
+    }
+}
