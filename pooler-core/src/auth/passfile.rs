@@ -120,6 +120,10 @@ impl std::fmt::Debug for UserSecret {
 
 impl UserSecret {
     /// Parses one secret as written in the file.
+    ///
+    /// Anything starting with `md5` or `SCRAM-SHA-256$` is a hashed secret
+    /// and must be well formed: a typo in a hash must not turn it into a
+    /// plaintext password that nobody knows.
     pub fn parse(secret: &str) -> Result<UserSecret, String> {
         if secret.starts_with("SCRAM-SHA-256$") {
             return Ok(UserSecret { kind: Kind::Scram, scram: Some(ScramSecret::parse(secret)?) });
@@ -128,9 +132,9 @@ impl UserSecret {
             if h.len() == 32 && h.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Ok(UserSecret { kind: Kind::Md5(h.to_ascii_lowercase()), scram: None });
             }
-            if h.len() == 32 || (h.len() > 24 && h.bytes().all(|b| b.is_ascii_hexdigit())) {
-                return Err("md5 secret must be 'md5' followed by 32 hex digits".into());
-            }
+            return Err("md5 secret must be 'md5' followed by 32 hex digits \
+                 (a plaintext password cannot start with 'md5')"
+                .into());
         }
         Ok(UserSecret::plaintext_secret(secret))
     }
@@ -301,6 +305,16 @@ mod tests {
             "u:SCRAM-SHA-256$x:c2FsdA==$a:b",
             "u:SCRAM-SHA-256$4096",
             "u:md5zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz",
+            "bob:md5zzzz",
+            "bob:md5",
+            "\"bob\" \"md5zzzz\"",
+            "bob:md50123456789abcdef0123456789abcde",
+            "bob:md50123456789abcdef0123456789abcdef0",
+            "bob:md50123456789abcdef0123456789abcdeg",
+            "bob:md5 0123456789abcdef0123456789abcdef",
+            "u:SCRAM-SHA-256$",
+            "u:SCRAM-SHA-256$4096:c2FsdA==$",
+            "\"u\" \"SCRAM-SHA-256$4096:!!!$a:b\"",
             "\"u\" \"unterminated",
             "just-a-name",
         ];
