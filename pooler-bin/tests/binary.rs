@@ -146,6 +146,46 @@ fn invalid_config_fails_at_start_naming_the_key() {
 }
 
 #[test]
+fn check_refuses_a_password_file_that_start_would_refuse_naming_the_file() {
+    let dir = TempDir::new("check-passfile");
+    let path = write_config(
+        &dir,
+        "[server]\nlisten = \"127.0.0.1:1\"\n[auth]\nmethod = \"md5\"\npassword_file = \"users.txt\"\n\
+         [[nodes]]\nhost = \"127.0.0.1\"\nport = 1\n",
+    );
+    let passfile = dir.join("users.txt");
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN).args(args).arg("--config").arg(&path).env("RUST_LOG", "warn").output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let refused = |what: &str, needle: &str| {
+        // `check` and a start fail alike, naming the file and what is wrong.
+        for args in [&["check"][..], &[][..]] {
+            let (ok, stdout, stderr) = run(args);
+            assert!(!ok, "{what}: {args:?} succeeded: {stdout}");
+            let line = stderr.lines().find(|l| l.contains(&passfile.display().to_string()));
+            assert!(line.is_some_and(|l| l.contains(needle)), "{what}: {args:?}: {stderr}");
+        }
+    };
+    refused("missing", "cannot read");
+    std::fs::create_dir(&passfile).unwrap();
+    refused("a directory", "cannot read");
+    std::fs::remove_dir(&passfile).unwrap();
+    std::fs::write(&passfile, "alice:secret\n\"carol\" \"unterminated\n").unwrap();
+    refused("malformed", "line 2: unterminated quoted string");
+    std::fs::write(&passfile, "alice:secret\nbob:md5zzzz\n").unwrap();
+    refused("malformed md5", "line 2: md5 secret must be");
+
+    std::fs::write(&passfile, "alice:secret\n").unwrap();
+    let (ok, stdout, stderr) = run(&["check"]);
+    assert!(ok && stdout.contains("OK"), "{stdout}{stderr}");
+}
+
+#[test]
 fn large_results_and_huge_rows_stream_through_without_growing_pooler_memory() {
     let cluster = Cluster::builder().start().unwrap();
     let dir = TempDir::new("large");

@@ -22,9 +22,19 @@ pub enum PasswordFileError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// A line is malformed.
+    /// A line is malformed (in text given to [`PasswordFile::parse`]).
     #[error("line {line}: {problem}")]
     Line {
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// A line of a file read by [`PasswordFile::load`] is malformed.
+    #[error("{path}: line {line}: {problem}")]
+    FileLine {
+        /// The file.
+        path: String,
         /// 1-based line number.
         line: usize,
         /// What is wrong with it.
@@ -194,11 +204,16 @@ impl std::fmt::Debug for PasswordFile {
 }
 
 impl PasswordFile {
-    /// Reads and parses a file.
+    /// Reads and parses a file. Errors name the file (and the line).
     pub fn load(path: &Path) -> Result<PasswordFile, PasswordFileError> {
         let text = std::fs::read_to_string(path)
             .map_err(|source| PasswordFileError::Read { path: path.display().to_string(), source })?;
-        PasswordFile::parse(&text)
+        PasswordFile::parse(&text).map_err(|e| match e {
+            PasswordFileError::Line { line, problem } => {
+                PasswordFileError::FileLine { path: path.display().to_string(), line, problem }
+            }
+            other => other,
+        })
     }
 
     /// Parses the text of a file. A user listed twice: the last line wins.
@@ -323,6 +338,19 @@ mod tests {
             assert!(err.starts_with("line 2:"), "{line}: {err}");
             assert!(!err.contains("c2FsdA"), "secret leaked: {err}");
         }
+    }
+
+    #[test]
+    fn load_errors_name_the_file() {
+        let dir = std::env::temp_dir().join(format!("pooler-passfile-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("users.txt");
+        std::fs::write(&file, "a:b\nbob:md5zzzz\n").unwrap();
+        let err = PasswordFile::load(&file).unwrap_err().to_string();
+        assert!(err.starts_with(&format!("{}: line 2: md5 secret", file.display())), "{err}");
+        let err = PasswordFile::load(&dir).unwrap_err().to_string();
+        assert!(err.starts_with(&format!("cannot read {}", dir.display())), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
