@@ -55,10 +55,15 @@ impl Drop for Running {
 
 impl Running {
     fn start(config: &Path, port: u16) -> Running {
+        Running::start_logging(config, port, "warn")
+    }
+
+    /// Like [`Running::start`], logging at `level` (to the piped stderr).
+    fn start_logging(config: &Path, port: u16, level: &str) -> Running {
         let child = Command::new(BIN)
             .arg("--config")
             .arg(config)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", level)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -79,6 +84,17 @@ impl Running {
             .find_map(|l| l.strip_prefix("VmHWM:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .unwrap()
+    }
+
+    /// Stops the pooler with SIGTERM and returns what it wrote to stderr.
+    fn stop(mut self) -> String {
+        self.signal("TERM");
+        let mut stderr = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            e.read_to_string(&mut stderr).unwrap();
+        }
+        assert!(self.child.wait().unwrap().success(), "{stderr}");
+        stderr
     }
 
     fn signal(&self, sig: &str) {
@@ -183,6 +199,25 @@ fn check_refuses_a_password_file_that_start_would_refuse_naming_the_file() {
     std::fs::write(&passfile, "alice:secret\n").unwrap();
     let (ok, stdout, stderr) = run(&["check"]);
     assert!(ok && stdout.contains("OK"), "{stdout}{stderr}");
+}
+
+/// A pooler configuration listening on `port` that logs clients in with trust;
+/// its node is never reached by the tests that use it.
+fn config_without_server(port: u16, extra: &str) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\n{extra}\n[auth]\nmethod = \"trust\"\n\
+         [[nodes]]\nhost = \"127.0.0.1\"\nport = 1\n"
+    )
+}
+
+#[test]
+fn logs_written_to_a_pipe_have_no_ansi_escapes() {
+    let dir = TempDir::new("ansi");
+    let port = pooler_testkit::free_port().unwrap();
+    let running = Running::start_logging(&write_config(&dir, &config_without_server(port, "")), port, "info");
+    let stderr = running.stop();
+    assert!(stderr.contains("listening"), "{stderr}");
+    assert!(!stderr.contains('\x1b'), "ANSI escapes in a log written to a pipe: {stderr:?}");
 }
 
 #[test]
