@@ -221,6 +221,26 @@ fn logs_written_to_a_pipe_have_no_ansi_escapes() {
 }
 
 #[test]
+fn startup_packet_timeouts_are_logged_like_other_disconnections() {
+    for log_connections in [true, false] {
+        let dir = TempDir::new("timeout-log");
+        let port = pooler_testkit::free_port().unwrap();
+        let extra = format!("client_login_timeout = \"200ms\"\nlog_connections = {log_connections}");
+        let running = Running::start_logging(&write_config(&dir, &config_without_server(port, &extra)), port, "info");
+        // A client that connects and sends nothing is closed after the timeout.
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).expect("closed by the pooler in time");
+        let stderr = running.stop();
+        let logged = stderr.lines().any(|l| {
+            l.contains(" INFO ") && l.contains("client disconnected") && l.contains("timeout") && l.contains("startup")
+        });
+        assert_eq!(logged, log_connections, "log_connections = {log_connections}:\n{stderr}");
+    }
+}
+
+#[test]
 fn large_results_and_huge_rows_stream_through_without_growing_pooler_memory() {
     let cluster = Cluster::builder().start().unwrap();
     let dir = TempDir::new("large");

@@ -95,6 +95,9 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
                 code: "08006",
                 message: "timeout expired while waiting for the startup packet".into(),
             };
+            if shared.config.server.log_connections {
+                tracing::info!(client = %peer, reason = %e, "client disconnected");
+            }
             client.send_error(Severity::Fatal, &e).await;
             return;
         }
@@ -120,6 +123,9 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
         }
         Err(_) => {
             let e = Error::Refused { code: "08006", message: "timeout expired during authentication".into() };
+            if shared.config.server.log_connections {
+                tracing::info!(client = %peer, %user, %database, reason = %e, "client disconnected");
+            }
             client.send_error(Severity::Fatal, &e).await;
             return;
         }
