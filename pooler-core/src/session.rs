@@ -118,12 +118,13 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
             client.send_error(Severity::Fatal, &e).await;
             return;
         }
+        // PostgreSQL only logs "canceling authentication due to timeout" and
+        // closes; the client gets nothing.
         Err(_) => {
-            let e = Error::Refused { code: "08006", message: "timeout expired during authentication".into() };
             if shared.config.server.log_connections {
-                tracing::info!(client = %peer, %user, %database, reason = %e, "client disconnected");
+                let reason = "timeout expired during authentication";
+                tracing::info!(client = %peer, %user, %database, reason, "client disconnected");
             }
-            client.send_error(Severity::Fatal, &e).await;
             return;
         }
     };

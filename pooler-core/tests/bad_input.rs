@@ -91,7 +91,8 @@ async fn broken_startup_packets_get_errors_and_closed_sockets() {
 /// Connects to `addr`, writes `bytes` (if any), closes the writing side, and
 /// returns everything received until the peer closes (a reset counts as a
 /// close: a server that closes with unread bytes sends one).
-async fn answer_to(addr: std::net::SocketAddr, bytes: &[u8], close: bool) -> Vec<u8> {
+async fn answer_to(addr: std::net::SocketAddr, bytes: impl AsRef<[u8]>, close: bool) -> Vec<u8> {
+    let bytes = bytes.as_ref();
     let mut s = TcpStream::connect(addr).await.unwrap();
     if !bytes.is_empty() {
         s.write_all(bytes).await.unwrap();
@@ -117,17 +118,8 @@ async fn answer_to(addr: std::net::SocketAddr, bytes: &[u8], close: bool) -> Vec
 /// same as a raw socket gets from PostgreSQL directly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn startup_packets_postgres_ignores_are_ignored_alike() {
-    // PostgreSQL's own startup timeout (authentication_timeout) and the
-    // pooler's at their shortest, for the client that sends nothing.
-    let cluster = tokio::task::spawn_blocking(|| {
-        pooler_testkit::Cluster::builder().setting("authentication_timeout", "1s").start()
-    })
-    .await
-    .unwrap()
-    .expect("start PostgreSQL");
-    let mut config = trust_config(&cluster);
-    config.server.client_login_timeout = Duration::from_secs(1);
-    let pooler = TestPooler::start(config, None).await;
+    let cluster = primary_only().await;
+    let pooler = TestPooler::start(trust_config(&cluster), None).await;
     let postgres: std::net::SocketAddr = format!("127.0.0.1:{}", cluster.primary().port()).parse().unwrap();
 
     let length = |len: u32| [&len.to_be_bytes()[..], &196_608u32.to_be_bytes()[..]].concat();
@@ -150,22 +142,56 @@ async fn startup_packets_postgres_ignores_are_ignored_alike() {
         ("SSLRequest, then closed", request(8, 80_877_103, &[]), true),
         ("SSLRequest with a byte too many, then closed", request(9, 80_877_103, b"x"), true),
     ];
-    // The silent client waits out both timeouts meanwhile.
-    let pooler_addr = pooler.addr;
-    let silent =
-        tokio::spawn(async move { (answer_to(postgres, b"", false).await, answer_to(pooler_addr, b"", false).await) });
     for (what, bytes, close) in &cases {
         let direct = answer_to(postgres, bytes, *close).await;
-        let through = answer_to(pooler_addr, bytes, *close).await;
+        let through = answer_to(pooler.addr, bytes, *close).await;
         let (p, d) = (String::from_utf8_lossy(&through), String::from_utf8_lossy(&direct));
         assert_eq!(through, direct, "{what}: the pooler answered {p:?}, PostgreSQL {d:?}");
     }
-    let (direct, through) = silent.await.unwrap();
-    assert_eq!(through, direct, "no startup packet at all: the pooler answered {through:?}, PostgreSQL {direct:?}");
-    assert_eq!(direct, b"");
-
     let c = pooler.connect("postgres").await;
     c.simple_query("SELECT 1").await.unwrap();
+}
+
+/// A client that sends no startup packet, or does not answer the password
+/// request, in time: PostgreSQL (`authentication_timeout`) closes without an
+/// answer, and so does the pooler (`client_login_timeout`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_timeouts_close_without_an_answer_as_postgres_does() {
+    let cluster = tokio::task::spawn_blocking(|| {
+        pooler_testkit::Cluster::builder()
+            .setting("authentication_timeout", "1s")
+            .hba_line("host all scram_user 127.0.0.1/32 scram-sha-256")
+            .init_sql("CREATE ROLE scram_user LOGIN PASSWORD 'pw'")
+            .start()
+    })
+    .await
+    .unwrap()
+    .expect("start PostgreSQL");
+    let mut config = trust_config(&cluster);
+    config.auth.method = pooler_core::config::AuthMethod::ScramSha256;
+    config.server.client_login_timeout = Duration::from_secs(1);
+    let passwords = pooler_core::auth::PasswordFile::parse("scram_user:pw\n").unwrap();
+    let pooler = TestPooler::start(config, Some(passwords)).await;
+    let postgres: std::net::SocketAddr = format!("127.0.0.1:{}", cluster.primary().port()).parse().unwrap();
+
+    let login = startup(&[("user", "scram_user"), ("database", "postgres")]);
+    let cases: [(&str, &[u8]); 2] = [("no startup packet", b""), ("no answer to the SCRAM request", &login)];
+    // All four wait out their timeouts at the same time.
+    let waits: Vec<_> = cases
+        .iter()
+        .flat_map(|(_, bytes)| [postgres, pooler.addr].map(|addr| tokio::spawn(answer_to(addr, bytes.to_vec(), false))))
+        .collect();
+    let mut answers = Vec::new();
+    for w in waits {
+        answers.push(w.await.unwrap());
+    }
+    for ((what, _), pair) in cases.iter().zip(answers.chunks(2)) {
+        let (direct, through) = (&pair[0], &pair[1]);
+        let (p, d) = (String::from_utf8_lossy(through), String::from_utf8_lossy(direct));
+        assert_eq!(through, direct, "{what}: the pooler answered {p:?}, PostgreSQL {d:?}");
+    }
+    // The SCRAM request itself is the same from both.
+    assert!(answers[2].starts_with(b"R"), "{:?}", answers[2]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
