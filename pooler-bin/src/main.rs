@@ -1,7 +1,7 @@
 //! `pooler`: the standalone binary. Parses the command line, sets up logging
 //! and signals, and hands a listener to `pooler_core::Pooler`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use pooler_core::config::{AuthMethod, NodeConfig, PoolMode};
@@ -76,7 +76,14 @@ fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Logs go to standard error; standard output is for what `demo` prints.
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_writer(std::io::stderr).init();
+    // Colours only on a terminal: a log file or a pipe gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 /// The signals the binary handles, registered before the listener is bound:
@@ -111,6 +118,18 @@ impl Signals {
             }
         }
     }
+}
+
+/// `pooler check`: validates what starting validates, short of binding the
+/// port (a pooler using it may well be running): the configuration, its listen
+/// address, and every file start reads (the password file), built by the same
+/// [`Pooler::new`] that `pooler --config` runs.
+fn check(path: &Path) -> Result<()> {
+    let config = Config::load(path)?;
+    config.listen_addr()?;
+    drop(Pooler::new(config)?);
+    println!("{}: OK", path.display());
+    Ok(())
 }
 
 /// Builds the pooler and binds its listener: everything that can fail at start.
@@ -173,9 +192,7 @@ async fn demo(port: u16, mode: PoolMode, load_balance: bool) -> Result<()> {
 fn main() -> Result<()> {
     let cmd = parse_args()?;
     if let Command::Check(path) = &cmd {
-        Config::load(path)?;
-        println!("{}: OK", path.display());
-        return Ok(());
+        return check(path);
     }
     init_logging();
     // The configuration is read before the runtime exists: it sizes it.

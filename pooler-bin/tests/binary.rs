@@ -55,10 +55,15 @@ impl Drop for Running {
 
 impl Running {
     fn start(config: &Path, port: u16) -> Running {
+        Running::start_logging(config, port, "warn")
+    }
+
+    /// Like [`Running::start`], logging at `level` (to the piped stderr).
+    fn start_logging(config: &Path, port: u16, level: &str) -> Running {
         let child = Command::new(BIN)
             .arg("--config")
             .arg(config)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", level)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -79,6 +84,17 @@ impl Running {
             .find_map(|l| l.strip_prefix("VmHWM:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .unwrap()
+    }
+
+    /// Stops the pooler with SIGTERM and returns what it wrote to stderr.
+    fn stop(mut self) -> String {
+        self.signal("TERM");
+        let mut stderr = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            e.read_to_string(&mut stderr).unwrap();
+        }
+        assert!(self.child.wait().unwrap().success(), "{stderr}");
+        stderr
     }
 
     fn signal(&self, sig: &str) {
@@ -143,6 +159,85 @@ fn invalid_config_fails_at_start_naming_the_key() {
     let out = Command::new(BIN).arg("--config").arg(dir.join("missing.toml")).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("missing.toml"));
+}
+
+#[test]
+fn check_refuses_a_password_file_that_start_would_refuse_naming_the_file() {
+    let dir = TempDir::new("check-passfile");
+    let path = write_config(
+        &dir,
+        "[server]\nlisten = \"127.0.0.1:1\"\n[auth]\nmethod = \"md5\"\npassword_file = \"users.txt\"\n\
+         [[nodes]]\nhost = \"127.0.0.1\"\nport = 1\n",
+    );
+    let passfile = dir.join("users.txt");
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN).args(args).arg("--config").arg(&path).env("RUST_LOG", "warn").output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let refused = |what: &str, needle: &str| {
+        // `check` and a start fail alike, naming the file and what is wrong.
+        for args in [&["check"][..], &[][..]] {
+            let (ok, stdout, stderr) = run(args);
+            assert!(!ok, "{what}: {args:?} succeeded: {stdout}");
+            let line = stderr.lines().find(|l| l.contains(&passfile.display().to_string()));
+            assert!(line.is_some_and(|l| l.contains(needle)), "{what}: {args:?}: {stderr}");
+        }
+    };
+    refused("missing", "cannot read");
+    std::fs::create_dir(&passfile).unwrap();
+    refused("a directory", "cannot read");
+    std::fs::remove_dir(&passfile).unwrap();
+    std::fs::write(&passfile, "alice:secret\n\"carol\" \"unterminated\n").unwrap();
+    refused("malformed", "line 2: unterminated quoted string");
+    std::fs::write(&passfile, "alice:secret\nbob:md5zzzz\n").unwrap();
+    refused("malformed md5", "line 2: md5 secret must be");
+
+    std::fs::write(&passfile, "alice:secret\n").unwrap();
+    let (ok, stdout, stderr) = run(&["check"]);
+    assert!(ok && stdout.contains("OK"), "{stdout}{stderr}");
+}
+
+/// A pooler configuration listening on `port` that logs clients in with trust;
+/// its node is never reached by the tests that use it.
+fn config_without_server(port: u16, extra: &str) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\n{extra}\n[auth]\nmethod = \"trust\"\n\
+         [[nodes]]\nhost = \"127.0.0.1\"\nport = 1\n"
+    )
+}
+
+#[test]
+fn logs_written_to_a_pipe_have_no_ansi_escapes() {
+    let dir = TempDir::new("ansi");
+    let port = pooler_testkit::free_port().unwrap();
+    let running = Running::start_logging(&write_config(&dir, &config_without_server(port, "")), port, "info");
+    let stderr = running.stop();
+    assert!(stderr.contains("listening"), "{stderr}");
+    assert!(!stderr.contains('\x1b'), "ANSI escapes in a log written to a pipe: {stderr:?}");
+}
+
+#[test]
+fn startup_packet_timeouts_are_logged_like_other_disconnections() {
+    for log_connections in [true, false] {
+        let dir = TempDir::new("timeout-log");
+        let port = pooler_testkit::free_port().unwrap();
+        let extra = format!("client_login_timeout = \"200ms\"\nlog_connections = {log_connections}");
+        let running = Running::start_logging(&write_config(&dir, &config_without_server(port, &extra)), port, "info");
+        // A client that connects and sends nothing is closed after the timeout.
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).expect("closed by the pooler in time");
+        let stderr = running.stop();
+        let logged = stderr.lines().any(|l| {
+            l.contains(" INFO ") && l.contains("client disconnected") && l.contains("timeout") && l.contains("startup")
+        });
+        assert_eq!(logged, log_connections, "log_connections = {log_connections}:\n{stderr}");
+    }
 }
 
 #[test]

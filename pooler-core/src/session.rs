@@ -81,8 +81,8 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
     // The login's steps are boxed: the task of an idle client keeps only
     // what its relay needs, not room for every step it went through.
     let startup = match tokio::time::timeout(login_timeout, Box::pin(read_startup(&mut client, &shared))).await {
-        Ok(Ok(Some(s))) => s,
-        Ok(Ok(None)) => return,
+        Ok(Ok(Startup::Message(s))) => s,
+        Ok(Ok(Startup::Silent(why))) => return why.log(peer),
         Ok(Err(e)) => {
             if !matches!(e, Error::ClientIo(_)) {
                 tracing::info!(client = %peer, error = %e, "startup refused");
@@ -90,12 +90,12 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
             }
             return;
         }
+        // PostgreSQL closes such a connection without a word.
         Err(_) => {
-            let e = Error::Refused {
-                code: "08006",
-                message: "timeout expired while waiting for the startup packet".into(),
-            };
-            client.send_error(Severity::Fatal, &e).await;
+            if shared.config.server.log_connections {
+                let reason = "timeout expired while waiting for the startup packet";
+                tracing::info!(client = %peer, reason, "client disconnected");
+            }
             return;
         }
     };
@@ -118,9 +118,13 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
             client.send_error(Severity::Fatal, &e).await;
             return;
         }
+        // PostgreSQL only logs "canceling authentication due to timeout" and
+        // closes; the client gets nothing.
         Err(_) => {
-            let e = Error::Refused { code: "08006", message: "timeout expired during authentication".into() };
-            client.send_error(Severity::Fatal, &e).await;
+            if shared.config.server.log_connections {
+                let reason = "timeout expired during authentication";
+                tracing::info!(client = %peer, %user, %database, reason, "client disconnected");
+            }
             return;
         }
     };
@@ -138,12 +142,60 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
     }
 }
 
+/// What the startup phase came to.
+enum Startup {
+    /// A StartupMessage: the client logs in.
+    Message(StartupMessage),
+    /// The connection ends with no answer, as PostgreSQL ends it.
+    Silent(Silent),
+}
+
+/// Why a connection ends before a StartupMessage without an answer: the
+/// cases PostgreSQL closes without sending anything (it logs the protocol
+/// violations, not the others).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Silent {
+    /// A CancelRequest (forwarded, or matching no session).
+    Cancel,
+    /// Closed without a byte (health checks and port scanners do this; so
+    /// does a client that did not like the answer to its SSLRequest).
+    Closed,
+    /// Closed in the middle of a packet.
+    Incomplete,
+    /// Terminate sent in place of a startup packet (a driver giving up at
+    /// once; to PostgreSQL an invalid length).
+    Terminate,
+    /// A length PostgreSQL refuses: below 8 bytes, above 10,004 or a
+    /// CancelRequest not 16 bytes long.
+    InvalidLength(usize),
+}
+
+impl Silent {
+    fn log(self, peer: SocketAddr) {
+        match self {
+            Silent::Cancel => tracing::debug!(client = %peer, "cancel request handled"),
+            Silent::Closed => tracing::debug!(client = %peer, "client closed the connection before a startup packet"),
+            Silent::Terminate => tracing::debug!(client = %peer, "client sent Terminate instead of a startup packet"),
+            Silent::Incomplete => tracing::info!(client = %peer, "incomplete startup packet"),
+            Silent::InvalidLength(len) => tracing::info!(client = %peer, len, "invalid length of startup packet"),
+        }
+    }
+}
+
 /// Reads the startup packet, answering SSL and GSS requests with `N` and
-/// handling a cancel request. `Ok(None)`: the connection is done.
-async fn read_startup(client: &mut Client, shared: &Shared) -> Result<Option<StartupMessage>, Error> {
+/// handling a cancel request.
+async fn read_startup(client: &mut Client, shared: &Shared) -> Result<Startup, Error> {
     let mut negotiations = 0;
     loop {
-        match split_startup(&mut client.buf).map_err(Error::ClientProtocol)? {
+        let packet = match split_startup(&mut client.buf) {
+            Ok(p) => p,
+            Err(ProtocolError::InvalidStartupLength { len }) => {
+                let terminate = client.buf.starts_with(&[tag::TERMINATE, 0, 0, 0, 4]);
+                return Ok(Startup::Silent(if terminate { Silent::Terminate } else { Silent::InvalidLength(len) }));
+            }
+            Err(e) => return Err(Error::ClientProtocol(e)),
+        };
+        match packet {
             Some(StartupPacket::SslRequest) | Some(StartupPacket::GssEncRequest) => {
                 negotiations += 1;
                 if negotiations > 2 {
@@ -155,7 +207,7 @@ async fn read_startup(client: &mut Client, shared: &Shared) -> Result<Option<Sta
             }
             Some(StartupPacket::Cancel(key)) => {
                 shared.forward_cancel(key).await;
-                return Ok(None);
+                return Ok(Startup::Silent(Silent::Cancel));
             }
             Some(StartupPacket::Startup(msg)) => {
                 negotiate_version(client, &msg);
@@ -167,11 +219,12 @@ async fn read_startup(client: &mut Client, shared: &Shared) -> Result<Option<Sta
                         });
                     }
                 }
-                return Ok(Some(msg));
+                return Ok(Startup::Message(msg));
             }
             None => {
                 if client.fill().await? == 0 {
-                    return Ok(None);
+                    let why = if client.buf.is_empty() { Silent::Closed } else { Silent::Incomplete };
+                    return Ok(Startup::Silent(why));
                 }
             }
         }

@@ -16,7 +16,7 @@ async fn cluster_with_password_roles() -> Cluster {
             .hba_line("host all md5_user 127.0.0.1/32 md5")
             .hba_line("host all scram_user 127.0.0.1/32 scram-sha-256")
             .init_sql(
-                "SET password_encryption = 'md5'; CREATE ROLE md5_user LOGIN PASSWORD 'md5pw'; \
+                "SET password_encryption = 'md5'; CREATE ROLE md5_user LOGIN PASSWORD 'pw_of_md5_user'; \
                  SET password_encryption = 'scram-sha-256'; CREATE ROLE scram_user LOGIN PASSWORD 'scrampw'; \
                  CREATE ROLE clear_user LOGIN PASSWORD 'clearpw'; CREATE ROLE trust_user LOGIN",
             )
@@ -92,7 +92,12 @@ async fn md5_clients_are_checked_against_plaintext_and_md5_secrets() {
     config.auth.method = AuthMethod::Md5;
     let pooler = TestPooler::start(config, Some(password_file(&cluster))).await;
 
-    login(&pooler, "md5_user", "md5pw").await.expect("md5 secret entry").simple_query("SELECT 1").await.unwrap();
+    login(&pooler, "md5_user", "pw_of_md5_user")
+        .await
+        .expect("md5 secret entry")
+        .simple_query("SELECT 1")
+        .await
+        .unwrap();
     login(&pooler, "clear_user", "clearpw").await.expect("plaintext entry").simple_query("SELECT 1").await.unwrap();
     // A SCRAM-only secret cannot answer md5: the client is asked for SCRAM, as PostgreSQL does.
     login(&pooler, "scram_user", "scrampw")
@@ -124,7 +129,7 @@ async fn md5_clients_are_checked_against_plaintext_and_md5_secrets() {
             "-c",
             "SELECT current_user",
         ])
-        .env("PGPASSWORD", "md5pw")
+        .env("PGPASSWORD", "pw_of_md5_user")
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -149,7 +154,7 @@ async fn trust_lets_any_client_in_without_a_password() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pooler_logs_in_to_servers_with_cleartext_md5_and_scram() {
     let cluster = cluster_with_password_roles().await;
-    let plain = PasswordFile::parse("clear_user:clearpw\nmd5_user:md5pw\nscram_user:scrampw\n").unwrap();
+    let plain = PasswordFile::parse("clear_user:clearpw\nmd5_user:pw_of_md5_user\nscram_user:scrampw\n").unwrap();
     let pooler = TestPooler::start(trust_config(&cluster), Some(plain)).await;
     for user in ["clear_user", "md5_user", "scram_user", "trust_user"] {
         let c = pooler.connect(user).await;

@@ -1,5 +1,6 @@
-//! End-to-end: hostile or broken client input gets a PostgreSQL-style error and
-//! a closed connection, and the pooler keeps serving everyone else.
+//! End-to-end: hostile or broken client input gets a PostgreSQL-style error (or,
+//! where PostgreSQL sends none, nothing) and a closed connection, and the pooler
+//! keeps serving everyone else.
 
 mod common;
 
@@ -52,10 +53,11 @@ async fn broken_startup_packets_get_errors_and_closed_sockets() {
     let cluster = primary_only().await;
     let pooler = TestPooler::start(trust_config(&cluster), None).await;
 
-    // A startup packet claiming 2 GB.
+    // A startup packet claiming 2 GB: closed without a word, as PostgreSQL
+    // does (see `startup_packets_postgres_ignores_are_ignored_alike`).
     let mut s = TcpStream::connect(pooler.addr).await.unwrap();
     s.write_all(&[0x7f, 0xff, 0xff, 0xff, 0, 3, 0, 0]).await.unwrap();
-    assert_eq!(first_error_code(&read_to_close(&mut s).await).as_deref(), Some("08P01"));
+    assert_eq!(read_to_close(&mut s).await, b"");
 
     // Protocol 2.0.
     let mut s = TcpStream::connect(pooler.addr).await.unwrap();
@@ -84,6 +86,112 @@ async fn broken_startup_packets_get_errors_and_closed_sockets() {
     // Everyone else is still served.
     let c = pooler.connect("postgres").await;
     c.simple_query("SELECT 1").await.unwrap();
+}
+
+/// Connects to `addr`, writes `bytes` (if any), closes the writing side, and
+/// returns everything received until the peer closes (a reset counts as a
+/// close: a server that closes with unread bytes sends one).
+async fn answer_to(addr: std::net::SocketAddr, bytes: impl AsRef<[u8]>, close: bool) -> Vec<u8> {
+    let bytes = bytes.as_ref();
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    if !bytes.is_empty() {
+        s.write_all(bytes).await.unwrap();
+    }
+    if close {
+        s.shutdown().await.unwrap();
+    }
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await {
+            Err(_) => panic!("{addr} did not close the connection after {bytes:?}"),
+            Ok(Ok(0)) => return got,
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => return got,
+            Ok(Err(e)) => panic!("{addr}: {e}"),
+        }
+    }
+}
+
+/// What PostgreSQL 15 closes without answering (it logs the protocol
+/// violations), the pooler closes without answering too: byte for byte the
+/// same as a raw socket gets from PostgreSQL directly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn startup_packets_postgres_ignores_are_ignored_alike() {
+    let cluster = primary_only().await;
+    let pooler = TestPooler::start(trust_config(&cluster), None).await;
+    let postgres: std::net::SocketAddr = format!("127.0.0.1:{}", cluster.primary().port()).parse().unwrap();
+
+    let length = |len: u32| [&len.to_be_bytes()[..], &196_608u32.to_be_bytes()[..]].concat();
+    let request = |len: u32, code: u32, rest: &[u8]| [&len.to_be_bytes()[..], &code.to_be_bytes()[..], rest].concat();
+    let cases: Vec<(&str, Vec<u8>, bool)> = vec![
+        ("length 4", length(4), false),
+        ("length 7", length(7), false),
+        ("length 0", length(0), false),
+        ("length 10005 (10000 after the length word is PostgreSQL's limit)", length(10_005), false),
+        ("length 0x7fffffff", length(0x7fff_ffff), false),
+        // 10001 is within PostgreSQL's limit: it waits for the rest, which
+        // never comes.
+        ("length 10001, then closed", length(10_001), true),
+        ("Terminate before the startup packet", b"X\0\0\0\x04".to_vec(), false),
+        ("Terminate before the startup packet, then closed", b"X\0\0\0\x04".to_vec(), true),
+        ("closed at once", Vec::new(), true),
+        ("closed inside the length word", vec![0, 0], true),
+        ("CancelRequest of 12 bytes", request(12, 80_877_102, &[0, 0, 0, 1]), false),
+        ("CancelRequest matching nothing", request(16, 80_877_102, &[0, 0, 0, 1, 0, 0, 0, 2]), false),
+        ("SSLRequest, then closed", request(8, 80_877_103, &[]), true),
+        ("SSLRequest with a byte too many, then closed", request(9, 80_877_103, b"x"), true),
+    ];
+    for (what, bytes, close) in &cases {
+        let direct = answer_to(postgres, bytes, *close).await;
+        let through = answer_to(pooler.addr, bytes, *close).await;
+        let (p, d) = (String::from_utf8_lossy(&through), String::from_utf8_lossy(&direct));
+        assert_eq!(through, direct, "{what}: the pooler answered {p:?}, PostgreSQL {d:?}");
+    }
+    let c = pooler.connect("postgres").await;
+    c.simple_query("SELECT 1").await.unwrap();
+}
+
+/// A client that sends no startup packet, or does not answer the password
+/// request, in time: PostgreSQL (`authentication_timeout`) closes without an
+/// answer, and so does the pooler (`client_login_timeout`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_timeouts_close_without_an_answer_as_postgres_does() {
+    let cluster = tokio::task::spawn_blocking(|| {
+        pooler_testkit::Cluster::builder()
+            .setting("authentication_timeout", "1s")
+            .hba_line("host all scram_user 127.0.0.1/32 scram-sha-256")
+            .init_sql("CREATE ROLE scram_user LOGIN PASSWORD 'pw'")
+            .start()
+    })
+    .await
+    .unwrap()
+    .expect("start PostgreSQL");
+    let mut config = trust_config(&cluster);
+    config.auth.method = pooler_core::config::AuthMethod::ScramSha256;
+    config.server.client_login_timeout = Duration::from_secs(1);
+    let passwords = pooler_core::auth::PasswordFile::parse("scram_user:pw\n").unwrap();
+    let pooler = TestPooler::start(config, Some(passwords)).await;
+    let postgres: std::net::SocketAddr = format!("127.0.0.1:{}", cluster.primary().port()).parse().unwrap();
+
+    let login = startup(&[("user", "scram_user"), ("database", "postgres")]);
+    let cases: [(&str, &[u8]); 2] = [("no startup packet", b""), ("no answer to the SCRAM request", &login)];
+    // All four wait out their timeouts at the same time.
+    let waits: Vec<_> = cases
+        .iter()
+        .flat_map(|(_, bytes)| [postgres, pooler.addr].map(|addr| tokio::spawn(answer_to(addr, bytes.to_vec(), false))))
+        .collect();
+    let mut answers = Vec::new();
+    for w in waits {
+        answers.push(w.await.unwrap());
+    }
+    for ((what, _), pair) in cases.iter().zip(answers.chunks(2)) {
+        let (direct, through) = (&pair[0], &pair[1]);
+        let (p, d) = (String::from_utf8_lossy(through), String::from_utf8_lossy(direct));
+        assert_eq!(through, direct, "{what}: the pooler answered {p:?}, PostgreSQL {d:?}");
+    }
+    // The SCRAM request itself is the same from both.
+    assert!(answers[2].starts_with(b"R"), "{:?}", answers[2]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -518,14 +518,22 @@ if errors:
 print("ok")
 "#;
     let port = pooler.port().to_string();
+    // scripts/test.sh installs psycopg in a virtualenv and names its python.
+    let python = std::env::var("POOLER_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
     let out = tokio::task::block_in_place(|| {
-        std::process::Command::new("python3").arg("-c").arg(script).arg(&port).output().expect("run python3")
+        std::process::Command::new(&python)
+            .arg("-c")
+            .arg(script)
+            .arg(&port)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {python}: {e}"))
     });
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         !stderr.contains("No module named 'psycopg'"),
-        "psycopg 3 is not installed: `pip install 'psycopg[binary]'` (.ci/run does)"
+        "psycopg 3 is not installed for {python}: run the tests with scripts/test.sh (it installs psycopg in .venv/), \
+         or install it (`pip install 'psycopg[binary]>=3.1'`) and point POOLER_TEST_PYTHON at that python"
     );
     assert!(out.status.success() && stdout.contains("ok"), "{stdout}\n{stderr}");
 }

@@ -22,9 +22,19 @@ pub enum PasswordFileError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// A line is malformed.
+    /// A line is malformed (in text given to [`PasswordFile::parse`]).
     #[error("line {line}: {problem}")]
     Line {
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// A line of a file read by [`PasswordFile::load`] is malformed.
+    #[error("{path}: line {line}: {problem}")]
+    FileLine {
+        /// The file.
+        path: String,
         /// 1-based line number.
         line: usize,
         /// What is wrong with it.
@@ -120,6 +130,10 @@ impl std::fmt::Debug for UserSecret {
 
 impl UserSecret {
     /// Parses one secret as written in the file.
+    ///
+    /// Anything starting with `md5` or `SCRAM-SHA-256$` is a hashed secret
+    /// and must be well formed: a typo in a hash must not turn it into a
+    /// plaintext password that nobody knows.
     pub fn parse(secret: &str) -> Result<UserSecret, String> {
         if secret.starts_with("SCRAM-SHA-256$") {
             return Ok(UserSecret { kind: Kind::Scram, scram: Some(ScramSecret::parse(secret)?) });
@@ -128,9 +142,9 @@ impl UserSecret {
             if h.len() == 32 && h.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Ok(UserSecret { kind: Kind::Md5(h.to_ascii_lowercase()), scram: None });
             }
-            if h.len() == 32 || (h.len() > 24 && h.bytes().all(|b| b.is_ascii_hexdigit())) {
-                return Err("md5 secret must be 'md5' followed by 32 hex digits".into());
-            }
+            return Err("md5 secret must be 'md5' followed by 32 hex digits \
+                 (a plaintext password cannot start with 'md5')"
+                .into());
         }
         Ok(UserSecret::plaintext_secret(secret))
     }
@@ -190,11 +204,16 @@ impl std::fmt::Debug for PasswordFile {
 }
 
 impl PasswordFile {
-    /// Reads and parses a file.
+    /// Reads and parses a file. Errors name the file (and the line).
     pub fn load(path: &Path) -> Result<PasswordFile, PasswordFileError> {
         let text = std::fs::read_to_string(path)
             .map_err(|source| PasswordFileError::Read { path: path.display().to_string(), source })?;
-        PasswordFile::parse(&text)
+        PasswordFile::parse(&text).map_err(|e| match e {
+            PasswordFileError::Line { line, problem } => {
+                PasswordFileError::FileLine { path: path.display().to_string(), line, problem }
+            }
+            other => other,
+        })
     }
 
     /// Parses the text of a file. A user listed twice: the last line wins.
@@ -301,6 +320,16 @@ mod tests {
             "u:SCRAM-SHA-256$x:c2FsdA==$a:b",
             "u:SCRAM-SHA-256$4096",
             "u:md5zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz",
+            "bob:md5zzzz",
+            "bob:md5",
+            "\"bob\" \"md5zzzz\"",
+            "bob:md50123456789abcdef0123456789abcde",
+            "bob:md50123456789abcdef0123456789abcdef0",
+            "bob:md50123456789abcdef0123456789abcdeg",
+            "bob:md5 0123456789abcdef0123456789abcdef",
+            "u:SCRAM-SHA-256$",
+            "u:SCRAM-SHA-256$4096:c2FsdA==$",
+            "\"u\" \"SCRAM-SHA-256$4096:!!!$a:b\"",
             "\"u\" \"unterminated",
             "just-a-name",
         ];
@@ -309,6 +338,19 @@ mod tests {
             assert!(err.starts_with("line 2:"), "{line}: {err}");
             assert!(!err.contains("c2FsdA"), "secret leaked: {err}");
         }
+    }
+
+    #[test]
+    fn load_errors_name_the_file() {
+        let dir = std::env::temp_dir().join(format!("pooler-passfile-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("users.txt");
+        std::fs::write(&file, "a:b\nbob:md5zzzz\n").unwrap();
+        let err = PasswordFile::load(&file).unwrap_err().to_string();
+        assert!(err.starts_with(&format!("{}: line 2: md5 secret", file.display())), "{err}");
+        let err = PasswordFile::load(&dir).unwrap_err().to_string();
+        assert!(err.starts_with(&format!("cannot read {}", dir.display())), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -34,10 +34,12 @@ pub enum ProtocolError {
         /// The length field.
         len: usize,
     },
-    /// A startup packet longer than PostgreSQL allows.
+    /// A startup packet whose length PostgreSQL refuses (below 8 bytes, above
+    /// [`MAX_STARTUP_PACKET`] after the length word, or a CancelRequest not 16
+    /// bytes long). PostgreSQL logs it and closes without an answer.
     #[error("invalid length of startup packet ({len} bytes)")]
-    StartupTooLarge {
-        /// Declared length.
+    InvalidStartupLength {
+        /// Declared length (the length word included).
         len: usize,
     },
     /// A protocol version other than 3.x.

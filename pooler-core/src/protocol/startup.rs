@@ -4,7 +4,8 @@ use bytes::{Buf, BytesMut};
 
 use super::ProtocolError;
 
-/// PostgreSQL's own limit on a startup packet (MAX_STARTUP_PACKET_LENGTH).
+/// PostgreSQL's own limit on a startup packet (MAX_STARTUP_PACKET_LENGTH),
+/// the 4-byte length word not counted: a packet is at most 10,004 bytes.
 pub const MAX_STARTUP_PACKET: usize = 10_000;
 
 /// Request code of an SSLRequest (1234.5679).
@@ -56,20 +57,21 @@ impl StartupMessage {
 
 /// Splits one startup-phase packet off `buf`. `Ok(None)` means read more.
 ///
-/// The length is checked against [`MAX_STARTUP_PACKET`] before anything is
-/// reserved. Protocol versions other than 3.x are refused (the caller answers
-/// with an error); 3.x with a minor version above 0 is accepted and the caller
-/// negotiates down to 3.0.
+/// The length is checked as PostgreSQL checks it (at least 8 bytes, at most
+/// [`MAX_STARTUP_PACKET`] after the length word) before anything is reserved;
+/// a length it refuses is [`ProtocolError::InvalidStartupLength`], which
+/// PostgreSQL answers by closing the connection without a word. Protocol
+/// versions other than 3.x are refused (the caller answers with an error); 3.x
+/// with a minor version above 0 is accepted and the caller negotiates down to
+/// 3.0. An SSLRequest or GSSENCRequest with bytes after its code is still one
+/// (PostgreSQL ignores them too).
 pub fn split_startup(buf: &mut BytesMut) -> Result<Option<StartupPacket>, ProtocolError> {
     if buf.len() < 4 {
         return Ok(None);
     }
     let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-    if len < 8 {
-        return Err(ProtocolError::Malformed("startup packet shorter than 8 bytes"));
-    }
-    if len > MAX_STARTUP_PACKET {
-        return Err(ProtocolError::StartupTooLarge { len });
+    if len < 8 || len - 4 > MAX_STARTUP_PACKET {
+        return Err(ProtocolError::InvalidStartupLength { len });
     }
     if buf.len() < len {
         buf.reserve(len - buf.len());
@@ -80,15 +82,13 @@ pub fn split_startup(buf: &mut BytesMut) -> Result<Option<StartupPacket>, Protoc
     let code = packet.get_u32();
     let packet = &packet[..];
     match code {
-        SSL_REQUEST_CODE if packet.is_empty() => Ok(Some(StartupPacket::SslRequest)),
-        GSSENC_REQUEST_CODE if packet.is_empty() => Ok(Some(StartupPacket::GssEncRequest)),
+        SSL_REQUEST_CODE => Ok(Some(StartupPacket::SslRequest)),
+        GSSENC_REQUEST_CODE => Ok(Some(StartupPacket::GssEncRequest)),
         CANCEL_REQUEST_CODE if packet.len() == 8 => Ok(Some(StartupPacket::Cancel(CancelKey {
             pid: i32::from_be_bytes([packet[0], packet[1], packet[2], packet[3]]),
             secret: i32::from_be_bytes([packet[4], packet[5], packet[6], packet[7]]),
         }))),
-        SSL_REQUEST_CODE | GSSENC_REQUEST_CODE | CANCEL_REQUEST_CODE => {
-            Err(ProtocolError::Malformed("request packet has the wrong length"))
-        }
+        CANCEL_REQUEST_CODE => Err(ProtocolError::InvalidStartupLength { len }),
         _ => {
             let major = (code >> 16) as u16;
             let minor = (code & 0xffff) as u16;
@@ -167,8 +167,41 @@ mod tests {
     #[test]
     fn oversized_startup_packet_is_refused_without_allocating() {
         let mut buf = BytesMut::from(&[0x7f, 0xff, 0xff, 0xff, 0, 3, 0, 0][..]);
-        assert!(matches!(split_startup(&mut buf), Err(ProtocolError::StartupTooLarge { .. })));
+        assert!(matches!(split_startup(&mut buf), Err(ProtocolError::InvalidStartupLength { len: 0x7fff_ffff })));
         assert!(buf.capacity() < 1 << 20);
+    }
+
+    #[test]
+    fn lengths_are_checked_as_postgresql_checks_them() {
+        // PostgreSQL refuses a length below 8, or above 10000 once the length
+        // word is taken off; Terminate sent in place of a startup packet reads
+        // as the length 0x58000000.
+        for len in [0u32, 4, 7, 10_005, 0x7fff_ffff, u32::MAX, 0x5800_0000] {
+            let mut buf = BytesMut::from(&len.to_be_bytes()[..]);
+            buf.extend_from_slice(&196_608u32.to_be_bytes());
+            let got = split_startup(&mut buf);
+            assert_eq!(got, Err(ProtocolError::InvalidStartupLength { len: len as usize }), "{len}");
+        }
+        // 10004 bytes in all is the largest packet PostgreSQL reads.
+        let value = "v".repeat(10_004 - 8 - "application_name".len() - 2 - "user\0u\0".len() - 1);
+        let raw = startup(196_608, &[("user", "u"), ("application_name", &value)]);
+        assert_eq!(raw.len(), 10_004);
+        let mut buf = BytesMut::from(&raw[..]);
+        assert!(matches!(split_startup(&mut buf), Ok(Some(StartupPacket::Startup(_)))));
+        let mut buf = BytesMut::from(&raw[..8]);
+        assert_eq!(split_startup(&mut buf), Ok(None));
+        // A CancelRequest must be 16 bytes; PostgreSQL calls anything else an
+        // invalid length too.
+        let mut buf = BytesMut::from(&12u32.to_be_bytes()[..]);
+        buf.extend_from_slice(&CANCEL_REQUEST_CODE.to_be_bytes());
+        buf.extend_from_slice(&1i32.to_be_bytes());
+        assert_eq!(split_startup(&mut buf), Err(ProtocolError::InvalidStartupLength { len: 12 }));
+        // An SSLRequest with a byte too many is still answered, as PostgreSQL does.
+        let mut buf = BytesMut::from(&9u32.to_be_bytes()[..]);
+        buf.extend_from_slice(&SSL_REQUEST_CODE.to_be_bytes());
+        buf.extend_from_slice(b"x");
+        assert_eq!(split_startup(&mut buf), Ok(Some(StartupPacket::SslRequest)));
+        assert!(buf.is_empty());
     }
 
     #[test]
