@@ -74,6 +74,57 @@ pub struct ServerConn {
     /// Parameters as reported when the connection was opened: the server's
     /// defaults for this user and database.
     pub(crate) initial_params: Vec<(String, String)>,
+    /// Lets the pooler cut this connection from outside the task using it
+    /// (its node was marked down).
+    lifeline: Option<Lifeline>,
+}
+
+/// Handles on the open server connections of one node, so that all of them
+/// can be cut at once from outside the tasks that use them: when the node is
+/// marked down, a request waiting on a hung server gets an error at once
+/// instead of waiting for as long as the server hangs. Each handle is a
+/// duplicate of the socket; shutting it down ends the connection for its
+/// user too (a read sees the end of the stream).
+#[derive(Debug, Default)]
+pub(crate) struct Lifelines {
+    next: std::sync::atomic::AtomicU64,
+    open: std::sync::Mutex<std::collections::HashMap<u64, socket2::Socket>>,
+}
+
+impl Lifelines {
+    /// Registers `stream`; the handle unregisters it when dropped. `None`
+    /// when the socket cannot be duplicated (out of descriptors): the
+    /// connection works, it just cannot be cut from outside.
+    fn hold(self: &Arc<Self>, stream: &TcpStream) -> Option<Lifeline> {
+        let dup = socket2::SockRef::from(stream).try_clone().ok()?;
+        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.open.lock().ok()?.insert(id, dup);
+        Some(Lifeline { lines: self.clone(), id })
+    }
+
+    /// Shuts down every registered connection; how many there were.
+    pub(crate) fn cut_all(&self) -> usize {
+        let Ok(open) = self.open.lock() else { return 0 };
+        for s in open.values() {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+        open.len()
+    }
+}
+
+/// One connection's entry in [`Lifelines`].
+#[derive(Debug)]
+struct Lifeline {
+    lines: Arc<Lifelines>,
+    id: u64,
+}
+
+impl Drop for Lifeline {
+    fn drop(&mut self) {
+        if let Ok(mut open) = self.lines.open.lock() {
+            open.remove(&self.id);
+        }
+    }
 }
 
 impl ServerConn {
@@ -109,6 +160,7 @@ impl ServerConn {
             statements: Default::default(),
             extra: Vec::new(),
             initial_params: Vec::new(),
+            lifeline: None,
         };
         let mut out = BytesMut::new();
         frontend::startup_message([("user", login.user.as_str()), ("database", login.database.as_str())], &mut out)
@@ -410,6 +462,17 @@ pub(crate) fn note_param(params: &mut Vec<(String, String)>, p: ParameterStatus<
 }
 
 /// TCP_NODELAY and keepalive on a connection.
+impl ServerConn {
+    /// Registers the connection with its node's `lifelines` and sets
+    /// TCP_USER_TIMEOUT (zero: the kernel's default).
+    pub(crate) fn hold_lifeline(&mut self, lifelines: &Arc<Lifelines>, tcp_user_timeout: Duration) {
+        if !tcp_user_timeout.is_zero() {
+            let _ = socket2::SockRef::from(&self.stream).set_tcp_user_timeout(Some(tcp_user_timeout));
+        }
+        self.lifeline = lifelines.hold(&self.stream);
+    }
+}
+
 pub(crate) fn configure_socket(stream: &TcpStream) {
     let _ = stream.set_nodelay(true);
     let sock = socket2::SockRef::from(stream);

@@ -195,6 +195,18 @@ pub struct PoolConfig {
     /// (SQLSTATE 25P03). `"0s"` turns it off.
     #[serde(deserialize_with = "duration")]
     pub idle_transaction_timeout: Duration,
+    /// While a server owes an answer to a request, the longest it may send
+    /// nothing; then the client gets `08006` and the connection is closed
+    /// (a hung server, not a slow query that streams). Unlike pgbouncer's
+    /// `query_timeout` it does not bound a query that keeps sending rows.
+    /// `"0s"` (default) turns it off: a long silent query is not killed.
+    #[serde(deserialize_with = "duration")]
+    pub response_timeout: Duration,
+    /// TCP_USER_TIMEOUT on server connections: sent data unacknowledged
+    /// this long closes the connection (a host gone without a reset).
+    /// `"0s"` (default): the kernel's default.
+    #[serde(deserialize_with = "duration")]
+    pub tcp_user_timeout: Duration,
     /// A connection idle in the pool longer than this runs `check_query` before
     /// it is lent again.
     #[serde(deserialize_with = "duration")]
@@ -257,6 +269,8 @@ impl Default for PoolConfig {
             reserve_timeout: Duration::from_secs(5),
             client_idle_timeout: Duration::ZERO,
             idle_transaction_timeout: Duration::ZERO,
+            response_timeout: Duration::ZERO,
+            tcp_user_timeout: Duration::ZERO,
             check_delay: Duration::from_secs(30),
             check_query: "SELECT 1".into(),
             prepared_statement_cache_size: 256,

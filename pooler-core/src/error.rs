@@ -76,6 +76,23 @@ pub enum Error {
     /// The pooler is shutting down.
     #[error("the pooler is shutting down")]
     Shutdown,
+    /// No node answered as the primary within
+    /// `failover.search_primary_node_timeout`: nothing was sent anywhere.
+    #[error("no primary is available: node {node} is {status} and no other node answers as the primary (waited {waited_ms} ms)")]
+    NoPrimary {
+        /// The node writes last went to.
+        node: usize,
+        /// Its status (`down`, `quarantine`).
+        status: &'static str,
+        /// How long the request waited.
+        waited_ms: u64,
+    },
+    /// A server owed an answer and sent nothing for `pool.response_timeout`.
+    #[error("server sent no answer for {waited_ms} ms (pool.response_timeout); the query may or may not have run")]
+    ResponseTimeout {
+        /// The timeout in force.
+        waited_ms: u64,
+    },
     /// A client request the pooler refuses (the text says why).
     #[error("{message}")]
     Refused {
@@ -109,15 +126,19 @@ impl Error {
             | Error::Connect { .. }
             | Error::ConnectTimeout { .. }
             | Error::Server(_)
-            | Error::ServerAuth(_) => Side::Server,
-            Error::PoolTimeout { .. } | Error::Shutdown => Side::Pooler,
+            | Error::ServerAuth(_)
+            | Error::ResponseTimeout { .. } => Side::Server,
+            Error::PoolTimeout { .. } | Error::Shutdown | Error::NoPrimary { .. } => Side::Pooler,
         }
     }
 
     /// True when the same request could succeed if simply tried again later
     /// (nothing was sent to a server, or the server never got it).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Connect { .. } | Error::ConnectTimeout { .. } | Error::PoolTimeout { .. })
+        matches!(
+            self,
+            Error::Connect { .. } | Error::ConnectTimeout { .. } | Error::PoolTimeout { .. } | Error::NoPrimary { .. }
+        )
     }
 
     /// The server could not be reached, or does not take connections for
@@ -146,6 +167,8 @@ impl Error {
             Error::ClientAuth { .. } => "28P01",
             Error::PoolTimeout { .. } => "53300",
             Error::Shutdown => "57P01",
+            Error::NoPrimary { .. } => "57P03",
+            Error::ResponseTimeout { .. } => "08006",
             Error::Refused { code, .. } => code,
         }
     }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use dashmap::DashMap;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::backend::{LoginInfo, ServerAddr, ServerConn};
+use crate::backend::{Lifelines, LoginInfo, ServerAddr, ServerConn};
 use crate::config::PoolConfig;
 use crate::error::Error;
 use crate::metrics as m;
@@ -73,6 +73,8 @@ pub struct Pool {
     reserve: Arc<Semaphore>,
     idle: Mutex<Vec<ServerConn>>,
     stats: PoolStats,
+    /// The node's connections, to cut when it is marked down.
+    lifelines: Arc<Lifelines>,
 }
 
 /// A server connection lent to a client. Give it back with [`Pool::checkin`];
@@ -96,8 +98,15 @@ impl Lease {
 }
 
 impl Pool {
-    fn new(key: PoolKey, addr: ServerAddr, login: LoginInfo, settings: PoolConfig, max_message: usize) -> Pool {
+    fn new(
+        key: PoolKey,
+        addr: ServerAddr,
+        login: LoginInfo,
+        settings: PoolConfig,
+        (max_message, lifelines): (usize, Arc<Lifelines>),
+    ) -> Pool {
         Pool {
+            lifelines,
             slots: Arc::new(Semaphore::new(settings.size)),
             reserve: Arc::new(Semaphore::new(settings.reserve_size)),
             key,
@@ -269,7 +278,8 @@ impl Pool {
             Ok(l) => l.clone(),
             Err(_) => return Err(Error::ServerAuth("login information unavailable".into())),
         };
-        let conn = ServerConn::connect(&self.addr, &login, self.settings.connect_timeout, self.max_message).await?;
+        let mut conn = ServerConn::connect(&self.addr, &login, self.settings.connect_timeout, self.max_message).await?;
+        conn.hold_lifeline(&self.lifelines, self.settings.tcp_user_timeout);
         self.stats.opened.fetch_add(1, Ordering::Relaxed);
         metrics::counter!(m::SERVER_CONNECTIONS_OPENED).increment(1);
         Ok(conn)
@@ -442,12 +452,14 @@ pub struct Pools {
     map: DashMap<PoolKey, Arc<Pool>>,
     settings: PoolConfig,
     max_message: usize,
+    /// Per node: its open server connections, whatever the pool.
+    lifelines: DashMap<usize, Arc<Lifelines>>,
 }
 
 impl Pools {
     /// An empty set of pools with these settings.
     pub fn new(settings: PoolConfig, max_message: usize) -> Pools {
-        Pools { map: DashMap::new(), settings, max_message }
+        Pools { map: DashMap::new(), settings, max_message, lifelines: DashMap::new() }
     }
 
     /// The pool for `key`, created if needed (with the settings for its user
@@ -460,9 +472,20 @@ impl Pools {
             .entry(key.clone())
             .or_insert_with(|| {
                 let settings = self.settings.effective(&key.user, &key.database);
-                Arc::new(Pool::new(key, addr.clone(), login(), settings, self.max_message))
+                let lifelines = self.lifelines.entry(key.node).or_default().clone();
+                Arc::new(Pool::new(key, addr.clone(), login(), settings, (self.max_message, lifelines)))
             })
             .clone()
+    }
+
+    /// Node `node` is out of service: closes its idle connections and cuts
+    /// the ones lent out (their clients get an error at once instead of
+    /// waiting on a server that may hang). How many were cut.
+    pub(crate) fn cut_node(&self, node: usize) -> usize {
+        for p in self.all().into_iter().filter(|p| p.key.node == node) {
+            p.close_idle();
+        }
+        self.lifelines.get(&node).map(|l| l.cut_all()).unwrap_or(0)
     }
 
     /// Every pool now.

@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use crate::auth::{self, ScramServer};
 use crate::backend::{self, LoginInfo, ServerConn};
 use crate::cancel::CancelTarget;
+use crate::cluster::Status;
 use crate::config::{AuthMethod, PoolMode};
 use crate::error::Error;
 use crate::metrics as m;
@@ -358,10 +359,28 @@ async fn open_session(
         shared.config.pool.mode_for(&user, &database) == PoolMode::Session && !shared.router.balancing();
     if plain_session && !shared.router.snapshot().primary_available() {
         let wait = shared.config.failover.search_primary_node_timeout;
-        Box::pin(shared.cluster.wait_for_primary(&shared.router, wait)).await;
+        if !Box::pin(shared.cluster.wait_for_primary(&shared.router, wait)).await {
+            // Nothing is sent to a primary marked down (a hung one would
+            // hold the login for as long as it hangs).
+            let s = shared.router.snapshot();
+            if let Some(n) = s.nodes.get(s.primary).filter(|n| matches!(n.status, Status::Down | Status::Quarantine)) {
+                let e =
+                    Error::NoPrimary { node: s.primary, status: n.status.as_str(), waited_ms: wait.as_millis() as u64 };
+                client.send_error(Severity::Fatal, &e).await;
+                return Err(End::Failed(e));
+            }
+        }
     }
-    // The session starts on the primary as the cluster controller knows it now.
-    let node = shared.router.primary();
+    // The session starts on the primary as the cluster controller knows it
+    // now; a client that may log in on a standby does so at once when the
+    // primary is known to be out of service, rather than after a timeout.
+    let mut node = shared.router.primary();
+    if !plain_session && !shared.router.snapshot().primary_available() {
+        if let Some(n) = shared.router.fallback_node(node) {
+            tracing::debug!(primary = node, standby = n, "primary out of service: client logs in on a standby");
+            node = n;
+        }
+    }
     let Some(addr) = shared.nodes.get(node) else {
         let e = Error::Refused { code: "08001", message: "no backend node is configured".into() };
         client.send_error(Severity::Fatal, &e).await;
@@ -383,7 +402,6 @@ async fn open_session(
         r = Box::pin(pool.checkout()) => r,
         _ = phase.wait_for(|p| *p != Phase::Running) => Err(Error::Shutdown),
     };
-    let mut node = node;
     let mut pool = pool;
     let mut lease = match checkout {
         Ok(l) => l,

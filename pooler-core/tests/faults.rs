@@ -303,3 +303,173 @@ async fn pipelined_requests_for_different_nodes_never_stall() {
         r.unwrap();
     }
 }
+
+/// How long each of a series of writes took, and how they ended.
+#[derive(Default, Debug)]
+struct Stalls {
+    ok: u32,
+    failed: u32,
+    longest: Duration,
+}
+
+/// The whole primary frozen (SIGSTOP of the postmaster and every backend: a
+/// hung host, not a dead one), no failover command. Reads and logins go on
+/// on the standby; every write ends (succeeds or fails with a clear error)
+/// within the bound the docs give: detection (period, timeout, retries) plus
+/// `search_primary_node_timeout`. Nothing waits on the frozen server's
+/// sockets: writes in flight when it froze fail once the node is marked
+/// down, later ones never reach it. After SIGCONT the primary takes writes
+/// again. `POOLER_TEST_FREEZE_SECS` sets the freeze's length (default 6).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_primary_bounds_every_write_and_reads_and_logins_go_on() {
+    let freeze =
+        Duration::from_secs(std::env::var("POOLER_TEST_FREEZE_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(6));
+    let cluster = replicated(1).await;
+    let mut config = trust_config(&cluster);
+    config.pool.mode = pooler_core::config::PoolMode::Transaction;
+    config.routing.load_balance = true;
+    config.health.period = Duration::from_millis(300);
+    config.health.timeout = Duration::from_millis(500);
+    config.health.max_retries = 1;
+    config.health.retry_delay = Duration::from_millis(100);
+    config.failover.search_primary_node_timeout = Duration::from_secs(2);
+    // Detection: a period, then two looks of up to `timeout` each, a retry delay apart.
+    let bound = Duration::from_millis(300 + 2 * 500 + 100) + Duration::from_secs(2);
+    let pooler = TestPooler::start(config, None).await;
+    let primary = cluster.primary().clone();
+    let reader = pooler.connect("postgres").await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for i in 0..4 {
+        let stop = stop.clone();
+        let pg = pooler.pg_config("postgres", "postgres");
+        let mut client = pooler.connect("postgres").await;
+        tasks.push(tokio::spawn(async move {
+            // Together at first, so the pool holds several server connections.
+            client.execute("INSERT INTO items (v) SELECT 1 FROM pg_sleep(0.2)", &[]).await.unwrap();
+            let mut s = Stalls::default();
+            while !stop.load(Ordering::Relaxed) {
+                let started = std::time::Instant::now();
+                let r = client.execute("INSERT INTO items (v) VALUES ($1)", &[&(i as i32)]).await;
+                s.longest = s.longest.max(started.elapsed());
+                match r {
+                    Ok(_) => s.ok += 1,
+                    Err(e) if e.is_closed() || client.is_closed() => {
+                        // The pooler closed the session (its server was cut): log in again.
+                        s.failed += 1;
+                        match connect_with(pg.clone()).await {
+                            Ok(c) => client = c,
+                            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                        }
+                    }
+                    Err(_) => {
+                        s.failed += 1;
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+            s
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    tokio::task::block_in_place(|| primary.signal_all("STOP")).unwrap();
+    let frozen = std::time::Instant::now();
+    let p = pooler.pooler.clone();
+    let down =
+        eventually(Duration::from_secs(10), || p.cluster().nodes[0].status == pooler_core::cluster::Status::Down).await;
+    // Reads and new logins go on, on the standby, without waiting for the frozen primary.
+    let mut reads = 0;
+    let mut longest_login = Duration::ZERO;
+    while frozen.elapsed() < freeze {
+        let n: i64 = reader.query_one("SELECT count(*) FROM items", &[]).await.unwrap().get(0);
+        assert!(n >= 4);
+        reads += 1;
+        let started = std::time::Instant::now();
+        let c = pooler.connect("postgres").await;
+        longest_login = longest_login.max(started.elapsed());
+        c.query_one("SELECT 1", &[]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::task::block_in_place(|| primary.signal_all("CONT")).unwrap();
+    let back = eventually(Duration::from_secs(10), || p.cluster().primary_available()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Stalls::default();
+    for t in tasks {
+        let s = t.await.unwrap();
+        all.ok += s.ok;
+        all.failed += s.failed;
+        all.longest = all.longest.max(s.longest);
+    }
+    eprintln!(
+        "frozen primary for {freeze:?}: writes ok {} failed {}, longest write {:?} (bound {bound:?}), {reads} reads, longest login {longest_login:?}",
+        all.ok, all.failed, all.longest
+    );
+    assert!(down, "the frozen primary was marked down");
+    assert!(back, "the primary came back after SIGCONT");
+    assert!(
+        all.longest <= bound + Duration::from_millis(500),
+        "a write stalled {:?}, past the bound {bound:?}",
+        all.longest
+    );
+    assert!(all.failed > 0, "writes during the freeze failed (no primary)");
+    assert!(longest_login < Duration::from_secs(2), "logins did not wait for the frozen primary: {longest_login:?}");
+    let port: i32 =
+        reader.query_one("INSERT INTO items (v) VALUES (0) RETURNING inet_server_port()", &[]).await.unwrap().get(0);
+    assert_eq!(port, primary.port() as i32, "writes go to the thawed primary");
+}
+
+/// Clients that stop in the middle of a message (a Query announcing 100,000
+/// bytes, sending 20) hold no server connection: with a pool of two, five of
+/// them leave every connection to the others. A client that stops in the
+/// middle of an extended request (Parse sent, Bind cut short) holds one, and
+/// is timed out like an idle transaction, which frees it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_stalled_mid_message_do_not_starve_the_pool() {
+    use tokio::io::AsyncWriteExt;
+    let cluster = primary_only().await;
+    let mut config = trust_config(&cluster);
+    config.pool.mode = pooler_core::config::PoolMode::Transaction;
+    config.pool.size = 2;
+    config.pool.checkout_timeout = Duration::from_secs(3);
+    config.pool.idle_transaction_timeout = Duration::from_secs(1);
+    let pooler = TestPooler::start(config, None).await;
+    let mut stalled = Vec::new();
+    for _ in 0..5 {
+        let mut s = raw_login(pooler.addr).await;
+        let mut partial = vec![b'Q'];
+        partial.extend_from_slice(&100_000u32.to_be_bytes());
+        partial.extend_from_slice(b"SELECT 1 -- and then");
+        s.write_all(&partial).await.unwrap();
+        stalled.push(s);
+    }
+    let client = pooler.connect("postgres").await;
+    for _ in 0..10 {
+        let started = std::time::Instant::now();
+        client.query_one("SELECT 1", &[]).await.unwrap();
+        assert!(started.elapsed() < Duration::from_secs(1), "a query waited behind stalled clients");
+    }
+    // Two clients take both connections with a Parse, then stall in a Bind.
+    let mut holders = Vec::new();
+    for _ in 0..2 {
+        let mut s = raw_login(pooler.addr).await;
+        let mut parse = message_bytes(b'P', b"\0SELECT pg_sleep(0)\0\0\0");
+        parse.extend_from_slice(&message_bytes(b'H', b""));
+        s.write_all(&parse).await.unwrap();
+        read_until(&mut s, b"1\0\0\0\x04").await;
+        let mut bind = vec![b'B'];
+        bind.extend_from_slice(&1000u32.to_be_bytes());
+        bind.extend_from_slice(b"\0\0");
+        s.write_all(&bind).await.unwrap();
+        holders.push(s);
+    }
+    // Freed by the timeout: the query gets a connection within the checkout timeout.
+    let started = std::time::Instant::now();
+    client.query_one("SELECT 1", &[]).await.unwrap();
+    eprintln!("stalled mid-request: a query got a connection after {:?}", started.elapsed());
+    for mut s in holders {
+        let got = read_until(&mut s, b"25P03").await;
+        assert!(got.windows(5).any(|w| w == b"25P03"), "the stalled client was told why");
+    }
+    drop(stalled);
+}

@@ -562,6 +562,31 @@ impl Node {
         self.postmaster_pid().is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists())
     }
 
+    /// Sends `signal` (`"STOP"`, `"CONT"`, ...) to the postmaster and every
+    /// process it started (backends, WAL sender and receiver, checkpointer...):
+    /// `STOP` freezes the whole server as a hung host would, `CONT` thaws it.
+    pub fn signal_all(&self, signal: &str) -> Result<(), Error> {
+        let pid = self.postmaster_pid().ok_or_else(|| Error::Timeout(format!("{} is not running", self.name)))?;
+        let mut pids = vec![pid];
+        for e in std::fs::read_dir("/proc").map_err(io("read /proc"))?.flatten() {
+            let Some(child) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+            let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else { continue };
+            // pid (comm) state ppid ...: the comm may hold spaces, so read after the last ')'.
+            let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+            if ppid == Some(pid) {
+                pids.push(child);
+            }
+        }
+        // Children first when stopping, so none acts on a stopped parent's
+        // behalf; the postmaster first when continuing.
+        if signal == "STOP" {
+            pids.reverse();
+        }
+        let mut cmd = Command::new("kill");
+        cmd.arg(format!("-{signal}")).args(pids.iter().map(|p| p.to_string()));
+        run(cmd).map(|_| ())
+    }
+
     /// The postmaster's pid, from `postmaster.pid`.
     pub fn postmaster_pid(&self) -> Option<u32> {
         let text = std::fs::read_to_string(self.data_dir.join("postmaster.pid")).ok()?;

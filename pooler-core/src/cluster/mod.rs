@@ -305,7 +305,23 @@ impl Cluster {
 /// Hands a new snapshot to the router and wakes whoever waits for a change.
 fn publish(shared: &crate::server::Shared, snapshot: Snapshot) {
     let generation = snapshot.generation;
+    let before = shared.router.snapshot();
+    let in_service = |s: Status| matches!(s, Status::Up | Status::Waiting);
+    let left: Vec<usize> = snapshot
+        .nodes
+        .iter()
+        .filter(|n| !in_service(n.status) && before.nodes.get(n.id).is_some_and(|b| in_service(b.status)))
+        .map(|n| n.id)
+        .collect();
     shared.router.publish(snapshot);
+    // Nothing new goes to a node out of service, and what was sent to it
+    // fails now rather than whenever a hung server answers.
+    for node in left {
+        let cut = shared.pools.cut_node(node);
+        if cut > 0 {
+            tracing::warn!(node, connections = cut, "node out of service: its server connections are closed");
+        }
+    }
     shared.cluster.changed.send_replace(generation);
 }
 

@@ -148,6 +148,9 @@ pub(crate) struct Relay<'a> {
     /// Bytes of a streaming row or CopyData still to come from the server.
     down_remaining: usize,
     last_client_activity: Instant,
+    /// Last bytes from the server, or the request that made it owe an
+    /// answer (kept only with `pool.response_timeout`).
+    last_server_activity: Instant,
     max_message: usize,
     /// Statement mode saw a transaction block open: the session ends.
     refused_transaction: bool,
@@ -231,7 +234,8 @@ impl<'a> Relay<'a> {
             plain_next: 0,
             scratch: Vec::new(),
             timed: !pool.settings().client_idle_timeout.is_zero()
-                || !pool.settings().idle_transaction_timeout.is_zero(),
+                || !pool.settings().idle_transaction_timeout.is_zero()
+                || !pool.settings().response_timeout.is_zero(),
             sticky_all: false,
             sticky_transactions: false,
             in_block: false,
@@ -256,6 +260,7 @@ impl<'a> Relay<'a> {
             up_remaining: 0,
             down_remaining: 0,
             last_client_activity: Instant::now(),
+            last_server_activity: Instant::now(),
             max_message: shared.config.server.max_message_size,
             refused_transaction: false,
             needs_sync: false,
@@ -328,6 +333,10 @@ impl<'a> Relay<'a> {
                 }
             }
             if self.lease.is_some() && self.sout.len() < HIGH_WATER {
+                if self.timed && self.queue.is_empty() {
+                    // A request about to make the server owe an answer starts its clock.
+                    self.last_server_activity = Instant::now();
+                }
                 match self.relay_client_messages() {
                     Ok(true) => {}
                     Ok(false) => return End::Terminated,
@@ -412,6 +421,7 @@ impl<'a> Relay<'a> {
                     };
                     match res {
                         Ok(Some(0)) => return End::Failed(Error::ServerClosed),
+                        Ok(Some(_)) if self.timed => self.last_server_activity = Instant::now(),
                         Ok(_) => {}
                         Err(e) => return End::Failed(Error::ServerIo(e)),
                     }
@@ -481,11 +491,23 @@ impl<'a> Relay<'a> {
         Ok(())
     }
 
-    /// The client buffer holds only the start of a message that can be
-    /// answered locally: wait for the rest before taking a connection.
+    /// The client buffer holds only the start of a message: wait for the
+    /// rest before taking a connection, so a client that stops mid-message
+    /// holds none (a message over the size limit is refused once attached).
     fn waiting_for_more(&self) -> bool {
-        matches!(peek_header(self.cbuf), Ok(Some((t, total))) if self.cbuf.len() < total && total <= self.max_message && matches!(t, tag::PARSE | b'C' | b'H' | b'S'))
+        matches!(peek_header(self.cbuf), Ok(Some((_, total))) if self.cbuf.len() < total && total <= self.max_message)
             || (self.cbuf.len() < HEADER_LEN)
+    }
+
+    /// The client owes bytes: nothing is in flight, and the client buffer
+    /// holds no whole message (empty, or the start of one).
+    fn client_owes(&self) -> bool {
+        self.queue.is_empty()
+            && match peek_header(self.cbuf) {
+                Ok(Some((_, total))) => self.cbuf.len() < total,
+                Ok(None) => true,
+                Err(_) => false,
+            }
     }
 
     /// Nothing is in flight on the server connection and nothing half relayed.
@@ -499,15 +521,29 @@ impl<'a> Relay<'a> {
             && !self.client_skip
     }
 
-    /// When the client has been silent too long, by the configured timeouts.
+    /// When the client (or, with `response_timeout`, the server) has been
+    /// silent too long, by the configured timeouts.
     fn deadline(&self) -> Option<Instant> {
         let s = &self.pool.settings();
-        let waiting_for_client = self.queue.is_empty() && self.cbuf.is_empty();
-        if !waiting_for_client {
+        if self.lease.is_some() && !self.queue.is_empty() && !s.response_timeout.is_zero() {
+            // Client traffic counts too: during COPY FROM STDIN the server
+            // owes its answer only once the data ends.
+            return Some(self.last_server_activity.max(self.last_client_activity) + s.response_timeout);
+        }
+        if !self.client_owes() {
             return None;
         }
         let t = if self.lease.is_some() && self.status != TransactionStatus::Idle {
             s.idle_transaction_timeout
+        } else if self.lease.is_some() && (self.needs_sync || !self.cbuf.is_empty()) {
+            // Holding a connection in the middle of a request (a message cut
+            // short, or extended messages without their Sync): as idle in a
+            // transaction, else as idle.
+            if s.idle_transaction_timeout.is_zero() {
+                s.client_idle_timeout
+            } else {
+                s.idle_transaction_timeout
+            }
         } else if self.lease.is_none() {
             s.client_idle_timeout
         } else {
@@ -520,6 +556,11 @@ impl<'a> Relay<'a> {
         let deadline = self.deadline()?;
         if Instant::now() < deadline {
             return None;
+        }
+        if self.lease.is_some() && !self.queue.is_empty() {
+            return Some(Error::ResponseTimeout {
+                waited_ms: self.pool.settings().response_timeout.as_millis() as u64,
+            });
         }
         Some(if self.lease.is_some() {
             Error::Refused {
@@ -564,6 +605,7 @@ impl<'a> Relay<'a> {
     /// and brings its session to what the client expects: the same
     /// parameters, no other client's leftovers.
     async fn attach(&mut self) -> Result<(), Error> {
+        let started = Instant::now();
         let router = &self.shared.router;
         let front = if router.balancing() && !self.sticky_all { self.front_is_read() } else { None };
         let read = match front {
@@ -657,7 +699,8 @@ impl<'a> Relay<'a> {
                 // request waits (bounded) for a primary that answers (a new
                 // one after a failover, or this one back) and runs there.
                 self.shared.backend_failed(primary, &e);
-                let wait = self.shared.config.failover.search_primary_node_timeout;
+                // One bound for the whole request, waits before included.
+                let wait = self.shared.config.failover.search_primary_node_timeout.saturating_sub(started.elapsed());
                 let Some(n) = Box::pin(self.shared.cluster.wait_for_primary_after(router, primary, wait)).await else {
                     return Err(e);
                 };
@@ -759,11 +802,11 @@ impl<'a> Relay<'a> {
         self.shared.router.begin(node, read);
     }
 
-    /// While no node is available as the primary (a failover in progress),
-    /// waits up to `failover.search_primary_node_timeout` for one. A primary
-    /// that is only down (its checks fail) is still tried afterwards, so the
-    /// client gets the server's own error; a quarantined one (a failed
-    /// primary being replaced) never is.
+    /// While no node is available as the primary (a failover in progress, a
+    /// primary that fails its checks or hangs), waits up to
+    /// `failover.search_primary_node_timeout` for one, then fails with
+    /// [`Error::NoPrimary`]: nothing is ever sent to a primary marked down
+    /// (a hung one would hold the request for as long as it hangs).
     async fn wait_for_primary(&self) -> Result<(), Error> {
         let router = &self.shared.router;
         if router.snapshot().primary_available() {
@@ -775,14 +818,13 @@ impl<'a> Relay<'a> {
         }
         let s = router.snapshot();
         match s.nodes.get(s.primary) {
-            Some(n) if n.status == crate::cluster::Status::Quarantine => Err(Error::Refused {
-                code: "57P03",
-                message: format!(
-                    "no primary is available: node {} failed and no other node answers as the primary yet (waited {wait:?})",
-                    s.primary
-                ),
+            // In recovery but up: its own refusal (read-only) says it best.
+            Some(n) if n.status == crate::cluster::Status::Up => Ok(()),
+            n => Err(Error::NoPrimary {
+                node: s.primary,
+                status: n.map(|n| n.status.as_str()).unwrap_or("unknown"),
+                waited_ms: wait.as_millis() as u64,
             }),
-            _ => Ok(()),
         }
     }
 
