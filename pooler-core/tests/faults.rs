@@ -473,3 +473,74 @@ async fn clients_stalled_mid_message_do_not_starve_the_pool() {
     }
     drop(stalled);
 }
+
+/// The primary is demoted behind the pooler's back: another tool promotes
+/// the standby and rebuilds the old primary as its standby (the shipped
+/// follow script: pg_rewind), while the pooler's periodic checks are ten
+/// minutes apart and no session ever fails to connect. The first write the
+/// old primary refuses as read-only (25006) makes the pooler check it at
+/// once, find it in recovery, look at the other node and move writes there:
+/// only the writes already in flight see the error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_demoted_behind_the_poolers_back_stops_getting_writes_after_its_first_refusal() {
+    let cluster = tokio::task::spawn_blocking(|| {
+        let c = Cluster::builder()
+            .standbys(1)
+            // What pg_rewind needs.
+            .setting("full_page_writes", "on")
+            .setting("wal_log_hints", "on")
+            .init_sql("CREATE TABLE items (id serial PRIMARY KEY, v int);")
+            .start()
+            .expect("start PostgreSQL");
+        c.wait_for_replication(Duration::from_secs(30)).expect("standby catches up");
+        c
+    })
+    .await
+    .unwrap();
+    let mut config = failover_config(&cluster);
+    config.health.period = Duration::from_secs(600);
+    let pooler = TestPooler::start(config, None).await;
+    let client = pooler.connect("postgres").await;
+    client.batch_execute("INSERT INTO items (v) VALUES (1)").await.unwrap();
+    let (old, new) = (cluster.primary().clone(), cluster.standbys()[0].clone());
+    // Behind the pooler's back: promote the standby, rebuild the old primary
+    // as its standby.
+    tokio::task::block_in_place(|| new.promote()).unwrap();
+    let script = example_script(
+        &cluster,
+        "pg_follow_primary.sh",
+        &format!("0 127.0.0.1 {} {} 1 127.0.0.1 {}", old.port(), old.data_dir().display(), new.port()),
+    );
+    let out = tokio::task::block_in_place(|| {
+        std::process::Command::new("sh").arg("-c").arg(format!("FOLLOW_WAIT=1 {script}")).output().unwrap()
+    });
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(server_says(old.port(), "SELECT pg_is_in_recovery()", "t"));
+    assert_eq!(pooler.pooler.primary_node(), 0, "the pooler has not noticed yet");
+    let (mut refused, mut moved_after) = (0, None);
+    let started = std::time::Instant::now();
+    for i in 0..200 {
+        match client.query_one("INSERT INTO items (v) VALUES ($1) RETURNING inet_server_port()", &[&i]).await {
+            Ok(row) => {
+                assert_eq!(row.get::<_, i32>(0), new.port() as i32, "a write succeeded on the new primary");
+                moved_after.get_or_insert(started.elapsed());
+                if i > refused + 20 {
+                    break;
+                }
+            }
+            Err(e) => {
+                assert_eq!(sqlstate(&e).as_deref(), Some("25006"), "{e}");
+                assert!(moved_after.is_none(), "no refusal once writes moved");
+                refused += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    eprintln!("demoted primary: {refused} writes refused, writes on the new primary after {moved_after:?}");
+    assert!(
+        moved_after.is_some_and(|t| t < Duration::from_secs(5)),
+        "writes moved to the new primary: {moved_after:?}"
+    );
+    assert!(refused >= 1 && refused <= 5, "only the first writes saw the refusal: {refused}");
+    assert_eq!(pooler.pooler.primary_node(), 1);
+}
