@@ -379,6 +379,15 @@ pub struct RoutingConfig {
     /// Among the standbys, send reads only to those with the least
     /// replication lag at the last check [prefer_lower_delay_standby].
     pub prefer_lowest_lag: bool,
+    /// Unless `read_only_functions` is set, a call to a function on no list
+    /// and not a known built-in is judged by the catalog: a `VOLATILE`
+    /// function outside `pg_catalog` counts as a write (as pgpool judges
+    /// when no list is set). Until the answer is known the statement goes
+    /// to the primary. Off: such calls count as reads.
+    pub function_volatility: bool,
+    /// How long the catalog's answer about a function is kept (per database).
+    #[serde(deserialize_with = "duration")]
+    pub function_cache_ttl: Duration,
 }
 
 impl Default for RoutingConfig {
@@ -396,6 +405,8 @@ impl Default for RoutingConfig {
             application_preference: Default::default(),
             failed_node_retry: Duration::from_secs(5),
             prefer_lowest_lag: false,
+            function_volatility: true,
+            function_cache_ttl: Duration::from_secs(300),
         }
     }
 }

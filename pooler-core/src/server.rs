@@ -56,6 +56,8 @@ pub(crate) struct Shared {
     pub(crate) phase: watch::Receiver<Phase>,
     /// Prepared statements of transaction-mode clients, by content.
     pub(crate) statements: crate::txn::prepared::Registry,
+    /// What the catalog said of unlisted functions, per database.
+    pub(crate) functions: Arc<crate::classify::catalog::FunctionCatalog>,
     /// Chooses nodes for requests; holds the latest cluster snapshot.
     pub(crate) router: crate::route::Router,
     /// The way to the cluster controller.
@@ -181,6 +183,7 @@ impl Pooler {
             check: Arc::new(crate::cluster::SqlHealthCheck::new(&config, passwords.as_ref())),
             failover: Arc::new(crate::cluster::CommandHook::new(&config.failover)),
         };
+        let functions = Arc::new(crate::classify::catalog::FunctionCatalog::new(config.routing.function_cache_ttl));
         let shared = Shared {
             cluster: crate::cluster::Cluster::new(&config),
             param_sets: ParamSets::default(),
@@ -192,6 +195,7 @@ impl Pooler {
             nodes,
             phase,
             statements: Default::default(),
+            functions,
         };
         Ok(Pooler { shared: Arc::new(shared), phase_tx, hooks: Arc::new(hooks) })
     }
@@ -339,6 +343,7 @@ async fn maintain(shared: Arc<Shared>) {
         tick.tick().await;
         shared.pools.prune();
         shared.statements.prune();
+        shared.functions.prune(std::time::Instant::now());
     }
 }
 

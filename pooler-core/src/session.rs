@@ -652,33 +652,18 @@ pub(crate) fn param_statements<'a>(params: impl Iterator<Item = &'a (String, Str
             sets.push_str("SET ");
             sets.push_str(name);
             sets.push_str(" = ");
-            push_literal(&mut sets, v);
+            crate::sql::push_literal(&mut sets, v);
             sets.push_str("; ");
         } else {
             calls.push_str(if calls.is_empty() { "SELECT " } else { ", " });
             calls.push_str("pg_catalog.set_config(");
-            push_literal(&mut calls, k);
+            crate::sql::push_literal(&mut calls, k);
             calls.push_str(", ");
-            push_literal(&mut calls, v);
+            crate::sql::push_literal(&mut calls, v);
             calls.push_str(", false)");
         }
     }
     sets + &calls
-}
-
-/// Appends `s` as an escape-string literal, safe whatever
-/// standard_conforming_strings is.
-pub(crate) fn push_literal(sql: &mut String, s: &str) {
-    sql.push_str("E'");
-    for c in s.chars() {
-        match c {
-            '\'' => sql.push_str("''"),
-            '\\' => sql.push_str("\\\\"),
-            '\0' => {}
-            c => sql.push(c),
-        }
-    }
-    sql.push('\'');
 }
 
 /// Parses the `options` startup parameter: `-c name=value` and `--name=value`
@@ -1009,7 +994,7 @@ mod tests {
     #[test]
     fn literals_are_escaped() {
         let mut s = String::new();
-        push_literal(&mut s, r"it's a \ test");
+        crate::sql::push_literal(&mut s, r"it's a \ test");
         assert_eq!(s, r"E'it''s a \\ test'");
     }
 }

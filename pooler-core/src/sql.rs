@@ -182,3 +182,18 @@ impl<'a> Iterator for Lexer<'a> {
 pub(crate) fn is(word: &[u8], kw: &str) -> bool {
     word.eq_ignore_ascii_case(kw.as_bytes())
 }
+
+/// Appends `s` as an escape-string literal, safe whatever
+/// standard_conforming_strings is.
+pub(crate) fn push_literal(sql: &mut String, s: &str) {
+    sql.push_str("E'");
+    for c in s.chars() {
+        match c {
+            '\'' => sql.push_str("''"),
+            '\\' => sql.push_str("\\\\"),
+            '\0' => {}
+            c => sql.push(c),
+        }
+    }
+    sql.push('\'');
+}

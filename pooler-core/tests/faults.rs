@@ -544,3 +544,67 @@ async fn a_primary_demoted_behind_the_poolers_back_stops_getting_writes_after_it
     assert!(refused >= 1 && refused <= 5, "only the first writes saw the refusal: {refused}");
     assert_eq!(pooler.pooler.primary_node(), 1);
 }
+
+/// User functions that write, called from what looks like a read (`SELECT
+/// f()`, `SELECT * FROM f()`, `... WHERE f() > 0`), are judged by the
+/// catalog: VOLATILE means the primary. A STABLE one is balanced once the
+/// answer is known; redefining it VOLATILE through the pooler sends it to
+/// the primary at once. Simple and extended protocol.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn volatile_user_functions_go_to_the_primary_and_stable_ones_are_balanced() {
+    let cluster = tokio::task::spawn_blocking(|| {
+        let c = Cluster::builder()
+            .standbys(1)
+            .init_sql(
+                "CREATE TABLE adv_log (t text); \
+                 CREATE FUNCTION adv_write(x text) RETURNS int LANGUAGE sql AS 'INSERT INTO adv_log VALUES (x) RETURNING 1'; \
+                 CREATE FUNCTION adv_read() RETURNS int LANGUAGE sql STABLE AS 'SELECT count(*)::int FROM adv_log';",
+            )
+            .start()
+            .expect("start PostgreSQL");
+        c.wait_for_replication(Duration::from_secs(30)).expect("standby catches up");
+        c
+    })
+    .await
+    .unwrap();
+    let mut config = trust_config(&cluster);
+    config.pool.mode = pooler_core::config::PoolMode::Transaction;
+    config.routing.load_balance = true;
+    config.nodes[0].weight = 0.0;
+    config.health.period = Duration::from_millis(100);
+    let pooler = TestPooler::start(config, None).await;
+    let client = pooler.connect("postgres").await;
+    let primary = cluster.primary().port() as i32;
+    for sql in [
+        "SELECT adv_write('a'), inet_server_port()",
+        "SELECT *, inet_server_port() FROM adv_write('b')",
+        "SELECT 1, inet_server_port() WHERE adv_write('c') > 0",
+        "SELECT public.\"adv_write\"('d'), inet_server_port()",
+    ] {
+        let rows = client.simple_query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let row = rows.iter().find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(r.get(1).unwrap_or_default().to_owned()),
+            _ => None,
+        });
+        assert_eq!(row, Some(primary.to_string()), "{sql} ran on the primary");
+        let port: i32 = client.query_one(sql, &[]).await.unwrap_or_else(|e| panic!("{sql}: {e}")).get(1);
+        assert_eq!(port, primary, "{sql} (extended) ran on the primary");
+    }
+    assert_eq!(server_says(cluster.primary().port(), "SELECT count(*) FROM adv_log", "8"), true);
+    // A STABLE function is a read once the catalog has answered.
+    let balanced = eventually_async(Duration::from_secs(10), || async {
+        let port: i32 = client.query_one("SELECT adv_read(), inet_server_port()", &[]).await.unwrap().get(1);
+        port != primary
+    })
+    .await;
+    assert!(balanced, "a stable function's read is balanced to the standby");
+    // Redefined VOLATILE through the pooler: the cache is dropped at once.
+    client
+        .batch_execute("CREATE OR REPLACE FUNCTION adv_read() RETURNS int LANGUAGE sql VOLATILE AS 'SELECT count(*)::int FROM adv_log'")
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        let port: i32 = client.query_one("SELECT adv_read(), inet_server_port()", &[]).await.unwrap().get(1);
+        assert_eq!(port, primary, "a volatile function goes to the primary");
+    }
+}

@@ -13,6 +13,7 @@
 //! a function on the write list in any case, schema-qualified or quoted, and
 //! anything the lexer cannot make sense of. Nothing here ever fails or panics.
 
+pub(crate) mod catalog;
 mod fallback;
 mod functions;
 
@@ -78,6 +79,9 @@ impl Flags {
     /// The fast path could not decide (a write keyword where an identifier
     /// may stand); the SQL parser did.
     pub const PARSED: Flags = Flags(1 << 9);
+    /// Calls a function on no list and not known built in: whether it writes
+    /// is the catalog's to say (its volatility, see [`Classifier::unlisted_calls`]).
+    pub const UNLISTED_FUNCTION: Flags = Flags(1 << 10);
 
     /// True when every flag in `other` is set.
     pub fn contains(self, other: Flags) -> bool {
@@ -367,11 +371,66 @@ impl Classifier {
             st.flags.set(Flags::WRITE_FUNCTION);
             return;
         }
-        if let FunctionPolicy::ReadOnlyList = self.policy {
-            if !self.read_only_functions.matches(name, qualifier) && !functions::is_syntax_call(name) {
-                st.flags.set(Flags::WRITE_FUNCTION);
+        match self.policy {
+            FunctionPolicy::ReadOnlyList => {
+                if !self.read_only_functions.matches(name, qualifier) && !functions::is_syntax_call(name) {
+                    st.flags.set(Flags::WRITE_FUNCTION);
+                }
+            }
+            FunctionPolicy::WriteList => {
+                if is_unlisted_call(name) {
+                    st.flags.set(Flags::UNLISTED_FUNCTION);
+                }
             }
         }
+    }
+
+    /// Whether this classifier leaves unlisted functions to the catalog
+    /// (no `read_only_functions` list is set).
+    pub fn asks_catalog(&self) -> bool {
+        matches!(self.policy, FunctionPolicy::WriteList)
+    }
+
+    /// The names (lowercased, schema dropped, each once) of the calls in
+    /// `sql` that [`Flags::UNLISTED_FUNCTION`] stands for: on no list and
+    /// not known built in. Allocates; meant for statements that have the flag.
+    pub fn unlisted_calls(&self, sql: &[u8]) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        let mut last: Option<&[u8]> = None;
+        let mut qualifier: Option<&[u8]> = None;
+        let mut pending_dot = false;
+        for tok in Lexer::new(sql) {
+            match tok {
+                Token::Word(w) | Token::Quoted(w) => {
+                    qualifier = if pending_dot { last } else { None };
+                    last = Some(w);
+                    pending_dot = false;
+                    continue;
+                }
+                Token::Other(b'.') => {
+                    pending_dot = last.is_some();
+                    continue;
+                }
+                Token::Other(b'(') => {
+                    if let Some(name) = last {
+                        let listed = functions::is_session_function(name)
+                            || functions::is_primary_function(name)
+                            || self.write_functions.matches(name, qualifier);
+                        if !listed && is_unlisted_call(name) {
+                            let n = String::from_utf8_lossy(name).to_ascii_lowercase();
+                            if !out.contains(&n) {
+                                out.push(n);
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+            last = None;
+            qualifier = None;
+            pending_dot = false;
+        }
+        out
     }
 
     /// Rules that look at one word and its predecessor.
@@ -560,6 +619,11 @@ struct Statement<'a> {
     write_keyword: bool,
     /// Judged a write on a keyword alone: the parser may know better.
     unsure: bool,
+}
+
+/// A call to `name` is not syntax and not a built-in known to only read.
+fn is_unlisted_call(name: &[u8]) -> bool {
+    !functions::is_syntax_call(name) && !functions::is_builtin_read(name)
 }
 
 /// Combines the kinds of the statements of one string: all reads stay a read;

@@ -300,6 +300,33 @@ fn user_write_functions_names_and_patterns() {
 }
 
 #[test]
+fn unlisted_calls_are_flagged_for_the_catalog_with_their_names() {
+    let k = Classifier::default();
+    for (sql, names) in [
+        ("SELECT adv_write('a')", vec!["adv_write"]),
+        ("select * from Public.Adv_Write('b')", vec!["adv_write"]),
+        ("SELECT 1 WHERE \"Adv\"(x) > 0 AND f(g(1))", vec!["adv", "f", "g"]),
+        ("SELECT f(1), f(2)", vec!["f"]),
+    ] {
+        let got = k.classify(sql.as_bytes());
+        assert!(got.is_read_only() && got.flags.contains(Flags::UNLISTED_FUNCTION), "{sql}: {got:?}");
+        assert_eq!(k.unlisted_calls(sql.as_bytes()), names, "{sql}");
+    }
+    // Syntax, known built-ins and listed functions are not the catalog's.
+    for sql in ["SELECT count(*), coalesce(a, 1), now(), pg_sleep(1) FROM t WHERE x IN (1)", "SELECT nextval('s')"] {
+        assert!(!k.classify(sql.as_bytes()).flags.contains(Flags::UNLISTED_FUNCTION), "{sql}");
+        assert!(k.unlisted_calls(sql.as_bytes()).is_empty(), "{sql}");
+    }
+    let listed =
+        Classifier::new(&ClassifierLists { write_functions: vec!["adv_write".into()], ..Default::default() }).unwrap();
+    assert!(listed.unlisted_calls(b"SELECT adv_write(1), other(2)") == vec!["other".to_owned()]);
+    let read_only =
+        Classifier::new(&ClassifierLists { read_only_functions: vec!["f".into()], ..Default::default() }).unwrap();
+    assert!(!read_only.asks_catalog(), "a read-only list decides alone");
+    assert!(k.asks_catalog());
+}
+
+#[test]
 fn read_only_function_list_makes_every_other_call_a_write() {
     let cl = Classifier::new(&ClassifierLists {
         read_only_functions: vec!["my_report".into(), "stats_.*".into()],

@@ -58,7 +58,7 @@ pub(crate) fn pool_nodes_sql(snapshot: &Snapshot, stats: &[NodeStats], lb_node: 
         ];
         sql.push('(');
         for f in &fields {
-            crate::session::push_literal(&mut sql, f);
+            crate::sql::push_literal(&mut sql, f);
             sql.push_str(", ");
         }
         // The server prints the time in the session's time zone, as pgpool does.

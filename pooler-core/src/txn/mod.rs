@@ -869,12 +869,12 @@ impl<'a> Relay<'a> {
             match t {
                 tag::QUERY => {
                     let sql = body.strip_suffix(&[0]).unwrap_or(body);
-                    return Some(all_read && read(&classifier.classify(sql)));
+                    return Some(all_read && read(&self.effective(sql, classifier.classify(sql))));
                 }
                 tag::PARSE => {
                     let Ok((name, rest)) = split_cstr(body) else { return Some(false) };
                     let Ok((sql, _)) = split_cstr(rest) else { return Some(false) };
-                    let c = classifier.classify(sql);
+                    let c = self.effective(sql, classifier.classify(sql));
                     all_read &= read(&c);
                     if name.is_empty() {
                         unnamed = Some(c);
@@ -885,7 +885,7 @@ impl<'a> Relay<'a> {
                     let c = if b.statement.is_empty() {
                         unnamed
                     } else {
-                        self.statements.get(b.statement).map(|d| d.class)
+                        self.statements.get(b.statement).map(|d| self.effective(statement_sql(d), d.class))
                     };
                     all_read &= c.is_some_and(|c| read(&c));
                 }
@@ -893,6 +893,81 @@ impl<'a> Relay<'a> {
                 b'S' => return Some(all_read),
                 _ => return Some(false),
             }
+        }
+    }
+
+    /// `c`, unless it is a read that calls unlisted functions and the catalog
+    /// says (or does not know yet) that one of them is a volatile user
+    /// function: then a write. An unknown name is looked up in the
+    /// background; until the answer is in, such statements go to the primary.
+    fn effective(&self, sql: &[u8], c: Classification) -> Classification {
+        use crate::classify::catalog::Verdict;
+        use crate::classify::{Flags, Kind};
+        let router = &self.shared.router;
+        if c.kind != Kind::Read
+            || !c.flags.contains(Flags::UNLISTED_FUNCTION)
+            || !self.shared.config.routing.function_volatility
+            || !router.balancing()
+            || !router.classifier().asks_catalog()
+        {
+            return c;
+        }
+        let names = router.classifier().unlisted_calls(sql);
+        let write = Classification { kind: Kind::Write, flags: c.flags | Flags::WRITE_FUNCTION };
+        match self.shared.functions.verdict(&self.login.database, &names, Instant::now()) {
+            Verdict::Read => c,
+            Verdict::Write => write,
+            Verdict::Unknown(missing) => {
+                self.look_up_functions(missing);
+                write
+            }
+        }
+    }
+
+    /// Asks the primary's catalog, in the background, which of `names` are
+    /// volatile user functions in the client's database.
+    fn look_up_functions(&self, names: Vec<String>) {
+        let catalog = self.shared.functions.clone();
+        let database = self.login.database.clone();
+        let names = catalog.start_lookup(&database, &names, Instant::now());
+        let Some(addr) = self.shared.nodes.get(self.shared.router.primary()).cloned() else { return };
+        if names.is_empty() {
+            return;
+        }
+        let login = self.login.clone();
+        let timeout = self.pool.settings().connect_timeout;
+        let max = self.max_message;
+        tokio::spawn(async move {
+            let ask = async {
+                let mut conn = ServerConn::connect(&addr, &login, timeout, max).await?;
+                conn.query_row(&crate::classify::catalog::lookup_sql(&names)).await
+            };
+            match tokio::time::timeout(timeout * 2, ask).await {
+                Ok(Ok(row)) => {
+                    let volatile: Vec<String> = row
+                        .first()
+                        .cloned()
+                        .flatten()
+                        .map(|v| v.split(',').map(str::to_owned).collect())
+                        .unwrap_or_default();
+                    tracing::debug!(%database, ?names, ?volatile, "catalog: volatile user functions learned");
+                    catalog.record(&database, &names, &volatile, Instant::now());
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(%database, error = %e, "cannot ask the catalog about functions; calls to them go to the primary")
+                }
+                Err(_) => {
+                    tracing::warn!(%database, "catalog lookup timed out; calls to the functions go to the primary")
+                }
+            }
+        });
+    }
+
+    /// After a statement that may change functions: what the catalog cache
+    /// knows of this database is stale.
+    fn note_function_ddl(&self, sql: &[u8]) {
+        if crate::classify::catalog::is_function_ddl(sql) {
+            self.shared.functions.invalidate(&self.login.database);
         }
     }
 
@@ -971,7 +1046,7 @@ impl<'a> Relay<'a> {
                     .iter()
                     .map(|n| {
                         let mut s = String::from("pg_catalog.current_setting(");
-                        crate::session::push_literal(&mut s, n);
+                        crate::sql::push_literal(&mut s, n);
                         s.push_str(", true)");
                         s
                     })
@@ -1136,9 +1211,10 @@ impl<'a> Relay<'a> {
                 if self.known_plain(sql).is_none() && self.query_facts(sql, true) {
                     return Ok(());
                 }
-                let class = self.class_of(sql);
+                let class = self.effective(sql, self.class_of(sql));
                 if !class.is_read_only() {
                     self.wrote = true;
+                    self.note_function_ddl(sql);
                 }
                 if crate::cluster::show::is_show_pool_nodes(sql) {
                     self.sout.extend_from_slice(&crate::cluster::show::rewrite(self.shared, self.node));
@@ -1166,7 +1242,10 @@ impl<'a> Relay<'a> {
                     return Ok(());
                 }
                 if name.is_empty() {
-                    let class = self.class_of(sql);
+                    let class = self.effective(sql, self.class_of(sql));
+                    if !class.is_read_only() {
+                        self.note_function_ddl(sql);
+                    }
                     if !class.is_read_only() {
                         self.wrote = true;
                     }
@@ -1189,8 +1268,9 @@ impl<'a> Relay<'a> {
                 }
                 let classifier = self.shared.router.classifier();
                 let def = self.shared.statements.intern(rest, || classifier.classify(sql));
-                if !def.class.is_read_only() {
+                if !self.effective(sql, def.class).is_read_only() {
                     self.wrote = true;
+                    self.note_function_ddl(sql);
                 }
                 self.statements.insert(name, def.clone());
                 let undo = Some((Some(name.into()), def.clone()));
@@ -1204,7 +1284,7 @@ impl<'a> Relay<'a> {
                 let b = Bind::parse(body).map_err(bad)?;
                 match self.statements.get(b.statement).cloned() {
                     Some(def) if !b.statement.is_empty() => {
-                        if !def.class.is_read_only() {
+                        if !self.effective(statement_sql(&def), def.class).is_read_only() {
                             self.wrote = true;
                         }
                         self.ensure_prepared(&def);
@@ -1557,6 +1637,12 @@ impl<'a> Relay<'a> {
         }
         Ok(())
     }
+}
+
+/// The SQL text of a prepared statement (its Parse body up to the NUL).
+fn statement_sql(def: &StatementDef) -> &[u8] {
+    let end = def.body.iter().position(|&b| b == 0).unwrap_or(def.body.len());
+    &def.body[..end]
 }
 
 /// The statements that give `conn` a client's parameters: reported ones
