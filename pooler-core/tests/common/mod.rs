@@ -299,7 +299,7 @@ pub async fn read_message(s: &mut tokio::net::TcpStream, pending: &mut Vec<u8>) 
         if pending.len() >= 5 {
             let len = u32::from_be_bytes([pending[1], pending[2], pending[3], pending[4]]) as usize;
             assert!(len >= 4, "bad message length {len}");
-            if pending.len() >= 1 + len {
+            if pending.len() > len {
                 let tag = pending[0];
                 let body = pending[5..1 + len].to_vec();
                 pending.drain(..1 + len);
