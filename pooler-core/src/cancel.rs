@@ -1,6 +1,17 @@
 //! Cancel keys: the pooler gives each client its own BackendKeyData and maps
 //! it to the server connection that currently serves that client.
 //!
+//! A key is the pair (process id, secret), and only the pair is unique: a
+//! session-mode client is given the real process id of its server connection
+//! ([`CancelRegistry::register_for_pid`]), which the next client of that
+//! connection gets too, and two servers can run backends with the same
+//! process id at the same time. The secret is always the pooler's own
+//! (random, never the server's), so a cancel needs the key this client was
+//! given. Other clients get a process id made by the pooler
+//! ([`CancelRegistry::register`]), above any process id Linux hands out, so it
+//! never names a real backend (`pg_terminate_backend` of it kills nothing)
+//! and never looks like another session's pid in a notification.
+//!
 //! A cancel must never reach a server connection after it has moved on to
 //! another client. So a forwarded cancel holds a [`CancelTicket`] while it is
 //! on its way, and a session releasing its server connection first
@@ -38,17 +49,20 @@ struct EntryState {
 
 #[derive(Debug)]
 struct Entry {
-    secret: i32,
     state: Mutex<EntryState>,
     /// Signalled when `in_flight` drops to zero.
     quiet: tokio::sync::Notify,
 }
 
+/// Linux's highest possible process id (`PID_MAX_LIMIT` on 64-bit systems,
+/// 2^22): the pooler's own process ids start above it.
+pub const PID_MAX_LIMIT: i32 = 1 << 22;
+
 /// The table of live client keys.
 #[derive(Debug)]
 pub struct CancelRegistry {
     next_id: AtomicI32,
-    entries: DashMap<i32, Arc<Entry>>,
+    entries: DashMap<CancelKey, Arc<Entry>>,
 }
 
 impl Default for CancelRegistry {
@@ -61,26 +75,51 @@ impl CancelRegistry {
     /// An empty registry. Ids start at a random point so that keys from a
     /// restarted pooler do not collide with keys clients still hold.
     pub fn new() -> Self {
-        CancelRegistry { next_id: AtomicI32::new(rand::rng().random_range(1..i32::MAX / 2)), entries: DashMap::new() }
+        let first = rand::rng().random_range(PID_MAX_LIMIT + 1..i32::MAX / 2);
+        CancelRegistry { next_id: AtomicI32::new(first), entries: DashMap::new() }
     }
 
-    /// Issues a fresh key for a new client; it is withdrawn when the returned
+    /// Issues a fresh key with a process id made by the pooler (for a client
+    /// whose server connection may change); it is withdrawn when the returned
     /// handle is dropped.
     pub fn register(self: &Arc<Self>) -> CancelHandle {
-        let secret: i32 = rand::rng().random();
-        let entry =
-            Arc::new(Entry { secret, state: Mutex::new(EntryState::default()), quiet: tokio::sync::Notify::new() });
         loop {
             let mut pid = self.next_id.fetch_add(1, Ordering::Relaxed);
-            if pid <= 0 {
-                // Wrapped around: keep ids positive, like real process ids.
-                self.next_id.store(2, Ordering::Relaxed);
-                pid = 1;
+            if pid <= PID_MAX_LIMIT {
+                // Wrapped around: stay positive and above real process ids.
+                self.next_id.store(PID_MAX_LIMIT + 2, Ordering::Relaxed);
+                pid = PID_MAX_LIMIT + 1;
             }
-            if let dashmap::Entry::Vacant(v) = self.entries.entry(pid) {
+            if let Some(handle) = self.try_insert(pid) {
+                return handle;
+            }
+        }
+    }
+
+    /// Issues a fresh key carrying `pid`, the process id of the server
+    /// connection the client keeps for its whole session, with a random
+    /// secret of the pooler's. Other keys may carry the same `pid`, at the
+    /// same time (a backend with that pid on another server) or later (the
+    /// connection's next client): the secret tells them apart.
+    pub fn register_for_pid(self: &Arc<Self>, pid: i32) -> CancelHandle {
+        loop {
+            if let Some(handle) = self.try_insert(pid) {
+                return handle;
+            }
+        }
+    }
+
+    /// Inserts `pid` with a random secret, unless that pair is taken.
+    fn try_insert(self: &Arc<Self>, pid: i32) -> Option<CancelHandle> {
+        let key = CancelKey { pid, secret: rand::rng().random() };
+        match self.entries.entry(key) {
+            dashmap::Entry::Vacant(v) => {
+                let entry =
+                    Arc::new(Entry { state: Mutex::new(EntryState::default()), quiet: tokio::sync::Notify::new() });
                 v.insert(entry.clone());
-                return CancelHandle { registry: self.clone(), key: CancelKey { pid, secret }, entry };
+                Some(CancelHandle { registry: self.clone(), key, entry })
             }
+            dashmap::Entry::Occupied(_) => None,
         }
     }
 
@@ -94,10 +133,8 @@ impl CancelRegistry {
     /// ticket is dropped: the session will not hand its server connection to
     /// anyone else before that. Drop the ticket once the server has the cancel.
     pub fn begin(&self, key: CancelKey) -> Option<CancelTicket> {
-        let entry = self.entries.get(&key.pid)?.clone();
-        if entry.secret != key.secret {
-            return None;
-        }
+        // The whole pair must match: a wrong secret finds nothing.
+        let entry = self.entries.get(&key)?.clone();
         let target = {
             let mut state = entry.state.lock().ok()?;
             let target = state.target.clone()?;
@@ -206,7 +243,9 @@ impl Drop for CancelTicket {
 
 impl Drop for CancelHandle {
     fn drop(&mut self) {
-        self.registry.entries.remove(&self.key.pid);
+        // Only this client's pair: a later client of the same server
+        // connection holds the same pid with another secret.
+        self.registry.entries.remove(&self.key);
     }
 }
 
@@ -274,5 +313,83 @@ mod tests {
         let a = reg.register();
         let b = reg.register();
         assert_ne!(a.key().pid, b.key().pid);
+    }
+
+    #[test]
+    fn pooler_made_pids_are_never_real_process_ids() {
+        for _ in 0..100 {
+            let reg = Arc::new(CancelRegistry::new());
+            let h = reg.register();
+            assert!(h.key().pid > PID_MAX_LIMIT, "{:?}", h.key());
+        }
+        // Wrapping around skips the range of real process ids too.
+        let reg = Arc::new(CancelRegistry::new());
+        reg.next_id.store(i32::MAX, Ordering::Relaxed);
+        let last = reg.register();
+        let wrapped = reg.register();
+        assert_eq!(last.key().pid, i32::MAX);
+        assert_eq!(wrapped.key().pid, PID_MAX_LIMIT + 1);
+        assert_eq!(reg.register().key().pid, PID_MAX_LIMIT + 2);
+    }
+
+    fn target_pid(pid: i32, secret: i32) -> CancelTarget {
+        CancelTarget { key: BackendKeyData { pid, secret }, ..target() }
+    }
+
+    #[test]
+    fn a_real_pid_carries_a_random_secret_of_the_poolers() {
+        let reg = Arc::new(CancelRegistry::new());
+        let h = reg.register_for_pid(4242);
+        assert_eq!(h.key().pid, 4242);
+        h.set_target(Some(target_pid(4242, 99)));
+        assert_eq!(reg.lookup(h.key()).map(|t| t.key), Some(BackendKeyData { pid: 4242, secret: 99 }));
+        // The server's own secret is not the key, nor is any other.
+        if h.key().secret != 99 {
+            assert_eq!(reg.lookup(CancelKey { pid: 4242, secret: 99 }), None);
+        }
+        assert_eq!(reg.lookup(CancelKey { pid: 4242, secret: h.key().secret.wrapping_add(1) }), None);
+        // Secrets vary from key to key.
+        let secrets: std::collections::HashSet<i32> = (0..20).map(|_| reg.register_for_pid(1).key().secret).collect();
+        assert!(secrets.len() > 1);
+    }
+
+    #[test]
+    fn the_same_pid_at_the_same_time_reaches_each_clients_own_connection() {
+        // Two servers with a backend of pid 777 each, one client on each.
+        let reg = Arc::new(CancelRegistry::new());
+        let a = reg.register_for_pid(777);
+        let b = reg.register_for_pid(777);
+        assert_eq!((a.key().pid, b.key().pid), (777, 777));
+        assert_ne!(a.key(), b.key(), "unique as a pair");
+        a.set_target(Some(target_pid(777, 1)));
+        b.set_target(Some(target_pid(777, 2)));
+        assert_eq!(reg.lookup(a.key()).map(|t| t.key.secret), Some(1));
+        assert_eq!(reg.lookup(b.key()).map(|t| t.key.secret), Some(2));
+        assert_eq!(reg.len(), 2);
+        // One leaving withdraws its key only.
+        let a_key = a.key();
+        drop(a);
+        assert_eq!(reg.lookup(a_key), None);
+        assert_eq!(reg.lookup(b.key()).map(|t| t.key.secret), Some(2));
+        assert_eq!(reg.len(), 1);
+    }
+
+    #[test]
+    fn the_next_client_of_a_connection_gets_its_pid_and_the_old_key_is_dead() {
+        let reg = Arc::new(CancelRegistry::new());
+        let first = reg.register_for_pid(555);
+        first.set_target(Some(target_pid(555, 5)));
+        let old = first.key();
+        drop(first);
+        let next = reg.register_for_pid(555);
+        next.set_target(Some(target_pid(555, 5)));
+        assert_eq!(next.key().pid, 555);
+        // A late cancel with the first client's key does not reach the
+        // connection now serving the next client (unless the secret came out
+        // the same, one chance in 2^32).
+        if next.key() != old {
+            assert_eq!(reg.lookup(old), None);
+        }
+        assert!(reg.lookup(next.key()).is_some());
     }
 }

@@ -483,7 +483,19 @@ async fn open_session(
             return Err(End::Failed(e));
         }
     };
-    let cancel = shared.cancels.register();
+    let server_pid = lease.conn_ref().key().pid;
+    let cancel = if login_state.is_none() && server_pid > 0 {
+        // Plain session mode: this server connection is the client's for the
+        // whole session, so the client is told its real pid (what
+        // pg_backend_pid() says, what its own notifications carry, what
+        // pg_terminate_backend() needs), with a secret of the pooler's.
+        shared.cancels.register_for_pid(server_pid)
+    } else {
+        // The transaction relay may move the client between connections
+        // (and nodes), and a server that sent no BackendKeyData has no pid
+        // to show: a pid of the pooler's, which names no backend.
+        shared.cancels.register()
+    };
     cancel.set_target(Some(CancelTarget { addr: lease.conn_ref().addr_shared(), key: lease.conn_ref().key() }));
     for (k, v) in lease.conn_ref().params() {
         w::parameter_status(&mut client.out, k, v);

@@ -568,3 +568,114 @@ async fn sigkill_of_a_backend_restarting_the_server_is_survived_by_the_pool() {
     let next = pooler.connect("postgres").await;
     assert_eq!(next.query_one("SELECT 5", &[]).await.unwrap().get::<_, i32>(0), 5);
 }
+
+/// True once the backend `pid` runs `query` (state active), asked directly.
+async fn backend_runs(cluster: &pooler_testkit::Cluster, pid: i32, query: &str) -> bool {
+    let sql =
+        format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {pid} AND query = '{query}' AND state = 'active'");
+    let port = cluster.primary().port();
+    eventually(Duration::from_secs(10), || server_says(port, &sql, "1")).await
+}
+
+/// The SQLSTATE of the ErrorResponse among `messages`, if any.
+fn error_code(messages: &[(u8, Vec<u8>)]) -> Option<String> {
+    let (_, body) = messages.iter().find(|(t, _)| *t == b'E')?;
+    pooler_core::protocol::messages::ErrorFields::new(body).code().map(str::to_owned)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_mode_gives_the_client_its_backends_real_pid() {
+    use tokio::io::AsyncWriteExt;
+    let cluster = primary_only().await;
+    let pooler = TestPooler::start(trust_config(&cluster), None).await;
+    let (mut s, pid, secret) = raw_login_key(pooler.addr).await;
+    let mut pending = Vec::new();
+    let got = raw_query(&mut s, &mut pending, "SELECT pg_backend_pid()").await;
+    assert_eq!(first_value(&got), Some(pid.to_string()), "BackendKeyData carries the real pid");
+
+    // A cancel with the wrong secret does nothing; with the key given, it
+    // cancels the running query.
+    s.write_all(&message_bytes(b'Q', b"SELECT pg_sleep(30)\0")).await.unwrap();
+    assert!(backend_runs(&cluster, pid, "SELECT pg_sleep(30)").await);
+    send_cancel(pooler.addr, pid, secret.wrapping_add(1)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(backend_runs(&cluster, pid, "SELECT pg_sleep(30)").await, "a wrong secret cancels nothing");
+    let started = Instant::now();
+    send_cancel(pooler.addr, pid, secret).await;
+    let got = read_to_ready(&mut s, &mut pending).await;
+    assert_eq!(error_code(&got).as_deref(), Some("57014"), "the query was cancelled");
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    // pg_terminate_backend() of the pid given, from another connection,
+    // ends this client's session.
+    let other = pooler.connect("postgres").await;
+    let killed: bool = other.query_one(&format!("SELECT pg_terminate_backend({pid})"), &[]).await.unwrap().get(0);
+    assert!(killed);
+    let mut codes = Vec::new();
+    while let Some((tag, body)) = read_message(&mut s, &mut pending).await {
+        if tag == b'E' {
+            codes.push(error_code(&[(tag, body)]));
+        }
+    }
+    // The server's FATAL comes first (the pooler adds its 08006 after it), then the end.
+    assert_eq!(codes.first(), Some(&Some("57P01".to_string())), "{codes:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_client_of_a_server_connection_gets_its_pid_with_another_secret() {
+    use tokio::io::AsyncWriteExt;
+    let cluster = primary_only().await;
+    let mut config = trust_config(&cluster);
+    config.pool.size = 1;
+    let pooler = TestPooler::start(config, None).await;
+    let (mut a, pid_a, secret_a) = raw_login_key(pooler.addr).await;
+    a.write_all(&message_bytes(b'X', b"")).await.unwrap();
+    assert!(read_message(&mut a, &mut Vec::new()).await.is_none());
+    let pool = pooler.pooler.pools().all()[0].clone();
+    assert!(eventually(Duration::from_secs(5), || pool.idle_count() == 1).await);
+
+    // Same server connection, so the same real pid; the key is new.
+    let (mut b, pid_b, secret_b) = raw_login_key(pooler.addr).await;
+    assert_eq!(pid_b, pid_a);
+    assert_ne!(secret_b, secret_a);
+    let mut pending = Vec::new();
+    b.write_all(&message_bytes(b'Q', b"SELECT pg_sleep(30)\0")).await.unwrap();
+    assert!(backend_runs(&cluster, pid_b, "SELECT pg_sleep(30)").await);
+    // The first client's key is dead: it does not reach the next client's query.
+    send_cancel(pooler.addr, pid_a, secret_a).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(backend_runs(&cluster, pid_b, "SELECT pg_sleep(30)").await, "an old key cancels nothing");
+    send_cancel(pooler.addr, pid_b, secret_b).await;
+    let got = read_to_ready(&mut b, &mut pending).await;
+    assert_eq!(error_code(&got).as_deref(), Some("57014"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_mode_notifications_to_self_carry_the_pid_the_client_was_given() {
+    use futures_util::StreamExt;
+    let cluster = primary_only().await;
+    let pooler = TestPooler::start(trust_config(&cluster), None).await;
+    let (mut s, pid, _) = raw_login_key(pooler.addr).await;
+    let mut pending = Vec::new();
+    raw_query(&mut s, &mut pending, "LISTEN chan").await;
+    let got = raw_query(&mut s, &mut pending, "NOTIFY chan, 'self'").await;
+    let notes: Vec<_> = got.iter().filter(|(t, _)| *t == b'A').map(|(_, b)| notification(b)).collect();
+    assert_eq!(notes, vec![(pid, "chan".to_string(), "self".to_string())]);
+
+    // What a driver's test suite checks: the notification's process id is
+    // the session's pg_backend_pid().
+    let (client, mut conn) = pooler.pg_config("postgres", "postgres").connect(tokio_postgres::NoTls).await.unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut messages = futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
+    tokio::spawn(async move {
+        while let Some(Ok(m)) = messages.next().await {
+            if let tokio_postgres::AsyncMessage::Notification(n) = m {
+                let _ = tx.send((n.process_id(), n.payload().to_owned()));
+            }
+        }
+    });
+    let backend: i32 = client.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    client.batch_execute("LISTEN chan2; NOTIFY chan2, 'mine'").await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap();
+    assert_eq!(got, Some((backend, "mine".to_string())));
+}

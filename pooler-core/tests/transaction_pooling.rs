@@ -289,6 +289,45 @@ async fn listen_pins_and_notifications_arrive() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pinned_client_hears_its_own_notifications_with_the_pid_it_was_given() {
+    let cluster = primary_only().await;
+    let pooler = TestPooler::start(txn_config(&cluster, 2), None).await;
+    let (mut s, given, _) = raw_login_key(pooler.addr).await;
+    let mut pending = Vec::new();
+    raw_query(&mut s, &mut pending, "LISTEN chan").await;
+    let real = first_value(&raw_query(&mut s, &mut pending, "SELECT pg_backend_pid()").await).unwrap();
+    let real: i32 = real.parse().unwrap();
+    assert_ne!(real, given, "transaction mode gives a pid of the pooler's");
+
+    // Its own NOTIFY, on the pinned connection: the pid it was given.
+    let got = raw_query(&mut s, &mut pending, "NOTIFY chan, 'self'").await;
+    let notes: Vec<_> = got.iter().filter(|(t, _)| *t == b'A').map(|(_, b)| notification(b)).collect();
+    assert_eq!(notes, vec![(given, "chan".to_string(), "self".to_string())]);
+
+    // Another session's notification keeps that session's real pid (heard
+    // while the listener is idle).
+    let other = pooler.connect("postgres").await;
+    let answer = other.simple_query("SELECT pg_backend_pid()::text; NOTIFY chan, 'other'").await.unwrap();
+    let other_pid: i32 = answer
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(|v| v.parse().unwrap()),
+            _ => None,
+        })
+        .unwrap();
+    assert_ne!(other_pid, real);
+    let (tag, body) = read_message(&mut s, &mut pending).await.expect("the notification");
+    assert_eq!(tag, b'A');
+    assert_eq!(notification(&body), (other_pid, "chan".to_string(), "other".to_string()));
+
+    // The pid given names no backend: terminating it kills nobody.
+    let killed: bool = other.query_one("SELECT pg_terminate_backend($1)", &[&given]).await.unwrap().get(0);
+    assert!(!killed);
+    let got = raw_query(&mut s, &mut pending, "NOTIFY chan, 'still here'").await;
+    assert!(got.iter().any(|(t, b)| *t == b'A' && notification(b) == (given, "chan".into(), "still here".into())));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn statement_mode_refuses_transaction_blocks() {
     let cluster = primary_only().await;
     let mut config = txn_config(&cluster, 2);

@@ -19,6 +19,8 @@ pub mod tag {
     pub const PARAMETER_STATUS: u8 = b'S';
     /// ReadyForQuery (`Z`).
     pub const READY_FOR_QUERY: u8 = b'Z';
+    /// NotificationResponse (`A`).
+    pub const NOTIFICATION_RESPONSE: u8 = b'A';
     /// CommandComplete (`C`).
     pub const COMMAND_COMPLETE: u8 = b'C';
     /// Frontend Query (`Q`).
@@ -101,6 +103,40 @@ impl BackendKeyData {
             _ => Err(ProtocolError::Malformed("BackendKeyData must be 8 bytes")),
         }
     }
+}
+
+/// NotificationResponse: a NOTIFY on a channel the connection listens on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NotificationResponse<'a> {
+    /// Process id of the notifying backend.
+    pub pid: i32,
+    /// Channel name (raw bytes, in the server's encoding).
+    pub channel: &'a [u8],
+    /// Payload (raw bytes, in the server's encoding).
+    pub payload: &'a [u8],
+}
+
+impl<'a> NotificationResponse<'a> {
+    /// Decodes a NotificationResponse body: Int32 pid, then the channel and
+    /// the payload as NUL-terminated strings.
+    pub fn parse(body: &'a [u8]) -> Result<Self, ProtocolError> {
+        let (pid, rest) =
+            body.split_first_chunk::<4>().ok_or(ProtocolError::Malformed("NotificationResponse too short"))?;
+        let (channel, rest) = split_cstr(rest)?;
+        let (payload, _) = split_cstr(rest)?;
+        Ok(NotificationResponse { pid: i32::from_be_bytes(*pid), channel, payload })
+    }
+}
+
+/// In a NotificationResponse body, replaces the process id `from` with `to`
+/// (a notification from another backend is left alone). True when it did.
+/// A malformed body is an error, whatever its pid.
+pub fn rewrite_notification_pid(body: &mut [u8], from: i32, to: i32) -> Result<bool, ProtocolError> {
+    if NotificationResponse::parse(body)?.pid != from || from == to {
+        return Ok(false);
+    }
+    body[..4].copy_from_slice(&to.to_be_bytes());
+    Ok(true)
 }
 
 /// The fields of an ErrorResponse or NoticeResponse.
@@ -369,6 +405,55 @@ mod tests {
         assert!(Target::parse(b"Xname\0").is_err());
         assert!(Target::parse(b"").is_err());
         assert!(Target::parse(b"Sname\0junk").is_err());
+    }
+
+    fn notification_body(pid: i32, channel: &[u8], payload: &[u8]) -> Vec<u8> {
+        let mut body = pid.to_be_bytes().to_vec();
+        body.extend_from_slice(channel);
+        body.push(0);
+        body.extend_from_slice(payload);
+        body.push(0);
+        body
+    }
+
+    #[test]
+    fn notification_response_decodes() {
+        let body = notification_body(4321, b"chan", b"hello \xe9");
+        let n = NotificationResponse::parse(&body).unwrap();
+        assert_eq!(n, NotificationResponse { pid: 4321, channel: b"chan", payload: b"hello \xe9" });
+        // An empty payload (NOTIFY chan) and bytes in a non-UTF-8 encoding.
+        let body = notification_body(-1, b"c\xff", b"");
+        let n = NotificationResponse::parse(&body).unwrap();
+        assert_eq!((n.pid, n.channel, n.payload), (-1, &b"c\xff"[..], &b""[..]));
+        for bad in [&b""[..], b"\0\0\0", b"\0\0\0\x01", b"\0\0\0\x01chan", b"\0\0\0\x01chan\0payload"] {
+            assert!(NotificationResponse::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn notification_pid_is_rewritten_only_when_it_is_the_connections_own() {
+        // The client's own NOTIFY on its pinned connection (pid 4321): the
+        // client sees the pid it was given.
+        let mut own = notification_body(4321, b"chan", b"self");
+        assert_eq!(rewrite_notification_pid(&mut own, 4321, 90_000_001), Ok(true));
+        assert_eq!(own, notification_body(90_000_001, b"chan", b"self"));
+        // Another session's keeps its real pid; nothing else changes.
+        let mut other = notification_body(777, b"chan", b"other");
+        assert_eq!(rewrite_notification_pid(&mut other, 4321, 90_000_001), Ok(false));
+        assert_eq!(other, notification_body(777, b"chan", b"other"));
+        // Already the pid given (session mode): nothing to do.
+        let mut same = notification_body(4321, b"chan", b"x");
+        assert_eq!(rewrite_notification_pid(&mut same, 4321, 4321), Ok(false));
+        assert_eq!(same, notification_body(4321, b"chan", b"x"));
+    }
+
+    #[test]
+    fn malformed_notifications_are_errors_not_panics() {
+        for bad in [&b""[..], b"\0\0", b"\0\0\x10\xe1", b"\0\0\x10\xe1chan\0no-end"] {
+            let mut body = bad.to_vec();
+            assert!(rewrite_notification_pid(&mut body, 4321, 1).is_err(), "{bad:?}");
+            assert_eq!(body, bad, "left untouched");
+        }
     }
 
     #[test]

@@ -1627,6 +1627,15 @@ impl<'a> Relay<'a> {
                         }
                     }
                 }
+                tag::NOTIFICATION_RESPONSE => {
+                    // The client's own NOTIFY, heard on the connection it
+                    // LISTENs on (pinned): it carries the pid the client was
+                    // given, as on a connection of its own. Notifications
+                    // from other sessions keep their real pid.
+                    let (own, given) = (conn.key().pid, self.cancel.key().pid);
+                    crate::protocol::messages::rewrite_notification_pid(&mut conn.buf[HEADER_LEN..total], own, given)
+                        .map_err(Error::ServerProtocol)?;
+                }
                 _ => {}
             }
             if forward {

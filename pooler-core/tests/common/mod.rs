@@ -290,3 +290,110 @@ pub fn failover_config(cluster: &Cluster) -> Config {
     config.health.period = Duration::from_millis(100);
     config
 }
+
+/// Reads the next whole message from `s` (10 s at most), keeping whatever
+/// follows it in `pending`: `None` when the connection closed first.
+pub async fn read_message(s: &mut tokio::net::TcpStream, pending: &mut Vec<u8>) -> Option<(u8, Vec<u8>)> {
+    use tokio::io::AsyncReadExt;
+    loop {
+        if pending.len() >= 5 {
+            let len = u32::from_be_bytes([pending[1], pending[2], pending[3], pending[4]]) as usize;
+            assert!(len >= 4, "bad message length {len}");
+            if pending.len() > len {
+                let tag = pending[0];
+                let body = pending[5..1 + len].to_vec();
+                pending.drain(..1 + len);
+                return Some((tag, body));
+            }
+        }
+        let mut buf = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .expect("a message in time")
+            .unwrap_or(0);
+        if n == 0 {
+            return None;
+        }
+        pending.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// Reads messages up to and including the next ReadyForQuery; returns them.
+pub async fn read_to_ready(s: &mut tokio::net::TcpStream, pending: &mut Vec<u8>) -> Vec<(u8, Vec<u8>)> {
+    let mut got = Vec::new();
+    loop {
+        let m = read_message(s, pending).await.expect("closed before ReadyForQuery");
+        let ready = m.0 == b'Z';
+        got.push(m);
+        if ready {
+            return got;
+        }
+    }
+}
+
+/// A raw client socket logged in (trust) as postgres after its first
+/// ReadyForQuery, with the BackendKeyData it was given: `(socket, pid, secret)`.
+pub async fn raw_login_key(addr: SocketAddr) -> (tokio::net::TcpStream, i32, i32) {
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect to the pooler");
+    let mut startup = bytes::BytesMut::new();
+    pooler_core::protocol::write::startup_message(&mut startup, 0, &[("user", "postgres"), ("database", "postgres")]);
+    s.write_all(&startup).await.expect("send startup");
+    let mut pending = Vec::new();
+    let mut key = None;
+    for (tag, body) in read_to_ready(&mut s, &mut pending).await {
+        match tag {
+            b'K' => {
+                let k = pooler_core::protocol::messages::BackendKeyData::parse(&body).expect("8-byte BackendKeyData");
+                key = Some((k.pid, k.secret));
+            }
+            b'E' => panic!("login failed: {}", String::from_utf8_lossy(&body)),
+            _ => {}
+        }
+    }
+    assert!(pending.is_empty(), "nothing follows the first ReadyForQuery");
+    let (pid, secret) = key.expect("BackendKeyData before ReadyForQuery");
+    (s, pid, secret)
+}
+
+/// Runs `sql` as a simple Query on a raw socket; returns the messages up to
+/// ReadyForQuery.
+pub async fn raw_query(s: &mut tokio::net::TcpStream, pending: &mut Vec<u8>, sql: &str) -> Vec<(u8, Vec<u8>)> {
+    use tokio::io::AsyncWriteExt;
+    let mut body = sql.as_bytes().to_vec();
+    body.push(0);
+    s.write_all(&message_bytes(b'Q', &body)).await.expect("send query");
+    read_to_ready(s, pending).await
+}
+
+/// The first column of the first DataRow among `messages`, as text.
+pub fn first_value(messages: &[(u8, Vec<u8>)]) -> Option<String> {
+    let (_, row) = messages.iter().find(|(t, _)| *t == b'D')?;
+    let len = i32::from_be_bytes(row.get(2..6)?.try_into().ok()?);
+    let len = usize::try_from(len).ok()?;
+    Some(String::from_utf8_lossy(row.get(6..6 + len)?).into_owned())
+}
+
+/// A NotificationResponse body: `(pid, channel, payload)`.
+pub fn notification(body: &[u8]) -> (i32, String, String) {
+    let pid = i32::from_be_bytes(body[..4].try_into().expect("pid"));
+    let mut parts = body[4..].split(|&b| b == 0);
+    let channel = String::from_utf8_lossy(parts.next().expect("channel")).into_owned();
+    let payload = String::from_utf8_lossy(parts.next().expect("payload")).into_owned();
+    (pid, channel, payload)
+}
+
+/// Sends a CancelRequest with `(pid, secret)` and waits until the pooler
+/// has dealt with it (it closes the socket once the cancel is forwarded).
+pub async fn send_cancel(addr: SocketAddr, pid: i32, secret: i32) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect to the pooler");
+    let mut pkt = Vec::new();
+    pkt.extend_from_slice(&16u32.to_be_bytes());
+    pkt.extend_from_slice(&80877102u32.to_be_bytes());
+    pkt.extend_from_slice(&pid.to_be_bytes());
+    pkt.extend_from_slice(&secret.to_be_bytes());
+    s.write_all(&pkt).await.expect("send cancel request");
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest)).await;
+}
