@@ -604,13 +604,17 @@ async fn run_session(
         }
         return outcome.end;
     }
-    let Some(mut lease) = lease else {
+    // The lease stays in its Option (a second binding would be a second
+    // slot in every client's task).
+    let mut lease = lease;
+    let Some(conn) = lease.as_mut().map(|l| l.conn()) else {
         // Only the transaction relay starts without a connection.
-        let e = Error::Refused { code: "XX000", message: "session started without a server connection".into() };
-        client.send_error(Severity::Fatal, &e).await;
-        return End::Failed(e);
+        return End::Failed(Error::Refused {
+            code: "XX000",
+            message: "session started without a server connection".into(),
+        });
     };
-    let outcome = Box::pin(relay(client, lease.conn(), node, shared, &mut phase)).await;
+    let outcome = Box::pin(relay(client, conn, node, shared, &mut phase)).await;
     if let End::Failed(e @ (Error::ServerIo(_) | Error::ServerClosed)) = &outcome.end {
         shared.backend_failed(node, e);
     }
@@ -625,7 +629,9 @@ async fn run_session(
     if let (Some(n), true) = (end_notice(&end), client_can_take_error) {
         client.send_error(Severity::Fatal, &n).await;
     }
-    Box::pin(finish(&pool, lease, clean, status)).await;
+    if let Some(lease) = lease {
+        Box::pin(finish(&pool, lease, clean, status)).await;
+    }
     end
 }
 

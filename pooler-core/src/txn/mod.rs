@@ -1247,8 +1247,6 @@ impl<'a> Relay<'a> {
                     let class = self.effective(sql, self.class_of(sql));
                     if !class.is_read_only() {
                         self.note_function_ddl(sql);
-                    }
-                    if !class.is_read_only() {
                         self.wrote = true;
                     }
                     self.unnamed_class = Some(class);
