@@ -329,6 +329,13 @@ struct Round {
     failed: usize,
     rebuild: Duration,
     back_in_pool: Duration,
+    /// The round's span, to attribute missing ids to it.
+    span: (Instant, Instant),
+    /// Acknowledged ids of this round missing at the end.
+    missing: usize,
+    /// Where and when (ms from the kill) they were acknowledged.
+    missing_acks: Vec<(usize, i64)>,
+    died: Instant,
 }
 
 struct ErrorGroup {
@@ -667,6 +674,10 @@ impl Bench {
             failed,
             rebuild,
             back_in_pool,
+            span: (round_start, round_end),
+            missing: 0,
+            missing_acks: Vec::new(),
+            died,
         })
     }
 
@@ -725,6 +736,23 @@ impl Bench {
             let rows: i64 = client.query_one("SELECT count(*) FROM ledger", &[]).await.map_err(err)?.get(0);
             Ok::<_, String>((missing, committed, rows))
         })?;
+        {
+            let acks = self.ledger.acks.lock().unwrap();
+            let by_id: std::collections::HashMap<i64, &Ack> = acks.iter().map(|a| (a.id, a)).collect();
+            for id in &missing {
+                let Some(a) = by_id.get(id) else { continue };
+                if let Some(r) = rounds.iter_mut().find(|r| r.span.0 < a.done && a.done <= r.span.1) {
+                    r.missing += 1;
+                    let node = self.ports.iter().position(|&p| p == a.port).unwrap_or(usize::MAX);
+                    let ms = if a.done >= r.died {
+                        a.done.duration_since(r.died).as_millis() as i64
+                    } else {
+                        -(r.died.duration_since(a.done).as_millis() as i64)
+                    };
+                    r.missing_acks.push((node, ms));
+                }
+            }
+        }
         let mut errors = group_errors(
             "write",
             self.ledger.failed.lock().unwrap().iter().map(|f| (f.done, f.error.as_str())),
@@ -763,7 +791,7 @@ fn print_report(args: &Args, r: &Report) {
     println!(
         "| failover | killed → promoted | standbys' received WAL just before the kill (replayed) | received just after | \
          promoted received the most | death → pooler's new primary | death → first acknowledged write on it | \
-         longest write stall (starts at, from death) | writes acked / failed | rebuild (pg_rewind + start) / back in the pool |"
+         longest write stall (starts at, from death) | writes acked / failed / acked but missing | rebuild (pg_rewind + start) / back in the pool |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|");
     for (i, x) in r.rounds.iter().enumerate() {
@@ -784,7 +812,7 @@ fn print_report(args: &Args, r: &Report) {
         let a: Vec<(usize, u64)> = x.after.iter().map(|(n, l)| (*n, lsn(l).unwrap_or(0))).collect();
         let yes = |v: bool| if v { "yes" } else { "no" };
         println!(
-            "| {} | {} → {} | {} | {} | {} before / {} after | {} ms | {} ms | {} ms ({:+} ms) | {} / {} | {:.1} s / {:.1} s |",
+            "| {} | {} → {} | {} | {} | {} before / {} after | {} ms | {} ms | {} ms ({:+} ms) | {} / {} / {} | {:.1} s / {:.1} s |",
             i + 1,
             x.killed,
             x.promoted,
@@ -798,6 +826,7 @@ fn print_report(args: &Args, r: &Report) {
             x.stall_from_death_ms,
             x.acked,
             x.failed,
+            x.missing,
             x.rebuild.as_secs_f64(),
             x.back_in_pool.as_secs_f64()
         );
@@ -841,6 +870,22 @@ fn print_report(args: &Args, r: &Report) {
                 None => "before the first failover".to_owned(),
             };
             println!("- {} {} × `{}` ({when})", g.count, g.what, g.error);
+        }
+    }
+    for (i, x) in r.rounds.iter().enumerate().filter(|(_, x)| x.missing > 0) {
+        let mut nodes: Vec<usize> = x.missing_acks.iter().map(|(n, _)| *n).collect();
+        nodes.sort();
+        nodes.dedup();
+        for n in nodes {
+            let ms: Vec<i64> = x.missing_acks.iter().filter(|(m, _)| *m == n).map(|(_, ms)| *ms).collect();
+            println!(
+                "Failover {}: {} missing ids had been acknowledged by node {n}{}, {} to {} ms from the kill.",
+                i + 1,
+                ms.len(),
+                if n == x.killed { " (the one killed)" } else { "" },
+                ms.iter().min().unwrap_or(&0),
+                ms.iter().max().unwrap_or(&0)
+            );
         }
     }
     if !r.missing.is_empty() {
