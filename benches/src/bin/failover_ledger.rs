@@ -101,6 +101,7 @@ struct Ack {
 /// A write that failed (error, or no answer in time): never retried with the same id.
 struct Failed {
     id: i64,
+    sent: Instant,
     done: Instant,
     error: String,
 }
@@ -112,7 +113,8 @@ struct Ledger {
     stop: AtomicBool,
     acks: Mutex<Vec<Ack>>,
     failed: Mutex<Vec<Failed>>,
-    connect_failures: Mutex<Vec<(Instant, String)>>,
+    /// Writers' logins that failed: (started, failed, error).
+    connect_failures: Mutex<Vec<(Instant, Instant, String)>>,
     /// Writers still running.
     running: AtomicUsize,
 }
@@ -153,11 +155,12 @@ async fn writer(port: u16, ledger: Arc<Ledger>) {
     let mut client: Option<tokio_postgres::Client> = None;
     while !ledger.stop.load(Ordering::Relaxed) {
         if client.as_ref().is_none_or(|c| c.is_closed()) {
+            let started = Instant::now();
             match connect(port).await {
                 Ok(c) => client = Some(c),
                 Err(e) => {
                     client = None;
-                    ledger.connect_failures.lock().unwrap().push((Instant::now(), e));
+                    ledger.connect_failures.lock().unwrap().push((started, Instant::now(), e));
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -166,6 +169,7 @@ async fn writer(port: u16, ledger: Arc<Ledger>) {
         let Some(c) = client.as_ref() else { continue };
         let id = ledger.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let sql = format!("INSERT INTO ledger (id) VALUES ({id}) RETURNING inet_server_port()");
+        let sent = Instant::now();
         let result = tokio::time::timeout(STATEMENT_TIMEOUT, c.simple_query(&sql)).await;
         let done = Instant::now();
         let error = match result {
@@ -178,13 +182,20 @@ async fn writer(port: u16, ledger: Arc<Ledger>) {
                     None => "acknowledged without the server's port".to_owned(),
                 }
             }
-            Ok(Err(e)) => error_text(&e),
+            Ok(Err(e)) => {
+                // A FATAL error ends the session: the next write goes on a
+                // new login, not into a connection about to be closed.
+                if e.as_db_error().is_none_or(|d| d.severity() == "FATAL" || d.severity() == "PANIC") {
+                    client = None;
+                }
+                error_text(&e)
+            }
             Err(_) => {
                 client = None;
                 format!("no answer within {} s", STATEMENT_TIMEOUT.as_secs())
             }
         };
-        ledger.failed.lock().unwrap().push(Failed { id, done, error });
+        ledger.failed.lock().unwrap().push(Failed { id, sent, done, error });
     }
     ledger.running.fetch_sub(1, Ordering::Relaxed);
 }
@@ -342,28 +353,41 @@ struct ErrorGroup {
     what: &'static str,
     error: String,
     count: usize,
-    /// Milliseconds after the latest primary death (none: before the first).
+    /// How many were sent (the write, or the login) after the latest kill,
+    /// not in flight when it happened.
+    sent_after_kill: usize,
+    /// Milliseconds from the latest kill to the failure (none: before the first).
     from_death_ms: Option<(u128, u128)>,
 }
 
-/// Groups `(when, error)` by error, with when each happened relative to the
-/// latest death before it.
+/// Groups `(sent, failed, error)` by error, with when each was sent and
+/// failed relative to the latest kill before the failure.
 fn group_errors<'a>(
     what: &'static str,
-    items: impl Iterator<Item = (Instant, &'a str)>,
+    items: impl Iterator<Item = (Instant, Instant, &'a str)>,
     deaths: &[Instant],
 ) -> Vec<ErrorGroup> {
     let mut groups: Vec<ErrorGroup> = Vec::new();
-    for (at, error) in items {
-        let offset = deaths.iter().filter(|&&d| d <= at).max().map(|d| at.duration_since(*d).as_millis());
+    for (sent, at, error) in items {
+        let death = deaths.iter().filter(|&&d| d <= at).max();
+        let offset = death.map(|d| at.duration_since(*d).as_millis());
         let g = match groups.iter_mut().position(|g| g.error == error) {
             Some(i) => &mut groups[i],
             None => {
-                groups.push(ErrorGroup { what, error: error.to_owned(), count: 0, from_death_ms: None });
+                groups.push(ErrorGroup {
+                    what,
+                    error: error.to_owned(),
+                    count: 0,
+                    sent_after_kill: 0,
+                    from_death_ms: None,
+                });
                 groups.last_mut().expect("just pushed")
             }
         };
         g.count += 1;
+        if death.is_some_and(|d| sent > *d) {
+            g.sent_after_kill += 1;
+        }
         if let Some(o) = offset {
             g.from_death_ms = Some(g.from_death_ms.map_or((o, o), |(lo, hi)| (lo.min(o), hi.max(o))));
         }
@@ -755,12 +779,12 @@ impl Bench {
         }
         let mut errors = group_errors(
             "write",
-            self.ledger.failed.lock().unwrap().iter().map(|f| (f.done, f.error.as_str())),
+            self.ledger.failed.lock().unwrap().iter().map(|f| (f.sent, f.done, f.error.as_str())),
             &self.deaths,
         );
         errors.extend(group_errors(
             "login",
-            self.ledger.connect_failures.lock().unwrap().iter().map(|(t, e)| (*t, e.as_str())),
+            self.ledger.connect_failures.lock().unwrap().iter().map(|(s, t, e)| (*s, *t, e.as_str())),
             &self.deaths,
         ));
         Ok(Report {
@@ -862,14 +886,21 @@ fn print_report(args: &Args, r: &Report) {
     );
     println!("\nFinal primary: node {}, {} rows in the ledger table.", r.final_primary, r.ledger_rows);
     if !r.errors.is_empty() {
-        println!("\nWrites and writers' logins that failed, by error (ms after the latest primary death):\n");
+        println!("\nWrites and writers' logins that failed, by error:\n");
         for g in &r.errors {
             let when = match g.from_death_ms {
-                Some((lo, hi)) if lo == hi => format!("{lo} ms"),
-                Some((lo, hi)) => format!("{lo}-{hi} ms"),
+                Some((lo, hi)) if lo == hi => format!("{lo} ms after a kill"),
+                Some((lo, hi)) => format!("{lo}-{hi} ms after a kill"),
                 None => "before the first failover".to_owned(),
             };
-            println!("- {} {} × `{}` ({when})", g.count, g.what, g.error);
+            println!(
+                "- {} {} × `{}` ({when}; {} of them sent after the kill, {} in flight at it)",
+                g.count,
+                g.what,
+                g.error,
+                g.sent_after_kill,
+                g.count - g.sent_after_kill
+            );
         }
     }
     for (i, x) in r.rounds.iter().enumerate().filter(|(_, x)| x.missing > 0) {
