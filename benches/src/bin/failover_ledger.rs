@@ -47,6 +47,8 @@ struct Args {
     clients: usize,
     paused_replay: bool,
     sync: bool,
+    /// Keep the cluster's files (server logs, data directories) after the run.
+    keep: bool,
 }
 
 fn parse_args() -> Result<Args, Error> {
@@ -57,6 +59,7 @@ fn parse_args() -> Result<Args, Error> {
         clients: 4,
         paused_replay: true,
         sync: true,
+        keep: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -75,10 +78,11 @@ fn parse_args() -> Result<Args, Error> {
             }
             "--no-paused-replay" => a.paused_replay = false,
             "--async" => a.sync = false,
+            "--keep" => a.keep = true,
             "-h" | "--help" => {
                 println!(
                     "failover-ledger [--failovers N (5)] [--clients N (4)] [--paused-replay on|off (on)] [--async] \
-                     [--log DIR] [--pooler PATH (target/release/pooler)]"
+                     [--log DIR] [--keep] [--pooler PATH (target/release/pooler)]"
                 );
                 std::process::exit(0);
             }
@@ -353,24 +357,28 @@ struct ErrorGroup {
     what: &'static str,
     error: String,
     count: usize,
-    /// How many were sent (the write, or the login) after the latest kill,
-    /// not in flight when it happened.
-    sent_after_kill: usize,
+    /// How many were sent (the write, or the login) after the first failure
+    /// of their failover, when the pooler had already seen the node fail
+    /// (the others were in flight when the primary died).
+    sent_after_first_failure: usize,
     /// Milliseconds from the latest kill to the failure (none: before the first).
     from_death_ms: Option<(u128, u128)>,
 }
 
-/// Groups `(sent, failed, error)` by error, with when each was sent and
-/// failed relative to the latest kill before the failure.
+/// Groups `(sent, failed, error)` by error, with when each failed relative
+/// to the latest kill before it, and whether it was sent after the first
+/// failure following that kill (`firsts`: the first failure of any kind
+/// after each kill).
 fn group_errors<'a>(
     what: &'static str,
     items: impl Iterator<Item = (Instant, Instant, &'a str)>,
     deaths: &[Instant],
+    firsts: &[Option<Instant>],
 ) -> Vec<ErrorGroup> {
     let mut groups: Vec<ErrorGroup> = Vec::new();
     for (sent, at, error) in items {
-        let death = deaths.iter().filter(|&&d| d <= at).max();
-        let offset = death.map(|d| at.duration_since(*d).as_millis());
+        let death = deaths.iter().enumerate().filter(|(_, d)| **d <= at).max_by_key(|(_, d)| **d);
+        let offset = death.map(|(_, d)| at.duration_since(*d).as_millis());
         let g = match groups.iter_mut().position(|g| g.error == error) {
             Some(i) => &mut groups[i],
             None => {
@@ -378,15 +386,15 @@ fn group_errors<'a>(
                     what,
                     error: error.to_owned(),
                     count: 0,
-                    sent_after_kill: 0,
+                    sent_after_first_failure: 0,
                     from_death_ms: None,
                 });
                 groups.last_mut().expect("just pushed")
             }
         };
         g.count += 1;
-        if death.is_some_and(|d| sent > *d) {
-            g.sent_after_kill += 1;
+        if death.and_then(|(i, _)| firsts.get(i).copied().flatten()).is_some_and(|first| sent > first) {
+            g.sent_after_first_failure += 1;
         }
         if let Some(o) = offset {
             g.from_death_ms = Some(g.from_death_ms.map_or((o, o), |(lo, hi)| (lo.min(o), hi.max(o))));
@@ -425,13 +433,17 @@ struct Bench {
 
 impl Bench {
     fn start(args: Args) -> Result<Bench, Error> {
-        let cluster = pooler_testkit::Cluster::builder()
+        let mut cluster = pooler_testkit::Cluster::builder()
             .standbys(2)
             // What pg_rewind needs to rebuild a failed primary as a standby.
             .setting("full_page_writes", "on")
             .setting("wal_log_hints", "on")
             .init_sql("CREATE TABLE ledger (id bigint PRIMARY KEY)")
             .start()?;
+        if args.keep {
+            cluster.keep();
+            eprintln!("failover-ledger: the cluster's files stay in {}", cluster.dir().display());
+        }
         cluster.wait_for_replication(WAIT)?;
         let ports: Vec<u16> = cluster.nodes().map(|n| n.port()).collect();
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
@@ -777,16 +789,24 @@ impl Bench {
                 }
             }
         }
-        let mut errors = group_errors(
-            "write",
-            self.ledger.failed.lock().unwrap().iter().map(|f| (f.sent, f.done, f.error.as_str())),
-            &self.deaths,
-        );
+        let failed = self.ledger.failed.lock().unwrap();
+        let logins = self.ledger.connect_failures.lock().unwrap();
+        // The first failure (write or login) after each kill: from then on the
+        // pooler had seen the node fail.
+        let firsts: Vec<Option<Instant>> = self
+            .deaths
+            .iter()
+            .map(|d| failed.iter().map(|f| f.done).chain(logins.iter().map(|l| l.1)).filter(|t| t >= d).min())
+            .collect();
+        let mut errors =
+            group_errors("write", failed.iter().map(|f| (f.sent, f.done, f.error.as_str())), &self.deaths, &firsts);
         errors.extend(group_errors(
             "login",
-            self.ledger.connect_failures.lock().unwrap().iter().map(|(s, t, e)| (*s, *t, e.as_str())),
+            logins.iter().map(|(s, t, e)| (*s, *t, e.as_str())),
             &self.deaths,
+            &firsts,
         ));
+        drop((failed, logins));
         Ok(Report {
             rounds,
             acknowledged: acknowledged.len(),
@@ -894,12 +914,12 @@ fn print_report(args: &Args, r: &Report) {
                 None => "before the first failover".to_owned(),
             };
             println!(
-                "- {} {} × `{}` ({when}; {} of them sent after the kill, {} in flight at it)",
+                "- {} {} × `{}` ({when}; {} in flight when the primary died, {} sent after the first failure)",
                 g.count,
                 g.what,
                 g.error,
-                g.sent_after_kill,
-                g.count - g.sent_after_kill
+                g.count - g.sent_after_first_failure,
+                g.sent_after_first_failure
             );
         }
     }
