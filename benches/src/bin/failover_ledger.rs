@@ -22,7 +22,8 @@
 //! asynchronous replication, they are reported only, for comparison).
 //!
 //! Run: `cargo build --release -p pooler-bin -p pooler-benches && ./target/release/failover-ledger`
-//! (`--log DIR` keeps the pooler's info-level log there).
+//! (`--log DIR` keeps the pooler's info-level log there, `--keep` the
+//! servers' logs and data directories; `--help` lists the options).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
