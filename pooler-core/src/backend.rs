@@ -143,6 +143,21 @@ impl ServerConn {
     }
 
     async fn connect_inner(addr: &ServerAddr, login: &LoginInfo, max_message: usize) -> Result<ServerConn, Error> {
+        // A server that drops the connection before the login is over (it is
+        // shutting down or dying) is as unreachable as one that refuses it:
+        // nothing of a client's was sent, so the request may wait for
+        // another primary instead of failing.
+        Self::start_up(addr, login, max_message).await.map_err(|e| match e {
+            Error::ServerIo(source) => Error::Connect { addr: addr.to_string(), source },
+            Error::ServerClosed => Error::Connect {
+                addr: addr.to_string(),
+                source: std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "closed during login"),
+            },
+            e => e,
+        })
+    }
+
+    async fn start_up(addr: &ServerAddr, login: &LoginInfo, max_message: usize) -> Result<ServerConn, Error> {
         let stream = TcpStream::connect((addr.host.as_str(), addr.port))
             .await
             .map_err(|source| Error::Connect { addr: addr.to_string(), source })?;
@@ -495,4 +510,28 @@ pub async fn send_cancel(addr: &ServerAddr, key: BackendKeyData, timeout: Durati
         Ok(())
     };
     tokio::time::timeout(timeout, work).await.unwrap_or_else(|_| Err(Error::ConnectTimeout { addr: addr.to_string() }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server that takes the connection and drops it before the login is
+    /// over (shutting down, dying) counts as unreachable, like one that
+    /// refuses: nothing of a client's was sent, the request may go elsewhere.
+    #[tokio::test]
+    async fn a_server_closing_during_login_counts_as_unreachable() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = listener.accept().await {
+                drop(s);
+            }
+        });
+        let addr = ServerAddr { host: "127.0.0.1".into(), port };
+        let login = LoginInfo { user: "u".into(), database: "d".into(), secret: None, client_key: None };
+        let e = ServerConn::connect(&addr, &login, Duration::from_secs(5), 1 << 20).await.unwrap_err();
+        assert!(e.is_unavailable(), "{e:?}");
+        assert!(e.to_string().contains("could not connect"), "{e}");
+    }
 }
