@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -135,6 +135,9 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
         // Server failures and pool exhaustion are worth a warning whatever the settings.
         End::Failed(e) if e.side() != crate::error::Side::Client => {
             tracing::warn!(client = %peer, %user, %database, error = %e, "session ended by a failure");
+        }
+        End::ServerFatal(_) => {
+            tracing::warn!(client = %peer, %user, %database, reason = %end, "session ended by the server");
         }
         _ if shared.config.server.log_connections => {
             tracing::info!(client = %peer, %user, %database, reason = %end, "client disconnected");
@@ -313,6 +316,10 @@ pub(crate) enum End {
     Shutdown,
     /// The shutdown timeout ran out.
     ForcedShutdown,
+    /// The server ended the session with a FATAL (or PANIC) ErrorResponse,
+    /// whose body this is, and closed: the client got it as the server sent
+    /// it, and nothing after it.
+    ServerFatal(Bytes),
     /// Something failed.
     Failed(Error),
 }
@@ -324,6 +331,11 @@ impl std::fmt::Display for End {
             End::ClientClosed => f.write_str("client closed the connection"),
             End::Shutdown => f.write_str("pooler shutdown"),
             End::ForcedShutdown => f.write_str("pooler shutdown timeout"),
+            End::ServerFatal(body) => {
+                let e = messages::ErrorFields::new(body);
+                let (severity, code) = (e.severity().unwrap_or("FATAL"), e.code().unwrap_or("?????"));
+                write!(f, "the server ended the session: {severity} {code}: {}", e.message().unwrap_or("(no message)"))
+            }
             End::Failed(e) => write!(f, "{e}"),
         }
     }
@@ -555,8 +567,16 @@ async fn run_session(
         return outcome.end;
     }
     let outcome = Box::pin(relay(client, lease.conn(), node, shared, &mut phase)).await;
-    if let End::Failed(e @ (Error::ServerIo(_) | Error::ServerClosed)) = &outcome.end {
-        shared.backend_failed(node, e);
+    match &outcome.end {
+        End::Failed(e @ (Error::ServerIo(_) | Error::ServerClosed)) => {
+            shared.backend_failed(node, e);
+        }
+        // A server that closes after saying why (terminated, shutting
+        // down) is reported as a server that closed.
+        End::ServerFatal(_) => {
+            shared.backend_failed(node, &Error::ServerClosed);
+        }
+        _ => {}
     }
     metrics::gauge!(m::CLIENTS_ACTIVE).decrement(1.0);
     // No cancel for this client may reach the server connection once someone
@@ -574,6 +594,8 @@ async fn run_session(
 }
 
 /// What the client is told when its session ends for `end`, if anything.
+/// Nothing after the server's own FATAL: PostgreSQL's last words are the
+/// client's last message, as on a direct connection.
 fn end_notice(end: &End) -> Option<Error> {
     match end {
         End::Shutdown | End::ForcedShutdown => Some(Error::Refused {
@@ -743,7 +765,14 @@ struct Down {
     ready_count: u64,
     status: TransactionStatus,
     writing: bool,
+    /// The body of the last inspected ErrorResponse, when it was a FATAL (or
+    /// PANIC): the server closes after it, and the client gets nothing more.
+    last_words: Option<Bytes>,
 }
+
+/// How long a relay that failed to write to its server still waits for what
+/// the server said before it went (its FATAL, already on its way).
+const LAST_WORDS_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Relays both directions at once until the client leaves, the server fails or
 /// shutdown says stop. Each direction forwards whole read batches in one write;
@@ -762,7 +791,13 @@ async fn relay(
     let requests = AtomicU64::new(0);
     // The client's last forwarded message ends a request and nothing is half sent.
     let up_clean = AtomicBool::new(true);
-    let mut down = Down { scanner: Scanner::new(max), ready_count: 0, status: TransactionStatus::Idle, writing: false };
+    let mut down = Down {
+        scanner: Scanner::new(max),
+        ready_count: 0,
+        status: TransactionStatus::Idle,
+        writing: false,
+        last_words: None,
+    };
     let mut up_scanner = Scanner::new(max);
     let mut force = phase.clone();
 
@@ -805,6 +840,10 @@ async fn relay(
             if scan.forward > 0 {
                 up_clean.store(false, Ordering::Relaxed);
                 if let Err(e) = sw.write_all(&cbuf[..scan.forward]).await {
+                    // The server is gone. What it said before going (a FATAL
+                    // saying why) may still be unread: the downstream relays
+                    // it and ends the session when it reads the close.
+                    tokio::time::sleep(LAST_WORDS_WAIT).await;
                     return End::Failed(Error::ServerIo(e));
                 }
                 cbuf.advance(scan.forward);
@@ -847,10 +886,11 @@ async fn relay(
                     if t == tag::ERROR_RESPONSE {
                         // A write refused as read-only by the node believed to
                         // be the primary: it may have been demoted. Check now.
-                        let code = crate::protocol::messages::ErrorFields::new(body).code();
-                        if code == Some("25006") && node == shared.router.primary() {
+                        let fields = crate::protocol::messages::ErrorFields::new(body);
+                        if fields.code() == Some("25006") && node == shared.router.primary() {
                             shared.cluster.suspect(node, "the primary answered 25006 (read-only transaction)");
                         }
+                        down.last_words = fields.ends_session().then(|| Bytes::copy_from_slice(body));
                     } else if t == tag::READY_FOR_QUERY {
                         match TransactionStatus::parse(body) {
                             Ok(s) => {
@@ -913,7 +953,19 @@ async fn relay(
         && !down.writing
         && sbuf.is_empty()
         && !matches!(&end, End::Failed(e) if e.side() == crate::error::Side::Server);
-    RelayOutcome { end, clean, status: down.status, client_can_take_error: down.scanner.at_boundary() && !down.writing }
+    let client_can_take_error = down.scanner.at_boundary() && !down.writing;
+    // The server's FATAL, relayed whole as the last message, then its close:
+    // the client has had the server's last words, exactly as on a direct
+    // connection, and gets nothing more.
+    let end = match (end, down.last_words) {
+        (End::Failed(Error::ServerClosed | Error::ServerIo(_)), Some(words))
+            if client_can_take_error && down.scanner.last_tag() == tag::ERROR_RESPONSE =>
+        {
+            End::ServerFatal(words)
+        }
+        (end, _) => end,
+    };
+    RelayOutcome { end, clean, status: down.status, client_can_take_error }
 }
 
 /// Waits for bytes and reads them. While waiting with nothing buffered, the

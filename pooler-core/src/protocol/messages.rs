@@ -182,6 +182,11 @@ impl<'a> ErrorFields<'a> {
     pub fn severity(&self) -> Option<&'a str> {
         self.field(b'V').or_else(|| self.field(b'S'))
     }
+
+    /// A FATAL or PANIC error: the server closes the connection after it.
+    pub fn ends_session(&self) -> bool {
+        matches!(self.severity(), Some("FATAL" | "PANIC"))
+    }
 }
 
 /// An authentication request from a server (`R` message).
