@@ -2,7 +2,7 @@
 //! relay loop that moves bytes both ways until the client leaves.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -619,6 +619,10 @@ fn clone_for_client(e: &Error) -> Error {
             code: "08006",
             message: "server closed the connection unexpectedly; the query may or may not have run".into(),
         },
+        // PostgreSQL's own words for it.
+        Error::ClientProtocol(p @ ProtocolError::InvalidMessageType { .. }) => {
+            Error::Refused { code: p.sqlstate(), message: p.to_string() }
+        }
         other => Error::Refused { code: other.sqlstate(), message: other.to_string() },
     }
 }
@@ -762,7 +766,6 @@ struct RelayOutcome {
 /// State of the server-to-client direction.
 struct Down {
     scanner: Scanner,
-    ready_count: u64,
     status: TransactionStatus,
     writing: bool,
     /// The body of the last inspected ErrorResponse, when it was a FATAL (or
@@ -789,15 +792,16 @@ async fn relay(
     let peer = client.peer;
     // Requests that will each end with a ReadyForQuery (Query, Sync, FunctionCall).
     let requests = AtomicU64::new(0);
+    // ReadyForQuery messages relayed to the client.
+    let answered = AtomicU64::new(0);
     // The client's last forwarded message ends a request and nothing is half sent.
     let up_clean = AtomicBool::new(true);
-    let mut down = Down {
-        scanner: Scanner::new(max),
-        ready_count: 0,
-        status: TransactionStatus::Idle,
-        writing: false,
-        last_words: None,
-    };
+    // The client sent a message type PostgreSQL refuses: it gets PostgreSQL's
+    // FATAL once what it sent before is answered (the downstream ends then).
+    let refused = AtomicU8::new(0);
+    let refusing = AtomicBool::new(false);
+    let mut down =
+        Down { scanner: Scanner::new(max), status: TransactionStatus::Idle, writing: false, last_words: None };
     let mut up_scanner = Scanner::new(max);
     let mut force = phase.clone();
 
@@ -811,8 +815,9 @@ async fn relay(
             // Only what must be seen is gathered whole: requests that end with
             // ReadyForQuery (counted), Terminate (held back), and Parse when
             // statements are logged. Everything else streams through.
-            let scan = up_scanner.scan(
+            let scan = up_scanner.scan_stopping_at(
                 cbuf,
+                |t| !messages::is_frontend_message(t),
                 |t| matches!(t, tag::QUERY | b'S' | b'F' | tag::TERMINATE) || (log_statements && t == tag::PARSE),
                 |t, body| {
                     match t {
@@ -849,6 +854,20 @@ async fn relay(
                 cbuf.advance(scan.forward);
                 let ends_request = matches!(up_scanner.last_tag(), tag::QUERY | b'S' | b'F');
                 up_clean.store(up_scanner.at_boundary() && ends_request, Ordering::Relaxed);
+            }
+            if let Some(&t) = cbuf.first().filter(|&&t| scan.stopped && !messages::is_frontend_message(t)) {
+                // Not forwarded. PostgreSQL would first answer what came
+                // before it: when that is whole requests, the downstream ends
+                // the session once they are answered; else at once.
+                let invalid = End::Failed(Error::ClientProtocol(ProtocolError::InvalidMessageType { tag: t }));
+                if !up_clean.load(Ordering::Relaxed)
+                    || answered.load(Ordering::Relaxed) == requests.load(Ordering::Relaxed)
+                {
+                    return invalid;
+                }
+                refused.store(t, Ordering::Relaxed);
+                refusing.store(true, Ordering::Relaxed);
+                return std::future::pending().await;
             }
             if scan.stopped && cbuf.first() == Some(&tag::QUERY) {
                 // SHOW pool_nodes is at the front: it becomes the query that answers it.
@@ -895,7 +914,7 @@ async fn relay(
                         match TransactionStatus::parse(body) {
                             Ok(s) => {
                                 down.status = s;
-                                down.ready_count += 1;
+                                answered.fetch_add(1, Ordering::Relaxed);
                             }
                             Err(e) => failure = Some(e),
                         }
@@ -922,7 +941,14 @@ async fn relay(
                 Ok(_) => return End::Failed(Error::ServerProtocol(failure.unwrap_or(ProtocolError::Malformed("?")))),
                 Err(e) => return End::Failed(Error::ServerProtocol(e)),
             }
-            if draining && is_idle(&down, &requests, &up_clean, sbuf) {
+            if refusing.load(Ordering::Relaxed)
+                && answered.load(Ordering::Relaxed) == requests.load(Ordering::Relaxed)
+                && down.scanner.at_boundary()
+            {
+                let tag = refused.load(Ordering::Relaxed);
+                return End::Failed(Error::ClientProtocol(ProtocolError::InvalidMessageType { tag }));
+            }
+            if draining && is_idle(&down, &answered, &requests, &up_clean, sbuf) {
                 return End::Shutdown;
             }
             tokio::select! {
@@ -934,7 +960,7 @@ async fn relay(
                 },
                 _ = &mut drain_signal, if !draining => {
                     draining = true;
-                    if is_idle(&down, &requests, &up_clean, sbuf) {
+                    if is_idle(&down, &answered, &requests, &up_clean, sbuf) {
                         return End::Shutdown;
                     }
                 }
@@ -947,7 +973,8 @@ async fn relay(
         e = downstream => e,
         _ = force.wait_for(|p| *p == Phase::Force) => End::ForcedShutdown,
     };
-    let clean = down.ready_count == requests.load(Ordering::Relaxed)
+    let answered = answered.load(Ordering::Relaxed);
+    let clean = answered == requests.load(Ordering::Relaxed)
         && up_clean.load(Ordering::Relaxed)
         && down.scanner.at_boundary()
         && !down.writing
@@ -990,9 +1017,9 @@ async fn read_some(r: &tokio::net::tcp::ReadHalf<'_>, buf: &mut BytesMut) -> std
 
 /// True when the server connection has nothing outstanding and no open
 /// transaction: the session may be closed without losing anything.
-fn is_idle(down: &Down, requests: &AtomicU64, up_clean: &AtomicBool, sbuf: &BytesMut) -> bool {
+fn is_idle(down: &Down, answered: &AtomicU64, requests: &AtomicU64, up_clean: &AtomicBool, sbuf: &BytesMut) -> bool {
     down.status == TransactionStatus::Idle
-        && down.ready_count == requests.load(Ordering::Relaxed)
+        && answered.load(Ordering::Relaxed) == requests.load(Ordering::Relaxed)
         && up_clean.load(Ordering::Relaxed)
         && down.scanner.at_boundary()
         && sbuf.is_empty()

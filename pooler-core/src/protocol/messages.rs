@@ -33,6 +33,16 @@ pub mod tag {
     pub const PASSWORD: u8 = b'p';
 }
 
+/// True for the message types a client may send after login: Query, Parse,
+/// Bind, Execute, Describe, Close, Sync, Flush, FunctionCall, Terminate,
+/// CopyData, CopyDone, CopyFail (PostgreSQL's `SocketBackend`). Anything else
+/// (`p` included: it is only for authentication) PostgreSQL refuses with
+/// `FATAL 08P01 invalid frontend message type N`, on the type byte alone.
+#[inline]
+pub fn is_frontend_message(t: u8) -> bool {
+    matches!(t, b'Q' | b'P' | b'B' | b'E' | b'D' | b'C' | b'S' | b'H' | b'F' | b'X' | b'd' | b'c' | b'f')
+}
+
 /// Transaction status carried by ReadyForQuery.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TransactionStatus {

@@ -30,7 +30,7 @@ use crate::config::PoolMode;
 use crate::error::Error;
 use crate::pool::PoolKey;
 use crate::pool::{Lease, Pool, Reset};
-use crate::protocol::messages::{split_cstr, tag, Bind, ParameterStatus, Target};
+use crate::protocol::messages::{is_frontend_message, split_cstr, tag, Bind, ParameterStatus, Target};
 use crate::protocol::write::{self as w, Severity};
 use crate::protocol::{peek_header, ProtocolError, TransactionStatus, HEADER_LEN};
 use crate::server::{Phase, Shared};
@@ -325,6 +325,9 @@ impl<'a> Relay<'a> {
                 if self.cbuf.first() == Some(&tag::TERMINATE) {
                     return End::Terminated;
                 }
+                if let Some(e) = self.refused_message() {
+                    return End::Failed(e);
+                }
             }
             if self.lease.is_none() && !self.cbuf.is_empty() && !self.waiting_for_more() {
                 if draining {
@@ -367,6 +370,9 @@ impl<'a> Relay<'a> {
                 if let Err(e) = flush(&l.conn_ref().stream, &mut self.sout) {
                     return End::Failed(Error::ServerIo(e));
                 }
+            }
+            if let Some(e) = self.refused_message() {
+                return End::Failed(e);
             }
             if self.refused_transaction {
                 return End::Failed(Error::Refused {
@@ -501,6 +507,19 @@ impl<'a> Relay<'a> {
             self.cbuf.advance(total);
         }
         Ok(())
+    }
+
+    /// The client's next message has a type PostgreSQL refuses after login
+    /// (it is never forwarded): the error that ends the session, once what
+    /// the client sent before it is answered. PostgreSQL would answer that
+    /// first; what the server will not answer before a Sync (extended
+    /// messages without one) is not waited for.
+    fn refused_message(&self) -> Option<Error> {
+        let t = *self.cbuf.first()?;
+        if is_frontend_message(t) || self.up_remaining > 0 || (!self.queue.is_empty() && !self.needs_sync) {
+            return None;
+        }
+        Some(Error::ClientProtocol(ProtocolError::InvalidMessageType { tag: t }))
     }
 
     /// After the server connection failed (closed, reset, a write refused):
@@ -1187,6 +1206,10 @@ impl<'a> Relay<'a> {
                 }
                 self.up_remaining -= moved;
                 continue;
+            }
+            if self.cbuf.first().is_some_and(|&t| !is_frontend_message(t)) {
+                // A type PostgreSQL refuses: never forwarded (refused_message).
+                break;
             }
             let Some((t, total)) = peek_header(self.cbuf).map_err(Error::ClientProtocol)? else {
                 break;
