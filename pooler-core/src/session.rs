@@ -623,6 +623,11 @@ fn clone_for_client(e: &Error) -> Error {
         Error::ClientProtocol(p @ ProtocolError::InvalidMessageType { .. }) => {
             Error::Refused { code: p.sqlstate(), message: p.to_string() }
         }
+        // Only relayed messages end a session this way: name the setting.
+        Error::ClientProtocol(ProtocolError::MessageTooLarge { .. })
+        | Error::ServerProtocol(ProtocolError::MessageTooLarge { .. }) => {
+            Error::Refused { code: e.sqlstate(), message: format!("{e} (server.max_message_size)") }
+        }
         other => Error::Refused { code: other.sqlstate(), message: other.to_string() },
     }
 }

@@ -444,3 +444,47 @@ async fn unknown_message_types_get_postgres_answer_from_the_pooler_itself() {
     let after = [pooled_backend(&session).await, pooled_backend(&transaction).await];
     assert_eq!(after, before, "the server connections were kept");
 }
+
+/// `server.max_message_size` bounds only what the pooler gathers whole. In
+/// session mode a Bind streams through at any size, as PostgreSQL takes it;
+/// transaction mode rewrites the statement name in it, so gathers it whole,
+/// and one over the limit gets FATAL 54000 naming the setting and a close,
+/// with nothing forwarded and the server connection kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bind_over_max_message_size_streams_in_session_mode_and_is_refused_in_transaction_mode() {
+    let cluster = primary_only().await;
+    let mut config = trust_config(&cluster);
+    config.pool.size = 1;
+    config.server.max_message_size = 64 * 1024;
+    let session = TestPooler::start(config.clone(), None).await;
+    config.pool.mode = pooler_core::config::PoolMode::Transaction;
+    let transaction = TestPooler::start(config, None).await;
+
+    let value = vec![b'x'; 200_000];
+    let mut bind = b"\0s\0\0\0\0\x01".to_vec();
+    bind.extend_from_slice(&(value.len() as i32).to_be_bytes());
+    bind.extend_from_slice(&value);
+    bind.extend_from_slice(b"\0\0");
+    let parse = [message_bytes(b'P', b"s\0SELECT length($1::text)\0\0\0"), message_bytes(b'S', b"")].concat();
+    let execute = [message_bytes(b'B', &bind), message_bytes(b'E', b"\0\0\0\0\0"), message_bytes(b'S', b"")].concat();
+    assert!(bind.len() > 3 * 64 * 1024);
+
+    let mut s = raw_login(session.addr).await;
+    let mut pending = Vec::new();
+    s.write_all(&parse).await.unwrap();
+    read_to_ready(&mut s, &mut pending).await;
+    s.write_all(&execute).await.unwrap();
+    let got = read_to_ready(&mut s, &mut pending).await;
+    assert_eq!(first_value(&got).as_deref(), Some("200000"), "{:?}", describe(&got));
+
+    let before = pooled_backend(&transaction).await;
+    let mut s = raw_login(transaction.addr).await;
+    let mut pending = Vec::new();
+    s.write_all(&parse).await.unwrap();
+    read_to_ready(&mut s, &mut pending).await;
+    s.write_all(&execute).await.unwrap();
+    let got = read_until_closed(&mut s, &mut pending).await;
+    let limit = format!("E FATAL 54000 client protocol violation: message of type 'B' is {} bytes, over the limit of 65536 (server.max_message_size)", bind.len() + 5);
+    assert_eq!(describe(&got), [limit]);
+    assert_eq!(pooled_backend(&transaction).await, before, "the server connection was kept");
+}
