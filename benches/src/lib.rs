@@ -330,4 +330,5 @@ pub fn tree_peak_rss_kib(pid: u32) -> u64 {
     process_tree(pid).into_iter().filter_map(rss_kib).map(|(peak, _)| peak).sum()
 }
 
+pub mod failover;
 pub mod report;

@@ -1,5 +1,6 @@
 //! Fuzz the query classifier: any bytes, no panic, same answer twice, and a
-//! read never contains a call to a sequence function outside literals.
+//! read never contains a call to a sequence function outside literals; the
+//! catalog's name extraction agrees with the flag it stands for.
 //! Run: `cargo +nightly fuzz run classify` from `fuzz/`.
 #![no_main]
 
@@ -10,6 +11,16 @@ fuzz_target!(|data: &[u8]| {
     let plain = Classifier::default();
     let a = plain.classify(data);
     assert_eq!(a, plain.classify(data));
+    // Names for the catalog come only with the flag that asks for them, and
+    // are lowercased and distinct.
+    let names = plain.unlisted_calls(data);
+    if !names.is_empty() {
+        assert!(a.flags.contains(pooler_core::classify::Flags::UNLISTED_FUNCTION));
+    }
+    for (i, n) in names.iter().enumerate() {
+        assert_eq!(*n, n.to_ascii_lowercase());
+        assert!(!names[..i].contains(n));
+    }
     // With user lists too (exact names and a pattern).
     let lists = ClassifierLists {
         write_functions: vec!["audit".into(), "x_.*".into()],

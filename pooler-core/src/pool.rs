@@ -75,6 +75,10 @@ pub struct Pool {
     stats: PoolStats,
     /// The node's connections, to cut when it is marked down.
     lifelines: Arc<Lifelines>,
+    /// The parameters the server reported to the last connection opened:
+    /// its defaults for this user and database (a transaction-mode login
+    /// may be answered from them without a connection).
+    defaults: Mutex<Option<Arc<Vec<(String, String)>>>>,
 }
 
 /// A server connection lent to a client. Give it back with [`Pool::checkin`];
@@ -107,6 +111,7 @@ impl Pool {
     ) -> Pool {
         Pool {
             lifelines,
+            defaults: Mutex::new(None),
             slots: Arc::new(Semaphore::new(settings.size)),
             reserve: Arc::new(Semaphore::new(settings.reserve_size)),
             key,
@@ -141,6 +146,12 @@ impl Pool {
         if let Ok(mut l) = self.login.lock() {
             l.client_key = Some(key);
         }
+    }
+
+    /// The server's default parameters for this pool's user and database,
+    /// as reported to the last connection opened (none opened yet: `None`).
+    pub(crate) fn server_defaults(&self) -> Option<Arc<Vec<(String, String)>>> {
+        self.defaults.lock().ok()?.clone()
     }
 
     /// Idle connections now.
@@ -280,6 +291,11 @@ impl Pool {
         };
         let mut conn = ServerConn::connect(&self.addr, &login, self.settings.connect_timeout, self.max_message).await?;
         conn.hold_lifeline(&self.lifelines, self.settings.tcp_user_timeout);
+        if let Ok(mut d) = self.defaults.lock() {
+            if d.as_deref() != Some(&conn.initial_params) {
+                *d = Some(Arc::new(conn.initial_params.clone()));
+            }
+        }
         self.stats.opened.fetch_add(1, Ordering::Relaxed);
         metrics::counter!(m::SERVER_CONNECTIONS_OPENED).increment(1);
         Ok(conn)

@@ -344,7 +344,8 @@ impl std::fmt::Display for End {
 /// A session whose login is over: what its relay needs.
 struct Opened {
     pool: Arc<crate::pool::Pool>,
-    lease: Lease,
+    /// The login's server connection (`None`: answered without one).
+    lease: Option<Lease>,
     node: usize,
     login: LoginInfo,
     mode: PoolMode,
@@ -410,6 +411,9 @@ async fn open_session(
         pool.learn_client_key(key);
     }
     let mut phase = shared.phase.clone();
+    if let Some(opened) = login_without_server(client, shared, startup, &pool, node, &login).await? {
+        return Ok(opened);
+    }
     let checkout = tokio::select! {
         r = Box::pin(pool.checkout()) => r,
         _ = phase.wait_for(|p| *p != Phase::Running) => Err(Error::Shutdown),
@@ -520,7 +524,53 @@ async fn open_session(
     }
     // Login is over: drop its scratch buffer (the relay reads on demand).
     client.out = BytesMut::new();
-    Ok(Opened { pool, lease, node, login, mode, login_state, cancel, phase })
+    Ok(Opened { pool, lease: Some(lease), node, login, mode, login_state, cancel, phase })
+}
+
+/// Transaction and statement mode: the login answered without a server
+/// connection, from the server defaults the pool last saw for this user and
+/// database (as pgbouncer does), when the client's startup settings need no
+/// server to report them ([`crate::txn::login_state_from_defaults`]). The
+/// first request takes a connection like any other. `Ok(None)`: log in on a
+/// connection (no connection was opened for this pool yet, the settings need
+/// the server, or the primary is not in service).
+async fn login_without_server(
+    client: &mut Client,
+    shared: &Arc<Shared>,
+    startup: &StartupMessage,
+    pool: &Arc<crate::pool::Pool>,
+    node: usize,
+    login: &LoginInfo,
+) -> Result<Option<Opened>, End> {
+    let mode = pool.settings().mode;
+    if !matches!(mode, PoolMode::Transaction | PoolMode::Statement)
+        || node != shared.router.primary()
+        || !shared.router.snapshot().primary_available()
+    {
+        return Ok(None);
+    }
+    let Some(defaults) = pool.server_defaults() else { return Ok(None) };
+    let Some(params) = crate::txn::login_state_from_defaults(&defaults, startup) else { return Ok(None) };
+    let cancel = shared.cancels.register();
+    for (k, v) in &params {
+        w::parameter_status(&mut client.out, k, v);
+    }
+    w::backend_key_data(&mut client.out, cancel.key().pid, cancel.key().secret);
+    w::ready_for_query(&mut client.out, TransactionStatus::Idle);
+    if let Err(e) = client.flush().await {
+        return Err(End::Failed(e));
+    }
+    client.out = BytesMut::new();
+    Ok(Some(Opened {
+        pool: pool.clone(),
+        lease: None,
+        node,
+        login: login.clone(),
+        mode,
+        login_state: Some((params, Vec::new())),
+        cancel,
+        phase: shared.phase.clone(),
+    }))
 }
 
 /// After authentication: take a server connection, finish the client's
@@ -536,7 +586,7 @@ async fn run_session(
     let opened = Box::pin(open_session(client, shared, &startup, user, database, client_key)).await;
     // The startup packet's parameters are applied: not kept for the session.
     drop(startup);
-    let Opened { pool, mut lease, node, login, mode, login_state, cancel, mut phase } = match opened {
+    let Opened { pool, lease, node, login, mode, login_state, cancel, mut phase } = match opened {
         Ok(o) => o,
         Err(end) => return end,
     };
@@ -566,7 +616,17 @@ async fn run_session(
         }
         return outcome.end;
     }
-    let outcome = Box::pin(relay(client, lease.conn(), node, shared, &mut phase)).await;
+    // The lease stays in its Option (a second binding would be a second
+    // slot in every client's task).
+    let mut lease = lease;
+    let Some(conn) = lease.as_mut().map(|l| l.conn()) else {
+        // Only the transaction relay starts without a connection.
+        return End::Failed(Error::Refused {
+            code: "XX000",
+            message: "session started without a server connection".into(),
+        });
+    };
+    let outcome = Box::pin(relay(client, conn, node, shared, &mut phase)).await;
     match &outcome.end {
         End::Failed(e @ (Error::ServerIo(_) | Error::ServerClosed)) => {
             shared.backend_failed(node, e);
@@ -589,7 +649,9 @@ async fn run_session(
     if let (Some(n), true) = (end_notice(&end), client_can_take_error) {
         client.send_error(Severity::Fatal, &n).await;
     }
-    Box::pin(finish(&pool, lease, clean, status)).await;
+    if let Some(lease) = lease {
+        Box::pin(finish(&pool, lease, clean, status)).await;
+    }
     end
 }
 

@@ -608,3 +608,56 @@ async fn volatile_user_functions_go_to_the_primary_and_stable_ones_are_balanced(
         assert_eq!(port, primary, "a volatile function goes to the primary");
     }
 }
+
+/// Transaction mode answers a login from the server defaults it has seen
+/// (as pgbouncer does): with the pool's one connection held in a
+/// transaction, new clients log in at once and run once it is free; what
+/// they are told (reported parameters, their application_name) is what the
+/// server reports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transaction_mode_logins_need_no_server_connection() {
+    let cluster = primary_only().await;
+    let mut config = trust_config(&cluster);
+    config.pool.mode = pooler_core::config::PoolMode::Transaction;
+    config.pool.size = 1;
+    config.pool.checkout_timeout = Duration::from_secs(10);
+    let pooler = TestPooler::start(config, None).await;
+    let holder = pooler.connect("postgres").await;
+    holder.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    let mut logins = Vec::new();
+    for i in 0..5 {
+        let started = std::time::Instant::now();
+        let mut pg = pooler.pg_config("postgres", "postgres");
+        pg.application_name(&format!("app{i}"));
+        let c = connect_with(pg).await.unwrap();
+        assert!(started.elapsed() < Duration::from_secs(1), "login {i} waited {:?}", started.elapsed());
+        logins.push(c);
+    }
+    let waiting = tokio::spawn(async move {
+        let mut names = Vec::new();
+        for c in &logins {
+            names.push(c.query_one("SHOW application_name", &[]).await.unwrap().get::<_, String>(0));
+        }
+        names
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "their queries wait for the one connection");
+    holder.batch_execute("COMMIT").await.unwrap();
+    let names = tokio::time::timeout(Duration::from_secs(10), waiting).await.unwrap().unwrap();
+    assert_eq!(names, (0..5).map(|i| format!("app{i}")).collect::<Vec<_>>());
+    // Reported parameters are the server's: compare with a direct login.
+    let direct = psql_direct_params(&cluster);
+    let through = psql(pooler.port(), "postgres", "SHOW server_version; SHOW integer_datetimes; SHOW server_encoding");
+    assert_eq!(through, direct);
+}
+
+/// A few reported parameters as a direct connection shows them.
+fn psql_direct_params(cluster: &Cluster) -> String {
+    pooler_testkit::psql_at(
+        cluster.primary().port(),
+        "postgres",
+        "postgres",
+        "SHOW server_version; SHOW integer_datetimes; SHOW server_encoding",
+    )
+    .unwrap()
+}

@@ -12,15 +12,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use pooler_benches::failover::{example_hooks_toml, nodes_toml, TUNED_HEALTH};
 use pooler_benches::PoolerProcess;
-
-/// The shipped example script `name` with `args`, with the environment it
-/// needs: the PostgreSQL binaries, and the data directories' owner when run as root.
-fn example_script(bin: &str, name: &str, args: &str) -> String {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/failover");
-    let os_user = pooler_testkit::server_os_user().map(|(u, _, _)| format!("PG_OS_USER={u} ")).unwrap_or_default();
-    format!("PGBIN={bin} {os_user}sh {dir}/{name} {args}")
-}
 
 struct Outcome {
     to_first_write: Duration,
@@ -40,15 +33,8 @@ fn measure(
         .init_sql("CREATE TABLE items (id serial PRIMARY KEY, v int);")
         .start()?;
     cluster.wait_for_replication(Duration::from_secs(60))?;
-    let bin = cluster.bin_dir().display().to_string();
-    let nodes: String = cluster
-        .nodes()
-        .map(|n| {
-            format!("[[nodes]]\nhost = \"127.0.0.1\"\nport = {}\ndata_dir = \"{}\"\n", n.port(), n.data_dir().display())
-        })
-        .collect();
-    let promote = example_script(&bin, "pg_failover.sh", "%d %h %p %D %m %H %r %R");
-    let follow = example_script(&bin, "pg_follow_primary.sh", "%d %h %p %D %m %H %r");
+    let nodes = nodes_toml(&cluster);
+    let hooks = example_hooks_toml(&cluster);
     let log = log_dir.map(|d| d.join(format!("failover-{label}.log")));
     let process = PoolerProcess::start_logged(
         pooler,
@@ -56,7 +42,7 @@ fn measure(
         "",
         &format!(
             "[pool]\nmode = \"transaction\"\n[auth]\nmethod = \"trust\"\n[routing]\nload_balance = true\n\
-             [health]\n{health}\n[failover]\ncommand = \"{promote}\"\nfollow_primary_command = \"{follow}\"\n{nodes}"
+             [health]\n{health}\n[failover]\n{hooks}{nodes}"
         ),
         "info",
         log.as_deref(),
@@ -123,7 +109,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("|---|---|---|---|");
     for (label, health) in [
         ("default (period 2s, 2 retries 500ms apart)", "period = \"2s\""),
-        ("tuned (period 200ms, 1 retry after 100ms)", "period = \"200ms\"\nmax_retries = 1\nretry_delay = \"100ms\""),
+        ("tuned (period 200ms, 1 retry after 100ms)", TUNED_HEALTH),
     ] {
         let dir = if label.starts_with("default") { "default" } else { "tuned" };
         let o = measure(&pooler, dir, health, log_dir.as_deref())?;

@@ -210,7 +210,7 @@ impl<'a> Relay<'a> {
         mode: PoolMode,
         cancel: &'a CancelHandle,
         (stream, cbuf, cout): (&'a TcpStream, &'a mut BytesMut, &'a mut BytesMut),
-        (lease, node): (Lease, usize),
+        (lease, node): (Option<Lease>, usize),
         login: LoginInfo,
         (params, extra): (Settings, Settings),
     ) -> Self {
@@ -218,7 +218,9 @@ impl<'a> Relay<'a> {
         if let Some(slot) = pools.get_mut(node) {
             *slot = Some(pool.clone());
         }
-        shared.router.begin(node, false);
+        if lease.is_some() {
+            shared.router.begin(node, false);
+        }
         let parked = (0..pools.len()).map(|_| None).collect();
         let params = shared.param_sets.share(params);
         Relay {
@@ -249,7 +251,7 @@ impl<'a> Relay<'a> {
             stream,
             cbuf,
             cout,
-            lease: Some(lease),
+            lease,
             sout: BytesMut::new(),
             queue: VecDeque::new(),
             statements: ClientStatements::default(),
@@ -1314,8 +1316,6 @@ impl<'a> Relay<'a> {
                     let class = self.effective(sql, self.class_of(sql));
                     if !class.is_read_only() {
                         self.note_function_ddl(sql);
-                    }
-                    if !class.is_read_only() {
                         self.wrote = true;
                     }
                     self.unnamed_class = Some(class);
@@ -1752,6 +1752,29 @@ fn restore_sql(params: &[(String, String)], extra: &[(String, String)], conn: &S
         }
     }
     sql
+}
+
+/// A transaction-mode client's parameters at login, from the server's
+/// `defaults` for its user and database alone, without a server connection:
+/// only when every startup setting is `application_name` (reported as
+/// given) or a reported parameter at its default value, so that what the
+/// client is told is what a server would report. `None`: log in on a
+/// connection ([`login_state`]), which also lets the server refuse a setting.
+pub(crate) fn login_state_from_defaults(
+    defaults: &[(String, String)],
+    startup: &crate::protocol::StartupMessage,
+) -> Option<Vec<(String, String)>> {
+    let wanted = crate::session::startup_settings(startup).ok()?;
+    let mut params = defaults.to_vec();
+    for (k, v) in wanted {
+        let slot = params.iter_mut().find(|(p, _)| p.eq_ignore_ascii_case(&k))?;
+        if k.eq_ignore_ascii_case("application_name") {
+            slot.1 = v;
+        } else if !slot.1.eq_ignore_ascii_case(&v) {
+            return None;
+        }
+    }
+    Some(params)
 }
 
 /// Prepares the login connection of a transaction-mode client: back to the
