@@ -2,10 +2,10 @@
 //! relay loop that moves bytes both ways until the client leaves.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -135,6 +135,9 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
         // Server failures and pool exhaustion are worth a warning whatever the settings.
         End::Failed(e) if e.side() != crate::error::Side::Client => {
             tracing::warn!(client = %peer, %user, %database, error = %e, "session ended by a failure");
+        }
+        End::ServerFatal(_) => {
+            tracing::warn!(client = %peer, %user, %database, reason = %end, "session ended by the server");
         }
         _ if shared.config.server.log_connections => {
             tracing::info!(client = %peer, %user, %database, reason = %end, "client disconnected");
@@ -313,6 +316,10 @@ pub(crate) enum End {
     Shutdown,
     /// The shutdown timeout ran out.
     ForcedShutdown,
+    /// The server ended the session with a FATAL (or PANIC) ErrorResponse,
+    /// whose body this is, and closed: the client got it as the server sent
+    /// it, and nothing after it.
+    ServerFatal(Bytes),
     /// Something failed.
     Failed(Error),
 }
@@ -324,6 +331,11 @@ impl std::fmt::Display for End {
             End::ClientClosed => f.write_str("client closed the connection"),
             End::Shutdown => f.write_str("pooler shutdown"),
             End::ForcedShutdown => f.write_str("pooler shutdown timeout"),
+            End::ServerFatal(body) => {
+                let e = messages::ErrorFields::new(body);
+                let (severity, code) = (e.severity().unwrap_or("FATAL"), e.code().unwrap_or("?????"));
+                write!(f, "the server ended the session: {severity} {code}: {}", e.message().unwrap_or("(no message)"))
+            }
             End::Failed(e) => write!(f, "{e}"),
         }
     }
@@ -615,8 +627,16 @@ async fn run_session(
         });
     };
     let outcome = Box::pin(relay(client, conn, node, shared, &mut phase)).await;
-    if let End::Failed(e @ (Error::ServerIo(_) | Error::ServerClosed)) = &outcome.end {
-        shared.backend_failed(node, e);
+    match &outcome.end {
+        End::Failed(e @ (Error::ServerIo(_) | Error::ServerClosed)) => {
+            shared.backend_failed(node, e);
+        }
+        // A server that closes after saying why (terminated, shutting
+        // down) is reported as a server that closed.
+        End::ServerFatal(_) => {
+            shared.backend_failed(node, &Error::ServerClosed);
+        }
+        _ => {}
     }
     metrics::gauge!(m::CLIENTS_ACTIVE).decrement(1.0);
     // No cancel for this client may reach the server connection once someone
@@ -636,6 +656,8 @@ async fn run_session(
 }
 
 /// What the client is told when its session ends for `end`, if anything.
+/// Nothing after the server's own FATAL: PostgreSQL's last words are the
+/// client's last message, as on a direct connection.
 fn end_notice(end: &End) -> Option<Error> {
     match end {
         End::Shutdown | End::ForcedShutdown => Some(Error::Refused {
@@ -659,6 +681,15 @@ fn clone_for_client(e: &Error) -> Error {
             code: "08006",
             message: "server closed the connection unexpectedly; the query may or may not have run".into(),
         },
+        // PostgreSQL's own words for it.
+        Error::ClientProtocol(p @ ProtocolError::InvalidMessageType { .. }) => {
+            Error::Refused { code: p.sqlstate(), message: p.to_string() }
+        }
+        // Only relayed messages end a session this way: name the setting.
+        Error::ClientProtocol(ProtocolError::MessageTooLarge { .. })
+        | Error::ServerProtocol(ProtocolError::MessageTooLarge { .. }) => {
+            Error::Refused { code: e.sqlstate(), message: format!("{e} (server.max_message_size)") }
+        }
         other => Error::Refused { code: other.sqlstate(), message: other.to_string() },
     }
 }
@@ -802,10 +833,16 @@ struct RelayOutcome {
 /// State of the server-to-client direction.
 struct Down {
     scanner: Scanner,
-    ready_count: u64,
     status: TransactionStatus,
     writing: bool,
+    /// The body of the last inspected ErrorResponse, when it was a FATAL (or
+    /// PANIC): the server closes after it, and the client gets nothing more.
+    last_words: Option<Bytes>,
 }
+
+/// How long a relay that failed to write to its server still waits for what
+/// the server said before it went (its FATAL, already on its way).
+const LAST_WORDS_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Relays both directions at once until the client leaves, the server fails or
 /// shutdown says stop. Each direction forwards whole read batches in one write;
@@ -822,9 +859,16 @@ async fn relay(
     let peer = client.peer;
     // Requests that will each end with a ReadyForQuery (Query, Sync, FunctionCall).
     let requests = AtomicU64::new(0);
+    // ReadyForQuery messages relayed to the client.
+    let answered = AtomicU64::new(0);
     // The client's last forwarded message ends a request and nothing is half sent.
     let up_clean = AtomicBool::new(true);
-    let mut down = Down { scanner: Scanner::new(max), ready_count: 0, status: TransactionStatus::Idle, writing: false };
+    // The client sent a message type PostgreSQL refuses: it gets PostgreSQL's
+    // FATAL once what it sent before is answered (the downstream ends then).
+    let refused = AtomicU8::new(0);
+    let refusing = AtomicBool::new(false);
+    let mut down =
+        Down { scanner: Scanner::new(max), status: TransactionStatus::Idle, writing: false, last_words: None };
     let mut up_scanner = Scanner::new(max);
     let mut force = phase.clone();
 
@@ -838,8 +882,9 @@ async fn relay(
             // Only what must be seen is gathered whole: requests that end with
             // ReadyForQuery (counted), Terminate (held back), and Parse when
             // statements are logged. Everything else streams through.
-            let scan = up_scanner.scan(
+            let scan = up_scanner.scan_stopping_at(
                 cbuf,
+                |t| !messages::is_frontend_message(t),
                 |t| matches!(t, tag::QUERY | b'S' | b'F' | tag::TERMINATE) || (log_statements && t == tag::PARSE),
                 |t, body| {
                     match t {
@@ -867,11 +912,29 @@ async fn relay(
             if scan.forward > 0 {
                 up_clean.store(false, Ordering::Relaxed);
                 if let Err(e) = sw.write_all(&cbuf[..scan.forward]).await {
+                    // The server is gone. What it said before going (a FATAL
+                    // saying why) may still be unread: the downstream relays
+                    // it and ends the session when it reads the close.
+                    tokio::time::sleep(LAST_WORDS_WAIT).await;
                     return End::Failed(Error::ServerIo(e));
                 }
                 cbuf.advance(scan.forward);
                 let ends_request = matches!(up_scanner.last_tag(), tag::QUERY | b'S' | b'F');
                 up_clean.store(up_scanner.at_boundary() && ends_request, Ordering::Relaxed);
+            }
+            if let Some(&t) = cbuf.first().filter(|&&t| scan.stopped && !messages::is_frontend_message(t)) {
+                // Not forwarded. PostgreSQL would first answer what came
+                // before it: when that is whole requests, the downstream ends
+                // the session once they are answered; else at once.
+                let invalid = End::Failed(Error::ClientProtocol(ProtocolError::InvalidMessageType { tag: t }));
+                if !up_clean.load(Ordering::Relaxed)
+                    || answered.load(Ordering::Relaxed) == requests.load(Ordering::Relaxed)
+                {
+                    return invalid;
+                }
+                refused.store(t, Ordering::Relaxed);
+                refusing.store(true, Ordering::Relaxed);
+                return std::future::pending().await;
             }
             if scan.stopped && cbuf.first() == Some(&tag::QUERY) {
                 // SHOW pool_nodes is at the front: it becomes the query that answers it.
@@ -909,15 +972,16 @@ async fn relay(
                     if t == tag::ERROR_RESPONSE {
                         // A write refused as read-only by the node believed to
                         // be the primary: it may have been demoted. Check now.
-                        let code = crate::protocol::messages::ErrorFields::new(body).code();
-                        if code == Some("25006") && node == shared.router.primary() {
+                        let fields = crate::protocol::messages::ErrorFields::new(body);
+                        if fields.code() == Some("25006") && node == shared.router.primary() {
                             shared.cluster.suspect(node, "the primary answered 25006 (read-only transaction)");
                         }
+                        down.last_words = fields.ends_session().then(|| Bytes::copy_from_slice(body));
                     } else if t == tag::READY_FOR_QUERY {
                         match TransactionStatus::parse(body) {
                             Ok(s) => {
                                 down.status = s;
-                                down.ready_count += 1;
+                                answered.fetch_add(1, Ordering::Relaxed);
                             }
                             Err(e) => failure = Some(e),
                         }
@@ -944,7 +1008,14 @@ async fn relay(
                 Ok(_) => return End::Failed(Error::ServerProtocol(failure.unwrap_or(ProtocolError::Malformed("?")))),
                 Err(e) => return End::Failed(Error::ServerProtocol(e)),
             }
-            if draining && is_idle(&down, &requests, &up_clean, sbuf) {
+            if refusing.load(Ordering::Relaxed)
+                && answered.load(Ordering::Relaxed) == requests.load(Ordering::Relaxed)
+                && down.scanner.at_boundary()
+            {
+                let tag = refused.load(Ordering::Relaxed);
+                return End::Failed(Error::ClientProtocol(ProtocolError::InvalidMessageType { tag }));
+            }
+            if draining && is_idle(&down, &answered, &requests, &up_clean, sbuf) {
                 return End::Shutdown;
             }
             tokio::select! {
@@ -956,7 +1027,7 @@ async fn relay(
                 },
                 _ = &mut drain_signal, if !draining => {
                     draining = true;
-                    if is_idle(&down, &requests, &up_clean, sbuf) {
+                    if is_idle(&down, &answered, &requests, &up_clean, sbuf) {
                         return End::Shutdown;
                     }
                 }
@@ -969,13 +1040,26 @@ async fn relay(
         e = downstream => e,
         _ = force.wait_for(|p| *p == Phase::Force) => End::ForcedShutdown,
     };
-    let clean = down.ready_count == requests.load(Ordering::Relaxed)
+    let answered = answered.load(Ordering::Relaxed);
+    let clean = answered == requests.load(Ordering::Relaxed)
         && up_clean.load(Ordering::Relaxed)
         && down.scanner.at_boundary()
         && !down.writing
         && sbuf.is_empty()
         && !matches!(&end, End::Failed(e) if e.side() == crate::error::Side::Server);
-    RelayOutcome { end, clean, status: down.status, client_can_take_error: down.scanner.at_boundary() && !down.writing }
+    let client_can_take_error = down.scanner.at_boundary() && !down.writing;
+    // The server's FATAL, relayed whole as the last message, then its close:
+    // the client has had the server's last words, exactly as on a direct
+    // connection, and gets nothing more.
+    let end = match (end, down.last_words) {
+        (End::Failed(Error::ServerClosed | Error::ServerIo(_)), Some(words))
+            if client_can_take_error && down.scanner.last_tag() == tag::ERROR_RESPONSE =>
+        {
+            End::ServerFatal(words)
+        }
+        (end, _) => end,
+    };
+    RelayOutcome { end, clean, status: down.status, client_can_take_error }
 }
 
 /// Waits for bytes and reads them. While waiting with nothing buffered, the
@@ -1000,9 +1084,9 @@ async fn read_some(r: &tokio::net::tcp::ReadHalf<'_>, buf: &mut BytesMut) -> std
 
 /// True when the server connection has nothing outstanding and no open
 /// transaction: the session may be closed without losing anything.
-fn is_idle(down: &Down, requests: &AtomicU64, up_clean: &AtomicBool, sbuf: &BytesMut) -> bool {
+fn is_idle(down: &Down, answered: &AtomicU64, requests: &AtomicU64, up_clean: &AtomicBool, sbuf: &BytesMut) -> bool {
     down.status == TransactionStatus::Idle
-        && down.ready_count == requests.load(Ordering::Relaxed)
+        && answered.load(Ordering::Relaxed) == requests.load(Ordering::Relaxed)
         && up_clean.load(Ordering::Relaxed)
         && down.scanner.at_boundary()
         && sbuf.is_empty()

@@ -211,7 +211,8 @@ async fn oversized_and_invalid_messages_after_login_close_the_session_cleanly() 
     s.write_all(&[b'Q', 0, 0, 0, 2]).await.unwrap();
     assert_eq!(first_error_code(&read_to_close(&mut s).await).as_deref(), Some("08P01"));
 
-    // An unknown message type reaches PostgreSQL, which answers 08P01 and closes.
+    // An unknown message type: the pooler answers 08P01 as PostgreSQL would
+    // (see `unknown_message_types_get_postgres_answer_from_the_pooler_itself`).
     let mut s = raw_login(pooler.addr).await;
     s.write_all(&[b'!', 0, 0, 0, 4]).await.unwrap();
     assert_eq!(first_error_code(&read_to_close(&mut s).await).as_deref(), Some("08P01"));
@@ -382,4 +383,108 @@ async fn transaction_mode_refuses_malformed_messages_and_keeps_serving() {
     a.batch_execute("BEGIN").await.unwrap();
     assert_eq!(b.query_one("SELECT 1", &[]).await.unwrap().get::<_, i32>(0), 1);
     a.batch_execute("COMMIT").await.unwrap();
+}
+
+/// Logs in at `addr`, sends `bytes`, and returns every message until the close.
+async fn answer_after_login(addr: std::net::SocketAddr, bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let mut s = raw_login(addr).await;
+    s.write_all(bytes).await.unwrap();
+    read_until_closed(&mut s, &mut Vec::new()).await
+}
+
+/// The pid of the server connection a pool of one lends, asked through `pooler`.
+async fn pooled_backend(pooler: &TestPooler) -> i32 {
+    let c = pooler.connect("postgres").await;
+    c.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0)
+}
+
+/// A message type no client may send after login ('@', 0x00, 'p' which is
+/// for authentication only, ...): PostgreSQL 15 answers `FATAL 08P01 invalid
+/// frontend message type N` on the type byte alone, after answering what
+/// came before it, and closes. The pooler gives the same answer itself, in
+/// session and transaction mode, and forwards none of it: the server
+/// connection is kept (before, it was forwarded, the server dropped its
+/// backend, and a transaction-mode client got no answer at all).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_message_types_get_postgres_answer_from_the_pooler_itself() {
+    let cluster = primary_only().await;
+    let postgres: std::net::SocketAddr = format!("127.0.0.1:{}", cluster.primary().port()).parse().unwrap();
+    let mut config = trust_config(&cluster);
+    config.pool.size = 1;
+    let session = TestPooler::start(config.clone(), None).await;
+    config.pool.mode = pooler_core::config::PoolMode::Transaction;
+    let transaction = TestPooler::start(config, None).await;
+    let before = [pooled_backend(&session).await, pooled_backend(&transaction).await];
+
+    let query = |sql: &str| message_bytes(b'Q', format!("{sql}\0").as_bytes());
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("'@'", message_bytes(b'@', b"")),
+        ("0x00", message_bytes(0, b"")),
+        ("'p' (a password message) after login", message_bytes(b'p', b"secret\0")),
+        ("'!', only the type byte", b"!".to_vec()),
+        ("'@' declaring 1 GB", vec![b'@', 0x40, 0, 0, 0]),
+        ("SELECT 1, then '@' in the same write", [query("SELECT 1"), message_bytes(b'@', b"")].concat()),
+        ("BEGIN, then '@'", [query("BEGIN"), message_bytes(b'@', b"")].concat()),
+        ("SELECT pg_sleep(0.3), then '@'", [query("SELECT pg_sleep(0.3)"), message_bytes(b'@', b"")].concat()),
+    ];
+    for (what, bytes) in &cases {
+        let direct = answer_after_login(postgres, bytes).await;
+        let error = describe(&direct).pop().unwrap_or_default();
+        assert!(error.starts_with("E FATAL 08P01 invalid frontend message type "), "{what}: PostgreSQL said {error}");
+        for (mode, pooler) in [("session", &session), ("transaction", &transaction)] {
+            let through = answer_after_login(pooler.addr, bytes).await;
+            // The same messages; the error's fields but for PostgreSQL's
+            // source location (file, line, routine) the same too.
+            assert_eq!(describe(&through), describe(&direct), "{what}, {mode} mode");
+            let others = |m: &[(u8, Vec<u8>)]| m.iter().filter(|(t, _)| *t != b'E').cloned().collect::<Vec<_>>();
+            assert_eq!(others(&through), others(&direct), "{what}, {mode} mode");
+        }
+    }
+    // Nothing reached the server: each pool's one connection still serves.
+    let after = [pooled_backend(&session).await, pooled_backend(&transaction).await];
+    assert_eq!(after, before, "the server connections were kept");
+}
+
+/// `server.max_message_size` bounds only what the pooler gathers whole. In
+/// session mode a Bind streams through at any size, as PostgreSQL takes it;
+/// transaction mode rewrites the statement name in it, so gathers it whole,
+/// and one over the limit gets FATAL 54000 naming the setting and a close,
+/// with nothing forwarded and the server connection kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bind_over_max_message_size_streams_in_session_mode_and_is_refused_in_transaction_mode() {
+    let cluster = primary_only().await;
+    let mut config = trust_config(&cluster);
+    config.pool.size = 1;
+    config.server.max_message_size = 64 * 1024;
+    let session = TestPooler::start(config.clone(), None).await;
+    config.pool.mode = pooler_core::config::PoolMode::Transaction;
+    let transaction = TestPooler::start(config, None).await;
+
+    let value = vec![b'x'; 200_000];
+    let mut bind = b"\0s\0\0\0\0\x01".to_vec();
+    bind.extend_from_slice(&(value.len() as i32).to_be_bytes());
+    bind.extend_from_slice(&value);
+    bind.extend_from_slice(b"\0\0");
+    let parse = [message_bytes(b'P', b"s\0SELECT length($1::text)\0\0\0"), message_bytes(b'S', b"")].concat();
+    let execute = [message_bytes(b'B', &bind), message_bytes(b'E', b"\0\0\0\0\0"), message_bytes(b'S', b"")].concat();
+    assert!(bind.len() > 3 * 64 * 1024);
+
+    let mut s = raw_login(session.addr).await;
+    let mut pending = Vec::new();
+    s.write_all(&parse).await.unwrap();
+    read_to_ready(&mut s, &mut pending).await;
+    s.write_all(&execute).await.unwrap();
+    let got = read_to_ready(&mut s, &mut pending).await;
+    assert_eq!(first_value(&got).as_deref(), Some("200000"), "{:?}", describe(&got));
+
+    let before = pooled_backend(&transaction).await;
+    let mut s = raw_login(transaction.addr).await;
+    let mut pending = Vec::new();
+    s.write_all(&parse).await.unwrap();
+    read_to_ready(&mut s, &mut pending).await;
+    s.write_all(&execute).await.unwrap();
+    let got = read_until_closed(&mut s, &mut pending).await;
+    let limit = format!("E FATAL 54000 client protocol violation: message of type 'B' is {} bytes, over the limit of 65536 (server.max_message_size)", bind.len() + 5);
+    assert_eq!(describe(&got), [limit]);
+    assert_eq!(pooled_backend(&transaction).await, before, "the server connection was kept");
 }

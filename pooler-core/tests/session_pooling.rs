@@ -301,6 +301,50 @@ async fn killed_backend_gives_client_an_error_and_pool_recovers() {
     assert_ne!(pid3, pid2);
 }
 
+/// A backend terminated under a session-mode client (pg_terminate_backend
+/// from another connection): the client gets exactly what a direct
+/// connection gets, the server's FATAL 57P01 and the close, whether it was
+/// idle, running a query with another queued behind it, sending more after
+/// the end, or executing a named prepared statement. Nothing of the pooler's
+/// is added (it used to add its 08006 after the server's FATAL).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminated_backends_fatal_is_the_clients_last_message_as_on_a_direct_connection() {
+    let cluster = primary_only().await;
+    let pooler = TestPooler::start(trust_config(&cluster), None).await;
+    let port = cluster.primary().port();
+    let postgres: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let fatal = "E FATAL 57P01 terminating connection due to administrator command";
+    for doing in [Doing::Idle, Doing::SleepingWithQueued, Doing::SleepingThenSending, Doing::ExecutingNamed] {
+        let direct = terminated_while(postgres, port, doing).await;
+        let through = terminated_while(pooler.addr, port, doing).await;
+        assert_eq!(describe(&direct).last().map(String::as_str), Some(fatal), "{doing:?}: PostgreSQL");
+        assert_eq!(describe(&through), describe(&direct), "{doing:?}: through the pooler, then directly");
+        assert_eq!(through, direct, "{doing:?}: byte for byte");
+    }
+    let c = pooler.connect("postgres").await;
+    assert_eq!(c.query_one("SELECT 1", &[]).await.unwrap().get::<_, i32>(0), 1);
+}
+
+/// A backend that dies without a word (SIGKILL): PostgreSQL sends nothing,
+/// a direct client's libpq says "server closed the connection
+/// unexpectedly"; through the pooler, the pooler says it (08006), since the
+/// client's socket stays open otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_killed_without_a_word_gets_the_poolers_08006() {
+    use tokio::io::AsyncWriteExt;
+    let cluster = primary_only().await;
+    let pooler = TestPooler::start(trust_config(&cluster), None).await;
+    let mut s = raw_login(pooler.addr).await;
+    s.write_all(&message_bytes(b'Q', b"SELECT pg_sleep(5)\0")).await.unwrap();
+    let pid = sleeping_backend(cluster.primary().port()).await;
+    assert!(std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap().success());
+    let got = read_until_closed(&mut s, &mut Vec::new()).await;
+    assert_eq!(
+        describe(&got),
+        ["E FATAL 08006 server closed the connection unexpectedly; the query may or may not have run"]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waiting_for_a_full_pool_times_out_with_a_clear_error() {
     let cluster = primary_only().await;
@@ -617,8 +661,8 @@ async fn session_mode_gives_the_client_its_backends_real_pid() {
             codes.push(error_code(&[(tag, body)]));
         }
     }
-    // The server's FATAL comes first (the pooler adds its 08006 after it), then the end.
-    assert_eq!(codes.first(), Some(&Some("57P01".to_string())), "{codes:?}");
+    // The server's FATAL, then the end: nothing of the pooler's after it.
+    assert_eq!(codes, vec![Some("57P01".to_string())]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -143,6 +143,23 @@ impl Scanner {
         &mut self,
         buf: &[u8],
         inspect: impl Fn(u8) -> bool,
+        on_frame: impl FnMut(u8, &[u8]) -> Verdict,
+    ) -> Result<Scan, ProtocolError> {
+        self.scan_stopping_at(buf, |_| false, inspect, on_frame)
+    }
+
+    /// [`Scanner::scan`], also stopping in front of the first frame whose tag
+    /// `stop_at` accepts, as soon as its tag byte has arrived (its length
+    /// need not have): `stopped` is set, `forward` ends where that frame
+    /// starts, and the frame stays in the buffer, unscanned. A client stream
+    /// uses it to refuse a message type on the type byte alone, as
+    /// PostgreSQL does.
+    #[inline]
+    pub fn scan_stopping_at(
+        &mut self,
+        buf: &[u8],
+        stop_at: impl Fn(u8) -> bool,
+        inspect: impl Fn(u8) -> bool,
         mut on_frame: impl FnMut(u8, &[u8]) -> Verdict,
     ) -> Result<Scan, ProtocolError> {
         let mut pos = 0;
@@ -154,6 +171,9 @@ impl Scanner {
                 if self.remaining > 0 {
                     return Ok(Scan { forward: pos, stopped: false });
                 }
+            }
+            if buf.get(pos).is_some_and(|&t| stop_at(t)) {
+                return Ok(Scan { forward: pos, stopped: true });
             }
             let Some((tag, total)) = peek_header(&buf[pos..])? else {
                 return Ok(Scan { forward: pos, stopped: false });
@@ -265,6 +285,26 @@ mod tests {
         let mut sc = Scanner::new(64);
         let s = sc.scan(&wire, |t| t == b'X', |_, _| Verdict::Hold).unwrap();
         assert_eq!(s, Scan { forward: 7, stopped: true });
+    }
+
+    #[test]
+    fn scanner_stops_in_front_of_a_refused_tag_on_its_first_byte() {
+        let mut wire = msg(b'Q', b"x\0");
+        wire.extend(msg(b'D', &[1u8; 20]));
+        let mut sc = Scanner::new(64);
+        // Only the tag byte of the refused frame has arrived.
+        let mut partial = wire[..7].to_vec();
+        partial.push(b'@');
+        let s = sc.scan_stopping_at(&partial, |t| t == b'@', |t| t == b'Q', |_, _| Verdict::Forward).unwrap();
+        assert_eq!(s, Scan { forward: 7, stopped: true });
+        assert_eq!(sc.last_tag(), b'Q');
+        // Inside a streaming frame, bytes equal to the tag do not count.
+        let mut sc = Scanner::new(64);
+        let s = sc.scan_stopping_at(&wire[7..12], |t| t == 1, |_| false, |_, _| Verdict::Forward).unwrap();
+        assert_eq!(s, Scan { forward: 5, stopped: false });
+        let s = sc.scan_stopping_at(&wire[12..], |t| t == 1, |_| false, |_, _| Verdict::Forward).unwrap();
+        assert_eq!(s, Scan { forward: wire.len() - 12, stopped: false });
+        assert!(sc.at_boundary());
     }
 
     #[test]

@@ -33,6 +33,16 @@ pub mod tag {
     pub const PASSWORD: u8 = b'p';
 }
 
+/// True for the message types a client may send after login: Query, Parse,
+/// Bind, Execute, Describe, Close, Sync, Flush, FunctionCall, Terminate,
+/// CopyData, CopyDone, CopyFail (PostgreSQL's `SocketBackend`). Anything else
+/// (`p` included: it is only for authentication) PostgreSQL refuses with
+/// `FATAL 08P01 invalid frontend message type N`, on the type byte alone.
+#[inline]
+pub fn is_frontend_message(t: u8) -> bool {
+    matches!(t, b'Q' | b'P' | b'B' | b'E' | b'D' | b'C' | b'S' | b'H' | b'F' | b'X' | b'd' | b'c' | b'f')
+}
+
 /// Transaction status carried by ReadyForQuery.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TransactionStatus {
@@ -181,6 +191,11 @@ impl<'a> ErrorFields<'a> {
     /// Non-localized severity (`V`), falling back to `S`.
     pub fn severity(&self) -> Option<&'a str> {
         self.field(b'V').or_else(|| self.field(b'S'))
+    }
+
+    /// A FATAL or PANIC error: the server closes the connection after it.
+    pub fn ends_session(&self) -> bool {
+        matches!(self.severity(), Some("FATAL" | "PANIC"))
     }
 }
 

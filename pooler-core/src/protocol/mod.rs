@@ -56,6 +56,13 @@ pub enum ProtocolError {
     /// A string that must be UTF-8 is not.
     #[error("invalid UTF-8 in a protocol string")]
     InvalidUtf8,
+    /// A message type a client may never send after login (PostgreSQL
+    /// answers `FATAL 08P01` with this text, giving the type as a number).
+    #[error("invalid frontend message type {tag}")]
+    InvalidMessageType {
+        /// Message type byte.
+        tag: u8,
+    },
     /// A message of a type not allowed at this point.
     #[error("unexpected message type '{}' {context}", char::from(*tag))]
     Unexpected {

@@ -30,7 +30,7 @@ use crate::config::PoolMode;
 use crate::error::Error;
 use crate::pool::PoolKey;
 use crate::pool::{Lease, Pool, Reset};
-use crate::protocol::messages::{split_cstr, tag, Bind, ParameterStatus, Target};
+use crate::protocol::messages::{is_frontend_message, split_cstr, tag, Bind, ParameterStatus, Target};
 use crate::protocol::write::{self as w, Severity};
 use crate::protocol::{peek_header, ProtocolError, TransactionStatus, HEADER_LEN};
 use crate::server::{Phase, Shared};
@@ -196,6 +196,9 @@ pub(crate) struct Relay<'a> {
     parked: Vec<Option<Lease>>,
     /// Session mode: the read node chosen for the session.
     session_read_node: Option<usize>,
+    /// The body of the last message relayed from the server, when it was a
+    /// FATAL (or PANIC) ErrorResponse: the server closes after it.
+    last_words: Option<Box<[u8]>>,
 }
 
 impl<'a> Relay<'a> {
@@ -266,13 +269,17 @@ impl<'a> Relay<'a> {
             max_message: shared.config.server.max_message_size,
             refused_transaction: false,
             needs_sync: false,
+            last_words: None,
         }
     }
 
     /// Relays until the client leaves; the server connection, if one is still
     /// lent, is given back (or closed) before this returns.
     pub(crate) async fn run(mut self, phase: &watch::Receiver<Phase>) -> Outcome {
-        let end = self.run_loop(phase).await;
+        let mut end = self.run_loop(phase).await;
+        if matches!(&end, End::Failed(Error::ServerIo(_) | Error::ServerClosed)) && self.lease.is_some() {
+            Box::pin(self.relay_last_words()).await;
+        }
         if !self.cout.is_empty() && !matches!(&end, End::Failed(Error::ClientIo(_)) | End::ClientClosed) {
             // What the client was sent before the end still reaches it.
             let _ = tokio::time::timeout(Duration::from_secs(1), flush_all(self.stream, self.cout)).await;
@@ -280,6 +287,11 @@ impl<'a> Relay<'a> {
         let client_can_take_error = self.down_remaining == 0 && self.cout.is_empty();
         if let (End::Failed(e @ (Error::ServerIo(_) | Error::ServerClosed)), true) = (&end, self.lease.is_some()) {
             self.shared.backend_failed(self.node, e);
+            if let (Some(words), true) = (self.last_words.take(), client_can_take_error) {
+                // The server said why (FATAL) and closed: that reached the
+                // client, as on a direct connection; nothing is added.
+                end = End::ServerFatal(Bytes::from(words));
+            }
         }
         if let Some(lease) = self.lease.take() {
             let clean = self.queue.is_empty()
@@ -314,6 +326,9 @@ impl<'a> Relay<'a> {
                 }
                 if self.cbuf.first() == Some(&tag::TERMINATE) {
                     return End::Terminated;
+                }
+                if let Some(e) = self.refused_message() {
+                    return End::Failed(e);
                 }
             }
             if self.lease.is_none() && !self.cbuf.is_empty() && !self.waiting_for_more() {
@@ -357,6 +372,9 @@ impl<'a> Relay<'a> {
                 if let Err(e) = flush(&l.conn_ref().stream, &mut self.sout) {
                     return End::Failed(Error::ServerIo(e));
                 }
+            }
+            if let Some(e) = self.refused_message() {
+                return End::Failed(e);
             }
             if self.refused_transaction {
                 return End::Failed(Error::Refused {
@@ -491,6 +509,53 @@ impl<'a> Relay<'a> {
             self.cbuf.advance(total);
         }
         Ok(())
+    }
+
+    /// The client's next message has a type PostgreSQL refuses after login
+    /// (it is never forwarded): the error that ends the session, once what
+    /// the client sent before it is answered. PostgreSQL would answer that
+    /// first; what the server will not answer before a Sync (extended
+    /// messages without one) is not waited for.
+    fn refused_message(&self) -> Option<Error> {
+        let t = *self.cbuf.first()?;
+        if is_frontend_message(t) || self.up_remaining > 0 || (!self.queue.is_empty() && !self.needs_sync) {
+            return None;
+        }
+        Some(Error::ClientProtocol(ProtocolError::InvalidMessageType { tag: t }))
+    }
+
+    /// After the server connection failed (closed, reset, a write refused):
+    /// what the server sent before it went (the rest of a result, the FATAL
+    /// saying why) still reaches the client, in order. Bounded by a second.
+    async fn relay_last_words(&mut self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        let mut closed = false;
+        loop {
+            let before = self.lease.as_ref().map_or(0, |l| l.conn_ref().buf.len());
+            if self.relay_server_messages().is_err() {
+                return;
+            }
+            let Some(l) = self.lease.as_mut() else { return };
+            let progress = l.conn_ref().buf.len() < before;
+            match tokio::time::timeout_at(deadline, flush_all(self.stream, self.cout)).await {
+                Ok(Ok(())) => {}
+                _ => return,
+            }
+            if progress {
+                continue;
+            }
+            if closed {
+                return;
+            }
+            let conn = l.conn();
+            match tokio::time::timeout_at(deadline, conn.stream.readable()).await {
+                Ok(Ok(())) => match read_ready(&conn.stream, &mut conn.buf) {
+                    Ok(Some(0)) | Err(_) => closed = true,
+                    Ok(_) => {}
+                },
+                _ => return,
+            }
+        }
     }
 
     /// The client buffer holds only the start of a message: wait for the
@@ -1144,6 +1209,10 @@ impl<'a> Relay<'a> {
                 self.up_remaining -= moved;
                 continue;
             }
+            if self.cbuf.first().is_some_and(|&t| !is_frontend_message(t)) {
+                // A type PostgreSQL refuses: never forwarded (refused_message).
+                break;
+            }
             let Some((t, total)) = peek_header(self.cbuf).map_err(Error::ClientProtocol)? else {
                 break;
             };
@@ -1540,6 +1609,7 @@ impl<'a> Relay<'a> {
             let Some((t, total)) = peek_header(&conn.buf).map_err(Error::ServerProtocol)? else {
                 break;
             };
+            self.last_words = None;
             if (t == b'D' || t == b'd') && total > STREAM_OVER {
                 // Rows and COPY data stream through, whatever their size.
                 self.down_remaining = total - pass_on(&mut conn.buf, Some(&mut *self.cout), total);
@@ -1637,6 +1707,11 @@ impl<'a> Relay<'a> {
                         .map_err(Error::ServerProtocol)?;
                 }
                 _ => {}
+            }
+            if t == tag::ERROR_RESPONSE && forward {
+                let body = &conn.buf[HEADER_LEN..total];
+                let fatal = crate::protocol::messages::ErrorFields::new(body).ends_session();
+                self.last_words = fatal.then(|| body.into());
             }
             if forward {
                 self.cout.extend_from_slice(&conn.buf[..total]);

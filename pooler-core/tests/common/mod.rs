@@ -397,3 +397,120 @@ pub async fn send_cancel(addr: SocketAddr, pid: i32, secret: i32) {
     let mut rest = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest)).await;
 }
+
+/// Every message `s` receives until the peer closes (a reset counts as a
+/// close), 10 s at most per message.
+pub async fn read_until_closed(s: &mut tokio::net::TcpStream, pending: &mut Vec<u8>) -> Vec<(u8, Vec<u8>)> {
+    let mut got = Vec::new();
+    while let Some(m) = read_message(s, pending).await {
+        got.push(m);
+    }
+    assert!(pending.is_empty(), "closed in the middle of a message: {pending:?}");
+    got
+}
+
+/// Messages as text for assertion output: the tag, and for an
+/// ErrorResponse its severity, SQLSTATE and message.
+pub fn describe(messages: &[(u8, Vec<u8>)]) -> Vec<String> {
+    messages
+        .iter()
+        .map(|(tag, body)| match tag {
+            b'E' | b'N' => {
+                let f = pooler_core::protocol::messages::ErrorFields::new(body);
+                let (s, c, m) = (f.severity(), f.code(), f.message());
+                format!("{} {} {} {}", char::from(*tag), s.unwrap_or("?"), c.unwrap_or("?"), m.unwrap_or("?"))
+            }
+            t => char::from(*t).to_string(),
+        })
+        .collect()
+}
+
+/// The pid of the backend running `pg_sleep` (other than the asker), asked
+/// directly on the server at `port`; waits up to 10 s for one.
+pub async fn sleeping_backend(port: u16) -> i32 {
+    let sql = "SELECT pid FROM pg_stat_activity WHERE query LIKE '%pg_sleep%' AND pid <> pg_backend_pid() \
+               AND state = 'active'";
+    let mut pid = None;
+    eventually(Duration::from_secs(10), || {
+        pid = pooler_testkit::psql_at(port, "postgres", "postgres", sql).ok().and_then(|s| s.trim().parse().ok());
+        pid.is_some()
+    })
+    .await;
+    pid.expect("a backend runs pg_sleep")
+}
+
+/// `pg_terminate_backend(pid)` on a direct connection to the server at `port`.
+pub fn terminate_backend(port: u16, pid: i32) {
+    let sql = format!("SELECT pg_terminate_backend({pid})");
+    let r = pooler_testkit::psql_at(port, "postgres", "postgres", &sql).expect("psql");
+    assert_eq!(r.trim(), "t", "backend {pid} terminated");
+}
+
+/// What a raw client is doing when its backend is terminated
+/// (`pg_terminate_backend` from a direct connection), in
+/// [`terminated_while`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Doing {
+    /// Nothing: idle after a query.
+    Idle,
+    /// Running `SELECT pg_sleep(5)`, with `SELECT 1` queued behind it in the same write.
+    SleepingWithQueued,
+    /// Running `SELECT pg_sleep(5)`, and sending `SELECT 1` once the backend is terminated.
+    SleepingThenSending,
+    /// The Execute of a named prepared statement (Parse/Bind/Execute/Sync of `pg_sleep(5)`).
+    ExecutingNamed,
+    /// `SELECT pg_sleep(5)` inside a transaction block (BEGIN answered first).
+    SleepingInTransaction,
+    /// Idle after `LISTEN`, which pins a transaction-pooled connection.
+    IdleAfterListen,
+}
+
+/// Logs a raw client in at `addr` (PostgreSQL itself or a pooler in front of
+/// the server at `server_port`), has its backend terminated while it is
+/// `doing` something, and returns every message it gets after that until the
+/// connection closes.
+pub async fn terminated_while(addr: SocketAddr, server_port: u16, doing: Doing) -> Vec<(u8, Vec<u8>)> {
+    use tokio::io::AsyncWriteExt;
+    let mut s = raw_login(addr).await;
+    let mut pending = Vec::new();
+    let query = |sql: &str| message_bytes(b'Q', format!("{sql}\0").as_bytes());
+    let pid = match doing {
+        Doing::Idle | Doing::IdleAfterListen => {
+            if doing == Doing::IdleAfterListen {
+                raw_query(&mut s, &mut pending, "LISTEN last_words").await;
+            }
+            let got = raw_query(&mut s, &mut pending, "SELECT pg_backend_pid()").await;
+            first_value(&got).and_then(|v| v.parse().ok()).expect("pg_backend_pid()")
+        }
+        Doing::SleepingWithQueued => {
+            s.write_all(&[query("SELECT pg_sleep(5)"), query("SELECT 1")].concat()).await.unwrap();
+            sleeping_backend(server_port).await
+        }
+        Doing::SleepingThenSending => {
+            s.write_all(&query("SELECT pg_sleep(5)")).await.unwrap();
+            sleeping_backend(server_port).await
+        }
+        Doing::ExecutingNamed => {
+            let extended = [
+                message_bytes(b'P', b"last_words\0SELECT pg_sleep(5)\0\0\0"),
+                message_bytes(b'B', b"\0last_words\0\0\0\0\0\0\0"),
+                message_bytes(b'E', b"\0\0\0\0\0"),
+                message_bytes(b'S', b""),
+            ];
+            s.write_all(&extended.concat()).await.unwrap();
+            sleeping_backend(server_port).await
+        }
+        Doing::SleepingInTransaction => {
+            raw_query(&mut s, &mut pending, "BEGIN").await;
+            s.write_all(&query("SELECT pg_sleep(5)")).await.unwrap();
+            sleeping_backend(server_port).await
+        }
+    };
+    terminate_backend(server_port, pid);
+    if doing == Doing::SleepingThenSending {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        // The peer may be gone already; what matters is what comes back.
+        let _ = s.write_all(&query("SELECT 1")).await;
+    }
+    read_until_closed(&mut s, &mut pending).await
+}
