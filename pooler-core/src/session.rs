@@ -690,6 +690,9 @@ fn clone_for_client(e: &Error) -> Error {
         | Error::ServerProtocol(ProtocolError::MessageTooLarge { .. }) => {
             Error::Refused { code: e.sqlstate(), message: format!("{e} (server.max_message_size)") }
         }
+        // A server's own ErrorResponse (e.g. 53300 at a connection's login)
+        // reaches the client as the server sent it.
+        Error::Server(frame) => Error::Server(frame.clone()),
         other => Error::Refused { code: other.sqlstate(), message: other.to_string() },
     }
 }

@@ -661,3 +661,32 @@ fn psql_direct_params(cluster: &Cluster) -> String {
     )
     .unwrap()
 }
+
+/// A server that refuses the connection a request needs (here PostgreSQL's
+/// own 53300 "sorry, too many clients already") is quoted to the client as
+/// the server said it, not wrapped in an error of the pooler's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_servers_refusal_at_attach_reaches_the_client_in_its_own_words() {
+    let cluster = tokio::task::spawn_blocking(|| {
+        Cluster::builder()
+            .setting("max_connections", "3")
+            .setting("superuser_reserved_connections", "0")
+            .start()
+            .expect("start PostgreSQL")
+    })
+    .await
+    .unwrap();
+    let mut config = trust_config(&cluster);
+    config.pool.mode = pooler_core::config::PoolMode::Transaction;
+    let pooler = TestPooler::start(config, None).await;
+    let mut holders = Vec::new();
+    for _ in 0..3 {
+        let c = pooler.connect("postgres").await;
+        c.batch_execute("BEGIN; SELECT 1").await.unwrap();
+        holders.push(c);
+    }
+    let fourth = pooler.connect("postgres").await;
+    let e = fourth.simple_query("SELECT 1").await.unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("53300"), "{e}");
+    assert_eq!(message(&e), "sorry, too many clients already");
+}
