@@ -12,7 +12,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use pooler_core::cluster::{CheckFuture, FailoverContext, FailoverHook, HealthCheck, HookFuture, SqlHealthCheck};
 use pooler_core::cluster::{NodeCommandError, Role, Status};
 use pooler_core::config::PoolMode;
-use pooler_testkit::Cluster;
 
 fn rows(messages: &[tokio_postgres::SimpleQueryMessage]) -> Vec<&tokio_postgres::SimpleQueryRow> {
     messages
@@ -293,20 +292,7 @@ async fn a_failed_backend_connection_triggers_a_check_and_attach_runs_the_failba
 /// and still no write reaches it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_primary_rewound_as_a_standby_comes_back_for_reads_only() {
-    let cluster = tokio::task::spawn_blocking(|| {
-        let c = Cluster::builder()
-            .standbys(1)
-            // What pg_rewind needs.
-            .setting("full_page_writes", "on")
-            .setting("wal_log_hints", "on")
-            .init_sql("CREATE TABLE items (id serial PRIMARY KEY, v int);")
-            .start()
-            .expect("start PostgreSQL");
-        c.wait_for_replication(Duration::from_secs(30)).expect("standby catches up");
-        c
-    })
-    .await
-    .unwrap();
+    let cluster = rewindable().await;
     let mut config = failover_config(&cluster);
     config.routing.load_balance = true;
     config.health.max_retries = 1;
@@ -323,15 +309,7 @@ async fn a_failed_primary_rewound_as_a_standby_comes_back_for_reads_only() {
     client.batch_execute("INSERT INTO items (v) VALUES (2)").await.unwrap();
 
     // The DBA rebuilds the old primary with the follow script.
-    let script = example_script(
-        &cluster,
-        "pg_follow_primary.sh",
-        &format!("0 127.0.0.1 {} {} 1 127.0.0.1 {}", old.port(), old.data_dir().display(), new.port()),
-    );
-    let out = tokio::task::block_in_place(|| {
-        std::process::Command::new("sh").arg("-c").arg(format!("FOLLOW_WAIT=1 {script}")).output().unwrap()
-    });
-    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = rebuild_as_standby(&cluster, &old, &new);
     assert!(String::from_utf8_lossy(&out.stdout).contains("rewound and started as a standby"));
     assert!(
         eventually(Duration::from_secs(30), || {

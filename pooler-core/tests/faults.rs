@@ -483,20 +483,7 @@ async fn clients_stalled_mid_message_do_not_starve_the_pool() {
 /// only the writes already in flight see the error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_primary_demoted_behind_the_poolers_back_stops_getting_writes_after_its_first_refusal() {
-    let cluster = tokio::task::spawn_blocking(|| {
-        let c = Cluster::builder()
-            .standbys(1)
-            // What pg_rewind needs.
-            .setting("full_page_writes", "on")
-            .setting("wal_log_hints", "on")
-            .init_sql("CREATE TABLE items (id serial PRIMARY KEY, v int);")
-            .start()
-            .expect("start PostgreSQL");
-        c.wait_for_replication(Duration::from_secs(30)).expect("standby catches up");
-        c
-    })
-    .await
-    .unwrap();
+    let cluster = rewindable().await;
     let mut config = failover_config(&cluster);
     config.health.period = Duration::from_secs(600);
     let pooler = TestPooler::start(config, None).await;
@@ -506,15 +493,7 @@ async fn a_primary_demoted_behind_the_poolers_back_stops_getting_writes_after_it
     // Behind the pooler's back: promote the standby, rebuild the old primary
     // as its standby.
     tokio::task::block_in_place(|| new.promote()).unwrap();
-    let script = example_script(
-        &cluster,
-        "pg_follow_primary.sh",
-        &format!("0 127.0.0.1 {} {} 1 127.0.0.1 {}", old.port(), old.data_dir().display(), new.port()),
-    );
-    let out = tokio::task::block_in_place(|| {
-        std::process::Command::new("sh").arg("-c").arg(format!("FOLLOW_WAIT=1 {script}")).output().unwrap()
-    });
-    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    rebuild_as_standby(&cluster, &old, &new);
     assert!(server_says(old.port(), "SELECT pg_is_in_recovery()", "t"));
     assert_eq!(pooler.pooler.primary_node(), 0, "the pooler has not noticed yet");
     let (mut refused, mut moved_after) = (0, None);

@@ -514,3 +514,37 @@ pub async fn terminated_while(addr: SocketAddr, server_port: u16, doing: Doing) 
     }
     read_until_closed(&mut s, &mut pending).await
 }
+
+/// A primary and one standby with what pg_rewind needs (full_page_writes,
+/// wal_log_hints) and an `items` table, replication caught up.
+pub async fn rewindable() -> Cluster {
+    tokio::task::spawn_blocking(|| {
+        let c = Cluster::builder()
+            .standbys(1)
+            .setting("full_page_writes", "on")
+            .setting("wal_log_hints", "on")
+            .init_sql("CREATE TABLE items (id serial PRIMARY KEY, v int);")
+            .start()
+            .expect("start PostgreSQL");
+        c.wait_for_replication(Duration::from_secs(30)).expect("standby catches up");
+        c
+    })
+    .await
+    .expect("cluster task")
+}
+
+/// Rebuilds node 0 (`old`) as a standby of node 1 (`new`) with the shipped
+/// follow script (pg_rewind, then started as a standby), waiting for it to
+/// start; its output.
+pub fn rebuild_as_standby(cluster: &Cluster, old: &pooler_testkit::Node, new: &pooler_testkit::Node) -> Output {
+    let script = example_script(
+        cluster,
+        "pg_follow_primary.sh",
+        &format!("0 127.0.0.1 {} {} 1 127.0.0.1 {}", old.port(), old.data_dir().display(), new.port()),
+    );
+    let out = tokio::task::block_in_place(|| {
+        Command::new("sh").arg("-c").arg(format!("FOLLOW_WAIT=1 {script}")).output().expect("run the follow script")
+    });
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    out
+}
