@@ -486,6 +486,8 @@ async fn a_primary_demoted_behind_the_poolers_back_stops_getting_writes_after_it
     let cluster = rewindable().await;
     let mut config = failover_config(&cluster);
     config.health.period = Duration::from_secs(600);
+    // Balanced: the refused write's session must survive its release too.
+    config.routing.load_balance = true;
     let pooler = TestPooler::start(config, None).await;
     let client = pooler.connect("postgres").await;
     client.batch_execute("INSERT INTO items (v) VALUES (1)").await.unwrap();

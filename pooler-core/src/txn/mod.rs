@@ -1098,6 +1098,12 @@ impl<'a> Relay<'a> {
                         self.write_lsn = self.write_lsn.max(lsn);
                     }
                 }
+                Err(Error::Server(_)) => {
+                    // The node refused: it is in recovery (demoted behind
+                    // the pooler's back, which its 25006 already reported),
+                    // so nothing was written there to wait for. The
+                    // connection is idle and sound: the session goes on.
+                }
                 Err(e) => {
                     drop(lease);
                     self.shared.router.end(self.node);
