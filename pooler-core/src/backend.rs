@@ -67,7 +67,7 @@ pub struct ServerConn {
     pub(crate) idle_since: Instant,
     max_message: usize,
     /// Named statements the pooler prepared here (transaction mode).
-    pub(crate) statements: crate::txn::prepared::ServerStatements,
+    pub(crate) statements: crate::prepared::ServerStatements,
     /// Unreported parameters a client changed here, with their values
     /// (transaction mode carries them between connections).
     pub(crate) extra: Vec<(String, String)>,
@@ -390,7 +390,7 @@ impl ServerConn {
     pub(crate) fn release_buffer(&mut self) {
         if self.buf.is_empty() && self.buf.capacity() > 0 {
             // Kept for the next read on this thread rather than freed.
-            crate::txn::recycle(std::mem::take(&mut self.buf));
+            crate::buffers::recycle(std::mem::take(&mut self.buf));
         }
     }
 

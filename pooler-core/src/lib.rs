@@ -9,6 +9,7 @@
 
 pub mod auth;
 pub mod backend;
+mod buffers;
 pub mod cancel;
 pub mod classify;
 pub mod cluster;
@@ -17,6 +18,7 @@ pub mod error;
 mod lsn;
 pub mod metrics;
 pub mod pool;
+mod prepared;
 pub mod protocol;
 pub mod route;
 mod server;

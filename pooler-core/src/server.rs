@@ -55,7 +55,7 @@ pub(crate) struct Shared {
     pub(crate) nodes: Vec<ServerAddr>,
     pub(crate) phase: watch::Receiver<Phase>,
     /// Prepared statements of transaction-mode clients, by content.
-    pub(crate) statements: crate::txn::prepared::Registry,
+    pub(crate) statements: crate::prepared::Registry,
     /// What the catalog said of unlisted functions, per database.
     pub(crate) functions: Arc<crate::classify::catalog::FunctionCatalog>,
     /// Chooses nodes for requests; holds the latest cluster snapshot.

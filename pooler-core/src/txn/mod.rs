@@ -13,7 +13,6 @@
 //! client) or which answers the pooler gives in the server's place.
 
 pub(crate) mod facts;
-pub(crate) mod prepared;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -24,26 +23,25 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::backend::{self, LoginInfo, ServerConn};
+use crate::buffers::{recycled, release_memory, READ_CHUNK};
 use crate::cancel::{CancelHandle, CancelTarget};
 use crate::classify::Classification;
 use crate::config::PoolMode;
 use crate::error::Error;
 use crate::pool::PoolKey;
 use crate::pool::{Lease, Pool, Reset};
+use crate::prepared::{ClientStatements, StatementDef};
 use crate::protocol::messages::{is_frontend_message, split_cstr, tag, Bind, ParameterStatus, Target};
 use crate::protocol::write::{self as w, Severity};
 use crate::protocol::{peek_header, ProtocolError, TransactionStatus, HEADER_LEN};
 use crate::server::{Phase, Shared};
 use crate::session::End;
-use prepared::{ClientStatements, StatementDef};
 
 /// SQLSTATE of "cannot execute ... in a read-only transaction".
 const READ_ONLY_TRANSACTION: &str = "25006";
 
 /// Past this many bytes waiting for one side, the other side is not read.
 const HIGH_WATER: usize = 256 * 1024;
-/// Bytes reserved per socket read.
-const READ_CHUNK: usize = 16 * 1024;
 /// Rows and COPY data longer than this stream through instead of being
 /// gathered whole.
 const STREAM_OVER: usize = 8 * 1024;
@@ -1926,46 +1924,6 @@ async fn flush_all(s: &TcpStream, out: &mut BytesMut) -> std::io::Result<()> {
         flush(s, out)?;
     }
     Ok(())
-}
-
-fn release_memory(buf: &mut BytesMut) {
-    if buf.is_empty() && buf.capacity() > 0 {
-        recycle(std::mem::take(buf));
-    }
-}
-
-thread_local! {
-    /// Empty relay buffers given back between transactions, for the next
-    /// transaction on this thread to take instead of allocating (and growing)
-    /// new ones: an idle client holds no buffer, a busy one does not pay an
-    /// allocation per message. Bounded.
-    static SPARE: std::cell::RefCell<Vec<BytesMut>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// Most spare buffers kept per thread (at most 4 MiB of READ_CHUNK-sized ones).
-const SPARE_MAX: usize = 256;
-
-/// An empty buffer with room for a read: a spare one, or a new one.
-pub(crate) fn recycled() -> BytesMut {
-    SPARE.with(|s| s.borrow_mut().pop()).unwrap_or_else(|| BytesMut::with_capacity(READ_CHUNK))
-}
-
-/// Keeps `buf` (emptied) as a spare if it is of the usual size and there is room.
-pub(crate) fn recycle(mut buf: BytesMut) {
-    buf.clear();
-    // A buffer read from and advanced has its consumed front still allocated:
-    // take it back (no allocation; fails if the memory is shared).
-    if buf.capacity() < READ_CHUNK && !buf.try_reclaim(READ_CHUNK) {
-        return;
-    }
-    if (READ_CHUNK..=4 * READ_CHUNK).contains(&buf.capacity()) {
-        SPARE.with(|s| {
-            let mut s = s.borrow_mut();
-            if s.len() < SPARE_MAX {
-                s.push(buf);
-            }
-        });
-    }
 }
 
 /// Appends `name` as a quoted identifier.
