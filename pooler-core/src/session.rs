@@ -65,6 +65,24 @@ impl Client {
     }
 
     /// Sends an ErrorResponse (after anything already queued) and flushes.
+    /// Ends the login: the reported parameters, the client's cancel key and
+    /// ReadyForQuery, flushed; then drops the login's scratch buffer (the
+    /// relay reads on demand).
+    async fn end_login(
+        &mut self,
+        params: &[(String, String)],
+        cancel: &crate::cancel::CancelHandle,
+    ) -> Result<(), Error> {
+        for (k, v) in params {
+            w::parameter_status(&mut self.out, k, v);
+        }
+        w::backend_key_data(&mut self.out, cancel.key().pid, cancel.key().secret);
+        w::ready_for_query(&mut self.out, TransactionStatus::Idle);
+        self.flush().await?;
+        self.out = BytesMut::new();
+        Ok(())
+    }
+
     async fn send_error(&mut self, severity: Severity, err: &Error) {
         match err.server_error_frame() {
             Some(frame) => self.out.extend_from_slice(frame),
@@ -513,17 +531,10 @@ async fn open_session(
         shared.cancels.register()
     };
     cancel.set_target(Some(CancelTarget { addr: lease.conn_ref().addr_shared(), key: lease.conn_ref().key() }));
-    for (k, v) in lease.conn_ref().params() {
-        w::parameter_status(&mut client.out, k, v);
-    }
-    w::backend_key_data(&mut client.out, cancel.key().pid, cancel.key().secret);
-    w::ready_for_query(&mut client.out, TransactionStatus::Idle);
-    if let Err(e) = client.flush().await {
+    if let Err(e) = client.end_login(lease.conn_ref().params(), &cancel).await {
         Box::pin(finish(&pool, lease, true, TransactionStatus::Idle)).await;
         return Err(End::Failed(e));
     }
-    // Login is over: drop its scratch buffer (the relay reads on demand).
-    client.out = BytesMut::new();
     Ok(Opened { pool, lease: Some(lease), node, login, mode, login_state, cancel, phase })
 }
 
@@ -552,15 +563,7 @@ async fn login_without_server(
     let Some(defaults) = pool.server_defaults() else { return Ok(None) };
     let Some(params) = crate::txn::login_state_from_defaults(&defaults, startup) else { return Ok(None) };
     let cancel = shared.cancels.register();
-    for (k, v) in &params {
-        w::parameter_status(&mut client.out, k, v);
-    }
-    w::backend_key_data(&mut client.out, cancel.key().pid, cancel.key().secret);
-    w::ready_for_query(&mut client.out, TransactionStatus::Idle);
-    if let Err(e) = client.flush().await {
-        return Err(End::Failed(e));
-    }
-    client.out = BytesMut::new();
+    client.end_login(&params, &cancel).await.map_err(End::Failed)?;
     Ok(Some(Opened {
         pool: pool.clone(),
         lease: None,

@@ -311,16 +311,8 @@ async fn killed_backend_gives_client_an_error_and_pool_recovers() {
 async fn a_terminated_backends_fatal_is_the_clients_last_message_as_on_a_direct_connection() {
     let cluster = primary_only().await;
     let pooler = TestPooler::start(trust_config(&cluster), None).await;
-    let port = cluster.primary().port();
-    let postgres: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let fatal = "E FATAL 57P01 terminating connection due to administrator command";
-    for doing in [Doing::Idle, Doing::SleepingWithQueued, Doing::SleepingThenSending, Doing::ExecutingNamed] {
-        let direct = terminated_while(postgres, port, doing).await;
-        let through = terminated_while(pooler.addr, port, doing).await;
-        assert_eq!(describe(&direct).last().map(String::as_str), Some(fatal), "{doing:?}: PostgreSQL");
-        assert_eq!(describe(&through), describe(&direct), "{doing:?}: through the pooler, then directly");
-        assert_eq!(through, direct, "{doing:?}: byte for byte");
-    }
+    let doings = [Doing::Idle, Doing::SleepingWithQueued, Doing::SleepingThenSending, Doing::ExecutingNamed];
+    terminations_look_as_direct(pooler.addr, cluster.primary().port(), &doings).await;
     let c = pooler.connect("postgres").await;
     assert_eq!(c.query_one("SELECT 1", &[]).await.unwrap().get::<_, i32>(0), 1);
 }

@@ -653,18 +653,9 @@ async fn check_query_runs_on_connections_idle_past_check_delay() {
 async fn a_terminated_backends_fatal_is_the_last_message_of_a_client_holding_it() {
     let cluster = primary_only().await;
     let pooler = TestPooler::start(txn_config(&cluster, 2), None).await;
-    let port = cluster.primary().port();
-    let postgres: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let fatal = "E FATAL 57P01 terminating connection due to administrator command";
-    for doing in
-        [Doing::SleepingInTransaction, Doing::ExecutingNamed, Doing::SleepingWithQueued, Doing::IdleAfterListen]
-    {
-        let direct = terminated_while(postgres, port, doing).await;
-        let through = terminated_while(pooler.addr, port, doing).await;
-        assert_eq!(describe(&direct).last().map(String::as_str), Some(fatal), "{doing:?}: PostgreSQL");
-        assert_eq!(describe(&through), describe(&direct), "{doing:?}: through the pooler, then directly");
-        assert_eq!(through, direct, "{doing:?}: byte for byte");
-    }
+    let doings =
+        [Doing::SleepingInTransaction, Doing::ExecutingNamed, Doing::SleepingWithQueued, Doing::IdleAfterListen];
+    terminations_look_as_direct(pooler.addr, cluster.primary().port(), &doings).await;
     let c = pooler.connect("postgres").await;
     assert_eq!(c.query_one("SELECT 1", &[]).await.unwrap().get::<_, i32>(0), 1);
 }

@@ -548,3 +548,19 @@ pub fn rebuild_as_standby(cluster: &Cluster, old: &pooler_testkit::Node, new: &p
     assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     out
 }
+
+/// For each of `doings`, the backend is terminated while a client does it,
+/// once directly on the server at `server_port` and once through the pooler
+/// at `pooler`: the client must get exactly the same bytes (the server's
+/// FATAL 57P01 as its last message, nothing of the pooler's).
+pub async fn terminations_look_as_direct(pooler: SocketAddr, server_port: u16, doings: &[Doing]) {
+    let postgres: SocketAddr = format!("127.0.0.1:{server_port}").parse().expect("address");
+    let fatal = "E FATAL 57P01 terminating connection due to administrator command";
+    for &doing in doings {
+        let direct = terminated_while(postgres, server_port, doing).await;
+        let through = terminated_while(pooler, server_port, doing).await;
+        assert_eq!(describe(&direct).last().map(String::as_str), Some(fatal), "{doing:?}: PostgreSQL");
+        assert_eq!(describe(&through), describe(&direct), "{doing:?}: through the pooler, then directly");
+        assert_eq!(through, direct, "{doing:?}: byte for byte");
+    }
+}
