@@ -23,7 +23,7 @@ fn router(policy: BalancePolicy) -> Router {
         n.pg_up = true;
         n.pg_role = if n.id == 0 { Role::Primary } else { Role::Standby };
     }
-    r.publish(s);
+    r.topology().publish(s);
     r
 }
 

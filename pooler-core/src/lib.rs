@@ -17,13 +17,17 @@ pub mod config;
 pub mod error;
 mod lsn;
 pub mod metrics;
+mod params;
 pub mod pool;
 mod prepared;
 pub mod protocol;
 pub mod route;
+mod runtime;
 mod server;
 mod session;
+mod show;
 mod sql;
+pub mod topology;
 mod txn;
 
 pub use config::Config;
@@ -49,6 +53,6 @@ pub mod fuzzing {
         let row: Vec<Option<String>> =
             data.split(|&b| b == 0).map(|f| (!f.is_empty()).then(|| String::from_utf8_lossy(f).into_owned())).collect();
         let o = crate::cluster::fuzz_probe_row(&row);
-        crate::cluster::show::is_show_pool_nodes(data) || o.in_recovery
+        crate::show::is_show_pool_nodes(data) || o.in_recovery
     }
 }

@@ -18,6 +18,8 @@ use crate::metrics as m;
 use crate::pool::Pools;
 use crate::protocol::write::{self as w, Severity};
 use crate::protocol::{split_startup, StartupPacket};
+use crate::runtime::{ParamSets, Phase, Shared};
+use crate::topology::{Snapshot, Topology};
 
 /// Why a pooler could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -29,111 +31,6 @@ pub enum StartError {
     /// The password file could not be loaded.
     #[error("auth.password_file: {0}")]
     PasswordFile(#[from] crate::auth::PasswordFileError),
-}
-
-/// Longest time a forwarded cancel may take to reach its server.
-pub(crate) const CANCEL_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Lifecycle of the whole pooler, seen by every session.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Phase {
-    /// Serving.
-    Running,
-    /// Not accepting; sessions close when their transaction ends.
-    Draining,
-    /// The drain timeout ran out: every session closes now.
-    Force,
-}
-
-/// What every session shares.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub(crate) config: Config,
-    pub(crate) passwords: Option<PasswordFile>,
-    pub(crate) pools: Pools,
-    pub(crate) cancels: Arc<CancelRegistry>,
-    pub(crate) nodes: Vec<ServerAddr>,
-    pub(crate) phase: watch::Receiver<Phase>,
-    /// Prepared statements of transaction-mode clients, by content.
-    pub(crate) statements: crate::prepared::Registry,
-    /// What the catalog said of unlisted functions, per database.
-    pub(crate) functions: Arc<crate::classify::catalog::FunctionCatalog>,
-    /// Chooses nodes for requests; holds the latest cluster snapshot.
-    pub(crate) router: crate::route::Router,
-    /// The way to the cluster controller.
-    pub(crate) cluster: crate::cluster::Cluster,
-    /// Parameter sets clients share (most clients of a pool report the same).
-    pub(crate) param_sets: ParamSets,
-}
-
-/// A few distinct client parameter sets, each held once: clients whose
-/// reported parameters are equal share one copy (an idle client then costs
-/// a pointer instead of a dozen strings).
-#[derive(Debug, Default)]
-pub(crate) struct ParamSets(std::sync::Mutex<Vec<SharedParams>>);
-
-/// Reported parameters (name, value), shared between clients.
-pub(crate) type SharedParams = Arc<Vec<(String, String)>>;
-
-impl ParamSets {
-    const MAX: usize = 32;
-
-    /// `params`, as a shared copy if an equal set is known.
-    pub(crate) fn share(&self, params: Vec<(String, String)>) -> SharedParams {
-        let Ok(mut sets) = self.0.lock() else {
-            return Arc::new(params);
-        };
-        if let Some(found) = sets.iter().find(|s| ***s == params) {
-            return found.clone();
-        }
-        let set = Arc::new(params);
-        if sets.len() >= Self::MAX {
-            sets.remove(0);
-        }
-        sets.push(set.clone());
-        set
-    }
-}
-
-impl Shared {
-    /// Forwards a client's CancelRequest to the server connection serving the
-    /// client that holds `key`; an unknown key or wrong secret does nothing,
-    /// as in PostgreSQL.
-    pub(crate) async fn forward_cancel(&self, key: crate::protocol::CancelKey) {
-        // The ticket keeps the session from handing its server connection to
-        // another client until this cancel has reached the server.
-        let Some(ticket) = self.cancels.begin(key) else {
-            return;
-        };
-        let target = ticket.target();
-        metrics::counter!(m::CANCELS_FORWARDED).increment(1);
-        if let Err(e) = crate::backend::send_cancel(&target.addr, target.key, CANCEL_TIMEOUT).await {
-            tracing::warn!(server = %target.addr, error = %e, "forwarding cancel request failed");
-        }
-        drop(ticket);
-    }
-
-    /// A session could not reach `node`, or lost its connection there: the
-    /// read set backs off from it and the cluster controller hears of it
-    /// (an immediate health check, or with `failover_on_backend_error` a
-    /// failed one).
-    ///
-    /// True when this is the first such report about `node` in a second:
-    /// the caller logs it as a warning, and later ones at debug level, so a
-    /// failover does not flood the log with one line per client.
-    pub(crate) fn backend_failed(&self, node: usize, e: &crate::Error) -> bool {
-        let hard = match e {
-            e if e.is_unavailable() => {
-                self.router.note_failure(node);
-                true
-            }
-            crate::Error::ServerIo(_) => true,
-            crate::Error::ServerClosed => false,
-            _ => return false,
-        };
-        self.cluster.backend_error(node, hard, e);
-        self.router.first_report(node)
-    }
 }
 
 /// A configured pooler, ready to serve a listener.
@@ -175,20 +72,22 @@ impl Pooler {
         }
         let nodes = config.nodes.iter().map(|n| ServerAddr { host: n.host.clone(), port: n.port }).collect();
         let (phase_tx, phase) = watch::channel(Phase::Running);
-        let router = crate::route::Router::new(&config).map_err(|e| crate::config::ConfigError::Invalid {
-            key: format!("routing.{}", e.list),
-            problem: e.to_string(),
+        let config = Arc::new(config);
+        let topology = Arc::new(Topology::new(Snapshot::initial(&config, std::time::SystemTime::now())));
+        let router = crate::route::Router::with_topology(&config, topology.clone()).map_err(|e| {
+            crate::config::ConfigError::Invalid { key: format!("routing.{}", e.list), problem: e.to_string() }
         })?;
         let hooks = crate::cluster::Hooks {
             check: Arc::new(crate::cluster::SqlHealthCheck::new(&config, passwords.as_ref())),
             failover: Arc::new(crate::cluster::CommandHook::new(&config.failover)),
         };
         let functions = Arc::new(crate::classify::catalog::FunctionCatalog::new(config.routing.function_cache_ttl));
+        let pools = Arc::new(Pools::new(config.pool.clone(), config.server.max_message_size));
         let shared = Shared {
-            cluster: crate::cluster::Cluster::new(&config),
+            cluster: Arc::new(crate::cluster::Cluster::new(config.clone(), topology, pools.clone())),
             param_sets: ParamSets::default(),
             router,
-            pools: Pools::new(config.pool.clone(), config.server.max_message_size),
+            pools,
             config,
             passwords,
             cancels: Arc::new(CancelRegistry::new()),
@@ -252,7 +151,7 @@ impl Pooler {
     /// quarantined, even if it still claims to be one, and the follow-primary
     /// hook runs for the other nodes. Needs [`Pooler::run`] to be running.
     pub async fn promote_node(&self, node: usize) -> Result<(), crate::cluster::NodeCommandError> {
-        crate::cluster::promote(&self.shared, &self.hooks, node).await
+        crate::cluster::promote(&self.shared.cluster, &self.hooks, node).await
     }
 
     /// Index of the node that takes writes now (the first node until the
@@ -281,7 +180,7 @@ impl Pooler {
         let maintenance = tokio::spawn(maintain(self.shared.clone()));
         // Which node is the primary, which are up and how far behind: needed as
         // soon as there is more than one node.
-        let health = tokio::spawn(crate::cluster::run(self.shared.clone(), self.hooks.clone()));
+        let health = tokio::spawn(crate::cluster::run(self.shared.cluster.clone(), self.hooks.clone()));
         tokio::pin!(shutdown);
         loop {
             let (stream, peer) = tokio::select! {

@@ -17,12 +17,14 @@ use crate::cluster::Status;
 use crate::config::{AuthMethod, PoolMode};
 use crate::error::Error;
 use crate::metrics as m;
+use crate::params::{param_statements, startup_settings};
 use crate::pool::{Lease, PoolKey};
 use crate::protocol::messages::{self, tag, ParameterStatus, SaslInitialResponse};
 use crate::protocol::write::{self as w, Severity};
 use crate::protocol::{split_frame, split_startup, Frame, ProtocolError, Scanner, StartupMessage, StartupPacket};
 use crate::protocol::{TransactionStatus, Verdict};
-use crate::server::{Phase, Shared};
+use crate::runtime::{Phase, Shared};
+use crate::txn::End;
 
 /// Largest authentication message accepted from a client (PostgreSQL's
 /// PG_MAX_AUTH_TOKEN_LENGTH).
@@ -323,42 +325,6 @@ async fn expect_password(client: &mut Client) -> Result<Frame, Error> {
     Ok(frame)
 }
 
-/// Why a session ended (for the log).
-#[derive(Debug)]
-pub(crate) enum End {
-    /// The client sent Terminate.
-    Terminated,
-    /// The client closed its socket.
-    ClientClosed,
-    /// The pooler is shutting down and the client was idle.
-    Shutdown,
-    /// The shutdown timeout ran out.
-    ForcedShutdown,
-    /// The server ended the session with a FATAL (or PANIC) ErrorResponse,
-    /// whose body this is, and closed: the client got it as the server sent
-    /// it, and nothing after it.
-    ServerFatal(Bytes),
-    /// Something failed.
-    Failed(Error),
-}
-
-impl std::fmt::Display for End {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            End::Terminated => f.write_str("terminate"),
-            End::ClientClosed => f.write_str("client closed the connection"),
-            End::Shutdown => f.write_str("pooler shutdown"),
-            End::ForcedShutdown => f.write_str("pooler shutdown timeout"),
-            End::ServerFatal(body) => {
-                let e = messages::ErrorFields::new(body);
-                let (severity, code) = (e.severity().unwrap_or("FATAL"), e.code().unwrap_or("?????"));
-                write!(f, "the server ended the session: {severity} {code}: {}", e.message().unwrap_or("(no message)"))
-            }
-            End::Failed(e) => write!(f, "{e}"),
-        }
-    }
-}
-
 /// A session whose login is over: what its relay needs.
 struct Opened {
     pool: Arc<crate::pool::Pool>,
@@ -390,7 +356,7 @@ async fn open_session(
         shared.config.pool.mode_for(&user, &database) == PoolMode::Session && !shared.router.balancing();
     if plain_session && !shared.router.snapshot().primary_available() {
         let wait = shared.config.failover.search_primary_node_timeout;
-        if !Box::pin(shared.cluster.wait_for_primary(&shared.router, wait)).await {
+        if !Box::pin(shared.cluster.wait_for_primary(wait)).await {
             // Nothing is sent to a primary marked down (a hung one would
             // hold the login for as long as it hangs).
             let s = shared.router.snapshot();
@@ -475,7 +441,7 @@ async fn open_session(
         Err(e) if e.is_unavailable() => {
             shared.backend_failed(node, &e);
             let wait = shared.config.failover.search_primary_node_timeout;
-            let found = Box::pin(shared.cluster.wait_for_primary_after(&shared.router, node, wait)).await;
+            let found = Box::pin(shared.cluster.wait_for_primary_after(node, wait)).await;
             let retry = found.and_then(|n| shared.nodes.get(n).map(|a| (n, a)));
             let Some((n, addr)) = retry else {
                 client.send_error(Severity::Fatal, &e).await;
@@ -645,7 +611,7 @@ async fn run_session(
     // No cancel for this client may reach the server connection once someone
     // else has it: wait for any on its way (bounded), else do not reuse it.
     let cancels_settled =
-        Box::pin(cancel.detach(crate::server::CANCEL_TIMEOUT + std::time::Duration::from_secs(1))).await;
+        Box::pin(cancel.detach(crate::runtime::CANCEL_TIMEOUT + std::time::Duration::from_secs(1))).await;
     drop(cancel);
     let RelayOutcome { end, clean, status, client_can_take_error } = outcome;
     let clean = clean && cancels_settled;
@@ -722,109 +688,6 @@ async fn apply_startup_params(conn: &mut ServerConn, startup: &StartupMessage) -
     conn.simple_query(&sql).await.map(|_| ())
 }
 
-/// The settings a startup packet asks for: its parameters other than user,
-/// database and protocol options, and the `-c` items of `options`.
-pub(crate) fn startup_settings(startup: &StartupMessage) -> Result<Vec<(String, String)>, Error> {
-    let mut wanted: Vec<(String, String)> = Vec::new();
-    for (k, v) in &startup.params {
-        match k.as_str() {
-            "user" | "database" | "replication" => {}
-            k if k.starts_with("_pq_.") => {}
-            "options" => wanted.extend(parse_options(v)?),
-            _ => wanted.push((k.clone(), v.clone())),
-        }
-    }
-    Ok(wanted)
-}
-
-/// Parameters whose value is one scalar, set with a plain `SET` (a utility
-/// statement: no planning). Matched without regard to case, like GUC names.
-const SCALAR_PARAMS: &[&str] = &[
-    "application_name",
-    "client_encoding",
-    "datestyle",
-    "intervalstyle",
-    "timezone",
-    "extra_float_digits",
-    "statement_timeout",
-    "lock_timeout",
-    "idle_in_transaction_session_timeout",
-    "work_mem",
-];
-
-/// One simple-query string setting every `(name, value)`: `SET` for the
-/// well-known scalar parameters, `set_config()` for the rest, which keeps list
-/// values such as `search_path = a,b` exactly as a startup packet means them.
-pub(crate) fn param_statements<'a>(params: impl Iterator<Item = &'a (String, String)>) -> String {
-    let mut sets = String::new();
-    let mut calls = String::new();
-    for (k, v) in params {
-        if let Some(name) = SCALAR_PARAMS.iter().find(|n| n.eq_ignore_ascii_case(k)) {
-            sets.push_str("SET ");
-            sets.push_str(name);
-            sets.push_str(" = ");
-            crate::sql::push_literal(&mut sets, v);
-            sets.push_str("; ");
-        } else {
-            calls.push_str(if calls.is_empty() { "SELECT " } else { ", " });
-            calls.push_str("pg_catalog.set_config(");
-            crate::sql::push_literal(&mut calls, k);
-            calls.push_str(", ");
-            crate::sql::push_literal(&mut calls, v);
-            calls.push_str(", false)");
-        }
-    }
-    sets + &calls
-}
-
-/// Parses the `options` startup parameter: `-c name=value` and `--name=value`
-/// items separated by spaces, with `\` escaping the next character.
-fn parse_options(options: &str) -> Result<Vec<(String, String)>, Error> {
-    let mut words = Vec::new();
-    let mut cur = String::new();
-    let mut chars = options.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => {
-                if let Some(n) = chars.next() {
-                    cur.push(n);
-                }
-            }
-            c if c.is_ascii_whitespace() => {
-                if !cur.is_empty() {
-                    words.push(std::mem::take(&mut cur));
-                }
-            }
-            c => cur.push(c),
-        }
-    }
-    if !cur.is_empty() {
-        words.push(cur);
-    }
-    let bad = |w: &str| {
-        Error::Refused {
-        code: "08P01",
-        message: format!("invalid command-line argument in startup packet options: {w:?} (only -c name=value and --name=value are supported)"),
-    }
-    };
-    let mut out = Vec::new();
-    let mut it = words.into_iter();
-    while let Some(w) = it.next() {
-        let assignment = if w == "-c" {
-            it.next().ok_or_else(|| bad("-c"))?
-        } else if let Some(rest) = w.strip_prefix("--") {
-            rest.to_owned()
-        } else if let Some(rest) = w.strip_prefix("-c") {
-            rest.to_owned()
-        } else {
-            return Err(bad(&w));
-        };
-        let (k, v) = assignment.split_once('=').ok_or_else(|| bad(&assignment))?;
-        out.push((k.replace('-', "_"), v.to_owned()));
-    }
-    Ok(out)
-}
-
 /// What the relay loop leaves behind.
 struct RelayOutcome {
     end: End,
@@ -895,9 +758,7 @@ async fn relay(
                 |t, body| {
                     match t {
                         tag::TERMINATE => return Verdict::Hold,
-                        tag::QUERY
-                            if crate::cluster::show::is_show_pool_nodes(body.strip_suffix(&[0]).unwrap_or(body)) =>
-                        {
+                        tag::QUERY if crate::show::is_show_pool_nodes(body.strip_suffix(&[0]).unwrap_or(body)) => {
                             return Verdict::Hold
                         }
                         tag::QUERY | b'S' | b'F' => {
@@ -948,7 +809,7 @@ async fn relay(
                     Ok(Some((_, total))) => total,
                     _ => return End::Failed(Error::ClientProtocol(ProtocolError::Malformed("query"))),
                 };
-                let mut rewritten = crate::cluster::show::rewrite(shared, node);
+                let mut rewritten = shared.show_pool_nodes(node);
                 rewritten.extend_from_slice(&cbuf[total..]);
                 *cbuf = rewritten;
                 continue;
@@ -1111,55 +972,6 @@ fn log_statement(peer: SocketAddr, t: u8, body: &[u8]) {
             }
         }
         _ => {}
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn options_parameter_yields_settings() {
-        let got = parse_options("-c search_path=a,b --statement-timeout=5s -cwork_mem=64MB").unwrap();
-        assert_eq!(
-            got,
-            vec![
-                ("search_path".to_string(), "a,b".to_string()),
-                ("statement_timeout".to_string(), "5s".to_string()),
-                ("work_mem".to_string(), "64MB".to_string()),
-            ]
-        );
-        let got = parse_options(r"-c application_name=my\ app").unwrap();
-        assert_eq!(got, vec![("application_name".to_string(), "my app".to_string())]);
-    }
-
-    #[test]
-    fn options_parameter_refuses_other_switches() {
-        assert!(parse_options("-d 5").is_err());
-        assert!(parse_options("-c").is_err());
-        assert!(parse_options("-c novalue").is_err());
-    }
-
-    #[test]
-    fn scalar_parameters_use_set_and_others_set_config() {
-        let params = [
-            ("Application_Name".to_string(), "it's".to_string()),
-            ("search_path".to_string(), "a,b".to_string()),
-            ("TimeZone".to_string(), "UTC".to_string()),
-        ];
-        assert_eq!(
-            param_statements(params.iter()),
-            "SET application_name = E'it''s'; SET timezone = E'UTC'; \
-             SELECT pg_catalog.set_config(E'search_path', E'a,b', false)"
-        );
-        assert_eq!(param_statements([].iter()), "");
-    }
-
-    #[test]
-    fn literals_are_escaped() {
-        let mut s = String::new();
-        crate::sql::push_literal(&mut s, r"it's a \ test");
-        assert_eq!(s, r"E'it''s a \\ test'");
     }
 }
 

@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use crate::backend::{LoginInfo, ServerAddr, ServerConn};
 use crate::lsn::parse_lsn;
-use crate::server::Shared;
 
 use super::machine::Event;
 use super::Command;
@@ -161,9 +160,9 @@ pub(crate) fn parse_row(row: &[Option<String>]) -> Observation {
 }
 
 /// Checks `node` every period, or at once when asked, until dropped.
-pub(crate) async fn run(shared: Arc<Shared>, check: Arc<dyn HealthCheck>, node: usize) {
-    let cfg = shared.config.health.clone();
-    let Some(now) = shared.cluster.check_now.get(node).cloned() else {
+pub(crate) async fn run(cluster: Arc<super::Cluster>, check: Arc<dyn HealthCheck>, node: usize) {
+    let cfg = cluster.config.health.clone();
+    let Some(now) = cluster.check_now.get(node).cloned() else {
         return;
     };
     let mut tick = tokio::time::interval(cfg.period);
@@ -188,7 +187,7 @@ pub(crate) async fn run(shared: Arc<Shared>, check: Arc<dyn HealthCheck>, node: 
             }
         }
         let event = Event::Checked { node, result };
-        if shared.cluster.tx.send(Command { event, reply: None }).is_err() {
+        if cluster.tx.send(Command { event, reply: None }).is_err() {
             return;
         }
     }

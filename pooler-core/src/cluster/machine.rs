@@ -127,30 +127,7 @@ impl Machine {
     /// checked), that node is up.
     pub(crate) fn new(config: &Config) -> Machine {
         let checked = config.nodes.len() > 1;
-        let nodes = config
-            .nodes
-            .iter()
-            .enumerate()
-            .map(|(id, n)| NodeState {
-                id,
-                host: n.host.clone(),
-                port: n.port,
-                weight: n.weight,
-                role: if id == 0 { Role::Primary } else { Role::Unknown },
-                status: if checked { Status::Waiting } else { Status::Up },
-                pg_up: !checked,
-                pg_role: if checked { Role::Unknown } else { Role::Primary },
-                lag_bytes: 0,
-                lag_time: Duration::ZERO,
-                lagging: false,
-                lsn: 0,
-                replication_state: String::new(),
-                sync_state: String::new(),
-                operator_detached: false,
-                last_status_change: SystemTime::now(),
-                cause: "configured".into(),
-            })
-            .collect();
+        let nodes = Snapshot::initial(config, SystemTime::now()).nodes;
         let f = &config.failover;
         Machine {
             seen: config.nodes.iter().map(|_| None).collect(),
@@ -580,7 +557,7 @@ impl Machine {
     }
 
     fn watch_primary_search(&mut self, now: Instant) {
-        let available = super::primary_available(&self.nodes, self.primary);
+        let available = crate::topology::primary_available(&self.nodes, self.primary);
         if available {
             self.primary_lost_at = None;
             self.search_reported = false;

@@ -19,145 +19,21 @@
 mod check;
 mod hook;
 pub(crate) mod machine;
-pub(crate) mod show;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, Notify};
 
 pub use check::{CheckFuture, HealthCheck, Observation, ReplicaState, SqlHealthCheck};
 pub use hook::{CommandHook, FailoverContext, FailoverHook, HookFuture, NodeInfo};
 
+pub use crate::topology::{NodeState, Role, Snapshot, Status};
+
+use crate::config::Config;
+use crate::pool::Pools;
+use crate::topology::Topology;
 use machine::{Action, Event, Machine};
-
-/// A node's role, as the pooler holds it (`role` in `SHOW pool_nodes`) or as
-/// the node itself last said (`pg_role`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
-    /// Takes writes (not in recovery).
-    Primary,
-    /// In recovery: a standby.
-    Standby,
-    /// Not known: never checked, or the last check failed.
-    Unknown,
-}
-
-impl Role {
-    /// The name `SHOW pool_nodes` prints.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Primary => "primary",
-            Role::Standby => "standby",
-            Role::Unknown => "unknown",
-        }
-    }
-}
-
-/// Whether a node is in service.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Status {
-    /// Not checked yet (at start, or just attached by an operator): the
-    /// primary takes writes, no reads go to a standby in this state.
-    Waiting,
-    /// In service.
-    Up,
-    /// Out of service: failed its health checks, or detached by an operator.
-    Down,
-    /// Kept out of service whatever it answers: a former primary, or a node
-    /// that claims to be primary while another one is. No reads, no writes,
-    /// until it returns as a streaming standby (with `failover.auto_failback`)
-    /// or an operator attaches it.
-    Quarantine,
-}
-
-impl Status {
-    /// The name `SHOW pool_nodes` prints.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Waiting => "waiting",
-            Status::Up => "up",
-            Status::Down => "down",
-            Status::Quarantine => "quarantine",
-        }
-    }
-}
-
-/// One node in a [`Snapshot`].
-#[derive(Clone, Debug, PartialEq)]
-pub struct NodeState {
-    /// Index in `[[nodes]]`.
-    pub id: usize,
-    /// Configured host.
-    pub host: String,
-    /// Configured port.
-    pub port: u16,
-    /// Configured load-balancing weight.
-    pub weight: f64,
-    /// The role the pooler holds for the node.
-    pub role: Role,
-    /// In service or not.
-    pub status: Status,
-    /// The last health check reached the node.
-    pub pg_up: bool,
-    /// The role the node itself reported at its last check.
-    pub pg_role: Role,
-    /// Bytes of WAL behind the primary at the last check (standbys).
-    pub lag_bytes: u64,
-    /// Age of the last replayed transaction while the primary moves on (standbys).
-    pub lag_time: Duration,
-    /// Left out of the read set for lagging past a threshold.
-    pub lagging: bool,
-    /// Last WAL position seen: replayed (standby) or current (primary).
-    pub lsn: u64,
-    /// Replication state (`streaming`, ...) from the primary's
-    /// `pg_stat_replication`, or the standby's own WAL receiver.
-    pub replication_state: String,
-    /// `async`, `sync`, `potential` or `quorum`, when the node's
-    /// `application_name` is configured; empty otherwise.
-    pub sync_state: String,
-    /// Detached by an operator (stays down until attached).
-    pub operator_detached: bool,
-    /// When `status` last changed.
-    pub last_status_change: SystemTime,
-    /// Why `status` last changed.
-    pub cause: String,
-}
-
-impl NodeState {
-    /// May serve reads: up and not lagging.
-    pub fn readable(&self) -> bool {
-        self.status == Status::Up && !self.lagging
-    }
-}
-
-/// The cluster as the controller saw it after one event. Immutable: a new one
-/// is published for every change.
-#[derive(Clone, Debug)]
-pub struct Snapshot {
-    /// Counts published snapshots (0: the initial one).
-    pub generation: u64,
-    /// The node writes go to.
-    pub primary: usize,
-    /// Every configured node, by index.
-    pub nodes: Vec<NodeState>,
-}
-
-impl Snapshot {
-    /// The primary is known and in service: it answered as a primary at its
-    /// last check (or has not been checked yet, at start).
-    pub fn primary_available(&self) -> bool {
-        primary_available(&self.nodes, self.primary)
-    }
-}
-
-fn primary_available(nodes: &[NodeState], primary: usize) -> bool {
-    nodes.get(primary).is_some_and(|n| match n.status {
-        Status::Waiting => n.pg_role != Role::Standby,
-        Status::Up => n.pg_role == Role::Primary,
-        Status::Down | Status::Quarantine => false,
-    })
-}
 
 /// Why an operator's node command was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -192,11 +68,15 @@ pub(crate) struct Command {
     reply: Option<oneshot::Sender<Result<(), NodeCommandError>>>,
 }
 
-/// What sessions and the API hold to talk to the controller. (The latest
-/// snapshot itself is held by the router, which reads it on every decision.)
+/// What sessions and the API hold to talk to the controller, and what the
+/// controller works with: the configuration, the [`Topology`] it publishes
+/// to (the router only reads it) and the pools whose connections it cuts
+/// when a node leaves service.
 #[derive(Debug)]
 pub(crate) struct Cluster {
-    changed: tokio::sync::watch::Sender<u64>,
+    config: Arc<Config>,
+    topology: Arc<Topology>,
+    pools: Arc<Pools>,
     tx: mpsc::UnboundedSender<Command>,
     rx: std::sync::Mutex<Option<mpsc::UnboundedReceiver<Command>>>,
     check_now: Vec<Arc<Notify>>,
@@ -214,12 +94,14 @@ impl Cluster {
     /// The cluster of `config.nodes`, before any check: the first node is the
     /// primary, every node waiting (or up, when there is a single node,
     /// which is never checked).
-    pub(crate) fn new(config: &crate::Config) -> Cluster {
+    pub(crate) fn new(config: Arc<Config>, topology: Arc<Topology>, pools: Arc<Pools>) -> Cluster {
         let (tx, rx) = mpsc::unbounded_channel();
         Cluster {
             check_now: config.nodes.iter().map(|_| Arc::new(Notify::new())).collect(),
             checked: config.nodes.len() > 1,
-            changed: tokio::sync::watch::channel(0).0,
+            config,
+            topology,
+            pools,
             tx,
             rx: std::sync::Mutex::new(Some(rx)),
         }
@@ -239,56 +121,21 @@ impl Cluster {
         let _ = self.tx.send(Command { event, reply: None });
     }
 
-    /// Waits until the primary is available by `router`'s snapshot, or
-    /// `timeout` passes; true when it is.
-    pub(crate) async fn wait_for_primary(&self, router: &crate::route::Router, timeout: Duration) -> bool {
-        if router.snapshot().primary_available() || !self.checked {
-            return true;
-        }
-        let mut rx = self.changed.subscribe();
-        let wait = async {
-            loop {
-                if router.snapshot().primary_available() {
-                    return true;
-                }
-                if rx.changed().await.is_err() {
-                    return false;
-                }
-            }
-        };
-        tokio::time::timeout(timeout, wait).await.unwrap_or(false)
+    /// Waits until the primary is available, or `timeout` passes; true
+    /// when it is (at once with a single node, which is never checked).
+    pub(crate) async fn wait_for_primary(&self, timeout: Duration) -> bool {
+        !self.checked || self.topology.wait_for_primary(timeout).await
     }
 
-    /// After a session failed to reach the primary `failed`: waits up to
-    /// `timeout` until a primary is available again, either another node
-    /// (a failover happened) or `failed` itself once it has been seen out of
-    /// service and back (so a stale "up" is not trusted). The node, or
-    /// `None` on timeout.
-    pub(crate) async fn wait_for_primary_after(
-        &self,
-        router: &crate::route::Router,
-        failed: usize,
-        timeout: Duration,
-    ) -> Option<usize> {
-        // With a single node nothing is checked: no other primary can appear.
-        if timeout.is_zero() || !self.checked {
+    /// After a session failed to reach the primary `failed`: the primary
+    /// that answers next, within `timeout` (see
+    /// [`Topology::wait_for_primary_after`]). With a single node nothing is
+    /// checked: no other primary can appear.
+    pub(crate) async fn wait_for_primary_after(&self, failed: usize, timeout: Duration) -> Option<usize> {
+        if !self.checked {
             return None;
         }
-        let mut rx = self.changed.subscribe();
-        let mut saw_out = false;
-        let wait = async {
-            loop {
-                let s = router.snapshot();
-                if s.primary_available() && (s.primary != failed || saw_out) {
-                    return Some(s.primary);
-                }
-                saw_out |= s.nodes.get(failed).is_none_or(|n| matches!(n.status, Status::Down | Status::Quarantine));
-                if rx.changed().await.is_err() {
-                    return None;
-                }
-            }
-        };
-        tokio::time::timeout(timeout, wait).await.ok().flatten()
+        self.topology.wait_for_primary_after(failed, timeout).await
     }
 
     /// Sends an operator's command and waits for the controller's answer.
@@ -302,10 +149,10 @@ impl Cluster {
     }
 }
 
-/// Hands a new snapshot to the router and wakes whoever waits for a change.
-fn publish(shared: &crate::server::Shared, snapshot: Snapshot) {
-    let generation = snapshot.generation;
-    let before = shared.router.snapshot();
+/// Publishes a new snapshot (waking whoever waits for a change) and cuts
+/// the connections of nodes that left service.
+fn publish(cluster: &Cluster, snapshot: Snapshot) {
+    let before = cluster.topology.current();
     let in_service = |s: Status| matches!(s, Status::Up | Status::Waiting);
     let left: Vec<usize> = snapshot
         .nodes
@@ -313,16 +160,15 @@ fn publish(shared: &crate::server::Shared, snapshot: Snapshot) {
         .filter(|n| !in_service(n.status) && before.nodes.get(n.id).is_some_and(|b| in_service(b.status)))
         .map(|n| n.id)
         .collect();
-    shared.router.publish(snapshot);
+    cluster.topology.publish(snapshot);
     // Nothing new goes to a node out of service, and what was sent to it
     // fails now rather than whenever a hung server answers.
     for node in left {
-        let cut = shared.pools.cut_node(node);
+        let cut = cluster.pools.cut_node(node);
         if cut > 0 {
             tracing::warn!(node, connections = cut, "node out of service: its server connections are closed");
         }
     }
-    shared.cluster.changed.send_replace(generation);
 }
 
 /// The hooks a pooler runs its cluster with.
@@ -339,16 +185,16 @@ impl std::fmt::Debug for Hooks {
 
 /// Runs the controller and, with more than one node, a checker per node,
 /// until dropped. Returns at once (doing nothing) if already started.
-pub(crate) async fn run(shared: Arc<crate::server::Shared>, hooks: Arc<Hooks>) {
-    let Some(mut rx) = shared.cluster.rx.lock().ok().and_then(|mut r| r.take()) else {
+pub(crate) async fn run(cluster: Arc<Cluster>, hooks: Arc<Hooks>) {
+    let Some(mut rx) = cluster.rx.lock().ok().and_then(|mut r| r.take()) else {
         return;
     };
-    let mut machine = Machine::new(&shared.config);
+    let mut machine = Machine::new(&cluster.config);
     machine.set_promotes(hooks.failover.promotes());
     let mut tasks = tokio::task::JoinSet::new();
-    if shared.nodes.len() > 1 {
-        for node in 0..shared.nodes.len() {
-            tasks.spawn(check::run(shared.clone(), hooks.check.clone(), node));
+    if cluster.checked {
+        for node in 0..cluster.config.nodes.len() {
+            tasks.spawn(check::run(cluster.clone(), hooks.check.clone(), node));
         }
     }
     let mut tick = tokio::time::interval(Duration::from_millis(500));
@@ -363,50 +209,50 @@ pub(crate) async fn run(shared: Arc<crate::server::Shared>, hooks: Arc<Hooks>) {
         };
         let outcome = machine.apply(command.event, std::time::Instant::now());
         if outcome.changed {
-            publish(&shared, machine.snapshot());
+            publish(&cluster, machine.snapshot());
         }
         if let Some(reply) = command.reply {
             let _ = reply.send(outcome.result);
         }
-        perform_all(&shared, &hooks, &mut machine, outcome.actions).await;
+        perform_all(&cluster, &hooks, &mut machine, outcome.actions).await;
     }
     // The receiver is given back so a later `run` can start again.
-    if let Ok(mut slot) = shared.cluster.rx.lock() {
+    if let Ok(mut slot) = cluster.rx.lock() {
         *slot = Some(rx);
     }
 }
 
 /// Carries out what transitions ask for, in order; the results go back into
 /// the machine as events, and what those ask for is done next.
-async fn perform_all(shared: &crate::server::Shared, hooks: &Hooks, machine: &mut Machine, actions: Vec<Action>) {
+async fn perform_all(cluster: &Cluster, hooks: &Hooks, machine: &mut Machine, actions: Vec<Action>) {
     let mut queue: std::collections::VecDeque<Action> = actions.into();
     while let Some(action) = queue.pop_front() {
-        queue.extend(perform(shared, hooks, machine, action).await);
+        queue.extend(perform(cluster, hooks, machine, action).await);
     }
 }
 
 /// Applies `event` (publishing a change); what it asks for.
-fn apply_now(shared: &crate::server::Shared, machine: &mut Machine, event: Event) -> Vec<Action> {
+fn apply_now(cluster: &Cluster, machine: &mut Machine, event: Event) -> Vec<Action> {
     let outcome = machine.apply(event, std::time::Instant::now());
     if outcome.changed {
-        publish(shared, machine.snapshot());
+        publish(cluster, machine.snapshot());
     }
     outcome.actions
 }
 
 /// Carries out one action; returns the actions its result led to.
-async fn perform(shared: &crate::server::Shared, hooks: &Hooks, machine: &mut Machine, action: Action) -> Vec<Action> {
-    let info = |i: usize| NodeInfo::of(i, &shared.config.nodes[i]);
+async fn perform(cluster: &Cluster, hooks: &Hooks, machine: &mut Machine, action: Action) -> Vec<Action> {
+    let info = |i: usize| NodeInfo::of(i, &cluster.config.nodes[i]);
     match action {
         Action::CheckNow(node) => {
-            if let Some(n) = shared.cluster.check_now.get(node) {
+            if let Some(n) = cluster.check_now.get(node) {
                 n.notify_one();
             }
         }
         Action::AskPositions { failed, candidates } => {
             // Every candidate at once, each bounded by the check timeout: the
             // failover waits for the slowest answer, not for their sum.
-            let timeout = shared.config.health.timeout;
+            let timeout = cluster.config.health.timeout;
             let mut looks = tokio::task::JoinSet::new();
             for &j in &candidates {
                 let check = hooks.check.clone();
@@ -426,15 +272,15 @@ async fn perform(shared: &crate::server::Shared, hooks: &Hooks, machine: &mut Ma
                 }
             }
             seen.sort_by_key(|(j, _)| *j);
-            return apply_now(shared, machine, Event::Positions { failed, seen });
+            return apply_now(cluster, machine, Event::Positions { failed, seen });
         }
         Action::Failover { failed, new_main } => {
             let ctx = FailoverContext { subject: info(failed), new_main: info(new_main), old_primary: info(failed) };
             tracing::warn!(failed, new_main, "primary down: running the failover hook");
             let ok = hooks.failover.failover(&ctx).await;
-            let next = apply_now(shared, machine, Event::FailoverDone { failed, ok });
+            let next = apply_now(cluster, machine, Event::FailoverDone { failed, ok });
             // The new primary is taken when a check sees it out of recovery.
-            if let Some(n) = shared.cluster.check_now.get(new_main) {
+            if let Some(n) = cluster.check_now.get(new_main) {
                 n.notify_one();
             }
             return next;
@@ -456,12 +302,8 @@ async fn perform(shared: &crate::server::Shared, hooks: &Hooks, machine: &mut Ma
 /// Switchover by an operator: the hook promotes `node` with the current
 /// primary as the failed one; writes move only once `node` answers as a
 /// primary (checked, not assumed), and the old primary is quarantined.
-pub(crate) async fn promote(
-    shared: &crate::server::Shared,
-    hooks: &Hooks,
-    node: usize,
-) -> Result<(), NodeCommandError> {
-    let snapshot = shared.router.snapshot();
+pub(crate) async fn promote(cluster: &Cluster, hooks: &Hooks, node: usize) -> Result<(), NodeCommandError> {
+    let snapshot = cluster.topology.current();
     let primary = snapshot.primary;
     if node >= snapshot.nodes.len() {
         return Err(NodeCommandError::UnknownNode(node));
@@ -472,17 +314,17 @@ pub(crate) async fn promote(
     if !hooks.failover.promotes() {
         return Err(NodeCommandError::NoHook);
     }
-    let info = |i: usize| NodeInfo::of(i, &shared.config.nodes[i]);
+    let info = |i: usize| NodeInfo::of(i, &cluster.config.nodes[i]);
     let ctx = FailoverContext { subject: info(primary), new_main: info(node), old_primary: info(primary) };
     tracing::warn!(node, primary, "switchover requested by the operator: running the failover hook");
     if !hooks.failover.failover(&ctx).await {
         return Err(NodeCommandError::HookFailed);
     }
-    let deadline = tokio::time::Instant::now() + shared.config.failover.command_timeout;
+    let deadline = tokio::time::Instant::now() + cluster.config.failover.command_timeout;
     while tokio::time::Instant::now() < deadline {
-        let seen = tokio::time::timeout(shared.config.health.timeout, hooks.check.check(node)).await;
+        let seen = tokio::time::timeout(cluster.config.health.timeout, hooks.check.check(node)).await;
         if matches!(seen, Ok(Ok(o)) if !o.in_recovery) {
-            return shared.cluster.command(Event::Promoted { node }).await;
+            return cluster.command(Event::Promoted { node }).await;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

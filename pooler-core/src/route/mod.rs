@@ -13,13 +13,11 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
-
 use rand::RngExt;
 
 use crate::classify::{Classifier, ClassifierLists, PatternError};
-use crate::cluster::{Role, Snapshot, Status};
 use crate::config::{BalancePolicy, Config, NodePreference, RoutingConfig};
+use crate::topology::{Role, Snapshot, Status, Topology};
 
 /// Index of the configured primary: the first node. The router starts with it
 /// and follows the cluster controller when another node becomes the primary.
@@ -79,13 +77,21 @@ pub struct Router {
     nodes: Vec<Node>,
     config: RoutingConfig,
     started: Instant,
-    /// The cluster as last published by the controller.
-    state: ArcSwap<Snapshot>,
+    /// The cluster as last published by the controller (read only here).
+    topology: Arc<Topology>,
 }
 
 impl Router {
-    /// A router for these nodes and settings.
+    /// A router for these nodes and settings, reading a topology of its own
+    /// (at [`Snapshot::initial`]); see [`Router::with_topology`].
     pub fn new(config: &Config) -> Result<Router, PatternError> {
+        let initial = Snapshot::initial(config, std::time::SystemTime::now());
+        Router::with_topology(config, Arc::new(Topology::new(initial)))
+    }
+
+    /// A router for these nodes and settings that reads `topology`, which
+    /// the cluster controller publishes to.
+    pub fn with_topology(config: &Config, topology: Arc<Topology>) -> Result<Router, PatternError> {
         let r = &config.routing;
         let classifier = Classifier::new(&ClassifierLists {
             write_functions: r.write_functions.clone(),
@@ -105,24 +111,22 @@ impl Router {
                 warned_ms: AtomicU64::new(0),
             })
             .collect();
-        let state = ArcSwap::from_pointee(crate::cluster::machine::Machine::new(config).snapshot());
-        Ok(Router { classifier, nodes, config: r.clone(), started: Instant::now(), state })
+        Ok(Router { classifier, nodes, config: r.clone(), started: Instant::now(), topology })
     }
 
     /// The node that takes writes now.
     pub fn primary(&self) -> usize {
-        self.state.load().primary
+        self.topology.primary()
     }
 
     /// The cluster as last published.
     pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.state.load_full()
+        self.topology.current()
     }
 
-    /// Takes a new cluster state. The cluster controller calls this; it is
-    /// public so tests and benchmarks of a router can set the state they need.
-    pub fn publish(&self, snapshot: Snapshot) {
-        self.state.store(Arc::new(snapshot));
+    /// The topology this router reads.
+    pub fn topology(&self) -> &Arc<Topology> {
+        &self.topology
     }
 
     /// The classifier built from the routing lists.
@@ -164,7 +168,7 @@ impl Router {
     /// `application`, whose last write is at `min_lsn` (0: none). The primary
     /// when balancing is off, nothing else is usable, or the preferences say so.
     pub fn read_node(&self, database: &str, application: &str, min_lsn: u64) -> usize {
-        let s = self.state.load();
+        let s = self.topology.guard();
         let primary = s.primary;
         if !self.balancing() {
             return primary;
@@ -282,7 +286,7 @@ impl Router {
     /// (weight aside): where a read or a login goes when the primary cannot
     /// be reached. `None` when there is none.
     pub fn fallback_node(&self, exclude: usize) -> Option<usize> {
-        let s = self.state.load();
+        let s = self.topology.guard();
         (0..self.nodes.len()).find(|&i| i != exclude && self.in_read_set(&s, i))
     }
 
@@ -300,7 +304,7 @@ impl Router {
 
     /// Counters of every node.
     pub fn node_stats(&self) -> Vec<NodeStats> {
-        let s = self.state.load();
+        let s = self.topology.guard();
         self.nodes
             .iter()
             .zip(s.nodes.iter())
@@ -364,7 +368,7 @@ mod tests {
             n.status = Status::Up;
             n.pg_role = if n.id == 0 { Role::Primary } else { Role::Standby };
         }
-        r.publish(s);
+        r.topology().publish(s);
         r
     }
 
@@ -458,14 +462,14 @@ mod tests {
         s.nodes[1].lag_bytes = 500;
         s.nodes[2].lag_bytes = 20;
         s.nodes[3].lag_bytes = 20;
-        r.publish(s.clone());
+        r.topology().publish(s.clone());
         let counts = spread(&r, 400);
         assert_eq!(counts[1], 0, "{counts:?}");
         assert!(counts[2] > 100 && counts[3] > 100, "ties share the reads: {counts:?}");
         // A node out of the read set does not count as the least lagging.
         s.nodes[2].status = Status::Down;
         s.nodes[3].lagging = true;
-        r.publish(s);
+        r.topology().publish(s);
         assert_eq!(spread(&r, 50)[1], 50);
     }
 }

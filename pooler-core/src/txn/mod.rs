@@ -28,14 +28,14 @@ use crate::cancel::{CancelHandle, CancelTarget};
 use crate::classify::Classification;
 use crate::config::PoolMode;
 use crate::error::Error;
+use crate::params::{param_statements, restore_sql, startup_settings};
 use crate::pool::PoolKey;
 use crate::pool::{Lease, Pool, Reset};
 use crate::prepared::{ClientStatements, StatementDef};
 use crate::protocol::messages::{is_frontend_message, split_cstr, tag, Bind, ParameterStatus, Target};
 use crate::protocol::write::{self as w, Severity};
 use crate::protocol::{peek_header, ProtocolError, TransactionStatus, HEADER_LEN};
-use crate::server::{Phase, Shared};
-use crate::session::End;
+use crate::runtime::{Phase, Shared};
 
 /// SQLSTATE of "cannot execute ... in a read-only transaction".
 const READ_ONLY_TRANSACTION: &str = "25006";
@@ -48,16 +48,6 @@ const STREAM_OVER: usize = 8 * 1024;
 
 /// Parameter names and values.
 pub(crate) type Settings = Vec<(String, String)>;
-
-/// Reported parameters a client cannot set: never restored.
-const NOT_SETTABLE: &[&str] = &[
-    "server_version",
-    "server_encoding",
-    "integer_datetimes",
-    "is_superuser",
-    "session_authorization",
-    "in_hot_standby",
-];
 
 /// The kind of answer a message sent to the server ends with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,6 +96,42 @@ impl Pending {
     }
 }
 
+/// Why a session ended (for the log).
+#[derive(Debug)]
+pub(crate) enum End {
+    /// The client sent Terminate.
+    Terminated,
+    /// The client closed its socket.
+    ClientClosed,
+    /// The pooler is shutting down and the client was idle.
+    Shutdown,
+    /// The shutdown timeout ran out.
+    ForcedShutdown,
+    /// The server ended the session with a FATAL (or PANIC) ErrorResponse,
+    /// whose body this is, and closed: the client got it as the server sent
+    /// it, and nothing after it.
+    ServerFatal(Bytes),
+    /// Something failed.
+    Failed(Error),
+}
+
+impl std::fmt::Display for End {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            End::Terminated => f.write_str("terminate"),
+            End::ClientClosed => f.write_str("client closed the connection"),
+            End::Shutdown => f.write_str("pooler shutdown"),
+            End::ForcedShutdown => f.write_str("pooler shutdown timeout"),
+            End::ServerFatal(body) => {
+                let e = crate::protocol::messages::ErrorFields::new(body);
+                let (severity, code) = (e.severity().unwrap_or("FATAL"), e.code().unwrap_or("?????"));
+                write!(f, "the server ended the session: {severity} {code}: {}", e.message().unwrap_or("(no message)"))
+            }
+            End::Failed(e) => write!(f, "{e}"),
+        }
+    }
+}
+
 /// Outcome of a transaction-mode session, for `run_session`.
 pub(crate) struct Outcome {
     pub(crate) end: End,
@@ -128,7 +154,7 @@ pub(crate) struct Relay<'a> {
     statements: ClientStatements,
     /// Reported parameters as the client was last told them.
     /// Shared with other clients whose settings are the same (copied on change).
-    params: crate::server::SharedParams,
+    params: crate::runtime::SharedParams,
     /// Unreported parameters the client changed, with their values.
     extra: Vec<(String, String)>,
     /// Unreported parameters changed in the current transaction (values to read).
@@ -766,7 +792,7 @@ impl<'a> Relay<'a> {
                 self.shared.backend_failed(primary, &e);
                 // One bound for the whole request, waits before included.
                 let wait = self.shared.config.failover.search_primary_node_timeout.saturating_sub(started.elapsed());
-                let Some(n) = Box::pin(self.shared.cluster.wait_for_primary_after(router, primary, wait)).await else {
+                let Some(n) = Box::pin(self.shared.cluster.wait_for_primary_after(primary, wait)).await else {
                     return Err(e);
                 };
                 tracing::info!(failed = primary, primary = n, "the request waited for a primary and runs there");
@@ -878,7 +904,7 @@ impl<'a> Relay<'a> {
             return Ok(());
         }
         let wait = self.shared.config.failover.search_primary_node_timeout;
-        if self.shared.cluster.wait_for_primary(router, wait).await {
+        if self.shared.cluster.wait_for_primary(wait).await {
             return Ok(());
         }
         let s = router.snapshot();
@@ -1169,7 +1195,7 @@ impl<'a> Relay<'a> {
         let pool = self.pool_for(node);
         // No cancel for this client may reach the connection once someone else
         // has it: wait for any on its way (bounded), else do not reuse it.
-        let settled = self.cancel.detach(crate::server::CANCEL_TIMEOUT + Duration::from_secs(1)).await;
+        let settled = self.cancel.detach(crate::runtime::CANCEL_TIMEOUT + Duration::from_secs(1)).await;
         if !clean || !settled {
             drop(lease);
             return;
@@ -1291,8 +1317,8 @@ impl<'a> Relay<'a> {
                     self.wrote = true;
                     self.note_function_ddl(sql);
                 }
-                if crate::cluster::show::is_show_pool_nodes(sql) {
-                    self.sout.extend_from_slice(&crate::cluster::show::rewrite(self.shared, self.node));
+                if crate::show::is_show_pool_nodes(sql) {
+                    self.sout.extend_from_slice(&self.shared.show_pool_nodes(self.node));
                 } else {
                     self.sout.extend_from_slice(frame);
                 }
@@ -1439,7 +1465,7 @@ impl<'a> Relay<'a> {
     /// Remembers `sql` as plain (see [`Relay::known_plain`]).
     fn remember_plain(&mut self, sql: &[u8]) {
         const ENTRIES: usize = 8;
-        if sql.len() > 4096 || crate::cluster::show::is_show_pool_nodes(sql) {
+        if sql.len() > 4096 || crate::show::is_show_pool_nodes(sql) {
             return;
         }
         let entry = (Box::from(sql), self.shared.router.classifier().classify(sql));
@@ -1733,31 +1759,6 @@ fn statement_sql(def: &StatementDef) -> &[u8] {
     &def.body[..end]
 }
 
-/// The statements that give `conn` a client's parameters: reported ones
-/// `params`, unreported ones `extra` (any other unreported setting reset).
-fn restore_sql(params: &[(String, String)], extra: &[(String, String)], conn: &ServerConn) -> String {
-    // The usual case, cheaply: the connection already has the client's
-    // settings (same server, same user, nothing changed).
-    if params == conn.params() && extra == conn.extra.as_slice() {
-        return String::new();
-    }
-    let reported = params.iter().filter(|(k, v)| {
-        !NOT_SETTABLE.iter().any(|n| n.eq_ignore_ascii_case(k)) && conn.param(k).is_some_and(|cur| cur != v)
-    });
-    let wanted = extra.iter().filter(|(k, v)| !conn.extra.iter().any(|(ck, cv)| ck == k && cv == v));
-    let mut sql = crate::session::param_statements(reported.chain(wanted));
-    for (k, _) in &conn.extra {
-        if !extra.iter().any(|(ek, _)| ek == k) {
-            if !sql.is_empty() {
-                sql.push_str("; ");
-            }
-            sql.push_str("RESET ");
-            push_ident(&mut sql, k);
-        }
-    }
-    sql
-}
-
 /// A transaction-mode client's parameters at login, from the server's
 /// `defaults` for its user and database alone, without a server connection:
 /// only when every startup setting is `application_name` (reported as
@@ -1768,7 +1769,7 @@ pub(crate) fn login_state_from_defaults(
     defaults: &[(String, String)],
     startup: &crate::protocol::StartupMessage,
 ) -> Option<Vec<(String, String)>> {
-    let wanted = crate::session::startup_settings(startup).ok()?;
+    let wanted = startup_settings(startup).ok()?;
     let mut params = defaults.to_vec();
     for (k, v) in wanted {
         let slot = params.iter_mut().find(|(p, _)| p.eq_ignore_ascii_case(&k))?;
@@ -1794,10 +1795,9 @@ pub(crate) async fn login_state(
         conn.simple_query(&sql).await?;
     }
     conn.extra.clear();
-    let wanted = crate::session::startup_settings(startup)?;
-    let sql = crate::session::param_statements(
-        wanted.iter().filter(|(k, v)| !conn.param(k).is_some_and(|cur| cur.eq_ignore_ascii_case(v))),
-    );
+    let wanted = startup_settings(startup)?;
+    let sql =
+        param_statements(wanted.iter().filter(|(k, v)| !conn.param(k).is_some_and(|cur| cur.eq_ignore_ascii_case(v))));
     if !sql.is_empty() {
         conn.simple_query(&sql).await?;
     }
@@ -1924,16 +1924,4 @@ async fn flush_all(s: &TcpStream, out: &mut BytesMut) -> std::io::Result<()> {
         flush(s, out)?;
     }
     Ok(())
-}
-
-/// Appends `name` as a quoted identifier.
-fn push_ident(sql: &mut String, name: &str) {
-    // Dotted custom names (`myapp.tenant`) are written as they are: RESET takes them unquoted.
-    if name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '.') {
-        sql.push_str(name);
-    } else {
-        sql.push('"');
-        sql.push_str(&name.replace('"', "\"\""));
-        sql.push('"');
-    }
 }

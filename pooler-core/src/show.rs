@@ -7,9 +7,9 @@
 
 use bytes::{BufMut, BytesMut};
 
-use super::Snapshot;
 use crate::route::NodeStats;
 use crate::sql::{is, Lexer, Token};
+use crate::topology::Snapshot;
 
 /// The columns, in pgpool 4.3's order.
 const COLUMNS: &str = "node_id, hostname, port, status, pg_status, lb_weight, role, pg_role, select_cnt, \
@@ -71,11 +71,16 @@ pub(crate) fn pool_nodes_sql(snapshot: &Snapshot, stats: &[NodeStats], lb_node: 
 }
 
 /// The Query message that answers `SHOW pool_nodes` for a session reading
-/// from `lb_node`, from the latest snapshot.
-pub(crate) fn rewrite(shared: &crate::server::Shared, lb_node: usize) -> BytesMut {
-    let by_time = shared.config.health.lag_threshold_bytes == 0 && !shared.config.health.lag_threshold.is_zero();
-    let sql = pool_nodes_sql(&shared.router.snapshot(), &shared.router.node_stats(), lb_node, by_time);
-    query_frame(&sql)
+/// from `lb_node`: rows from `snapshot` and the router's `stats`, the delay
+/// in seconds when `health` judges lag by time.
+pub(crate) fn rewrite(
+    snapshot: &Snapshot,
+    stats: &[NodeStats],
+    health: &crate::config::HealthConfig,
+    lb_node: usize,
+) -> BytesMut {
+    let by_time = health.lag_threshold_bytes == 0 && !health.lag_threshold.is_zero();
+    query_frame(&pool_nodes_sql(snapshot, stats, lb_node, by_time))
 }
 
 /// A Query message carrying `sql`.
@@ -91,7 +96,6 @@ pub(crate) fn query_frame(sql: &str) -> BytesMut {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::machine::Machine;
     use crate::config::{Config, NodeConfig};
 
     #[test]
@@ -115,7 +119,7 @@ mod tests {
     fn the_rewritten_query_lists_every_node_with_escaped_values() {
         let mut c = Config::with_nodes(vec![NodeConfig::new("db'0", 5432), NodeConfig::new("db1", 5433)]);
         c.nodes[1].weight = 3.0;
-        let snap = Machine::new(&c).snapshot();
+        let snap = Snapshot::initial(&c, std::time::SystemTime::now());
         let sql = pool_nodes_sql(&snap, &[], 1, false);
         assert!(sql.starts_with("SELECT * FROM (VALUES (E'0', E'db''0', E'5432', E'waiting', E'down', E'0.250000', E'primary', E'unknown', E'0', E'false', E'0', E'', E'', pg_catalog.to_char("), "{sql}");
         assert!(

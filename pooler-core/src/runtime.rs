@@ -1,0 +1,127 @@
+//! What every session shares at run time: the configuration, the pools,
+//! the router, the way to the cluster controller, the cancel registry and
+//! the pooler's lifecycle phase. Built by [`crate::server::Pooler`]; the
+//! listener only hands it to each session.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::auth::PasswordFile;
+use crate::backend::ServerAddr;
+use crate::cancel::CancelRegistry;
+use crate::config::Config;
+use crate::metrics as m;
+use crate::pool::Pools;
+
+/// Longest time a forwarded cancel may take to reach its server.
+pub(crate) const CANCEL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Lifecycle of the whole pooler, seen by every session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Serving.
+    Running,
+    /// Not accepting; sessions close when their transaction ends.
+    Draining,
+    /// The drain timeout ran out: every session closes now.
+    Force,
+}
+
+/// What every session shares.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) config: Arc<Config>,
+    pub(crate) passwords: Option<PasswordFile>,
+    pub(crate) pools: Arc<Pools>,
+    pub(crate) cancels: Arc<CancelRegistry>,
+    pub(crate) nodes: Vec<ServerAddr>,
+    pub(crate) phase: watch::Receiver<Phase>,
+    /// Prepared statements of transaction-mode clients, by content.
+    pub(crate) statements: crate::prepared::Registry,
+    /// What the catalog said of unlisted functions, per database.
+    pub(crate) functions: Arc<crate::classify::catalog::FunctionCatalog>,
+    /// Chooses nodes for requests; holds the latest cluster snapshot.
+    pub(crate) router: crate::route::Router,
+    /// The way to the cluster controller.
+    pub(crate) cluster: Arc<crate::cluster::Cluster>,
+    /// Parameter sets clients share (most clients of a pool report the same).
+    pub(crate) param_sets: ParamSets,
+}
+
+/// A few distinct client parameter sets, each held once: clients whose
+/// reported parameters are equal share one copy (an idle client then costs
+/// a pointer instead of a dozen strings).
+#[derive(Debug, Default)]
+pub(crate) struct ParamSets(std::sync::Mutex<Vec<SharedParams>>);
+
+/// Reported parameters (name, value), shared between clients.
+pub(crate) type SharedParams = Arc<Vec<(String, String)>>;
+
+impl ParamSets {
+    const MAX: usize = 32;
+
+    /// `params`, as a shared copy if an equal set is known.
+    pub(crate) fn share(&self, params: Vec<(String, String)>) -> SharedParams {
+        let Ok(mut sets) = self.0.lock() else {
+            return Arc::new(params);
+        };
+        if let Some(found) = sets.iter().find(|s| ***s == params) {
+            return found.clone();
+        }
+        let set = Arc::new(params);
+        if sets.len() >= Self::MAX {
+            sets.remove(0);
+        }
+        sets.push(set.clone());
+        set
+    }
+}
+
+impl Shared {
+    /// Forwards a client's CancelRequest to the server connection serving the
+    /// client that holds `key`; an unknown key or wrong secret does nothing,
+    /// as in PostgreSQL.
+    pub(crate) async fn forward_cancel(&self, key: crate::protocol::CancelKey) {
+        // The ticket keeps the session from handing its server connection to
+        // another client until this cancel has reached the server.
+        let Some(ticket) = self.cancels.begin(key) else {
+            return;
+        };
+        let target = ticket.target();
+        metrics::counter!(m::CANCELS_FORWARDED).increment(1);
+        if let Err(e) = crate::backend::send_cancel(&target.addr, target.key, CANCEL_TIMEOUT).await {
+            tracing::warn!(server = %target.addr, error = %e, "forwarding cancel request failed");
+        }
+        drop(ticket);
+    }
+
+    /// A session could not reach `node`, or lost its connection there: the
+    /// read set backs off from it and the cluster controller hears of it
+    /// (an immediate health check, or with `failover_on_backend_error` a
+    /// failed one).
+    ///
+    /// True when this is the first such report about `node` in a second:
+    /// the caller logs it as a warning, and later ones at debug level, so a
+    /// failover does not flood the log with one line per client.
+    /// The Query that answers `SHOW pool_nodes` for a session on `node`.
+    pub(crate) fn show_pool_nodes(&self, node: usize) -> bytes::BytesMut {
+        let snapshot = self.router.snapshot();
+        crate::show::rewrite(&snapshot, &self.router.node_stats(), &self.config.health, node)
+    }
+
+    pub(crate) fn backend_failed(&self, node: usize, e: &crate::Error) -> bool {
+        let hard = match e {
+            e if e.is_unavailable() => {
+                self.router.note_failure(node);
+                true
+            }
+            crate::Error::ServerIo(_) => true,
+            crate::Error::ServerClosed => false,
+            _ => return false,
+        };
+        self.cluster.backend_error(node, hard, e);
+        self.router.first_report(node)
+    }
+}
