@@ -56,7 +56,7 @@ enum Scram {
 /// An authenticated server connection, idle at ReadyForQuery or lent to a client.
 #[derive(Debug)]
 pub struct ServerConn {
-    pub(crate) stream: TcpStream,
+    pub(crate) stream: crate::transport::Stream,
     /// Bytes read from the server and not yet consumed.
     pub(crate) buf: BytesMut,
     /// Run-time parameters as the server last reported them.
@@ -95,7 +95,7 @@ impl Lifelines {
     /// Registers `stream`; the handle unregisters it when dropped. `None`
     /// when the socket cannot be duplicated (out of descriptors): the
     /// connection works, it just cannot be cut from outside.
-    fn hold(self: &Arc<Self>, stream: &TcpStream) -> Option<Lifeline> {
+    fn hold(self: &Arc<Self>, stream: &crate::transport::Stream) -> Option<Lifeline> {
         let dup = socket2::SockRef::from(stream).try_clone().ok()?;
         let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.open.lock().ok()?.insert(id, dup);
@@ -164,7 +164,7 @@ impl ServerConn {
         configure_socket(&stream);
         let now = Instant::now();
         let mut conn = ServerConn {
-            stream,
+            stream: stream.into(),
             buf: BytesMut::new(),
             params: Vec::new(),
             key: BackendKeyData { pid: 0, secret: 0 },
@@ -382,7 +382,7 @@ impl ServerConn {
 
     /// The socket, the read buffer and the parameter list, borrowed apart so the
     /// relay can use them at once.
-    pub(crate) fn parts(&mut self) -> (&mut TcpStream, &mut BytesMut, &mut Vec<(String, String)>) {
+    pub(crate) fn parts(&mut self) -> (&mut crate::transport::Stream, &mut BytesMut, &mut Vec<(String, String)>) {
         (&mut self.stream, &mut self.buf, &mut self.params)
     }
 
@@ -431,8 +431,7 @@ impl ServerConn {
         if !self.buf.is_empty() {
             return false;
         }
-        let mut probe = [0u8; 1];
-        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        self.stream.is_quiet()
     }
 
     /// Sends Terminate and closes, without waiting long.

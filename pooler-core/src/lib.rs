@@ -28,6 +28,7 @@ mod session;
 mod show;
 mod sql;
 pub mod topology;
+mod transport;
 mod txn;
 
 pub use config::Config;

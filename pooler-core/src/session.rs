@@ -34,7 +34,7 @@ const READ_CHUNK: usize = 16 * 1024;
 
 /// The client side of a session.
 struct Client {
-    stream: TcpStream,
+    stream: crate::transport::Stream,
     buf: BytesMut,
     out: BytesMut,
     peer: SocketAddr,
@@ -97,7 +97,7 @@ impl Client {
 /// Serves one accepted client connection to the end.
 pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let _ = stream.set_nodelay(true);
-    let mut client = Client { stream, buf: BytesMut::new(), out: BytesMut::new(), peer };
+    let mut client = Client { stream: stream.into(), buf: BytesMut::new(), out: BytesMut::new(), peer };
     let login_timeout = shared.config.server.client_login_timeout;
     // The login's steps are boxed: the task of an idle client keeps only
     // what its relay needs, not room for every step it went through.
@@ -741,10 +741,10 @@ async fn relay(
     let mut up_scanner = Scanner::new(max);
     let mut force = phase.clone();
 
-    let (cr, mut cw) = client.stream.split();
+    let (cr, cw) = client.stream.halves();
     let cbuf = &mut client.buf;
     let (server_stream, sbuf, params) = conn.parts();
-    let (sr, mut sw) = server_stream.split();
+    let (sr, sw) = server_stream.halves();
 
     let upstream = async {
         loop {
@@ -818,7 +818,7 @@ async fn relay(
                 // Terminate is at the front of the buffer: the client is done.
                 return End::Terminated;
             }
-            match read_some(&cr, cbuf).await {
+            match cr.read_some(cbuf).await {
                 Ok(0) => return End::ClientClosed,
                 Ok(_) => {}
                 Err(e) => return End::Failed(Error::ClientIo(e)),
@@ -887,7 +887,7 @@ async fn relay(
             }
             tokio::select! {
                 biased;
-                r = read_some(&sr, sbuf) => match r {
+                r = sr.read_some(sbuf) => match r {
                     Ok(0) => return End::Failed(Error::ServerClosed),
                     Ok(_) => {}
                     Err(e) => return End::Failed(Error::ServerIo(e)),
@@ -927,26 +927,6 @@ async fn relay(
         (end, _) => end,
     };
     RelayOutcome { end, clean, status: down.status, client_can_take_error }
-}
-
-/// Waits for bytes and reads them. While waiting with nothing buffered, the
-/// buffer's memory is given back, so an idle session holds no read buffer:
-/// the allocation is made when data is ready, not before.
-///
-/// A read that returns less than the space offered has drained the socket, so
-/// the readiness tokio remembers is cleared right there (with the readiness
-/// snapshot taken before the read, so data arriving later still wakes us).
-/// Without that, every message would cost a second `recv` returning EAGAIN.
-async fn read_some(r: &tokio::net::tcp::ReadHalf<'_>, buf: &mut BytesMut) -> std::io::Result<usize> {
-    loop {
-        if buf.is_empty() && buf.capacity() > 0 {
-            *buf = BytesMut::new();
-        }
-        r.readable().await?;
-        if let Some(n) = crate::txn::read_ready(r.as_ref(), buf)? {
-            return Ok(n);
-        }
-    }
 }
 
 /// True when the server connection has nothing outstanding and no open

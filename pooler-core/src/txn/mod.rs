@@ -18,12 +18,12 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::transport::Stream;
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::backend::{self, LoginInfo, ServerConn};
-use crate::buffers::{recycled, release_memory, READ_CHUNK};
+use crate::buffers::{recycled, release_memory};
 use crate::cancel::{CancelHandle, CancelTarget};
 use crate::classify::Classification;
 use crate::config::PoolMode;
@@ -145,7 +145,7 @@ pub(crate) struct Relay<'a> {
     pool: Arc<Pool>,
     mode: PoolMode,
     cancel: &'a CancelHandle,
-    stream: &'a TcpStream,
+    stream: &'a mut Stream,
     cbuf: &'a mut BytesMut,
     cout: &'a mut BytesMut,
     lease: Option<Lease>,
@@ -233,7 +233,7 @@ impl<'a> Relay<'a> {
         pool: Arc<Pool>,
         mode: PoolMode,
         cancel: &'a CancelHandle,
-        (stream, cbuf, cout): (&'a TcpStream, &'a mut BytesMut, &'a mut BytesMut),
+        (stream, cbuf, cout): (&'a mut Stream, &'a mut BytesMut, &'a mut BytesMut),
         (lease, node): (Option<Lease>, usize),
         login: LoginInfo,
         (params, extra): (Settings, Settings),
@@ -306,7 +306,7 @@ impl<'a> Relay<'a> {
         }
         if !self.cout.is_empty() && !matches!(&end, End::Failed(Error::ClientIo(_)) | End::ClientClosed) {
             // What the client was sent before the end still reaches it.
-            let _ = tokio::time::timeout(Duration::from_secs(1), flush_all(self.stream, self.cout)).await;
+            let _ = tokio::time::timeout(Duration::from_secs(1), self.stream.flush_all(self.cout)).await;
         }
         let client_can_take_error = self.down_remaining == 0 && self.cout.is_empty();
         if let (End::Failed(e @ (Error::ServerIo(_) | Error::ServerClosed)), true) = (&end, self.lease.is_some()) {
@@ -389,11 +389,11 @@ impl<'a> Relay<'a> {
                     return End::Failed(e);
                 }
             }
-            if let Err(e) = flush(self.stream, self.cout) {
+            if let Err(e) = self.stream.flush(self.cout) {
                 return End::Failed(Error::ClientIo(e));
             }
-            if let Some(l) = &self.lease {
-                if let Err(e) = flush(&l.conn_ref().stream, &mut self.sout) {
+            if let Some(l) = &mut self.lease {
+                if let Err(e) = l.conn().stream.flush(&mut self.sout) {
                     return End::Failed(Error::ServerIo(e));
                 }
             }
@@ -448,8 +448,8 @@ impl<'a> Relay<'a> {
                 _ = &mut force => return End::ForcedShutdown,
                 r = readable(server), if read_server => Event::ServerReadable(r),
                 r = self.stream.readable(), if read_client => Event::ClientReadable(r),
-                r = writable(server), if server.is_some() && !self.sout.is_empty() => Event::Writable(r, false),
-                r = self.stream.writable(), if !self.cout.is_empty() => Event::Writable(r, true),
+                r = writable(server), if server.is_some_and(|s| !self.sout.is_empty() || s.wants_write()) => Event::Writable(r, false),
+                r = self.stream.writable(), if !self.cout.is_empty() || self.stream.wants_write() => Event::Writable(r, true),
                 _ = sleep_until(deadline), if deadline.is_some() => Event::Deadline,
                 _ = &mut drain, if !draining => Event::Drain,
             };
@@ -458,7 +458,7 @@ impl<'a> Relay<'a> {
                     let res = match (r, self.lease.as_mut()) {
                         (Ok(()), Some(l)) => {
                             let conn = l.conn();
-                            read_ready(&conn.stream, &mut conn.buf)
+                            conn.stream.read_ready(&mut conn.buf)
                         }
                         (Err(e), _) => Err(e),
                         (Ok(()), None) => Ok(None),
@@ -470,7 +470,7 @@ impl<'a> Relay<'a> {
                         Err(e) => return End::Failed(Error::ServerIo(e)),
                     }
                 }
-                Event::ClientReadable(r) => match r.and_then(|()| read_ready(self.stream, self.cbuf)) {
+                Event::ClientReadable(r) => match r.and_then(|()| self.stream.read_ready(self.cbuf)) {
                     Ok(Some(0)) => return End::ClientClosed,
                     Ok(Some(_)) if self.timed => self.last_client_activity = Instant::now(),
                     Ok(Some(_)) => {}
@@ -561,7 +561,7 @@ impl<'a> Relay<'a> {
             }
             let Some(l) = self.lease.as_mut() else { return };
             let progress = l.conn_ref().buf.len() < before;
-            match tokio::time::timeout_at(deadline, flush_all(self.stream, self.cout)).await {
+            match tokio::time::timeout_at(deadline, self.stream.flush_all(self.cout)).await {
                 Ok(Ok(())) => {}
                 _ => return,
             }
@@ -573,7 +573,7 @@ impl<'a> Relay<'a> {
             }
             let conn = l.conn();
             match tokio::time::timeout_at(deadline, conn.stream.readable()).await {
-                Ok(Ok(())) => match read_ready(&conn.stream, &mut conn.buf) {
+                Ok(Ok(())) => match conn.stream.read_ready(&mut conn.buf) {
                     Ok(Some(0)) | Err(_) => closed = true,
                     Ok(_) => {}
                 },
@@ -1840,14 +1840,14 @@ enum Event {
     Drain,
 }
 
-async fn readable(s: Option<&TcpStream>) -> std::io::Result<()> {
+async fn readable(s: Option<&Stream>) -> std::io::Result<()> {
     match s {
         Some(s) => s.readable().await,
         None => std::future::pending().await,
     }
 }
 
-async fn writable(s: Option<&TcpStream>) -> std::io::Result<()> {
+async fn writable(s: Option<&Stream>) -> std::io::Result<()> {
     match s {
         Some(s) => s.writable().await,
         None => std::future::pending().await,
@@ -1861,37 +1861,6 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-/// Reads what is ready (after `readable()`). `Ok(None)`: nothing was
-/// (readiness was stale). A read shorter than the space offered has drained
-/// the socket, so it reports WouldBlock to tokio, which clears the readiness
-/// at once (with the snapshot taken before the read, so data arriving later
-/// still wakes the reader), sparing a `recv` that would only return EAGAIN.
-/// Both relays read through this.
-pub(crate) fn read_ready(s: &TcpStream, buf: &mut BytesMut) -> std::io::Result<Option<usize>> {
-    use std::io::ErrorKind::WouldBlock;
-    if buf.capacity() == 0 {
-        *buf = recycled();
-    }
-    buf.reserve(READ_CHUNK);
-    let space = buf.capacity() - buf.len();
-    let mut got = None;
-    let res = s.try_io(tokio::io::Interest::READABLE, || {
-        let n = s.try_read_buf(buf)?;
-        got = Some(n);
-        if n > 0 && n < space {
-            Err(WouldBlock.into())
-        } else {
-            Ok(n)
-        }
-    });
-    match (res, got) {
-        (Ok(n), _) => Ok(Some(n)),
-        (Err(e), Some(n)) if e.kind() == WouldBlock => Ok(Some(n)),
-        (Err(e), None) if e.kind() == WouldBlock => Ok(None),
-        (Err(e), _) => Err(e),
-    }
-}
-
 /// Moves up to `want` bytes from the front of `src` to `dst` (dropping them
 /// when `dst` is `None`); returns how many moved. A message streaming through
 /// is relayed this way piece by piece, never gathered whole.
@@ -1902,26 +1871,4 @@ fn pass_on(src: &mut BytesMut, dst: Option<&mut BytesMut>, want: usize) -> usize
     }
     src.advance(take);
     take
-}
-
-/// Writes as much of `out` as the socket takes now.
-fn flush(s: &TcpStream, out: &mut BytesMut) -> std::io::Result<()> {
-    while !out.is_empty() {
-        match s.try_write(out) {
-            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Ok(n) => out.advance(n),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-/// Writes all of `out`, waiting for the socket as needed.
-async fn flush_all(s: &TcpStream, out: &mut BytesMut) -> std::io::Result<()> {
-    while !out.is_empty() {
-        s.writable().await?;
-        flush(s, out)?;
-    }
-    Ok(())
 }
