@@ -386,6 +386,14 @@ impl ServerConn {
         (&mut self.stream, &mut self.buf, &mut self.params)
     }
 
+    /// The read buffer, the prepared statements and the parameter list,
+    /// borrowed apart: the relay core's view of the connection.
+    pub(crate) fn protocol_parts(
+        &mut self,
+    ) -> (&mut BytesMut, &mut crate::prepared::ServerStatements, &mut Vec<(String, String)>) {
+        (&mut self.buf, &mut self.statements, &mut self.params)
+    }
+
     /// Frees the read buffer's memory when nothing is buffered (idle in the pool).
     pub(crate) fn release_buffer(&mut self) {
         if self.buf.is_empty() && self.buf.capacity() > 0 {

@@ -21,6 +21,7 @@ mod params;
 pub mod pool;
 mod prepared;
 pub mod protocol;
+mod relay;
 pub mod route;
 mod runtime;
 mod server;
@@ -29,7 +30,6 @@ mod show;
 mod sql;
 pub mod topology;
 mod transport;
-mod txn;
 
 pub use config::Config;
 pub use error::Error;
@@ -41,7 +41,7 @@ pub mod fuzzing {
     /// Runs the transaction-pooling SQL reader over `sql`; returns whether it
     /// decided to pin (so the optimizer keeps the call).
     pub fn session_facts(sql: &[u8]) -> bool {
-        let f = crate::txn::facts::analyze(sql);
+        let f = crate::relay::facts::analyze(sql);
         for name in &f.parameters {
             assert!(!name.is_empty());
         }

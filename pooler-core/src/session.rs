@@ -23,8 +23,8 @@ use crate::protocol::messages::{self, tag, ParameterStatus, SaslInitialResponse}
 use crate::protocol::write::{self as w, Severity};
 use crate::protocol::{split_frame, split_startup, Frame, ProtocolError, Scanner, StartupMessage, StartupPacket};
 use crate::protocol::{TransactionStatus, Verdict};
+use crate::relay::End;
 use crate::runtime::{Phase, Shared};
-use crate::txn::End;
 
 /// Largest authentication message accepted from a client (PostgreSQL's
 /// PG_MAX_AUTH_TOKEN_LENGTH).
@@ -334,7 +334,7 @@ struct Opened {
     login: LoginInfo,
     mode: PoolMode,
     /// Transaction relay: the client's reported and extra parameters.
-    login_state: Option<(crate::txn::Settings, crate::txn::Settings)>,
+    login_state: Option<(crate::relay::Settings, crate::relay::Settings)>,
     cancel: crate::cancel::CancelHandle,
     phase: watch::Receiver<Phase>,
 }
@@ -473,7 +473,7 @@ async fn open_session(
         PoolMode::Session if !shared.router.balancing() => {
             Box::pin(apply_startup_params(lease.conn(), startup)).await.map(|()| None)
         }
-        _ => Box::pin(crate::txn::login_state(lease.conn(), startup)).await.map(Some),
+        _ => Box::pin(crate::relay::login_state(lease.conn(), startup)).await.map(Some),
     };
     let login_state = match login_state {
         Ok(s) => s,
@@ -507,7 +507,7 @@ async fn open_session(
 /// Transaction and statement mode: the login answered without a server
 /// connection, from the server defaults the pool last saw for this user and
 /// database (as pgbouncer does), when the client's startup settings need no
-/// server to report them ([`crate::txn::login_state_from_defaults`]). The
+/// server to report them ([`crate::relay::login_state_from_defaults`]). The
 /// first request takes a connection like any other. `Ok(None)`: log in on a
 /// connection (no connection was opened for this pool yet, the settings need
 /// the server, or the primary is not in service).
@@ -527,7 +527,7 @@ async fn login_without_server(
         return Ok(None);
     }
     let Some(defaults) = pool.server_defaults() else { return Ok(None) };
-    let Some(params) = crate::txn::login_state_from_defaults(&defaults, startup) else { return Ok(None) };
+    let Some(params) = crate::relay::login_state_from_defaults(&defaults, startup) else { return Ok(None) };
     let cancel = shared.cancels.register();
     client.end_login(&params, &cancel).await.map_err(End::Failed)?;
     Ok(Some(Opened {
@@ -565,7 +565,7 @@ async fn run_session(
         // Boxed, as is the session relay below: the login's futures and the
         // relay's do not share one allocation sized for both.
         let outcome = Box::pin(
-            crate::txn::Relay::new(
+            crate::relay::Relay::new(
                 shared,
                 pool.clone(),
                 mode,

@@ -1,0 +1,1026 @@
+//! The relay's protocol core, without I/O: one client's protocol state in
+//! transaction, statement and balanced session mode, fed the bytes each
+//! side sent and answering with the bytes to send each side and what the
+//! driver ([`super::Relay`]) must do.
+//!
+//! What it keeps: the queue of answers the server owes (in order), which of
+//! them belong to messages the pooler added itself (hidden from the client)
+//! or are given by the pooler in the server's place (synthetic), the
+//! client's prepared statements under the pooler's server-side names (and
+//! re-preparing them on a connection that lacks them), the parameters the
+//! client set, why a connection is pinned, and when the connection is quiet
+//! enough to change hands. It never touches a socket and never awaits: the
+//! driver reads into [`Core::cbuf`] and the server view's buffer, calls
+//! [`Core::relay_client_messages`] / [`Core::relay_server_messages`], writes
+//! out [`Core::sout`] and [`Core::cout`], and asks [`Core::next`] what to
+//! do. Side effects that need the runtime (a catalog lookup, a suspicious
+//! primary) come out as [`Want`]s.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Buf, Bytes, BytesMut};
+
+use super::facts;
+use crate::backend::{self, LoginInfo};
+use crate::classify::Classification;
+use crate::config::PoolMode;
+use crate::error::Error;
+use crate::pool::Pool;
+use crate::prepared::{ClientStatements, ServerStatements, StatementDef};
+use crate::protocol::messages::{is_frontend_message, split_cstr, tag, Bind, ParameterStatus, Target};
+use crate::protocol::write::{self as w, Severity};
+use crate::protocol::{peek_header, ProtocolError, TransactionStatus, HEADER_LEN};
+use crate::runtime::Shared;
+
+/// SQLSTATE of "cannot execute ... in a read-only transaction".
+const READ_ONLY_TRANSACTION: &str = "25006";
+
+/// Past this many bytes waiting for one side, the other side is not read.
+pub(super) const HIGH_WATER: usize = 256 * 1024;
+/// Rows and COPY data longer than this stream through instead of being
+/// gathered whole.
+const STREAM_OVER: usize = 8 * 1024;
+
+/// The kind of answer a message sent to the server ends with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Parse,
+    Bind,
+    Describe,
+    Close,
+    Execute,
+    /// Sync, Query or FunctionCall: ends with ReadyForQuery.
+    Ready,
+}
+
+/// What the pooler answers in the server's place when the entry is reached.
+#[derive(Debug)]
+enum Synthetic {
+    ParseComplete,
+    CloseComplete,
+    /// `DEALLOCATE name` of a statement that lives only in the pooler's map.
+    Deallocate,
+    /// An error (then the client's messages up to Sync are skipped).
+    Error(Bytes),
+    /// An error answering a simple Query: the error, then ReadyForQuery.
+    QueryError(Bytes),
+}
+
+/// A Parse in flight: the client's name for it (none when the pooler sent it
+/// itself) and the statement.
+type ParseUndo = (Option<Box<[u8]>>, Arc<StatementDef>);
+
+/// One message in flight to the server, or an answer the pooler will give.
+#[derive(Debug)]
+struct Pending {
+    kind: Kind,
+    /// The answer belongs to the pooler's own message: not forwarded.
+    hidden: bool,
+    synthetic: Option<Synthetic>,
+    /// A Parse of a named statement: if it fails or is skipped, the client's
+    /// name (if any) and the server's cache forget it.
+    parse: Option<ParseUndo>,
+}
+
+impl Pending {
+    fn plain(kind: Kind) -> Self {
+        Pending { kind, hidden: false, synthetic: None, parse: None }
+    }
+}
+
+/// What the core asks of its driver besides moving bytes.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Want {
+    /// Ask the primary's catalog about these functions (in the background).
+    LookUpFunctions(Vec<String>),
+    /// The node believed to be the primary answered 25006 (read-only
+    /// transaction): have it checked now.
+    SuspectPrimary(usize),
+}
+
+/// A server connection as the core sees it: what it read from the server
+/// and the server session's protocol state; no socket.
+#[derive(Debug)]
+pub(crate) struct ServerView<'a> {
+    /// Bytes read from the server and not yet relayed.
+    pub(crate) buf: &'a mut BytesMut,
+    /// The statements prepared on this connection under the pooler's names.
+    pub(crate) statements: &'a mut ServerStatements,
+    /// Parameters as the server last reported them.
+    pub(crate) params: &'a mut Vec<(String, String)>,
+    /// The server backend's pid (its NOTIFY messages carry it).
+    pub(crate) pid: i32,
+}
+
+/// One client's protocol state (see the module doc).
+pub(crate) struct Core<'a> {
+    pub(super) shared: &'a Shared,
+    /// The pool the client logged in to: its settings apply.
+    pub(super) pool: Arc<Pool>,
+    pub(super) mode: PoolMode,
+    /// Bytes from the client, not yet relayed.
+    pub(super) cbuf: &'a mut BytesMut,
+    /// Bytes for the client.
+    pub(super) cout: &'a mut BytesMut,
+    /// Bytes for the server.
+    pub(super) sout: BytesMut,
+    queue: VecDeque<Pending>,
+    pub(super) statements: ClientStatements,
+    /// Reported parameters as the client was last told them.
+    /// Shared with other clients whose settings are the same (copied on change).
+    pub(super) params: crate::runtime::SharedParams,
+    /// Unreported parameters the client changed, with their values.
+    pub(super) extra: Vec<(String, String)>,
+    /// Unreported parameters changed in the current transaction (values to read).
+    pub(super) dirty: Vec<String>,
+    /// Status of the last ReadyForQuery (or the pooler's idea of it).
+    pub(super) status: TransactionStatus,
+    /// Why the server connection stays with this client for good.
+    pub(super) pinned: Option<&'static str>,
+    /// Client messages are dropped until its next Sync (after a synthetic error).
+    pub(super) client_skip: bool,
+    /// The server reported an error and is skipping to the next Sync.
+    pub(super) server_skip: bool,
+    /// Bytes of a streaming CopyData still to come from the client.
+    pub(super) up_remaining: usize,
+    /// Bytes of a streaming row or CopyData still to come from the server.
+    pub(super) down_remaining: usize,
+    pub(super) max_message: usize,
+    /// Statement mode saw a transaction block open: the session ends.
+    pub(super) refused_transaction: bool,
+    /// Extended-protocol messages went to the server since the last Sync: the
+    /// server holds an implicit transaction (or skips to Sync after an error),
+    /// so the connection cannot change hands yet.
+    pub(super) needs_sync: bool,
+    /// Node of the lent connection.
+    pub(super) node: usize,
+    /// How to log in to any node as this client's user.
+    pub(super) login: LoginInfo,
+    /// The pid the client was given (its own notifications carry it).
+    pub(super) client_pid: i32,
+    /// The lent connection has run something that may write.
+    pub(super) wrote: bool,
+    /// The next request must not run on the lent (read) connection: give it
+    /// back and route again.
+    pub(super) reroute: bool,
+    /// The next client message starts a new request.
+    pub(super) at_request_start: bool,
+    /// Classification of the unnamed statement last parsed.
+    pub(super) unnamed_class: Option<Classification>,
+    /// Statements seen before that do nothing to session state (no pinning,
+    /// no SET, no DEALLOCATE, no tracked parameter...), with their class: a
+    /// repeated one is not read again. A few entries, replaced in turn.
+    pub(super) plain: Vec<(Box<[u8]>, Classification)>,
+    pub(super) plain_next: usize,
+    /// Where each client message is looked at (reused).
+    pub(super) scratch: Vec<u8>,
+    /// A write made the session stop balancing: every request, or (after a
+    /// write inside a transaction block) every later transaction block.
+    pub(super) sticky_all: bool,
+    pub(super) sticky_transactions: bool,
+    /// The lent connection has been inside a transaction block.
+    pub(super) in_block: bool,
+    /// Session pool mode with load balancing: connections are parked by
+    /// the driver between requests rather than given back.
+    pub(super) session_mode: bool,
+    /// The body of the last message relayed from the server, when it was a
+    /// FATAL (or PANIC) ErrorResponse: the server closes after it.
+    pub(super) last_words: Option<Box<[u8]>>,
+    /// What the driver is asked to do, in order (drained by it).
+    pub(super) wants: Vec<Want>,
+}
+
+impl<'a> Core<'a> {
+    /// A client that has just logged in, on `node`, with the reported
+    /// `params` it was told and the unreported `extra` settings, known to
+    /// the client by `client_pid`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        shared: &'a Shared,
+        pool: Arc<Pool>,
+        mode: PoolMode,
+        (cbuf, cout): (&'a mut BytesMut, &'a mut BytesMut),
+        node: usize,
+        login: LoginInfo,
+        (params, extra): (crate::runtime::SharedParams, Vec<(String, String)>),
+        client_pid: i32,
+    ) -> Core<'a> {
+        Core {
+            shared,
+            max_message: shared.config.server.max_message_size,
+            pool,
+            mode,
+            session_mode: mode == PoolMode::Session,
+            cbuf,
+            cout,
+            sout: BytesMut::new(),
+            queue: VecDeque::new(),
+            statements: ClientStatements::default(),
+            params,
+            extra,
+            dirty: Vec::new(),
+            status: TransactionStatus::Idle,
+            pinned: None,
+            client_skip: false,
+            server_skip: false,
+            up_remaining: 0,
+            down_remaining: 0,
+            refused_transaction: false,
+            needs_sync: false,
+            node,
+            login,
+            client_pid,
+            wrote: false,
+            reroute: false,
+            at_request_start: true,
+            unnamed_class: None,
+            plain: Vec::new(),
+            plain_next: 0,
+            scratch: Vec::new(),
+            sticky_all: false,
+            sticky_transactions: false,
+            in_block: false,
+            last_words: None,
+            wants: Vec::new(),
+        }
+    }
+
+    /// Answers, without a server connection, what needs none: Parse of a
+    /// statement a server has accepted before, Close of the client's own
+    /// statement, Flush, and Sync when nothing is in flight. A client that
+    /// prepares synchronously while others hold every connection inside
+    /// transactions (pgbench -M prepared does) is not stuck behind them.
+    pub(super) fn answer_locally(&mut self) -> Result<(), Error> {
+        while let Some((t, total)) = peek_header(self.cbuf).map_err(Error::ClientProtocol)? {
+            if self.cbuf.len() < total || total > self.max_message {
+                return Ok(());
+            }
+            let body = &self.cbuf[HEADER_LEN..total];
+            match t {
+                tag::PARSE => {
+                    let (name, rest) = split_cstr(body).map_err(Error::ClientProtocol)?;
+                    let (sql, _) = split_cstr(rest).map_err(Error::ClientProtocol)?;
+                    if name.is_empty() || self.statements.contains(name) || facts::is_reserved(name) {
+                        return Ok(());
+                    }
+                    let Some(def) = self.shared.statements.find_valid(rest) else {
+                        return Ok(());
+                    };
+                    let f = facts::analyze(sql);
+                    if f.reserved_name || f.pin.is_some() || !f.parameters.is_empty() || f.drops_all_statements {
+                        return Ok(());
+                    }
+                    self.statements.insert(name, def);
+                    w::parse_complete(self.cout);
+                }
+                b'C' => {
+                    let c = Target::parse(body).map_err(Error::ClientProtocol)?;
+                    if c.kind != b'S' || c.name.is_empty() || self.statements.remove(c.name).is_none() {
+                        return Ok(());
+                    }
+                    w::close_complete(self.cout);
+                }
+                b'H' => {}
+                b'S' => w::ready_for_query(self.cout, TransactionStatus::Idle),
+                _ => return Ok(()),
+            }
+            self.cbuf.advance(total);
+        }
+        Ok(())
+    }
+
+    /// The client's next message has a type PostgreSQL refuses after login
+    /// (it is never forwarded): the error that ends the session, once what
+    /// the client sent before it is answered. PostgreSQL would answer that
+    /// first; what the server will not answer before a Sync (extended
+    /// messages without one) is not waited for.
+    pub(super) fn refused_message(&self) -> Option<Error> {
+        let t = *self.cbuf.first()?;
+        if is_frontend_message(t) || self.up_remaining > 0 || (!self.queue.is_empty() && !self.needs_sync) {
+            return None;
+        }
+        Some(Error::ClientProtocol(ProtocolError::InvalidMessageType { tag: t }))
+    }
+
+    /// The client buffer holds only the start of a message: wait for the
+    /// rest before taking a connection, so a client that stops mid-message
+    /// holds none (a message over the size limit is refused once attached).
+    pub(super) fn waiting_for_more(&self) -> bool {
+        matches!(peek_header(self.cbuf), Ok(Some((_, total))) if self.cbuf.len() < total && total <= self.max_message)
+            || (self.cbuf.len() < HEADER_LEN)
+    }
+
+    /// The client owes bytes: nothing is in flight, and the client buffer
+    /// holds no whole message (empty, or the start of one).
+    pub(super) fn client_owes(&self) -> bool {
+        self.queue.is_empty()
+            && match peek_header(self.cbuf) {
+                Ok(Some((_, total))) => self.cbuf.len() < total,
+                Ok(None) => true,
+                Err(_) => false,
+            }
+    }
+
+    /// Nothing is in flight on the server connection and nothing half relayed.
+    pub(super) fn quiet(&self, server_buf_empty: bool) -> bool {
+        server_buf_empty
+            && self.queue.is_empty()
+            && !self.needs_sync
+            && self.sout.is_empty()
+            && self.up_remaining == 0
+            && self.down_remaining == 0
+            && !self.client_skip
+    }
+
+    /// The client's application_name as it was last reported.
+    pub(super) fn application(&self) -> &str {
+        self.params.iter().find(|(k, _)| k == "application_name").map(|(_, v)| v.as_str()).unwrap_or("")
+    }
+
+    /// The request at the front of the client buffer opens a transaction block.
+    pub(super) fn front_is_block(&self) -> bool {
+        let Ok(Some((t, total))) = peek_header(self.cbuf) else { return false };
+        let body = self.cbuf.get(HEADER_LEN..total).unwrap_or_default();
+        let sql = match t {
+            tag::QUERY => body.strip_suffix(&[0]).unwrap_or(body),
+            tag::PARSE => match split_cstr(body).and_then(|(_, rest)| split_cstr(rest)) {
+                Ok((sql, _)) => sql,
+                Err(_) => return false,
+            },
+            _ => return false,
+        };
+        matches!(self.shared.router.classifier().classify(sql).kind, crate::classify::Kind::Begin { .. })
+    }
+
+    /// Whether the request at the front of the client buffer only reads:
+    /// `None` while it has not fully arrived. A request is a Query, a
+    /// FunctionCall, or extended-protocol messages up to Sync.
+    pub(super) fn front_is_read(&self, wants: &mut Vec<Want>) -> Option<bool> {
+        let classifier = self.shared.router.classifier();
+        let mut unnamed = self.unnamed_class;
+        let mut all_read = true;
+        let mut pos = 0;
+        // With default_transaction_read_only on, every transaction block is read-only.
+        let read_only_default =
+            self.params.iter().any(|(k, v)| k == "default_transaction_read_only" && v.eq_ignore_ascii_case("on"));
+        let read = |c: &Classification| {
+            c.is_read_only()
+                || matches!(c.kind, crate::classify::Kind::Begin { read_only: true })
+                || (read_only_default && matches!(c.kind, crate::classify::Kind::Begin { .. }))
+        };
+        loop {
+            let (t, total) = peek_header(&self.cbuf[pos..]).ok()??;
+            if self.cbuf.len() - pos < total {
+                return None;
+            }
+            let body = &self.cbuf[pos + HEADER_LEN..pos + total];
+            pos += total;
+            match t {
+                tag::QUERY => {
+                    let sql = body.strip_suffix(&[0]).unwrap_or(body);
+                    return Some(all_read && read(&self.effective(sql, classifier.classify(sql), wants)));
+                }
+                tag::PARSE => {
+                    let Ok((name, rest)) = split_cstr(body) else { return Some(false) };
+                    let Ok((sql, _)) = split_cstr(rest) else { return Some(false) };
+                    let c = self.effective(sql, classifier.classify(sql), wants);
+                    all_read &= read(&c);
+                    if name.is_empty() {
+                        unnamed = Some(c);
+                    }
+                }
+                b'B' => {
+                    let Ok(b) = Bind::parse(body) else { return Some(false) };
+                    let c = if b.statement.is_empty() {
+                        unnamed
+                    } else {
+                        self.statements.get(b.statement).map(|d| self.effective(statement_sql(d), d.class, wants))
+                    };
+                    all_read &= c.is_some_and(|c| read(&c));
+                }
+                b'D' | b'E' | b'C' | b'H' => {}
+                b'S' => return Some(all_read),
+                _ => return Some(false),
+            }
+        }
+    }
+
+    /// `c`, unless it is a read that calls unlisted functions and the catalog
+    /// says (or does not know yet) that one of them is a volatile user
+    /// function: then a write. An unknown name is looked up in the
+    /// background; until the answer is in, such statements go to the primary.
+    fn effective(&self, sql: &[u8], c: Classification, wants: &mut Vec<Want>) -> Classification {
+        use crate::classify::catalog::Verdict;
+        use crate::classify::{Flags, Kind};
+        let router = &self.shared.router;
+        if c.kind != Kind::Read
+            || !c.flags.contains(Flags::UNLISTED_FUNCTION)
+            || !self.shared.config.routing.function_volatility
+            || !router.balancing()
+            || !router.classifier().asks_catalog()
+        {
+            return c;
+        }
+        let names = router.classifier().unlisted_calls(sql);
+        let write = Classification { kind: Kind::Write, flags: c.flags | Flags::WRITE_FUNCTION };
+        match self.shared.functions.verdict(&self.login.database, &names, Instant::now()) {
+            Verdict::Read => c,
+            Verdict::Write => write,
+            Verdict::Unknown(missing) => {
+                wants.push(Want::LookUpFunctions(missing));
+                write
+            }
+        }
+    }
+
+    /// The server owes answers to messages sent (or the pooler owes its own).
+    pub(super) fn server_owes(&self) -> bool {
+        !self.queue.is_empty()
+    }
+
+    /// [`Core::effective`], keeping what it wants done.
+    fn effective_now(&mut self, sql: &[u8], c: Classification) -> Classification {
+        let mut wants = Vec::new();
+        let c = self.effective(sql, c, &mut wants);
+        self.wants.append(&mut wants);
+        c
+    }
+
+    /// After a statement that may change functions: what the catalog cache
+    /// knows of this database is stale.
+    fn note_function_ddl(&self, sql: &[u8]) {
+        if crate::classify::catalog::is_function_ddl(sql) {
+            self.shared.functions.invalidate(&self.login.database);
+        }
+    }
+
+    /// After a write on the primary, what the session's later requests do
+    /// (`routing.disable_load_balance_on_write`).
+    pub(super) fn note_write_stickiness(&mut self) {
+        if self.wrote && self.node == self.shared.router.primary() {
+            match self.shared.router.write_stickiness() {
+                crate::config::WriteStickiness::Always => self.sticky_all = true,
+                crate::config::WriteStickiness::TransTransaction if self.in_block => self.sticky_transactions = true,
+                _ => {}
+            }
+        }
+    }
+
+    /// Moves whole client messages to the server's output, rewriting what
+    /// names prepared statements. `Ok(false)`: the client sent Terminate.
+    pub(super) fn relay_client_messages(&mut self, srv: &mut ServerView<'_>) -> Result<bool, Error> {
+        while self.sout.len() < HIGH_WATER {
+            if self.up_remaining > 0 {
+                let to = (!self.client_skip).then_some(&mut self.sout);
+                let moved = pass_on(self.cbuf, to, self.up_remaining);
+                if moved == 0 {
+                    break;
+                }
+                self.up_remaining -= moved;
+                continue;
+            }
+            if self.cbuf.first().is_some_and(|&t| !is_frontend_message(t)) {
+                // A type PostgreSQL refuses: never forwarded (refused_message).
+                break;
+            }
+            let Some((t, total)) = peek_header(self.cbuf).map_err(Error::ClientProtocol)? else {
+                break;
+            };
+            if t == b'd' && total > STREAM_OVER {
+                // COPY data streams through, whatever its size.
+                let to = (!self.client_skip).then_some(&mut self.sout);
+                self.up_remaining = total - pass_on(self.cbuf, to, total);
+                continue;
+            }
+            if total > self.max_message {
+                return Err(Error::ClientProtocol(ProtocolError::MessageTooLarge {
+                    tag: t,
+                    len: total,
+                    max: self.max_message,
+                }));
+            }
+            if self.cbuf.len() < total {
+                self.cbuf.reserve(total - self.cbuf.len());
+                break;
+            }
+            if self.at_request_start
+                && t != tag::TERMINATE
+                && self.node != self.shared.router.primary()
+                && self.status == TransactionStatus::Idle
+            {
+                // On a read node, a new request runs there only if it only reads.
+                let mut wants = Vec::new();
+                let front = self.front_is_read(&mut wants);
+                self.wants.append(&mut wants);
+                match front {
+                    Some(true) => {}
+                    Some(false) => {
+                        self.reroute = true;
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            if t == tag::TERMINATE {
+                self.cbuf.advance(total);
+                return Ok(false);
+            }
+            self.at_request_start = matches!(t, tag::QUERY | b'S' | b'F');
+            if self.client_skip && t != b'S' {
+                self.cbuf.advance(total);
+                continue;
+            }
+            // A copy into a reused scratch buffer: splitting the frame off
+            // the read buffer would allocate a shared header per message.
+            let mut frame = std::mem::take(&mut self.scratch);
+            frame.clear();
+            frame.extend_from_slice(&self.cbuf[..total]);
+            self.cbuf.advance(total);
+            let r = self.client_message(t, &frame, srv);
+            self.scratch = frame;
+            r?;
+        }
+        Ok(true)
+    }
+
+    fn client_message(&mut self, t: u8, frame: &[u8], srv: &mut ServerView<'_>) -> Result<(), Error> {
+        let body = &frame[HEADER_LEN..];
+        if matches!(t, tag::PARSE | b'B' | b'D' | b'C' | b'E' | b'H') {
+            self.needs_sync = true;
+        }
+        let bad = |e| Error::ClientProtocol(e);
+        match t {
+            tag::QUERY => {
+                let sql = body.strip_suffix(&[0]).ok_or(bad(ProtocolError::Malformed("query not terminated")))?;
+                if self.known_plain(sql).is_none() && self.query_facts(sql, true, srv) {
+                    return Ok(());
+                }
+                let class = self.effective_now(sql, self.class_of(sql));
+                if !class.is_read_only() {
+                    self.wrote = true;
+                    self.note_function_ddl(sql);
+                }
+                if crate::show::is_show_pool_nodes(sql) {
+                    self.sout.extend_from_slice(&self.shared.show_pool_nodes(self.node));
+                } else {
+                    self.sout.extend_from_slice(frame);
+                }
+                self.queue.push_back(Pending::plain(Kind::Ready));
+            }
+            b'F' => {
+                self.wrote = true;
+                self.sout.extend_from_slice(frame);
+                self.queue.push_back(Pending::plain(Kind::Ready));
+            }
+            b'S' => {
+                self.client_skip = false;
+                self.server_skip = false;
+                self.needs_sync = false;
+                self.sout.extend_from_slice(frame);
+                self.queue.push_back(Pending::plain(Kind::Ready));
+            }
+            tag::PARSE => {
+                let (name, rest) = split_cstr(body).map_err(bad)?;
+                let (sql, _) = split_cstr(rest).map_err(bad)?;
+                if self.known_plain(sql).is_none() && self.query_facts(sql, false, srv) {
+                    return Ok(());
+                }
+                if name.is_empty() {
+                    let class = self.effective_now(sql, self.class_of(sql));
+                    if !class.is_read_only() {
+                        self.note_function_ddl(sql);
+                        self.wrote = true;
+                    }
+                    self.unnamed_class = Some(class);
+                    self.sout.extend_from_slice(frame);
+                    self.queue.push_back(Pending::plain(Kind::Parse));
+                    return Ok(());
+                }
+                if self.statements.get(name).is_some() {
+                    let mut e = BytesMut::new();
+                    w::error_response(
+                        &mut e,
+                        Severity::Error,
+                        "42P05",
+                        &format!("prepared statement \"{}\" already exists", String::from_utf8_lossy(name)),
+                    );
+                    self.push_synthetic(Kind::Parse, Synthetic::Error(e.freeze()), None, srv);
+                    self.client_skip = true;
+                    return Ok(());
+                }
+                let classifier = self.shared.router.classifier();
+                let def = self.shared.statements.intern(rest, || classifier.classify(sql));
+                if !self.effective_now(sql, def.class).is_read_only() {
+                    self.wrote = true;
+                    self.note_function_ddl(sql);
+                }
+                self.statements.insert(name, def.clone());
+                let undo = Some((Some(name.into()), def.clone()));
+                if self.server_has(&def, srv) {
+                    self.push_synthetic(Kind::Parse, Synthetic::ParseComplete, undo, srv);
+                } else {
+                    self.prepare_on_server(&def, false, undo, srv);
+                }
+            }
+            b'B' => {
+                let b = Bind::parse(body).map_err(bad)?;
+                match self.statements.get(b.statement).cloned() {
+                    Some(def) if !b.statement.is_empty() => {
+                        if !self.effective_now(statement_sql(&def), def.class).is_read_only() {
+                            self.wrote = true;
+                        }
+                        self.ensure_prepared(&def, srv);
+                        w::bind_named(&mut self.sout, b.portal, &def.server_name, b.rest);
+                    }
+                    None if facts::is_reserved(b.statement) => {
+                        self.refuse_name(Kind::Bind, b.statement, srv);
+                        return Ok(());
+                    }
+                    _ => self.sout.extend_from_slice(frame),
+                }
+                self.queue.push_back(Pending::plain(Kind::Bind));
+            }
+            b'D' => {
+                let d = Target::parse(body).map_err(bad)?;
+                match self.statements.get(d.name).cloned() {
+                    Some(def) if d.kind == b'S' && !d.name.is_empty() => {
+                        self.ensure_prepared(&def, srv);
+                        w::describe_or_close(&mut self.sout, b'D', b'S', &def.server_name);
+                    }
+                    None if d.kind == b'S' && facts::is_reserved(d.name) => {
+                        self.refuse_name(Kind::Describe, d.name, srv);
+                        return Ok(());
+                    }
+                    _ => self.sout.extend_from_slice(frame),
+                }
+                self.queue.push_back(Pending::plain(Kind::Describe));
+            }
+            b'C' => {
+                let c = Target::parse(body).map_err(bad)?;
+                if c.kind == b'S' && !c.name.is_empty() && self.statements.remove(c.name).is_some() {
+                    // The server keeps it for other clients; the client's name is gone.
+                    self.push_synthetic(Kind::Close, Synthetic::CloseComplete, None, srv);
+                } else {
+                    self.sout.extend_from_slice(frame);
+                    self.queue.push_back(Pending::plain(Kind::Close));
+                }
+            }
+            b'E' => {
+                self.sout.extend_from_slice(frame);
+                self.queue.push_back(Pending::plain(Kind::Execute));
+            }
+            _ => {
+                // Flush, CopyData, CopyDone, CopyFail, and anything the server
+                // will judge for itself.
+                self.sout.extend_from_slice(frame);
+            }
+        }
+        Ok(())
+    }
+
+    /// Answers a Bind or Describe of a name in the pooler's namespace that is
+    /// not the client's own: as if it did not exist, which for this client
+    /// it does not.
+    fn refuse_name(&mut self, kind: Kind, name: &[u8], srv: &mut ServerView<'_>) {
+        let mut e = BytesMut::new();
+        w::error_response(
+            &mut e,
+            Severity::Error,
+            "26000",
+            &format!("prepared statement \"{}\" does not exist", String::from_utf8_lossy(name)),
+        );
+        self.push_synthetic(kind, Synthetic::Error(e.freeze()), None, srv);
+        self.client_skip = true;
+    }
+
+    /// The class of `sql` when it was seen before and found to do nothing to
+    /// session state (so its facts need no second look).
+    fn known_plain(&self, sql: &[u8]) -> Option<Classification> {
+        self.plain.iter().find(|(k, _)| **k == *sql).map(|(_, c)| *c)
+    }
+
+    /// The class of `sql`: remembered (a plain statement, classified when
+    /// first seen, possibly just now by [`Relay::query_facts`]), else computed.
+    fn class_of(&self, sql: &[u8]) -> Classification {
+        self.known_plain(sql).unwrap_or_else(|| self.shared.router.classifier().classify(sql))
+    }
+
+    /// Remembers `sql` as plain (see [`Relay::known_plain`]).
+    fn remember_plain(&mut self, sql: &[u8]) {
+        const ENTRIES: usize = 8;
+        if sql.len() > 4096 || crate::show::is_show_pool_nodes(sql) {
+            return;
+        }
+        let entry = (Box::from(sql), self.shared.router.classifier().classify(sql));
+        if self.plain.len() < ENTRIES {
+            self.plain.push(entry);
+        } else {
+            self.plain[self.plain_next % ENTRIES] = entry;
+            self.plain_next = self.plain_next.wrapping_add(1);
+        }
+    }
+
+    /// Applies what a Query or Parse text does to session state. True when the
+    /// pooler answers it itself (`DEALLOCATE` of a pooled statement).
+    fn query_facts(&mut self, sql: &[u8], may_answer: bool, srv: &mut ServerView<'_>) -> bool {
+        let f = facts::analyze(sql);
+        let tracked = self.pool.settings().track_extra_parameters.iter().any(|name| facts::mentions(sql, name));
+        if !tracked && f.is_plain() {
+            self.remember_plain(sql);
+            return false;
+        }
+        if f.reserved_name {
+            let e = reserved_error();
+            if may_answer {
+                self.push_synthetic(Kind::Ready, Synthetic::QueryError(e), None, srv);
+            } else {
+                self.push_synthetic(Kind::Parse, Synthetic::Error(e), None, srv);
+                self.client_skip = true;
+            }
+            return true;
+        }
+        if let (Some(reason), None) = (f.pin, self.pinned) {
+            self.pinned = Some(reason);
+            tracing::debug!(reason, "server connection pinned to its client for the rest of the session");
+        }
+        if f.drops_all_statements {
+            self.statements.clear();
+            srv.statements.clear();
+            srv.statements.unsure = true;
+        }
+        if f.resets_all_parameters {
+            for (k, _) in &self.extra {
+                if !self.dirty.contains(k) {
+                    self.dirty.push(k.clone());
+                }
+            }
+        }
+        for p in f.parameters {
+            let reported = self.params.iter().any(|(k, _)| k.eq_ignore_ascii_case(&p));
+            if !reported && !self.dirty.contains(&p) {
+                self.dirty.push(p);
+            }
+        }
+        for name in &self.pool.settings().track_extra_parameters {
+            if facts::mentions(sql, name) && !self.dirty.iter().any(|d| d.eq_ignore_ascii_case(name)) {
+                self.dirty.push(name.to_ascii_lowercase());
+            }
+        }
+        if let (Some(name), true) = (f.deallocate, may_answer) {
+            if self.statements.remove(&name).is_some() {
+                self.push_synthetic(Kind::Ready, Synthetic::Deallocate, None, srv);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// True when the lent connection already has `def` prepared.
+    fn server_has(&mut self, def: &StatementDef, srv: &mut ServerView<'_>) -> bool {
+        srv.statements.touch(def.id)
+    }
+
+    /// Prepares `def` on the lent connection first if it lacks it; the
+    /// answers to that are the pooler's, hidden from the client.
+    fn ensure_prepared(&mut self, def: &Arc<StatementDef>, srv: &mut ServerView<'_>) {
+        if !self.server_has(def, srv) {
+            self.prepare_on_server(def, true, Some((None, def.clone())), srv);
+        }
+    }
+
+    /// Sends Parse of `def` under its server-side name, closing the least
+    /// recently used statement first when the connection's cache is full.
+    fn prepare_on_server(
+        &mut self,
+        def: &Arc<StatementDef>,
+        hidden: bool,
+        undo: Option<ParseUndo>,
+        srv: &mut ServerView<'_>,
+    ) {
+        let capacity = self.pool.settings().prepared_statement_cache_size;
+        if let Some(old) = srv.statements.add(def, capacity) {
+            w::describe_or_close(&mut self.sout, b'C', b'S', &old.server_name);
+            self.queue.push_back(Pending { kind: Kind::Close, hidden: true, synthetic: None, parse: None });
+        }
+        w::parse_named(&mut self.sout, &def.server_name, &def.body);
+        self.queue.push_back(Pending { kind: Kind::Parse, hidden, synthetic: None, parse: undo });
+    }
+
+    /// Queues an answer the pooler gives itself, in order with the server's.
+    fn push_synthetic(&mut self, kind: Kind, s: Synthetic, parse: Option<ParseUndo>, srv: &mut ServerView<'_>) {
+        let p = Pending { kind, hidden: false, synthetic: Some(s), parse };
+        if self.server_skip && kind != Kind::Ready {
+            // The server skips to the next Sync after an error; so does the pooler.
+            self.undo(p, srv);
+            return;
+        }
+        self.queue.push_back(p);
+        self.answer_synthetic();
+    }
+
+    /// Gives the answers at the front of the queue that are the pooler's own.
+    fn answer_synthetic(&mut self) {
+        while self.queue.front().is_some_and(|p| p.synthetic.is_some()) {
+            let Some(p) = self.queue.pop_front() else { break };
+            match p.synthetic {
+                Some(Synthetic::ParseComplete) => w::parse_complete(self.cout),
+                Some(Synthetic::CloseComplete) => w::close_complete(self.cout),
+                Some(Synthetic::Deallocate) => {
+                    w::command_complete(self.cout, "DEALLOCATE");
+                    w::ready_for_query(self.cout, self.status);
+                }
+                // The client's messages up to its Sync are dropped (client_skip),
+                // so nothing queued after this can be waiting for an answer.
+                Some(Synthetic::Error(e)) => self.cout.extend_from_slice(&e),
+                Some(Synthetic::QueryError(e)) => {
+                    self.cout.extend_from_slice(&e);
+                    // Inside a transaction block, a failed statement fails the block.
+                    let status = match self.status {
+                        TransactionStatus::Idle => TransactionStatus::Idle,
+                        _ => TransactionStatus::Failed,
+                    };
+                    w::ready_for_query(self.cout, status);
+                }
+                None => {}
+            }
+        }
+    }
+
+    /// A pending message that will never be answered: forget what it set up.
+    fn undo(&mut self, p: Pending, srv: &mut ServerView<'_>) {
+        if let Some((client_name, def)) = p.parse {
+            if let Some(name) = client_name {
+                self.statements.remove_if(&name, def.id);
+            }
+            srv.statements.forget(def.id);
+        }
+    }
+
+    pub(super) fn relay_server_messages(&mut self, srv: &mut ServerView<'_>) -> Result<(), Error> {
+        while self.cout.len() < HIGH_WATER {
+            if self.down_remaining > 0 {
+                let moved = pass_on(srv.buf, Some(&mut *self.cout), self.down_remaining);
+                if moved == 0 {
+                    break;
+                }
+                self.down_remaining -= moved;
+                continue;
+            }
+            let Some((t, total)) = peek_header(srv.buf).map_err(Error::ServerProtocol)? else {
+                break;
+            };
+            self.last_words = None;
+            if (t == b'D' || t == b'd') && total > STREAM_OVER {
+                // Rows and COPY data stream through, whatever their size.
+                self.down_remaining = total - pass_on(srv.buf, Some(&mut *self.cout), total);
+                continue;
+            }
+            if total > self.max_message {
+                return Err(Error::ServerProtocol(ProtocolError::MessageTooLarge {
+                    tag: t,
+                    len: total,
+                    max: self.max_message,
+                }));
+            }
+            if srv.buf.len() < total {
+                srv.buf.reserve(total - srv.buf.len());
+                break;
+            }
+            // Looked at in place and then copied out: splitting the frame off
+            // the read buffer would allocate a shared header per message.
+            let mut forward = true;
+            if t == tag::ERROR_RESPONSE && self.node == self.shared.router.primary() {
+                let code = crate::protocol::messages::ErrorFields::new(&srv.buf[HEADER_LEN..total]).code();
+                if code == Some(READ_ONLY_TRANSACTION) {
+                    // The primary refused a write as read-only: it may have
+                    // been demoted behind the pooler's back. Check it now
+                    // (and, if it is in recovery, every other node) instead
+                    // of sending it writes until its next periodic check.
+                    self.wants.push(Want::SuspectPrimary(self.node));
+                }
+            }
+            match t {
+                tag::PARAMETER_STATUS => {
+                    let frame = srv.buf[..total].to_vec();
+                    let p = ParameterStatus::parse(&frame[HEADER_LEN..]).map_err(Error::ServerProtocol)?;
+                    backend::note_param(srv.params, p);
+                    backend::note_param(Arc::make_mut(&mut self.params), p);
+                }
+                tag::READY_FOR_QUERY => {
+                    self.status =
+                        TransactionStatus::parse(&srv.buf[HEADER_LEN..total]).map_err(Error::ServerProtocol)?;
+                    if self.status != TransactionStatus::Idle {
+                        self.in_block = true;
+                    }
+                    if self.mode == PoolMode::Statement
+                        && self.status != TransactionStatus::Idle
+                        && self.pinned.is_none()
+                    {
+                        // The client is told instead of seeing its transaction open.
+                        self.refused_transaction = true;
+                        srv.buf.advance(total);
+                        return Ok(());
+                    }
+                    // Pop to the Sync this answers (entries before it were skipped).
+                    while let Some(p) = self.queue.pop_front() {
+                        if p.kind == Kind::Ready && p.synthetic.is_none() {
+                            break;
+                        }
+                        undo_in(&mut self.statements, srv.statements, p);
+                    }
+                }
+                tag::ERROR_RESPONSE if self.queue.front().is_some_and(|p| p.kind != Kind::Ready) => {
+                    // The failed message and everything after it up to Sync:
+                    // the server skips them, and so do their entries.
+                    while self.queue.front().is_some_and(|p| p.kind != Kind::Ready) {
+                        if let Some(p) = self.queue.pop_front() {
+                            undo_in(&mut self.statements, srv.statements, p);
+                        }
+                    }
+                    self.server_skip = self.queue.is_empty();
+                }
+                b'1' | b'2' | b'3' | b'T' | b'n' | b'C' | b'I' | b's' => {
+                    let done = self.queue.front().is_some_and(|p| match p.kind {
+                        Kind::Parse => t == b'1',
+                        Kind::Bind => t == b'2',
+                        Kind::Close => t == b'3',
+                        Kind::Describe => t == b'T' || t == b'n',
+                        Kind::Execute => matches!(t, b'C' | b'I' | b's'),
+                        Kind::Ready => false,
+                    });
+                    if done {
+                        if let Some(p) = self.queue.pop_front() {
+                            forward = !p.hidden;
+                            if let (b'1', Some((_, def))) = (t, &p.parse) {
+                                def.valid.store(true, std::sync::atomic::Ordering::Relaxed);
+                            }
+                        }
+                    }
+                }
+                tag::NOTIFICATION_RESPONSE => {
+                    // The client's own NOTIFY, heard on the connection it
+                    // LISTENs on (pinned): it carries the pid the client was
+                    // given, as on a connection of its own. Notifications
+                    // from other sessions keep their real pid.
+                    let (own, given) = (srv.pid, self.client_pid);
+                    crate::protocol::messages::rewrite_notification_pid(&mut srv.buf[HEADER_LEN..total], own, given)
+                        .map_err(Error::ServerProtocol)?;
+                }
+                _ => {}
+            }
+            if t == tag::ERROR_RESPONSE && forward {
+                let body = &srv.buf[HEADER_LEN..total];
+                let fatal = crate::protocol::messages::ErrorFields::new(body).ends_session();
+                self.last_words = fatal.then(|| body.into());
+            }
+            if forward {
+                self.cout.extend_from_slice(&srv.buf[..total]);
+            }
+            srv.buf.advance(total);
+            self.answer_synthetic();
+        }
+        Ok(())
+    }
+}
+
+/// The SQL text of a prepared statement (its Parse body up to the NUL).
+fn statement_sql(def: &StatementDef) -> &[u8] {
+    let end = def.body.iter().position(|&b| b == 0).unwrap_or(def.body.len());
+    &def.body[..end]
+}
+
+/// The error for SQL that names the pooler's reserved statement names.
+fn reserved_error() -> Bytes {
+    let mut e = BytesMut::new();
+    w::error_response(
+        &mut e,
+        Severity::Error,
+        "42501",
+        "names starting with \"_pooler_\" are reserved by the pooler in transaction pooling mode",
+    );
+    e.freeze()
+}
+
+/// [`Core::undo`] with the server's statements borrowed apart.
+fn undo_in(statements: &mut ClientStatements, server: &mut ServerStatements, p: Pending) {
+    if let Some((client_name, def)) = p.parse {
+        if let Some(name) = client_name {
+            statements.remove_if(&name, def.id);
+        }
+        server.forget(def.id);
+    }
+}
+
+/// Moves up to `want` bytes from the front of `src` to `dst` (dropping them
+/// when `dst` is `None`); returns how many moved. A message streaming through
+/// is relayed this way piece by piece, never gathered whole.
+fn pass_on(src: &mut BytesMut, dst: Option<&mut BytesMut>, want: usize) -> usize {
+    let take = want.min(src.len());
+    if let Some(d) = dst {
+        d.extend_from_slice(&src[..take]);
+    }
+    src.advance(take);
+    take
+}

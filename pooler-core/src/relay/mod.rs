@@ -1,0 +1,1002 @@
+//! Transaction and statement pooling: the relay that lends a client a server
+//! connection only while it has work in flight, and carries what the client
+//! believes about its session (prepared statements, parameters) from one
+//! server connection to the next.
+//!
+//! One loop per client moves bytes both ways without blocking on either side:
+//! each direction has an output buffer, and a side is read only while the
+//! buffer towards the other side is below a high-water mark. Every message
+//! sent to the server that expects an answer is recorded in a queue, in
+//! order; answers are matched against it, which tells when the connection is
+//! quiet (and may go back to the pool at ReadyForQuery with status idle), and
+//! which answers belong to messages the pooler added itself (hidden from the
+//! client) or which answers the pooler gives in the server's place.
+
+pub(crate) mod facts;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::transport::Stream;
+use bytes::{Bytes, BytesMut};
+use tokio::sync::watch;
+
+use crate::backend::{LoginInfo, ServerConn};
+use crate::buffers::{recycled, release_memory};
+use crate::cancel::{CancelHandle, CancelTarget};
+use crate::config::PoolMode;
+use crate::error::Error;
+use crate::params::{param_statements, restore_sql, startup_settings};
+use crate::pool::PoolKey;
+use crate::pool::{Lease, Pool, Reset};
+use crate::protocol::messages::tag;
+use crate::protocol::TransactionStatus;
+use crate::runtime::{Phase, Shared};
+
+mod core;
+
+use self::core::HIGH_WATER;
+pub(crate) use self::core::{Core, ServerView, Want};
+
+/// Parameter names and values.
+pub(crate) type Settings = Vec<(String, String)>;
+
+/// The core's view of a lent server connection.
+fn view(conn: &mut ServerConn) -> ServerView<'_> {
+    let pid = conn.key().pid;
+    let (buf, statements, params) = conn.protocol_parts();
+    ServerView { buf, statements, params, pid }
+}
+
+/// Why a session ended (for the log).
+#[derive(Debug)]
+pub(crate) enum End {
+    /// The client sent Terminate.
+    Terminated,
+    /// The client closed its socket.
+    ClientClosed,
+    /// The pooler is shutting down and the client was idle.
+    Shutdown,
+    /// The shutdown timeout ran out.
+    ForcedShutdown,
+    /// The server ended the session with a FATAL (or PANIC) ErrorResponse,
+    /// whose body this is, and closed: the client got it as the server sent
+    /// it, and nothing after it.
+    ServerFatal(Bytes),
+    /// Something failed.
+    Failed(Error),
+}
+
+impl std::fmt::Display for End {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            End::Terminated => f.write_str("terminate"),
+            End::ClientClosed => f.write_str("client closed the connection"),
+            End::Shutdown => f.write_str("pooler shutdown"),
+            End::ForcedShutdown => f.write_str("pooler shutdown timeout"),
+            End::ServerFatal(body) => {
+                let e = crate::protocol::messages::ErrorFields::new(body);
+                let (severity, code) = (e.severity().unwrap_or("FATAL"), e.code().unwrap_or("?????"));
+                write!(f, "the server ended the session: {severity} {code}: {}", e.message().unwrap_or("(no message)"))
+            }
+            End::Failed(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// Outcome of a transaction-mode session, for `run_session`.
+pub(crate) struct Outcome {
+    pub(crate) end: End,
+    /// The client stream stands between messages: an ErrorResponse may be sent.
+    pub(crate) client_can_take_error: bool,
+}
+
+/// One client in transaction, statement or balanced session mode: the
+/// driver around the protocol [`Core`]. It owns the sockets' side of things
+/// (the client stream, the lent server connection and those parked by
+/// node), the pool, the timers and the waits; the core decides.
+pub(crate) struct Relay<'a> {
+    shared: &'a Shared,
+    cancel: &'a CancelHandle,
+    stream: &'a mut Stream,
+    lease: Option<Lease>,
+    core: Core<'a>,
+    last_client_activity: Instant,
+    /// Last bytes from the server, or the request that made it owe an
+    /// answer (kept only with `pool.response_timeout`).
+    last_server_activity: Instant,
+    /// Pools of the nodes this client has used, by node.
+    pools: Vec<Option<Arc<Pool>>>,
+    /// The session's last committed write is at this WAL position (0: none).
+    write_lsn: u64,
+    /// A client timeout is configured (else the last activity is not timed).
+    timed: bool,
+    /// Balanced session mode: connections are not given back between
+    /// requests but parked here, by node, for the session's life.
+    parked: Vec<Option<Lease>>,
+    /// Session mode: the read node chosen for the session.
+    session_read_node: Option<usize>,
+}
+
+impl<'a> Relay<'a> {
+    /// Starts with the connection used for the client's login.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        shared: &'a Shared,
+        pool: Arc<Pool>,
+        mode: PoolMode,
+        cancel: &'a CancelHandle,
+        (stream, cbuf, cout): (&'a mut Stream, &'a mut BytesMut, &'a mut BytesMut),
+        (lease, node): (Option<Lease>, usize),
+        login: LoginInfo,
+        (params, extra): (Settings, Settings),
+    ) -> Self {
+        let mut pools = vec![None; shared.nodes.len().max(1)];
+        if let Some(slot) = pools.get_mut(node) {
+            *slot = Some(pool.clone());
+        }
+        if lease.is_some() {
+            shared.router.begin(node, false);
+        }
+        let parked = (0..pools.len()).map(|_| None).collect();
+        let timed = !pool.settings().client_idle_timeout.is_zero()
+            || !pool.settings().idle_transaction_timeout.is_zero()
+            || !pool.settings().response_timeout.is_zero();
+        let params = shared.param_sets.share(params);
+        let core = Core::new(shared, pool, mode, (cbuf, cout), node, login, (params, extra), cancel.key().pid);
+        Relay {
+            shared,
+            cancel,
+            stream,
+            lease,
+            core,
+            last_client_activity: Instant::now(),
+            last_server_activity: Instant::now(),
+            pools,
+            write_lsn: 0,
+            timed,
+            parked,
+            session_read_node: None,
+        }
+    }
+
+    /// Relays until the client leaves; the server connection, if one is still
+    /// lent, is given back (or closed) before this returns.
+    pub(crate) async fn run(mut self, phase: &watch::Receiver<Phase>) -> Outcome {
+        let mut end = self.run_loop(phase).await;
+        if matches!(&end, End::Failed(Error::ServerIo(_) | Error::ServerClosed)) && self.lease.is_some() {
+            Box::pin(self.relay_last_words()).await;
+        }
+        if !self.core.cout.is_empty() && !matches!(&end, End::Failed(Error::ClientIo(_)) | End::ClientClosed) {
+            // What the client was sent before the end still reaches it.
+            let _ = tokio::time::timeout(Duration::from_secs(1), self.stream.flush_all(self.core.cout)).await;
+        }
+        let client_can_take_error = self.core.down_remaining == 0 && self.core.cout.is_empty();
+        if let (End::Failed(e @ (Error::ServerIo(_) | Error::ServerClosed)), true) = (&end, self.lease.is_some()) {
+            self.shared.backend_failed(self.core.node, e);
+            if let (Some(words), true) = (self.core.last_words.take(), client_can_take_error) {
+                // The server said why (FATAL) and closed: that reached the
+                // client, as on a direct connection; nothing is added.
+                end = End::ServerFatal(Bytes::from(words));
+            }
+        }
+        if let Some(lease) = self.lease.take() {
+            let clean = !self.core.server_owes()
+                && !self.core.needs_sync
+                && self.core.sout.is_empty()
+                && self.core.up_remaining == 0
+                && self.core.down_remaining == 0
+                && lease.conn_ref().buf.is_empty()
+                && !matches!(&end, End::Failed(e) if e.side() == crate::error::Side::Server);
+            self.shared.router.end(self.core.node);
+            Box::pin(self.give_back(lease, self.core.node, self.core.status, clean, true)).await;
+        }
+        for node in 0..self.parked.len() {
+            if let Some(lease) = self.parked[node].take() {
+                Box::pin(self.give_back(lease, node, TransactionStatus::Idle, true, true)).await;
+            }
+        }
+        Outcome { end, client_can_take_error }
+    }
+
+    async fn run_loop(&mut self, phase: &watch::Receiver<Phase>) -> End {
+        let mut force_rx = phase.clone();
+        let mut drain_rx = phase.clone();
+        let mut force = std::pin::pin!(force_rx.wait_for(|p| *p == Phase::Force));
+        let mut drain = std::pin::pin!(drain_rx.wait_for(|p| *p != Phase::Running));
+        let mut draining = false;
+        loop {
+            // A client message waits and no server connection is lent: take one.
+            if self.lease.is_none() && !self.core.cbuf.is_empty() {
+                if let Err(e) = self.core.answer_locally() {
+                    return End::Failed(e);
+                }
+                if self.core.cbuf.first() == Some(&tag::TERMINATE) {
+                    return End::Terminated;
+                }
+                if let Some(e) = self.core.refused_message() {
+                    return End::Failed(e);
+                }
+            }
+            if self.lease.is_none() && !self.core.cbuf.is_empty() && !self.core.waiting_for_more() {
+                if draining {
+                    return End::Shutdown;
+                }
+                // The usual case needs no await: a free idle connection on the
+                // primary, already in the client's settings.
+                let attach = if self.attach_now() {
+                    Ok(())
+                } else {
+                    tokio::select! {
+                    r = Box::pin(self.attach()) => r,
+                    _ = &mut force => return End::ForcedShutdown,
+                    }
+                };
+                if let Err(e) = attach {
+                    return End::Failed(e);
+                }
+            }
+            if self.lease.is_some() && self.core.sout.len() < HIGH_WATER {
+                if self.timed && !self.core.server_owes() {
+                    // A request about to make the server owe an answer starts its clock.
+                    self.last_server_activity = Instant::now();
+                }
+                let relayed = match self.lease.as_mut() {
+                    Some(l) => self.core.relay_client_messages(&mut view(l.conn())),
+                    None => Ok(true),
+                };
+                match relayed {
+                    Ok(true) => self.perform_wants(),
+                    Ok(false) => return End::Terminated,
+                    Err(e) => return End::Failed(e),
+                }
+            }
+            if self.core.cout.len() < HIGH_WATER {
+                if let Err(e) = self.relay_server_messages() {
+                    return End::Failed(e);
+                }
+            }
+            if let Err(e) = self.stream.flush(self.core.cout) {
+                return End::Failed(Error::ClientIo(e));
+            }
+            if let Some(l) = &mut self.lease {
+                if let Err(e) = l.conn().stream.flush(&mut self.core.sout) {
+                    return End::Failed(Error::ServerIo(e));
+                }
+            }
+            if let Some(e) = self.core.refused_message() {
+                return End::Failed(e);
+            }
+            if self.core.refused_transaction {
+                return End::Failed(Error::Refused {
+                    code: "0A000",
+                    message: "transaction blocks are not allowed in statement pooling mode".into(),
+                });
+            }
+            if self.core.quiet(self.lease.as_ref().is_some_and(|l| l.conn_ref().buf.is_empty()))
+                && self.core.status == TransactionStatus::Idle
+                && self.core.pinned.is_none()
+                && (self.core.cbuf.is_empty() || self.core.reroute)
+            {
+                // The usual release is inline; one that needs a round trip (or
+                // parks the connection) is boxed, so an idle client's task
+                // does not keep room for it.
+                let r = if self.release_needs_round_trip() || self.core.session_mode {
+                    Box::pin(self.release()).await
+                } else {
+                    self.release_plain().await
+                };
+                if let Err(e) = r {
+                    return End::Failed(e);
+                }
+                if !self.core.cbuf.is_empty() {
+                    // The connection went back with the next request already
+                    // read (a pipelined request for another node): route it
+                    // now. Waiting for the client would wait forever, as it
+                    // has sent everything and waits for the answers.
+                    continue;
+                }
+            }
+            if draining && self.lease.is_none() && self.core.cbuf.is_empty() && self.core.cout.is_empty() {
+                return End::Shutdown;
+            }
+            if self.lease.is_none() && self.core.cbuf.is_empty() {
+                // Idle between transactions: hold no buffer memory.
+                release_memory(self.core.cbuf);
+                release_memory(self.core.cout);
+                release_memory(&mut self.core.sout);
+            }
+            let deadline = self.deadline();
+            let server = self.lease.as_ref().map(|l| &l.conn_ref().stream);
+            let read_client = self.core.sout.len() < HIGH_WATER && self.core.cbuf.len() < HIGH_WATER;
+            let read_server = server.is_some() && self.core.cout.len() < HIGH_WATER;
+            let event = tokio::select! {
+                biased;
+                _ = &mut force => return End::ForcedShutdown,
+                r = readable(server), if read_server => Event::ServerReadable(r),
+                r = self.stream.readable(), if read_client => Event::ClientReadable(r),
+                r = writable(server), if server.is_some_and(|s| !self.core.sout.is_empty() || s.wants_write()) => Event::Writable(r, false),
+                r = self.stream.writable(), if !self.core.cout.is_empty() || self.stream.wants_write() => Event::Writable(r, true),
+                _ = sleep_until(deadline), if deadline.is_some() => Event::Deadline,
+                _ = &mut drain, if !draining => Event::Drain,
+            };
+            match event {
+                Event::ServerReadable(r) => {
+                    let res = match (r, self.lease.as_mut()) {
+                        (Ok(()), Some(l)) => {
+                            let conn = l.conn();
+                            conn.stream.read_ready(&mut conn.buf)
+                        }
+                        (Err(e), _) => Err(e),
+                        (Ok(()), None) => Ok(None),
+                    };
+                    match res {
+                        Ok(Some(0)) => return End::Failed(Error::ServerClosed),
+                        Ok(Some(_)) if self.timed => self.last_server_activity = Instant::now(),
+                        Ok(_) => {}
+                        Err(e) => return End::Failed(Error::ServerIo(e)),
+                    }
+                }
+                Event::ClientReadable(r) => match r.and_then(|()| self.stream.read_ready(self.core.cbuf)) {
+                    Ok(Some(0)) => return End::ClientClosed,
+                    Ok(Some(_)) if self.timed => self.last_client_activity = Instant::now(),
+                    Ok(Some(_)) => {}
+                    Ok(None) => {}
+                    Err(e) => return End::Failed(Error::ClientIo(e)),
+                },
+                Event::Writable(Err(e), client) => {
+                    return End::Failed(if client { Error::ClientIo(e) } else { Error::ServerIo(e) })
+                }
+                Event::Writable(Ok(()), _) => {}
+                Event::Deadline => {
+                    if let Some(e) = self.timed_out() {
+                        return End::Failed(e);
+                    }
+                }
+                Event::Drain => draining = true,
+            }
+        }
+    }
+
+    /// After the server connection failed (closed, reset, a write refused):
+    /// what the server sent before it went (the rest of a result, the FATAL
+    /// saying why) still reaches the client, in order. Bounded by a second.
+    async fn relay_last_words(&mut self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        let mut closed = false;
+        loop {
+            let before = self.lease.as_ref().map_or(0, |l| l.conn_ref().buf.len());
+            if self.relay_server_messages().is_err() {
+                return;
+            }
+            let Some(l) = self.lease.as_mut() else { return };
+            let progress = l.conn_ref().buf.len() < before;
+            match tokio::time::timeout_at(deadline, self.stream.flush_all(self.core.cout)).await {
+                Ok(Ok(())) => {}
+                _ => return,
+            }
+            if progress {
+                continue;
+            }
+            if closed {
+                return;
+            }
+            let conn = l.conn();
+            match tokio::time::timeout_at(deadline, conn.stream.readable()).await {
+                Ok(Ok(())) => match conn.stream.read_ready(&mut conn.buf) {
+                    Ok(Some(0)) | Err(_) => closed = true,
+                    Ok(_) => {}
+                },
+                _ => return,
+            }
+        }
+    }
+
+    /// When the client (or, with `response_timeout`, the server) has been
+    /// silent too long, by the configured timeouts.
+    fn deadline(&self) -> Option<Instant> {
+        let s = &self.core.pool.settings();
+        if self.lease.is_some() && self.core.server_owes() && !s.response_timeout.is_zero() {
+            // Client traffic counts too: during COPY FROM STDIN the server
+            // owes its answer only once the data ends.
+            return Some(self.last_server_activity.max(self.last_client_activity) + s.response_timeout);
+        }
+        if !self.core.client_owes() {
+            return None;
+        }
+        let t = if self.lease.is_some() && self.core.status != TransactionStatus::Idle {
+            s.idle_transaction_timeout
+        } else if self.lease.is_some() && (self.core.needs_sync || !self.core.cbuf.is_empty()) {
+            // Holding a connection in the middle of a request (a message cut
+            // short, or extended messages without their Sync): as idle in a
+            // transaction, else as idle.
+            if s.idle_transaction_timeout.is_zero() {
+                s.client_idle_timeout
+            } else {
+                s.idle_transaction_timeout
+            }
+        } else if self.lease.is_none() {
+            s.client_idle_timeout
+        } else {
+            Duration::ZERO
+        };
+        (!t.is_zero()).then(|| self.last_client_activity + t)
+    }
+
+    fn timed_out(&self) -> Option<Error> {
+        let deadline = self.deadline()?;
+        if Instant::now() < deadline {
+            return None;
+        }
+        if self.lease.is_some() && self.core.server_owes() {
+            return Some(Error::ResponseTimeout {
+                waited_ms: self.core.pool.settings().response_timeout.as_millis() as u64,
+            });
+        }
+        Some(if self.lease.is_some() {
+            Error::Refused {
+                code: "25P03",
+                message: "terminating connection due to idle-in-transaction timeout (pool.idle_transaction_timeout)"
+                    .into(),
+            }
+        } else {
+            Error::Refused {
+                code: "57P05",
+                message: "terminating connection due to idle-session timeout (pool.client_idle_timeout)".into(),
+            }
+        })
+    }
+
+    /// The pool of `node`, created on first use.
+    fn pool_for(&mut self, node: usize) -> Arc<Pool> {
+        if let Some(Some(p)) = self.pools.get(node) {
+            return p.clone();
+        }
+        let Some(addr) = self.shared.nodes.get(node) else {
+            return self.core.pool.clone();
+        };
+        let key = PoolKey { node, user: self.core.login.user.clone(), database: self.core.login.database.clone() };
+        let login = &self.core.login;
+        let p = self.shared.pools.get(key, addr, || login.clone());
+        if let Some(k) = login.client_key {
+            p.learn_client_key(k);
+        }
+        if let Some(slot) = self.pools.get_mut(node) {
+            *slot = Some(p.clone());
+        }
+        p
+    }
+
+    /// Takes a server connection on the node the next request should run on,
+    /// and brings its session to what the client expects: the same
+    /// parameters, no other client's leftovers.
+    async fn attach(&mut self) -> Result<(), Error> {
+        let started = Instant::now();
+        let router = &self.shared.router;
+        let mut wants = Vec::new();
+        let front =
+            if router.balancing() && !self.core.sticky_all { self.core.front_is_read(&mut wants) } else { None };
+        self.core.wants.append(&mut wants);
+        self.perform_wants();
+        let read = match front {
+            Some(true) => !(self.core.sticky_transactions && self.core.front_is_block()),
+            _ => false,
+        };
+        if !read {
+            Box::pin(self.wait_for_primary()).await?;
+        }
+        // Writes go to the primary as the cluster controller knows it now.
+        let primary = router.primary();
+        let min_lsn = if router.read_your_writes() { self.write_lsn } else { 0 };
+        let mut node = primary;
+        let mut probe = false;
+        if read {
+            node = router.read_node(&self.core.login.database, self.core.application(), min_lsn);
+            if node == primary && min_lsn > 0 {
+                // No standby is known to have the session's last write: ask one.
+                node = router.probe_candidate(&self.core.login.database, self.core.application());
+                probe = node != primary;
+            }
+        }
+        if self.core.session_mode && node != primary && !router.statement_level() {
+            // One read node per session (pgpool's default), if it has the
+            // session's writes; else this read goes to the primary.
+            match self.session_read_node {
+                Some(n) if n == primary || router.replayed(n) >= min_lsn || min_lsn == 0 => {
+                    node = n;
+                    probe = probe && n != primary;
+                }
+                Some(_) => {
+                    node = primary;
+                    probe = false;
+                }
+                None => self.session_read_node = Some(node),
+            }
+        }
+        let parked = self.parked.get_mut(node).and_then(Option::take);
+        let lease = match parked {
+            Some(l) => Ok(l),
+            // Holding the primary already, a session never waits for a read
+            // connection (two sessions could wait on each other): no free
+            // slot now means the primary serves the read.
+            None if self.core.session_mode && node != primary => match self.pool_for(node).try_checkout().await {
+                Ok(Some(l)) => Ok(l),
+                Ok(None) => {
+                    node = primary;
+                    probe = false;
+                    match self.parked.get_mut(primary).and_then(Option::take) {
+                        Some(l) => Ok(l),
+                        None => self.pool_for(primary).checkout().await,
+                    }
+                }
+                Err(e) => Err(e),
+            },
+            None => self.pool_for(node).checkout().await,
+        };
+        let mut lease = match lease {
+            Ok(l) => l,
+            Err(e) if e.is_unavailable() && node != primary => {
+                // Nothing was sent anywhere: the primary can serve the read.
+                if self.shared.backend_failed(node, &e) {
+                    tracing::warn!(node, error = %e, "read node unreachable; using the primary");
+                }
+                node = primary;
+                probe = false;
+                match self.parked.get_mut(primary).and_then(Option::take) {
+                    Some(l) => l,
+                    None => self.pool_for(primary).checkout().await?,
+                }
+            }
+            Err(e) if e.is_unavailable() && read && min_lsn == 0 => {
+                // The primary is unreachable and the request only reads: a
+                // standby serves it (the health checks will confirm the rest).
+                let first = self.shared.backend_failed(primary, &e);
+                let Some(n) = router.fallback_node(primary) else { return Err(e) };
+                if first {
+                    tracing::warn!(node = primary, error = %e, standby = n, "primary unreachable; a standby serves the read");
+                } else {
+                    tracing::debug!(node = primary, error = %e, standby = n, "primary unreachable; a standby serves the read");
+                }
+                node = n;
+                probe = false;
+                match self.parked.get_mut(n).and_then(Option::take) {
+                    Some(l) => l,
+                    None => self.pool_for(n).checkout().await?,
+                }
+            }
+            Err(e) if e.is_unavailable() => {
+                // The primary cannot be reached and nothing was sent: the
+                // request waits (bounded) for a primary that answers (a new
+                // one after a failover, or this one back) and runs there.
+                self.shared.backend_failed(primary, &e);
+                // One bound for the whole request, waits before included.
+                let wait = self.shared.config.failover.search_primary_node_timeout.saturating_sub(started.elapsed());
+                let Some(n) = Box::pin(self.shared.cluster.wait_for_primary_after(primary, wait)).await else {
+                    return Err(e);
+                };
+                tracing::info!(failed = primary, primary = n, "the request waited for a primary and runs there");
+                node = n;
+                probe = false;
+                match self.parked.get_mut(n).and_then(Option::take) {
+                    Some(l) => l,
+                    None => self.pool_for(n).checkout().await?,
+                }
+            }
+            Err(e) => return Err(e),
+        };
+        if probe {
+            let replayed = Box::pin(lease.conn().query_row("SELECT pg_catalog.pg_last_wal_replay_lsn()")).await;
+            let lsn = match &replayed {
+                Ok(row) => row.first().cloned().flatten().and_then(|v| crate::lsn::parse_lsn(&v)).unwrap_or(0),
+                Err(_) => 0,
+            };
+            router.note_replayed(node, lsn);
+            if lsn < min_lsn {
+                // Behind the session's own write: the primary serves this read.
+                if replayed.is_ok() && self.core.session_mode {
+                    if let Some(slot) = self.parked.get_mut(node) {
+                        *slot = Some(lease);
+                    }
+                } else if replayed.is_ok() {
+                    Box::pin(self.pool_for(node).checkin(lease, TransactionStatus::Idle, Reset::None)).await;
+                } else {
+                    drop(lease);
+                }
+                node = primary;
+                lease = match self.parked.get_mut(primary).and_then(Option::take) {
+                    Some(l) => l,
+                    None => self.pool_for(primary).checkout().await?,
+                };
+            }
+        }
+        let sql = restore_sql(&self.core.params, &self.core.extra, lease.conn_ref());
+        if !sql.is_empty() {
+            if let Err(e) = Box::pin(lease.conn().simple_query(&sql)).await {
+                // A server that cannot take the client's settings back is not
+                // one to lend again blindly.
+                drop(lease);
+                return Err(e);
+            }
+        }
+        self.take_lease(lease, node, read);
+        Ok(())
+    }
+
+    /// [`Relay::attach`] without awaiting, for the usual case: no load
+    /// balancing, the primary available, a free idle connection there that
+    /// already has the client's settings. False: nothing was taken; attach
+    /// the long way.
+    fn attach_now(&mut self) -> bool {
+        let router = &self.shared.router;
+        if router.balancing() || self.core.session_mode {
+            return false;
+        }
+        let node = {
+            let s = router.snapshot();
+            if !s.primary_available() {
+                return false;
+            }
+            s.primary
+        };
+        let Some(lease) = self.pool_for(node).checkout_now() else {
+            return false;
+        };
+        if !restore_sql(&self.core.params, &self.core.extra, lease.conn_ref()).is_empty() {
+            self.pool_for(node).checkin_idle(lease);
+            return false;
+        }
+        self.take_lease(lease, node, false);
+        true
+    }
+
+    /// Makes `lease` (on `node`) the client's connection for the next request.
+    fn take_lease(&mut self, mut lease: Lease, node: usize, read: bool) {
+        if !self.core.extra.is_empty() || !lease.conn_ref().extra.is_empty() {
+            lease.conn().extra = self.core.extra.clone();
+        }
+        if self.core.sout.capacity() == 0 {
+            self.core.sout = recycled();
+        }
+        if self.core.cout.capacity() == 0 {
+            *self.core.cout = recycled();
+        }
+        self.cancel
+            .set_target(Some(CancelTarget { addr: lease.conn_ref().addr_shared(), key: lease.conn_ref().key() }));
+        self.core.status = TransactionStatus::Idle;
+        self.lease = Some(lease);
+        self.core.node = node;
+        self.core.wrote = false;
+        self.core.in_block = false;
+        self.core.reroute = false;
+        self.core.at_request_start = true;
+        self.shared.router.begin(node, read);
+    }
+
+    /// While no node is available as the primary (a failover in progress, a
+    /// primary that fails its checks or hangs), waits up to
+    /// `failover.search_primary_node_timeout` for one, then fails with
+    /// [`Error::NoPrimary`]: nothing is ever sent to a primary marked down
+    /// (a hung one would hold the request for as long as it hangs).
+    async fn wait_for_primary(&self) -> Result<(), Error> {
+        let router = &self.shared.router;
+        if router.snapshot().primary_available() {
+            return Ok(());
+        }
+        let wait = self.shared.config.failover.search_primary_node_timeout;
+        if self.shared.cluster.wait_for_primary(wait).await {
+            return Ok(());
+        }
+        let s = router.snapshot();
+        match s.nodes.get(s.primary) {
+            // In recovery but up: its own refusal (read-only) says it best.
+            Some(n) if n.status == crate::cluster::Status::Up => Ok(()),
+            n => Err(Error::NoPrimary {
+                node: s.primary,
+                status: n.map(|n| n.status.as_str()).unwrap_or("unknown"),
+                waited_ms: wait.as_millis() as u64,
+            }),
+        }
+    }
+
+    /// Asks the primary's catalog, in the background, which of `names` are
+    /// volatile user functions in the client's database.
+    fn look_up_functions(&self, names: Vec<String>) {
+        let catalog = self.shared.functions.clone();
+        let database = self.core.login.database.clone();
+        let names = catalog.start_lookup(&database, &names, Instant::now());
+        let Some(addr) = self.shared.nodes.get(self.shared.router.primary()).cloned() else { return };
+        if names.is_empty() {
+            return;
+        }
+        let login = self.core.login.clone();
+        let timeout = self.core.pool.settings().connect_timeout;
+        let max = self.core.max_message;
+        tokio::spawn(async move {
+            let ask = async {
+                let mut conn = ServerConn::connect(&addr, &login, timeout, max).await?;
+                conn.query_row(&crate::classify::catalog::lookup_sql(&names)).await
+            };
+            match tokio::time::timeout(timeout * 2, ask).await {
+                Ok(Ok(row)) => {
+                    let volatile: Vec<String> = row
+                        .first()
+                        .cloned()
+                        .flatten()
+                        .map(|v| v.split(',').map(str::to_owned).collect())
+                        .unwrap_or_default();
+                    tracing::debug!(%database, ?names, ?volatile, "catalog: volatile user functions learned");
+                    catalog.record(&database, &names, &volatile, Instant::now());
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(%database, error = %e, "cannot ask the catalog about functions; calls to them go to the primary")
+                }
+                Err(_) => {
+                    tracing::warn!(%database, "catalog lookup timed out; calls to the functions go to the primary")
+                }
+            }
+        });
+    }
+
+    /// Gives the quiet, idle server connection back to the pool, after reading
+    /// the parameters the transaction changed and settling late cancels.
+    /// Releasing needs a query on the connection first: the WAL position
+    /// after a write (read-your-writes), or the values of changed parameters.
+    fn release_needs_round_trip(&self) -> bool {
+        (self.core.wrote && self.core.node == self.shared.router.primary() && self.shared.router.read_your_writes())
+            || !self.core.dirty.is_empty()
+    }
+
+    /// [`Relay::release`] when it needs no round trip and the session does
+    /// not park connections: give the connection back.
+    async fn release_plain(&mut self) -> Result<(), Error> {
+        let Some(lease) = self.lease.take() else {
+            return Ok(());
+        };
+        self.core.note_write_stickiness();
+        self.shared.router.end(self.core.node);
+        // Usually nothing needs awaiting: the connection goes straight back.
+        let clean_idle = self.core.pinned.is_none()
+            && self.core.dirty.is_empty()
+            && self.core.status == TransactionStatus::Idle
+            && !lease.conn_ref().statements.unsure;
+        if clean_idle && self.cancel.try_detach() {
+            self.pool_for(self.core.node).checkin_idle(lease);
+            return Ok(());
+        }
+        Box::pin(self.give_back(lease, self.core.node, TransactionStatus::Idle, true, false)).await;
+        Ok(())
+    }
+
+    async fn release(&mut self) -> Result<(), Error> {
+        let Some(mut lease) = self.lease.take() else {
+            return Ok(());
+        };
+        self.core.note_write_stickiness();
+        if self.core.wrote && self.core.node == self.shared.router.primary() && self.shared.router.read_your_writes() {
+            // Where the session's reads must wait for: one round trip, only
+            // after writes. The insert position, not the write position: with
+            // asynchronous commit (`synchronous_commit = off`, globally or for
+            // one transaction) the commit record may not be written yet, and a
+            // standby that replayed up to the write position would still miss
+            // it. The insert position is past every record inserted so far.
+            match Box::pin(lease.conn().query_row("SELECT pg_catalog.pg_current_wal_insert_lsn()")).await {
+                Ok(row) => {
+                    if let Some(lsn) = row.first().cloned().flatten().and_then(|v| crate::lsn::parse_lsn(&v)) {
+                        self.write_lsn = self.write_lsn.max(lsn);
+                    }
+                }
+                Err(Error::Server(_)) => {
+                    // The node refused: it is in recovery (demoted behind
+                    // the pooler's back, which its 25006 already reported),
+                    // so nothing was written there to wait for. The
+                    // connection is idle and sound: the session goes on.
+                }
+                Err(e) => {
+                    drop(lease);
+                    self.shared.router.end(self.core.node);
+                    return Err(e);
+                }
+            }
+        }
+        if !self.core.dirty.is_empty() {
+            let names = std::mem::take(&mut self.core.dirty);
+            let sql = format!(
+                "SELECT {}",
+                names
+                    .iter()
+                    .map(|n| {
+                        let mut s = String::from("pg_catalog.current_setting(");
+                        crate::sql::push_literal(&mut s, n);
+                        s.push_str(", true)");
+                        s
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            match Box::pin(lease.conn().query_row(&sql)).await {
+                Ok(values) => {
+                    for (name, value) in names.into_iter().zip(values) {
+                        self.core.extra.retain(|(k, _)| *k != name);
+                        if let Some(v) = value {
+                            self.core.extra.push((name, v));
+                        }
+                    }
+                    lease.conn().extra = self.core.extra.clone();
+                }
+                Err(e) => {
+                    // The connection's state is unknown: do not lend it again.
+                    drop(lease);
+                    self.shared.router.end(self.core.node);
+                    return Err(e);
+                }
+            }
+        }
+        self.shared.router.end(self.core.node);
+        if self.core.session_mode {
+            // The connection stays this session's; between requests no cancel
+            // points at it.
+            self.cancel.set_target(None);
+            if let Some(slot) = self.parked.get_mut(self.core.node) {
+                *slot = Some(lease);
+            }
+            return Ok(());
+        }
+        self.give_back(lease, self.core.node, TransactionStatus::Idle, true, false).await;
+        Ok(())
+    }
+
+    /// Returns `lease` to the pool: reset if it was pinned or its state is
+    /// unknown, closed if it is not clean.
+    async fn give_back(
+        &mut self,
+        mut lease: Lease,
+        node: usize,
+        status: TransactionStatus,
+        clean: bool,
+        session_over: bool,
+    ) {
+        let pool = self.pool_for(node);
+        // No cancel for this client may reach the connection once someone else
+        // has it: wait for any on its way (bounded), else do not reuse it.
+        let settled = self.cancel.detach(crate::runtime::CANCEL_TIMEOUT + Duration::from_secs(1)).await;
+        if !clean || !settled {
+            drop(lease);
+            return;
+        }
+        let conn = lease.conn();
+        let needs_reset = self.core.session_mode
+            || self.core.pinned.is_some()
+            || !self.core.dirty.is_empty()
+            || status != TransactionStatus::Idle;
+        if needs_reset && session_over {
+            // Session state may be anywhere: only a full reset makes it safe.
+            let full = pool.settings().reset_query_list.iter().any(|q| q.trim().eq_ignore_ascii_case("DISCARD ALL"));
+            if !full {
+                drop(lease);
+                return;
+            }
+            conn.statements.clear();
+            conn.extra.clear();
+            Box::pin(pool.checkin(lease, status, Reset::Full)).await;
+            return;
+        }
+        if conn.statements.unsure {
+            if Box::pin(conn.simple_query("DEALLOCATE ALL")).await.is_err() {
+                drop(lease);
+                return;
+            }
+            conn.statements.clear();
+            conn.statements.unsure = false;
+        }
+        pool.checkin(lease, status, Reset::None).await;
+    }
+
+    /// Moves server messages to the client's output, matching answers to the
+    /// queue.
+    /// Moves server messages to the client's output, matching answers to
+    /// the queue, and does what the core asks for on the way.
+    fn relay_server_messages(&mut self) -> Result<(), Error> {
+        let Some(l) = self.lease.as_mut() else {
+            return Ok(());
+        };
+        let r = self.core.relay_server_messages(&mut view(l.conn()));
+        self.perform_wants();
+        r
+    }
+
+    /// Carries out what the core asked for: background catalog lookups,
+    /// a health check of a primary that answered like a standby.
+    fn perform_wants(&mut self) {
+        if self.core.wants.is_empty() {
+            return;
+        }
+        for want in std::mem::take(&mut self.core.wants) {
+            match want {
+                Want::LookUpFunctions(names) => self.look_up_functions(names),
+                Want::SuspectPrimary(node) => {
+                    self.shared.cluster.suspect(node, "the primary answered 25006 (read-only transaction)")
+                }
+            }
+        }
+    }
+}
+
+/// A transaction-mode client's parameters at login, from the server's
+/// `defaults` for its user and database alone, without a server connection:
+/// only when every startup setting is `application_name` (reported as
+/// given) or a reported parameter at its default value, so that what the
+/// client is told is what a server would report. `None`: log in on a
+/// connection ([`login_state`]), which also lets the server refuse a setting.
+pub(crate) fn login_state_from_defaults(
+    defaults: &[(String, String)],
+    startup: &crate::protocol::StartupMessage,
+) -> Option<Vec<(String, String)>> {
+    let wanted = startup_settings(startup).ok()?;
+    let mut params = defaults.to_vec();
+    for (k, v) in wanted {
+        let slot = params.iter_mut().find(|(p, _)| p.eq_ignore_ascii_case(&k))?;
+        if k.eq_ignore_ascii_case("application_name") {
+            slot.1 = v;
+        } else if !slot.1.eq_ignore_ascii_case(&v) {
+            return None;
+        }
+    }
+    Some(params)
+}
+
+/// Prepares the login connection of a transaction-mode client: back to the
+/// server's defaults (whatever the last client set), then the client's
+/// startup settings. Returns the client's reported and unreported parameters.
+pub(crate) async fn login_state(
+    conn: &mut ServerConn,
+    startup: &crate::protocol::StartupMessage,
+) -> Result<(Vec<(String, String)>, Vec<(String, String)>), Error> {
+    let defaults = conn.initial_params.clone();
+    let sql = restore_sql(&defaults, &[], conn);
+    if !sql.is_empty() {
+        conn.simple_query(&sql).await?;
+    }
+    conn.extra.clear();
+    let wanted = startup_settings(startup)?;
+    let sql =
+        param_statements(wanted.iter().filter(|(k, v)| !conn.param(k).is_some_and(|cur| cur.eq_ignore_ascii_case(v))));
+    if !sql.is_empty() {
+        conn.simple_query(&sql).await?;
+    }
+    let extra: Vec<(String, String)> = wanted
+        .into_iter()
+        .filter(|(k, _)| !conn.params().iter().any(|(p, _)| p.eq_ignore_ascii_case(k)))
+        .map(|(k, v)| (k.to_ascii_lowercase(), v))
+        .collect();
+    conn.extra = extra.clone();
+    Ok((conn.params().to_vec(), extra))
+}
+
+enum Event {
+    ServerReadable(std::io::Result<()>),
+    ClientReadable(std::io::Result<()>),
+    Writable(std::io::Result<()>, bool),
+    Deadline,
+    Drain,
+}
+
+async fn readable(s: Option<&Stream>) -> std::io::Result<()> {
+    match s {
+        Some(s) => s.readable().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn writable(s: Option<&Stream>) -> std::io::Result<()> {
+    match s {
+        Some(s) => s.writable().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}
