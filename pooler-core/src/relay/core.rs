@@ -1024,3 +1024,6 @@ fn pass_on(src: &mut BytesMut, dst: Option<&mut BytesMut>, want: usize) -> usize
     src.advance(take);
     take
 }
+
+#[cfg(test)]
+mod tests;
