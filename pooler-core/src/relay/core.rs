@@ -90,6 +90,55 @@ impl Pending {
     }
 }
 
+/// How the client's requests are pooled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// A server connection per transaction (or per request outside one).
+    Transaction,
+    /// A server connection per statement: a transaction block ends the session.
+    Statement,
+    /// Session pooling with load balancing: a connection per node for the
+    /// session's life, parked by the driver between requests.
+    BalancedSession,
+}
+
+impl Mode {
+    fn of(mode: PoolMode) -> Mode {
+        match mode {
+            PoolMode::Transaction => Mode::Transaction,
+            PoolMode::Statement => Mode::Statement,
+            PoolMode::Session => Mode::BalancedSession,
+        }
+    }
+}
+
+/// The client's hold on a server connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Link {
+    /// None lent: the next request takes one (the driver attaches).
+    Idle,
+    /// One lent for the request in flight; it goes back when quiet, idle,
+    /// and no more of the client's bytes wait (the driver releases).
+    Attached,
+    /// One lent for good: the session used a feature that lives in the
+    /// server session (the reason). Entered from `Attached` when a
+    /// statement is relayed; never left.
+    Pinned(&'static str),
+}
+
+/// What a write on the primary did to where the session's later reads go
+/// (`routing.disable_load_balance_on_write`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Stickiness {
+    /// Reads balance as usual.
+    Balanced,
+    /// After a write inside a transaction block: later transaction blocks
+    /// go to the primary.
+    Blocks,
+    /// After a write: every later request goes to the primary.
+    Everything,
+}
+
 /// What the core asks of its driver besides moving bytes.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Want {
@@ -119,7 +168,7 @@ pub(crate) struct Core<'a> {
     pub(super) shared: &'a Shared,
     /// The pool the client logged in to: its settings apply.
     pub(super) pool: Arc<Pool>,
-    pub(super) mode: PoolMode,
+    pub(super) mode: Mode,
     /// Bytes from the client, not yet relayed.
     pub(super) cbuf: &'a mut BytesMut,
     /// Bytes for the client.
@@ -137,8 +186,8 @@ pub(crate) struct Core<'a> {
     pub(super) dirty: Vec<String>,
     /// Status of the last ReadyForQuery (or the pooler's idea of it).
     pub(super) status: TransactionStatus,
-    /// Why the server connection stays with this client for good.
-    pub(super) pinned: Option<&'static str>,
+    /// The client's hold on a server connection.
+    pub(super) link: Link,
     /// Client messages are dropped until its next Sync (after a synthetic error).
     pub(super) client_skip: bool,
     /// The server reported an error and is skipping to the next Sync.
@@ -176,15 +225,10 @@ pub(crate) struct Core<'a> {
     pub(super) plain_next: usize,
     /// Where each client message is looked at (reused).
     pub(super) scratch: Vec<u8>,
-    /// A write made the session stop balancing: every request, or (after a
-    /// write inside a transaction block) every later transaction block.
-    pub(super) sticky_all: bool,
-    pub(super) sticky_transactions: bool,
+    /// What the session's writes did to its reads.
+    pub(super) stickiness: Stickiness,
     /// The lent connection has been inside a transaction block.
     pub(super) in_block: bool,
-    /// Session pool mode with load balancing: connections are parked by
-    /// the driver between requests rather than given back.
-    pub(super) session_mode: bool,
     /// The body of the last message relayed from the server, when it was a
     /// FATAL (or PANIC) ErrorResponse: the server closes after it.
     pub(super) last_words: Option<Box<[u8]>>,
@@ -211,8 +255,7 @@ impl<'a> Core<'a> {
             shared,
             max_message: shared.config.server.max_message_size,
             pool,
-            mode,
-            session_mode: mode == PoolMode::Session,
+            mode: Mode::of(mode),
             cbuf,
             cout,
             sout: BytesMut::new(),
@@ -222,7 +265,7 @@ impl<'a> Core<'a> {
             extra,
             dirty: Vec::new(),
             status: TransactionStatus::Idle,
-            pinned: None,
+            link: Link::Idle,
             client_skip: false,
             server_skip: false,
             up_remaining: 0,
@@ -239,8 +282,7 @@ impl<'a> Core<'a> {
             plain: Vec::new(),
             plain_next: 0,
             scratch: Vec::new(),
-            sticky_all: false,
-            sticky_transactions: false,
+            stickiness: Stickiness::Balanced,
             in_block: false,
             last_words: None,
             wants: Vec::new(),
@@ -435,6 +477,28 @@ impl<'a> Core<'a> {
         }
     }
 
+    /// The connection stays with this client for good.
+    pub(super) fn pinned(&self) -> bool {
+        matches!(self.link, Link::Pinned(_))
+    }
+
+    /// The driver lent a connection on `node` for the next request
+    /// (Idle -> Attached; a pinned link keeps its connection and never
+    /// comes here).
+    pub(super) fn attached(&mut self, node: usize) {
+        if self.link == Link::Idle {
+            self.link = Link::Attached;
+        }
+        self.node = node;
+    }
+
+    /// The driver took the connection back (Attached -> Idle).
+    pub(super) fn released(&mut self) {
+        if self.link == Link::Attached {
+            self.link = Link::Idle;
+        }
+    }
+
     /// The server owes answers to messages sent (or the pooler owes its own).
     pub(super) fn server_owes(&self) -> bool {
         !self.queue.is_empty()
@@ -461,8 +525,13 @@ impl<'a> Core<'a> {
     pub(super) fn note_write_stickiness(&mut self) {
         if self.wrote && self.node == self.shared.router.primary() {
             match self.shared.router.write_stickiness() {
-                crate::config::WriteStickiness::Always => self.sticky_all = true,
-                crate::config::WriteStickiness::TransTransaction if self.in_block => self.sticky_transactions = true,
+                crate::config::WriteStickiness::Always => self.stickiness = Stickiness::Everything,
+                crate::config::WriteStickiness::TransTransaction if self.in_block => {
+                    // Never weakens `Everything`.
+                    if self.stickiness == Stickiness::Balanced {
+                        self.stickiness = Stickiness::Blocks;
+                    }
+                }
                 _ => {}
             }
         }
@@ -741,8 +810,9 @@ impl<'a> Core<'a> {
             }
             return true;
         }
-        if let (Some(reason), None) = (f.pin, self.pinned) {
-            self.pinned = Some(reason);
+        if let (Some(reason), false) = (f.pin, self.pinned()) {
+            // Attached -> Pinned, for the rest of the session.
+            self.link = Link::Pinned(reason);
             tracing::debug!(reason, "server connection pinned to its client for the rest of the session");
         }
         if f.drops_all_statements {
@@ -914,10 +984,7 @@ impl<'a> Core<'a> {
                     if self.status != TransactionStatus::Idle {
                         self.in_block = true;
                     }
-                    if self.mode == PoolMode::Statement
-                        && self.status != TransactionStatus::Idle
-                        && self.pinned.is_none()
-                    {
+                    if self.mode == Mode::Statement && self.status != TransactionStatus::Idle && !self.pinned() {
                         // The client is told instead of seeing its transaction open.
                         self.refused_transaction = true;
                         srv.buf.advance(total);

@@ -36,7 +36,7 @@ use crate::runtime::{Phase, Shared};
 mod core;
 
 use self::core::HIGH_WATER;
-pub(crate) use self::core::{Core, ServerView, Want};
+pub(crate) use self::core::{Core, Mode, ServerView, Stickiness, Want};
 
 /// Parameter names and values.
 pub(crate) type Settings = Vec<(String, String)>;
@@ -275,13 +275,13 @@ impl<'a> Relay<'a> {
             }
             if self.core.quiet(self.lease.as_ref().is_some_and(|l| l.conn_ref().buf.is_empty()))
                 && self.core.status == TransactionStatus::Idle
-                && self.core.pinned.is_none()
+                && !self.core.pinned()
                 && (self.core.cbuf.is_empty() || self.core.reroute)
             {
                 // The usual release is inline; one that needs a round trip (or
                 // parks the connection) is boxed, so an idle client's task
                 // does not keep room for it.
-                let r = if self.release_needs_round_trip() || self.core.session_mode {
+                let r = if self.release_needs_round_trip() || self.parks() {
                     Box::pin(self.release()).await
                 } else {
                     self.release_plain().await
@@ -474,12 +474,15 @@ impl<'a> Relay<'a> {
         let started = Instant::now();
         let router = &self.shared.router;
         let mut wants = Vec::new();
-        let front =
-            if router.balancing() && !self.core.sticky_all { self.core.front_is_read(&mut wants) } else { None };
+        let front = if router.balancing() && self.core.stickiness != Stickiness::Everything {
+            self.core.front_is_read(&mut wants)
+        } else {
+            None
+        };
         self.core.wants.append(&mut wants);
         self.perform_wants();
         let read = match front {
-            Some(true) => !(self.core.sticky_transactions && self.core.front_is_block()),
+            Some(true) => !(self.core.stickiness == Stickiness::Blocks && self.core.front_is_block()),
             _ => false,
         };
         if !read {
@@ -498,7 +501,7 @@ impl<'a> Relay<'a> {
                 probe = node != primary;
             }
         }
-        if self.core.session_mode && node != primary && !router.statement_level() {
+        if self.parks() && node != primary && !router.statement_level() {
             // One read node per session (pgpool's default), if it has the
             // session's writes; else this read goes to the primary.
             match self.session_read_node {
@@ -519,7 +522,7 @@ impl<'a> Relay<'a> {
             // Holding the primary already, a session never waits for a read
             // connection (two sessions could wait on each other): no free
             // slot now means the primary serves the read.
-            None if self.core.session_mode && node != primary => match self.pool_for(node).try_checkout().await {
+            None if self.parks() && node != primary => match self.pool_for(node).try_checkout().await {
                 Ok(Some(l)) => Ok(l),
                 Ok(None) => {
                     node = primary;
@@ -593,7 +596,7 @@ impl<'a> Relay<'a> {
             router.note_replayed(node, lsn);
             if lsn < min_lsn {
                 // Behind the session's own write: the primary serves this read.
-                if replayed.is_ok() && self.core.session_mode {
+                if replayed.is_ok() && self.parks() {
                     if let Some(slot) = self.parked.get_mut(node) {
                         *slot = Some(lease);
                     }
@@ -628,7 +631,7 @@ impl<'a> Relay<'a> {
     /// the long way.
     fn attach_now(&mut self) -> bool {
         let router = &self.shared.router;
-        if router.balancing() || self.core.session_mode {
+        if router.balancing() || self.parks() {
             return false;
         }
         let node = {
@@ -664,7 +667,7 @@ impl<'a> Relay<'a> {
             .set_target(Some(CancelTarget { addr: lease.conn_ref().addr_shared(), key: lease.conn_ref().key() }));
         self.core.status = TransactionStatus::Idle;
         self.lease = Some(lease);
-        self.core.node = node;
+        self.core.attached(node);
         self.core.wrote = false;
         self.core.in_block = false;
         self.core.reroute = false;
@@ -752,10 +755,11 @@ impl<'a> Relay<'a> {
         let Some(lease) = self.lease.take() else {
             return Ok(());
         };
+        self.core.released();
         self.core.note_write_stickiness();
         self.shared.router.end(self.core.node);
         // Usually nothing needs awaiting: the connection goes straight back.
-        let clean_idle = self.core.pinned.is_none()
+        let clean_idle = !self.core.pinned()
             && self.core.dirty.is_empty()
             && self.core.status == TransactionStatus::Idle
             && !lease.conn_ref().statements.unsure;
@@ -771,6 +775,7 @@ impl<'a> Relay<'a> {
         let Some(mut lease) = self.lease.take() else {
             return Ok(());
         };
+        self.core.released();
         self.core.note_write_stickiness();
         if self.core.wrote && self.core.node == self.shared.router.primary() && self.shared.router.read_your_writes() {
             // Where the session's reads must wait for: one round trip, only
@@ -832,7 +837,7 @@ impl<'a> Relay<'a> {
             }
         }
         self.shared.router.end(self.core.node);
-        if self.core.session_mode {
+        if self.parks() {
             // The connection stays this session's; between requests no cancel
             // points at it.
             self.cancel.set_target(None);
@@ -864,10 +869,8 @@ impl<'a> Relay<'a> {
             return;
         }
         let conn = lease.conn();
-        let needs_reset = self.core.session_mode
-            || self.core.pinned.is_some()
-            || !self.core.dirty.is_empty()
-            || status != TransactionStatus::Idle;
+        let needs_reset =
+            self.parks() || self.core.pinned() || !self.core.dirty.is_empty() || status != TransactionStatus::Idle;
         if needs_reset && session_over {
             // Session state may be anywhere: only a full reset makes it safe.
             let full = pool.settings().reset_query_list.iter().any(|q| q.trim().eq_ignore_ascii_case("DISCARD ALL"));
@@ -902,6 +905,12 @@ impl<'a> Relay<'a> {
         let r = self.core.relay_server_messages(&mut view(l.conn()));
         self.perform_wants();
         r
+    }
+
+    /// Balanced session mode: connections are parked between requests, by
+    /// node, rather than given back.
+    fn parks(&self) -> bool {
+        self.core.mode == Mode::BalancedSession
     }
 
     /// Carries out what the core asked for: background catalog lookups,

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use bytes::{BufMut, BytesMut};
 use proptest::prelude::*;
 
+use super::Link;
 use super::*;
 use crate::config::{AuthMethod, NodeConfig};
 use crate::pool::PoolKey;
@@ -339,7 +340,7 @@ fn each_session_feature_pins_the_connection_to_its_client() {
         let mut s = Session::new(&shared, (&mut c, &mut o));
         let sent = s.client(&query(sql));
         assert_eq!(tags(&sent), "Q", "{sql} is forwarded");
-        assert_eq!(s.core.pinned, Some(reason), "{sql}");
+        assert_eq!(s.core.link, Link::Pinned(reason), "{sql}");
     }
 }
 
