@@ -139,6 +139,23 @@ pub(crate) enum Stickiness {
     Everything,
 }
 
+/// What the driver does next, as the core sees it.
+#[derive(Debug)]
+pub(crate) enum Next {
+    /// The session ends with this error (a message type PostgreSQL refuses,
+    /// once what came before it is answered; a transaction block in
+    /// statement mode).
+    Close(Error),
+    /// A whole request waits and no connection is lent: take one.
+    Attach,
+    /// The lent connection is quiet, idle and not pinned, and no more of the
+    /// client's request waits for it (or the next request must run
+    /// elsewhere): give it back.
+    Release,
+    /// Nothing to decide: move bytes, wait for either side or a timer.
+    Wait,
+}
+
 /// What the core asks of its driver besides moving bytes.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Want {
@@ -475,6 +492,31 @@ impl<'a> Core<'a> {
                 write
             }
         }
+    }
+
+    /// What the driver should do next: `attached` says whether a connection
+    /// is lent, `server_idle` whether it has nothing unread from the server.
+    pub(crate) fn next(&self, attached: bool, server_idle: bool) -> Next {
+        if let Some(e) = self.refused_message() {
+            return Next::Close(e);
+        }
+        if self.refused_transaction {
+            return Next::Close(Error::Refused {
+                code: "0A000",
+                message: "transaction blocks are not allowed in statement pooling mode".into(),
+            });
+        }
+        if !attached {
+            return if !self.cbuf.is_empty() && !self.waiting_for_more() { Next::Attach } else { Next::Wait };
+        }
+        if self.quiet(server_idle)
+            && self.status == TransactionStatus::Idle
+            && !self.pinned()
+            && (self.cbuf.is_empty() || self.reroute)
+        {
+            return Next::Release;
+        }
+        Next::Wait
     }
 
     /// The connection stays with this client for good.

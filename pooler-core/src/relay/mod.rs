@@ -36,7 +36,7 @@ use crate::runtime::{Phase, Shared};
 mod core;
 
 use self::core::HIGH_WATER;
-pub(crate) use self::core::{Core, Mode, ServerView, Stickiness, Want};
+pub(crate) use self::core::{Core, Mode, Next, ServerView, Stickiness, Want};
 
 /// Parameter names and values.
 pub(crate) type Settings = Vec<(String, String)>;
@@ -214,17 +214,15 @@ impl<'a> Relay<'a> {
                 if self.core.cbuf.first() == Some(&tag::TERMINATE) {
                     return End::Terminated;
                 }
-                if let Some(e) = self.core.refused_message() {
-                    return End::Failed(e);
-                }
-            }
-            if self.lease.is_none() && !self.core.cbuf.is_empty() && !self.core.waiting_for_more() {
-                if draining {
-                    return End::Shutdown;
-                }
+                let attach = match self.core.next(false, false) {
+                    Next::Close(e) => return End::Failed(e),
+                    Next::Attach if draining => return End::Shutdown,
+                    Next::Attach => true,
+                    Next::Release | Next::Wait => false,
+                };
                 // The usual case needs no await: a free idle connection on the
                 // primary, already in the client's settings.
-                let attach = if self.attach_now() {
+                let attached = if !attach || self.attach_now() {
                     Ok(())
                 } else {
                     tokio::select! {
@@ -232,7 +230,7 @@ impl<'a> Relay<'a> {
                     _ = &mut force => return End::ForcedShutdown,
                     }
                 };
-                if let Err(e) = attach {
+                if let Err(e) = attached {
                     return End::Failed(e);
                 }
             }
@@ -264,37 +262,29 @@ impl<'a> Relay<'a> {
                     return End::Failed(Error::ServerIo(e));
                 }
             }
-            if let Some(e) = self.core.refused_message() {
-                return End::Failed(e);
-            }
-            if self.core.refused_transaction {
-                return End::Failed(Error::Refused {
-                    code: "0A000",
-                    message: "transaction blocks are not allowed in statement pooling mode".into(),
-                });
-            }
-            if self.core.quiet(self.lease.as_ref().is_some_and(|l| l.conn_ref().buf.is_empty()))
-                && self.core.status == TransactionStatus::Idle
-                && !self.core.pinned()
-                && (self.core.cbuf.is_empty() || self.core.reroute)
-            {
-                // The usual release is inline; one that needs a round trip (or
-                // parks the connection) is boxed, so an idle client's task
-                // does not keep room for it.
-                let r = if self.release_needs_round_trip() || self.parks() {
-                    Box::pin(self.release()).await
-                } else {
-                    self.release_plain().await
-                };
-                if let Err(e) = r {
-                    return End::Failed(e);
-                }
-                if !self.core.cbuf.is_empty() {
-                    // The connection went back with the next request already
-                    // read (a pipelined request for another node): route it
-                    // now. Waiting for the client would wait forever, as it
-                    // has sent everything and waits for the answers.
-                    continue;
+            let server_idle = self.lease.as_ref().is_some_and(|l| l.conn_ref().buf.is_empty());
+            match self.core.next(self.lease.is_some(), server_idle) {
+                Next::Close(e) => return End::Failed(e),
+                Next::Attach | Next::Wait => {}
+                Next::Release => {
+                    // The usual release is inline; one that needs a round trip (or
+                    // parks the connection) is boxed, so an idle client's task
+                    // does not keep room for it.
+                    let r = if self.release_needs_round_trip() || self.parks() {
+                        Box::pin(self.release()).await
+                    } else {
+                        self.release_plain().await
+                    };
+                    if let Err(e) = r {
+                        return End::Failed(e);
+                    }
+                    if !self.core.cbuf.is_empty() {
+                        // The connection went back with the next request already
+                        // read (a pipelined request for another node): route it
+                        // now. Waiting for the client would wait forever, as it
+                        // has sent everything and waits for the answers.
+                        continue;
+                    }
                 }
             }
             if draining && self.lease.is_none() && self.core.cbuf.is_empty() && self.core.cout.is_empty() {

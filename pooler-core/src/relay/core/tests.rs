@@ -441,3 +441,56 @@ fn the_server_answers_of_a_framing_helper_are_whole_frames() {
     b.put_slice(&answers(&cat(&[parse("", "x"), bind(""), describe_statement(""), execute(), sync()])));
     assert_eq!(tags(&b), "12tnCZ");
 }
+
+#[test]
+fn the_core_asks_for_a_connection_only_for_a_whole_message_and_gives_it_back_when_quiet() {
+    let shared = shared(PoolMode::Transaction);
+    let (mut c, mut o) = bufs();
+    let mut s = Session::new(&shared, (&mut c, &mut o));
+    let q = query("SELECT 1");
+    s.core.cbuf.extend_from_slice(&q[..6]);
+    assert!(matches!(s.core.next(false, true), Next::Wait), "half a message holds no connection");
+    s.core.cbuf.extend_from_slice(&q[6..]);
+    assert!(matches!(s.core.next(false, true), Next::Attach));
+    s.core.attached(0);
+    assert_eq!(s.core.link, Link::Attached);
+    let sent = s.client(&[]);
+    assert!(matches!(s.core.next(true, true), Next::Wait), "the answer is owed");
+    s.serve(&sent);
+    assert!(matches!(s.core.next(true, true), Next::Release));
+    s.core.released();
+    assert_eq!(s.core.link, Link::Idle);
+    // A pinned link is never released.
+    s.core.attached(0);
+    let sent = s.client(&query("LISTEN chan"));
+    s.serve(&sent);
+    assert!(matches!(s.core.next(true, true), Next::Wait));
+    s.core.released();
+    assert_eq!(s.core.link, Link::Pinned("LISTEN"));
+}
+
+#[test]
+fn a_message_type_postgresql_refuses_closes_the_session_once_earlier_requests_are_answered() {
+    let shared = shared(PoolMode::Transaction);
+    let (mut c, mut o) = bufs();
+    let mut s = Session::new(&shared, (&mut c, &mut o));
+    let sent = s.client(&cat(&[query("SELECT 1"), frame(b'x', &[])]));
+    assert_eq!(tags(&sent), "Q", "the refused message is never forwarded");
+    assert!(matches!(s.core.next(true, true), Next::Wait), "the Query is answered first");
+    s.serve(&sent);
+    match s.core.next(true, true) {
+        Next::Close(Error::ClientProtocol(ProtocolError::InvalidMessageType { tag: b'x' })) => {}
+        other => panic!("expected the session to close: {other:?}"),
+    }
+}
+
+#[test]
+fn statement_mode_closes_the_session_when_a_transaction_block_opens() {
+    let shared = shared(PoolMode::Statement);
+    let (mut c, mut o) = bufs();
+    let mut s = Session::new(&shared, (&mut c, &mut o));
+    s.client(&query("BEGIN"));
+    let to_client = s.server(&cat(&[complete("BEGIN"), ready(b'T')]));
+    assert_eq!(tags(&to_client), "C", "the client does not see its transaction open");
+    assert!(matches!(s.core.next(true, true), Next::Close(Error::Refused { code: "0A000", .. })));
+}
