@@ -380,12 +380,6 @@ impl ServerConn {
         Ok(())
     }
 
-    /// The socket, the read buffer and the parameter list, borrowed apart so the
-    /// relay can use them at once.
-    pub(crate) fn parts(&mut self) -> (&mut crate::transport::Stream, &mut BytesMut, &mut Vec<(String, String)>) {
-        (&mut self.stream, &mut self.buf, &mut self.params)
-    }
-
     /// The read buffer, the prepared statements and the parameter list,
     /// borrowed apart: the relay core's view of the connection.
     pub(crate) fn protocol_parts(

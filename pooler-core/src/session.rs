@@ -2,29 +2,28 @@
 //! relay loop that moves bytes both ways until the client leaves.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::auth::{self, ScramServer};
-use crate::backend::{self, LoginInfo, ServerConn};
+use crate::backend::{LoginInfo, ServerConn};
 use crate::cancel::CancelTarget;
-use crate::cluster::Status;
 use crate::config::{AuthMethod, PoolMode};
 use crate::error::Error;
 use crate::metrics as m;
 use crate::params::{param_statements, startup_settings};
 use crate::pool::{Lease, PoolKey};
-use crate::protocol::messages::{self, tag, ParameterStatus, SaslInitialResponse};
+use crate::protocol::messages::{self, tag, SaslInitialResponse};
 use crate::protocol::write::{self as w, Severity};
-use crate::protocol::{split_frame, split_startup, Frame, ProtocolError, Scanner, StartupMessage, StartupPacket};
-use crate::protocol::{TransactionStatus, Verdict};
+use crate::protocol::TransactionStatus;
+use crate::protocol::{split_frame, split_startup, Frame, ProtocolError, StartupMessage, StartupPacket};
 use crate::relay::End;
 use crate::runtime::{Phase, Shared};
+use crate::topology::Status;
 
 /// Largest authentication message accepted from a client (PostgreSQL's
 /// PG_MAX_AUTH_TOKEN_LENGTH).
@@ -333,8 +332,8 @@ struct Opened {
     node: usize,
     login: LoginInfo,
     mode: PoolMode,
-    /// Transaction relay: the client's reported and extra parameters.
-    login_state: Option<(crate::relay::Settings, crate::relay::Settings)>,
+    /// The client's reported and extra parameters.
+    login_state: (crate::relay::Settings, crate::relay::Settings),
     cancel: crate::cancel::CancelHandle,
     phase: watch::Receiver<Phase>,
 }
@@ -469,11 +468,16 @@ async fn open_session(
     let mode = pool.settings().mode;
     // Session mode with load balancing runs on the transaction relay, which
     // can hold a connection per node; plain session mode keeps its own relay.
-    let login_state = match mode {
-        PoolMode::Session if !shared.router.balancing() => {
-            Box::pin(apply_startup_params(lease.conn(), startup)).await.map(|()| None)
-        }
-        _ => Box::pin(crate::relay::login_state(lease.conn(), startup)).await.map(Some),
+    // Plain session mode: the login's connection is the client's for the
+    // whole session and takes its startup settings as they are; the other
+    // modes carry the client's parameters from connection to connection.
+    let dedicated = mode == PoolMode::Session && !shared.router.balancing();
+    let login_state = if dedicated {
+        Box::pin(apply_startup_params(lease.conn(), startup))
+            .await
+            .map(|()| (lease.conn_ref().params().to_vec(), Vec::new()))
+    } else {
+        Box::pin(crate::relay::login_state(lease.conn(), startup)).await
     };
     let login_state = match login_state {
         Ok(s) => s,
@@ -484,7 +488,7 @@ async fn open_session(
         }
     };
     let server_pid = lease.conn_ref().key().pid;
-    let cancel = if login_state.is_none() && server_pid > 0 {
+    let cancel = if dedicated && server_pid > 0 {
         // Plain session mode: this server connection is the client's for the
         // whole session, so the client is told its real pid (what
         // pg_backend_pid() says, what its own notifications carry, what
@@ -536,7 +540,7 @@ async fn login_without_server(
         node,
         login: login.clone(),
         mode,
-        login_state: Some((params, Vec::new())),
+        login_state: (params, Vec::new()),
         cancel,
         phase: shared.phase.clone(),
     }))
@@ -555,73 +559,36 @@ async fn run_session(
     let opened = Box::pin(open_session(client, shared, &startup, user, database, client_key)).await;
     // The startup packet's parameters are applied: not kept for the session.
     drop(startup);
-    let Opened { pool, lease, node, login, mode, login_state, cancel, mut phase } = match opened {
+    let Opened { pool, lease, node, login, mode, login_state, cancel, phase } = match opened {
         Ok(o) => o,
         Err(end) => return end,
     };
     metrics::gauge!(m::CLIENTS_ACTIVE).increment(1.0);
-    if let Some((params, extra)) = login_state {
-        let Client { stream, buf, out, .. } = client;
-        // Boxed, as is the session relay below: the login's futures and the
-        // relay's do not share one allocation sized for both.
-        let outcome = Box::pin(
-            crate::relay::Relay::new(
-                shared,
-                pool.clone(),
-                mode,
-                &cancel,
-                (stream, buf, out),
-                (lease, node),
-                login,
-                (params, extra),
-            )
-            .run(&phase),
+    let (params, extra) = login_state;
+    let Client { stream, buf, out, peer } = client;
+    // Boxed: the login's futures and the relay's do not share one
+    // allocation sized for both.
+    let outcome = Box::pin(
+        crate::relay::Relay::new(
+            shared,
+            pool.clone(),
+            mode,
+            &cancel,
+            (stream, buf, out),
+            (lease, node),
+            login,
+            (params, extra),
+            *peer,
         )
-        .await;
-        metrics::gauge!(m::CLIENTS_ACTIVE).decrement(1.0);
-        drop(cancel);
-        if let (Some(n), true) = (end_notice(&outcome.end), outcome.client_can_take_error) {
-            client.send_error(Severity::Fatal, &n).await;
-        }
-        return outcome.end;
-    }
-    // The lease stays in its Option (a second binding would be a second
-    // slot in every client's task).
-    let mut lease = lease;
-    let Some(conn) = lease.as_mut().map(|l| l.conn()) else {
-        // Only the transaction relay starts without a connection.
-        return End::Failed(Error::Refused {
-            code: "XX000",
-            message: "session started without a server connection".into(),
-        });
-    };
-    let outcome = Box::pin(relay(client, conn, node, shared, &mut phase)).await;
-    match &outcome.end {
-        End::Failed(e @ (Error::ServerIo(_) | Error::ServerClosed)) => {
-            shared.backend_failed(node, e);
-        }
-        // A server that closes after saying why (terminated, shutting
-        // down) is reported as a server that closed.
-        End::ServerFatal(_) => {
-            shared.backend_failed(node, &Error::ServerClosed);
-        }
-        _ => {}
-    }
+        .run(&phase),
+    )
+    .await;
     metrics::gauge!(m::CLIENTS_ACTIVE).decrement(1.0);
-    // No cancel for this client may reach the server connection once someone
-    // else has it: wait for any on its way (bounded), else do not reuse it.
-    let cancels_settled =
-        Box::pin(cancel.detach(crate::runtime::CANCEL_TIMEOUT + std::time::Duration::from_secs(1))).await;
     drop(cancel);
-    let RelayOutcome { end, clean, status, client_can_take_error } = outcome;
-    let clean = clean && cancels_settled;
-    if let (Some(n), true) = (end_notice(&end), client_can_take_error) {
+    if let (Some(n), true) = (end_notice(&outcome.end), outcome.client_can_take_error) {
         client.send_error(Severity::Fatal, &n).await;
     }
-    if let Some(lease) = lease {
-        Box::pin(finish(&pool, lease, clean, status)).await;
-    }
-    end
+    outcome.end
 }
 
 /// What the client is told when its session ends for `end`, if anything.
@@ -686,273 +653,6 @@ async fn apply_startup_params(conn: &mut ServerConn, startup: &StartupMessage) -
         return Ok(());
     }
     conn.simple_query(&sql).await.map(|_| ())
-}
-
-/// What the relay loop leaves behind.
-struct RelayOutcome {
-    end: End,
-    /// Nothing is outstanding on the server connection: it may be reused.
-    clean: bool,
-    /// Transaction status of the last ReadyForQuery.
-    status: TransactionStatus,
-    /// The client stream stands between two messages: an ErrorResponse may be sent.
-    client_can_take_error: bool,
-}
-
-/// State of the server-to-client direction.
-struct Down {
-    scanner: Scanner,
-    status: TransactionStatus,
-    writing: bool,
-    /// The body of the last inspected ErrorResponse, when it was a FATAL (or
-    /// PANIC): the server closes after it, and the client gets nothing more.
-    last_words: Option<Bytes>,
-}
-
-/// How long a relay that failed to write to its server still waits for what
-/// the server said before it went (its FATAL, already on its way).
-const LAST_WORDS_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// Relays both directions at once until the client leaves, the server fails or
-/// shutdown says stop. Each direction forwards whole read batches in one write;
-/// only the frames it must see are looked into.
-async fn relay(
-    client: &mut Client,
-    conn: &mut ServerConn,
-    node: usize,
-    shared: &Shared,
-    phase: &mut watch::Receiver<Phase>,
-) -> RelayOutcome {
-    let max = shared.config.server.max_message_size;
-    let log_statements = shared.config.server.log_statements;
-    let peer = client.peer;
-    // Requests that will each end with a ReadyForQuery (Query, Sync, FunctionCall).
-    let requests = AtomicU64::new(0);
-    // ReadyForQuery messages relayed to the client.
-    let answered = AtomicU64::new(0);
-    // The client's last forwarded message ends a request and nothing is half sent.
-    let up_clean = AtomicBool::new(true);
-    // The client sent a message type PostgreSQL refuses: it gets PostgreSQL's
-    // FATAL once what it sent before is answered (the downstream ends then).
-    let refused = AtomicU8::new(0);
-    let refusing = AtomicBool::new(false);
-    let mut down =
-        Down { scanner: Scanner::new(max), status: TransactionStatus::Idle, writing: false, last_words: None };
-    let mut up_scanner = Scanner::new(max);
-    let mut force = phase.clone();
-
-    let (cr, cw) = client.stream.halves();
-    let cbuf = &mut client.buf;
-    let (server_stream, sbuf, params) = conn.parts();
-    let (sr, sw) = server_stream.halves();
-
-    let upstream = async {
-        loop {
-            // Only what must be seen is gathered whole: requests that end with
-            // ReadyForQuery (counted), Terminate (held back), and Parse when
-            // statements are logged. Everything else streams through.
-            let scan = up_scanner.scan_stopping_at(
-                cbuf,
-                |t| !messages::is_frontend_message(t),
-                |t| matches!(t, tag::QUERY | b'S' | b'F' | tag::TERMINATE) || (log_statements && t == tag::PARSE),
-                |t, body| {
-                    match t {
-                        tag::TERMINATE => return Verdict::Hold,
-                        tag::QUERY if crate::show::is_show_pool_nodes(body.strip_suffix(&[0]).unwrap_or(body)) => {
-                            return Verdict::Hold
-                        }
-                        tag::QUERY | b'S' | b'F' => {
-                            requests.fetch_add(1, Ordering::Relaxed);
-                        }
-                        _ => {}
-                    }
-                    if log_statements {
-                        log_statement(peer, t, body);
-                    }
-                    Verdict::Forward
-                },
-            );
-            let scan = match scan {
-                Ok(s) => s,
-                Err(e) => return End::Failed(Error::ClientProtocol(e)),
-            };
-            if scan.forward > 0 {
-                up_clean.store(false, Ordering::Relaxed);
-                if let Err(e) = sw.write_all(&cbuf[..scan.forward]).await {
-                    // The server is gone. What it said before going (a FATAL
-                    // saying why) may still be unread: the downstream relays
-                    // it and ends the session when it reads the close.
-                    tokio::time::sleep(LAST_WORDS_WAIT).await;
-                    return End::Failed(Error::ServerIo(e));
-                }
-                cbuf.advance(scan.forward);
-                let ends_request = matches!(up_scanner.last_tag(), tag::QUERY | b'S' | b'F');
-                up_clean.store(up_scanner.at_boundary() && ends_request, Ordering::Relaxed);
-            }
-            if let Some(&t) = cbuf.first().filter(|&&t| scan.stopped && !messages::is_frontend_message(t)) {
-                // Not forwarded. PostgreSQL would first answer what came
-                // before it: when that is whole requests, the downstream ends
-                // the session once they are answered; else at once.
-                let invalid = End::Failed(Error::ClientProtocol(ProtocolError::InvalidMessageType { tag: t }));
-                if !up_clean.load(Ordering::Relaxed)
-                    || answered.load(Ordering::Relaxed) == requests.load(Ordering::Relaxed)
-                {
-                    return invalid;
-                }
-                refused.store(t, Ordering::Relaxed);
-                refusing.store(true, Ordering::Relaxed);
-                return std::future::pending().await;
-            }
-            if scan.stopped && cbuf.first() == Some(&tag::QUERY) {
-                // SHOW pool_nodes is at the front: it becomes the query that answers it.
-                let total = match crate::protocol::peek_header(cbuf) {
-                    Ok(Some((_, total))) => total,
-                    _ => return End::Failed(Error::ClientProtocol(ProtocolError::Malformed("query"))),
-                };
-                let mut rewritten = shared.show_pool_nodes(node);
-                rewritten.extend_from_slice(&cbuf[total..]);
-                *cbuf = rewritten;
-                continue;
-            }
-            if scan.stopped {
-                // Terminate is at the front of the buffer: the client is done.
-                return End::Terminated;
-            }
-            match cr.read_some(cbuf).await {
-                Ok(0) => return End::ClientClosed,
-                Ok(_) => {}
-                Err(e) => return End::Failed(Error::ClientIo(e)),
-            }
-        }
-    };
-
-    let downstream = async {
-        let mut draining = false;
-        // Registered once, not per read: the drain signal costs nothing per message.
-        let mut drain_signal = std::pin::pin!(phase.wait_for(|p| *p != Phase::Running));
-        loop {
-            let mut failure: Option<ProtocolError> = None;
-            let scan = down.scanner.scan(
-                sbuf,
-                |t| t == tag::READY_FOR_QUERY || t == tag::PARAMETER_STATUS || t == tag::ERROR_RESPONSE,
-                |t, body| {
-                    if t == tag::ERROR_RESPONSE {
-                        // A write refused as read-only by the node believed to
-                        // be the primary: it may have been demoted. Check now.
-                        let fields = crate::protocol::messages::ErrorFields::new(body);
-                        if fields.code() == Some("25006") && node == shared.router.primary() {
-                            shared.cluster.suspect(node, "the primary answered 25006 (read-only transaction)");
-                        }
-                        down.last_words = fields.ends_session().then(|| Bytes::copy_from_slice(body));
-                    } else if t == tag::READY_FOR_QUERY {
-                        match TransactionStatus::parse(body) {
-                            Ok(s) => {
-                                down.status = s;
-                                answered.fetch_add(1, Ordering::Relaxed);
-                            }
-                            Err(e) => failure = Some(e),
-                        }
-                    } else {
-                        match ParameterStatus::parse(body) {
-                            Ok(p) => backend::note_param(params, p),
-                            Err(e) => failure = Some(e),
-                        }
-                    }
-                    Verdict::Forward
-                },
-            );
-            match scan {
-                Ok(scan) if failure.is_none() => {
-                    if scan.forward > 0 {
-                        down.writing = true;
-                        if let Err(e) = cw.write_all(&sbuf[..scan.forward]).await {
-                            return End::Failed(Error::ClientIo(e));
-                        }
-                        down.writing = false;
-                        sbuf.advance(scan.forward);
-                    }
-                }
-                Ok(_) => return End::Failed(Error::ServerProtocol(failure.unwrap_or(ProtocolError::Malformed("?")))),
-                Err(e) => return End::Failed(Error::ServerProtocol(e)),
-            }
-            if refusing.load(Ordering::Relaxed)
-                && answered.load(Ordering::Relaxed) == requests.load(Ordering::Relaxed)
-                && down.scanner.at_boundary()
-            {
-                let tag = refused.load(Ordering::Relaxed);
-                return End::Failed(Error::ClientProtocol(ProtocolError::InvalidMessageType { tag }));
-            }
-            if draining && is_idle(&down, &answered, &requests, &up_clean, sbuf) {
-                return End::Shutdown;
-            }
-            tokio::select! {
-                biased;
-                r = sr.read_some(sbuf) => match r {
-                    Ok(0) => return End::Failed(Error::ServerClosed),
-                    Ok(_) => {}
-                    Err(e) => return End::Failed(Error::ServerIo(e)),
-                },
-                _ = &mut drain_signal, if !draining => {
-                    draining = true;
-                    if is_idle(&down, &answered, &requests, &up_clean, sbuf) {
-                        return End::Shutdown;
-                    }
-                }
-            }
-        }
-    };
-
-    let end = tokio::select! {
-        e = upstream => e,
-        e = downstream => e,
-        _ = force.wait_for(|p| *p == Phase::Force) => End::ForcedShutdown,
-    };
-    let answered = answered.load(Ordering::Relaxed);
-    let clean = answered == requests.load(Ordering::Relaxed)
-        && up_clean.load(Ordering::Relaxed)
-        && down.scanner.at_boundary()
-        && !down.writing
-        && sbuf.is_empty()
-        && !matches!(&end, End::Failed(e) if e.side() == crate::error::Side::Server);
-    let client_can_take_error = down.scanner.at_boundary() && !down.writing;
-    // The server's FATAL, relayed whole as the last message, then its close:
-    // the client has had the server's last words, exactly as on a direct
-    // connection, and gets nothing more.
-    let end = match (end, down.last_words) {
-        (End::Failed(Error::ServerClosed | Error::ServerIo(_)), Some(words))
-            if client_can_take_error && down.scanner.last_tag() == tag::ERROR_RESPONSE =>
-        {
-            End::ServerFatal(words)
-        }
-        (end, _) => end,
-    };
-    RelayOutcome { end, clean, status: down.status, client_can_take_error }
-}
-
-/// True when the server connection has nothing outstanding and no open
-/// transaction: the session may be closed without losing anything.
-fn is_idle(down: &Down, answered: &AtomicU64, requests: &AtomicU64, up_clean: &AtomicBool, sbuf: &BytesMut) -> bool {
-    down.status == TransactionStatus::Idle
-        && answered.load(Ordering::Relaxed) == requests.load(Ordering::Relaxed)
-        && up_clean.load(Ordering::Relaxed)
-        && down.scanner.at_boundary()
-        && sbuf.is_empty()
-}
-
-fn log_statement(peer: SocketAddr, t: u8, body: &[u8]) {
-    match t {
-        tag::QUERY => {
-            if let Ok(q) = messages::Query::parse(body) {
-                tracing::info!(client = %peer, sql = %String::from_utf8_lossy(q.sql), "statement");
-            }
-        }
-        tag::PARSE => {
-            if let Ok(p) = messages::Parse::parse(body) {
-                tracing::info!(client = %peer, statement = p.name, sql = p.sql, "parse");
-            }
-        }
-        _ => {}
-    }
 }
 
 #[cfg(test)]

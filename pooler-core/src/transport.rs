@@ -112,13 +112,6 @@ impl Stream {
         };
         matches!(r, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
-
-    /// Both directions at once, for a relay that runs each in its own
-    /// future (plain session mode). Plaintext sockets only: a stream with
-    /// an encrypting layer is driven by one loop, and has no halves.
-    pub(crate) fn halves(&mut self) -> (Reader<'_>, Writer<'_>) {
-        (Reader { socket: &self.socket }, Writer { socket: &self.socket })
-    }
 }
 
 impl Socket {
@@ -180,51 +173,6 @@ fn drain_once(
         (Err(e), Some(n)) if e.kind() == WouldBlock => Ok(Some(n)),
         (Err(e), None) if e.kind() == WouldBlock => Ok(None),
         (Err(e), _) => Err(e),
-    }
-}
-
-/// The reading half of a plaintext [`Stream`].
-#[derive(Debug)]
-pub(crate) struct Reader<'a> {
-    socket: &'a Socket,
-}
-
-impl Reader<'_> {
-    /// Waits for bytes and reads them (`Ok(0)`: the peer closed). While
-    /// waiting with nothing buffered, the buffer's memory is given back, so
-    /// an idle session holds no read buffer.
-    pub(crate) async fn read_some(&self, buf: &mut BytesMut) -> io::Result<usize> {
-        loop {
-            if buf.is_empty() && buf.capacity() > 0 {
-                *buf = BytesMut::new();
-            }
-            self.socket.readable().await?;
-            if let Some(n) = self.socket.read_ready(buf)? {
-                return Ok(n);
-            }
-        }
-    }
-}
-
-/// The writing half of a plaintext [`Stream`].
-#[derive(Debug)]
-pub(crate) struct Writer<'a> {
-    socket: &'a Socket,
-}
-
-impl Writer<'_> {
-    /// Writes all of `bytes`, waiting for the socket as needed.
-    pub(crate) async fn write_all(&self, mut bytes: &[u8]) -> io::Result<()> {
-        while !bytes.is_empty() {
-            self.socket.writable().await?;
-            match self.socket.try_write(bytes) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => bytes = &bytes[n..],
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
     }
 }
 
@@ -322,22 +270,5 @@ mod tests {
         });
         a.flush_all(&mut out).await.unwrap();
         assert_eq!(reader.await.unwrap(), 4 << 20);
-    }
-
-    #[tokio::test]
-    async fn the_halves_of_a_plaintext_stream_read_and_write_at_once() {
-        let (mut a, mut b) = pair();
-        let (ra, wa) = a.halves();
-        let (rb, wb) = b.halves();
-        let mut in_a = BytesMut::new();
-        let mut in_b = BytesMut::new();
-        let (x, y, _, _) = tokio::join!(
-            ra.read_some(&mut in_a),
-            rb.read_some(&mut in_b),
-            wa.write_all(b"ping"),
-            wb.write_all(b"pong")
-        );
-        assert_eq!((x.unwrap(), y.unwrap()), (4, 4));
-        assert_eq!((&in_a[..], &in_b[..]), (&b"pong"[..], &b"ping"[..]));
     }
 }

@@ -84,6 +84,20 @@ struct Pending {
     parse: Option<ParseUndo>,
 }
 
+impl Kind {
+    /// A server message of type `t` is the answer that ends this entry.
+    fn answered_by(self, t: u8) -> bool {
+        match self {
+            Kind::Parse => t == b'1',
+            Kind::Bind => t == b'2',
+            Kind::Close => t == b'3',
+            Kind::Describe => t == b'T' || t == b'n',
+            Kind::Execute => matches!(t, b'C' | b'I' | b's'),
+            Kind::Ready => false,
+        }
+    }
+}
+
 impl Pending {
     fn plain(kind: Kind) -> Self {
         Pending { kind, hidden: false, synthetic: None, parse: None }
@@ -100,14 +114,20 @@ pub(crate) enum Mode {
     /// Session pooling with load balancing: a connection per node for the
     /// session's life, parked by the driver between requests.
     BalancedSession,
+    /// Session pooling: the login's connection for the whole session,
+    /// messages passed through as they are (statement names untouched),
+    /// only what ends a request looked into.
+    Session,
 }
 
 impl Mode {
-    fn of(mode: PoolMode) -> Mode {
+    /// The mode for a client of a pool in `mode`, `balancing` or not.
+    pub(crate) fn of(mode: PoolMode, balancing: bool) -> Mode {
         match mode {
             PoolMode::Transaction => Mode::Transaction,
             PoolMode::Statement => Mode::Statement,
-            PoolMode::Session => Mode::BalancedSession,
+            PoolMode::Session if balancing => Mode::BalancedSession,
+            PoolMode::Session => Mode::Session,
         }
     }
 }
@@ -226,6 +246,8 @@ pub(crate) struct Core<'a> {
     pub(super) login: LoginInfo,
     /// The pid the client was given (its own notifications carry it).
     pub(super) client_pid: i32,
+    /// The client's address (for the statement log).
+    pub(super) peer: std::net::SocketAddr,
     /// The lent connection has run something that may write.
     pub(super) wrote: bool,
     /// The next request must not run on the lent (read) connection: give it
@@ -267,12 +289,14 @@ impl<'a> Core<'a> {
         login: LoginInfo,
         (params, extra): (crate::runtime::SharedParams, Vec<(String, String)>),
         client_pid: i32,
+        peer: std::net::SocketAddr,
     ) -> Core<'a> {
         Core {
             shared,
             max_message: shared.config.server.max_message_size,
             pool,
-            mode: Mode::of(mode),
+            mode: Mode::of(mode, shared.router.balancing()),
+            peer,
             cbuf,
             cout,
             sout: BytesMut::new(),
@@ -599,6 +623,13 @@ impl<'a> Core<'a> {
             let Some((t, total)) = peek_header(self.cbuf).map_err(Error::ClientProtocol)? else {
                 break;
             };
+            if self.mode == Mode::Session && !self.gathered_in_session(t) {
+                // Session mode looks only into what ends a request: the
+                // rest streams through as it arrives, at any size.
+                self.expect_answer(t);
+                self.up_remaining = total - pass_on(self.cbuf, Some(&mut self.sout), total);
+                continue;
+            }
             if t == b'd' && total > STREAM_OVER {
                 // COPY data streams through, whatever its size.
                 let to = (!self.client_skip).then_some(&mut self.sout);
@@ -615,6 +646,14 @@ impl<'a> Core<'a> {
             if self.cbuf.len() < total {
                 self.cbuf.reserve(total - self.cbuf.len());
                 break;
+            }
+            if self.mode == Mode::Session {
+                if t == tag::TERMINATE {
+                    self.cbuf.advance(total);
+                    return Ok(false);
+                }
+                self.session_message(t, total);
+                continue;
             }
             if self.at_request_start
                 && t != tag::TERMINATE
@@ -656,7 +695,60 @@ impl<'a> Core<'a> {
         Ok(true)
     }
 
+    /// Session mode: whether a message of type `t` is gathered whole (it
+    /// ends a request, or is logged).
+    fn gathered_in_session(&self, t: u8) -> bool {
+        matches!(t, tag::QUERY | b'S' | b'F' | tag::TERMINATE)
+            || (t == tag::PARSE && self.shared.config.server.log_statements)
+    }
+
+    /// Notes the answer a message of type `t` sent to the server will end
+    /// with (and that extended-protocol messages want their Sync).
+    fn expect_answer(&mut self, t: u8) {
+        let kind = match t {
+            tag::PARSE => Kind::Parse,
+            b'B' => Kind::Bind,
+            b'D' => Kind::Describe,
+            b'C' => Kind::Close,
+            b'E' => Kind::Execute,
+            tag::QUERY | b'S' | b'F' => Kind::Ready,
+            b'H' => {
+                self.needs_sync = true;
+                return;
+            }
+            _ => return,
+        };
+        if kind != Kind::Ready {
+            self.needs_sync = true;
+        }
+        self.queue.push_back(Pending::plain(kind));
+    }
+
+    /// Session mode: passes the whole message at the front of the client
+    /// buffer (`total` bytes of type `t`) to the server as it is, noting the
+    /// answer it will get. Only `SHOW pool_nodes` is rewritten.
+    fn session_message(&mut self, t: u8, total: usize) {
+        let body = &self.cbuf[HEADER_LEN..total];
+        if self.shared.config.server.log_statements {
+            log_statement(self.peer, t, body);
+        }
+        if t == b'S' {
+            self.server_skip = false;
+            self.needs_sync = false;
+        }
+        if t == tag::QUERY && crate::show::is_show_pool_nodes(body.strip_suffix(&[0]).unwrap_or(body)) {
+            self.sout.extend_from_slice(&self.shared.show_pool_nodes(self.node));
+        } else {
+            self.sout.extend_from_slice(&self.cbuf[..total]);
+        }
+        self.expect_answer(t);
+        self.cbuf.advance(total);
+    }
+
     fn client_message(&mut self, t: u8, frame: &[u8], srv: &mut ServerView<'_>) -> Result<(), Error> {
+        if matches!(t, tag::QUERY | tag::PARSE) && self.shared.config.server.log_statements {
+            log_statement(self.peer, t, &frame[HEADER_LEN..]);
+        }
         let body = &frame[HEADER_LEN..];
         if matches!(t, tag::PARSE | b'B' | b'D' | b'C' | b'E' | b'H') {
             self.needs_sync = true;
@@ -989,6 +1081,22 @@ impl<'a> Core<'a> {
                 self.down_remaining = total - pass_on(srv.buf, Some(&mut *self.cout), total);
                 continue;
             }
+            if self.mode == Mode::Session
+                && !matches!(
+                    t,
+                    tag::READY_FOR_QUERY | tag::PARAMETER_STATUS | tag::ERROR_RESPONSE | tag::NOTIFICATION_RESPONSE
+                )
+            {
+                // Session mode looks into ReadyForQuery, ParameterStatus,
+                // ErrorResponse and notifications only: anything else streams
+                // through as it arrives, at any size, its tag still matched
+                // to the queue.
+                if self.queue.front().is_some_and(|p| p.kind.answered_by(t)) {
+                    self.queue.pop_front();
+                }
+                self.down_remaining = total - pass_on(srv.buf, Some(&mut *self.cout), total);
+                continue;
+            }
             if total > self.max_message {
                 return Err(Error::ServerProtocol(ProtocolError::MessageTooLarge {
                     tag: t,
@@ -1051,14 +1159,7 @@ impl<'a> Core<'a> {
                     self.server_skip = self.queue.is_empty();
                 }
                 b'1' | b'2' | b'3' | b'T' | b'n' | b'C' | b'I' | b's' => {
-                    let done = self.queue.front().is_some_and(|p| match p.kind {
-                        Kind::Parse => t == b'1',
-                        Kind::Bind => t == b'2',
-                        Kind::Close => t == b'3',
-                        Kind::Describe => t == b'T' || t == b'n',
-                        Kind::Execute => matches!(t, b'C' | b'I' | b's'),
-                        Kind::Ready => false,
-                    });
+                    let done = self.queue.front().is_some_and(|p| p.kind.answered_by(t));
                     if done {
                         if let Some(p) = self.queue.pop_front() {
                             forward = !p.hidden;
@@ -1091,6 +1192,24 @@ impl<'a> Core<'a> {
             self.answer_synthetic();
         }
         Ok(())
+    }
+}
+
+/// Logs a Query's or a Parse's SQL (`server.log_statements`).
+fn log_statement(peer: std::net::SocketAddr, t: u8, body: &[u8]) {
+    use crate::protocol::messages;
+    match t {
+        tag::QUERY => {
+            if let Ok(q) = messages::Query::parse(body) {
+                tracing::info!(client = %peer, sql = %String::from_utf8_lossy(q.sql), "statement");
+            }
+        }
+        tag::PARSE => {
+            if let Ok(p) = messages::Parse::parse(body) {
+                tracing::info!(client = %peer, statement = p.name, sql = p.sql, "parse");
+            }
+        }
+        _ => {}
     }
 }
 

@@ -36,7 +36,7 @@ use crate::runtime::{Phase, Shared};
 mod core;
 
 use self::core::HIGH_WATER;
-pub(crate) use self::core::{Core, Mode, Next, ServerView, Stickiness, Want};
+pub(crate) use self::core::{Core, Link, Mode, Next, ServerView, Stickiness, Want};
 
 /// Parameter names and values.
 pub(crate) type Settings = Vec<(String, String)>;
@@ -130,6 +130,7 @@ impl<'a> Relay<'a> {
         (lease, node): (Option<Lease>, usize),
         login: LoginInfo,
         (params, extra): (Settings, Settings),
+        peer: std::net::SocketAddr,
     ) -> Self {
         let mut pools = vec![None; shared.nodes.len().max(1)];
         if let Some(slot) = pools.get_mut(node) {
@@ -139,11 +140,23 @@ impl<'a> Relay<'a> {
             shared.router.begin(node, false);
         }
         let parked = (0..pools.len()).map(|_| None).collect();
-        let timed = !pool.settings().client_idle_timeout.is_zero()
-            || !pool.settings().idle_transaction_timeout.is_zero()
-            || !pool.settings().response_timeout.is_zero();
+        let dedicated = Mode::of(mode, shared.router.balancing()) == Mode::Session;
+        // Session mode has no client timeouts: the connection is the
+        // client's, as on a direct one.
+        let timed = !dedicated
+            && (!pool.settings().client_idle_timeout.is_zero()
+                || !pool.settings().idle_transaction_timeout.is_zero()
+                || !pool.settings().response_timeout.is_zero());
         let params = shared.param_sets.share(params);
-        let core = Core::new(shared, pool, mode, (cbuf, cout), node, login, (params, extra), cancel.key().pid);
+        let mut core =
+            Core::new(shared, pool, mode, (cbuf, cout), node, login, (params, extra), cancel.key().pid, peer);
+        if lease.is_some() {
+            core.attached(node);
+        }
+        if dedicated {
+            // Session mode: the login's connection is the client's to the end.
+            core.link = Link::Pinned("session pooling mode");
+        }
         Relay {
             shared,
             cancel,
@@ -189,7 +202,11 @@ impl<'a> Relay<'a> {
                 && lease.conn_ref().buf.is_empty()
                 && !matches!(&end, End::Failed(e) if e.side() == crate::error::Side::Server);
             self.shared.router.end(self.core.node);
-            Box::pin(self.give_back(lease, self.core.node, self.core.status, clean, true)).await;
+            if self.core.mode == Mode::Session {
+                Box::pin(self.end_session(lease, clean)).await;
+            } else {
+                Box::pin(self.give_back(lease, self.core.node, self.core.status, clean, true)).await;
+            }
         }
         for node in 0..self.parked.len() {
             if let Some(lease) = self.parked[node].take() {
@@ -287,8 +304,16 @@ impl<'a> Relay<'a> {
                     }
                 }
             }
-            if draining && self.lease.is_none() && self.core.cbuf.is_empty() && self.core.cout.is_empty() {
-                return End::Shutdown;
+            if draining && self.core.cbuf.is_empty() && self.core.cout.is_empty() {
+                // Between requests (session mode: with nothing in flight and
+                // no transaction open) the session ends at a drain.
+                let idle = match self.core.mode {
+                    Mode::Session => self.core.quiet(server_idle) && self.core.status == TransactionStatus::Idle,
+                    _ => self.lease.is_none(),
+                };
+                if idle {
+                    return End::Shutdown;
+                }
             }
             if self.lease.is_none() && self.core.cbuf.is_empty() {
                 // Idle between transactions: hold no buffer memory.
@@ -682,7 +707,7 @@ impl<'a> Relay<'a> {
         let s = router.snapshot();
         match s.nodes.get(s.primary) {
             // In recovery but up: its own refusal (read-only) says it best.
-            Some(n) if n.status == crate::cluster::Status::Up => Ok(()),
+            Some(n) if n.status == crate::topology::Status::Up => Ok(()),
             n => Err(Error::NoPrimary {
                 node: s.primary,
                 status: n.map(|n| n.status.as_str()).unwrap_or("unknown"),
@@ -838,6 +863,16 @@ impl<'a> Relay<'a> {
         }
         self.give_back(lease, self.core.node, TransactionStatus::Idle, true, false).await;
         Ok(())
+    }
+
+    /// Session mode, at the end: the connection goes back to its pool,
+    /// fully reset, when nothing is left half done on it and no cancel for
+    /// this client can still reach it; else it is closed.
+    async fn end_session(&mut self, lease: Lease, clean: bool) {
+        let settled = self.cancel.detach(crate::runtime::CANCEL_TIMEOUT + Duration::from_secs(1)).await;
+        if clean && settled {
+            self.core.pool.checkin(lease, self.core.status, Reset::Full).await;
+        }
     }
 
     /// Returns `lease` to the pool: reset if it was pinned or its state is

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use bytes::{BufMut, BytesMut};
 use proptest::prelude::*;
 
-use super::Link;
 use super::*;
+use super::{Link, Mode};
 use crate::config::{AuthMethod, NodeConfig};
 use crate::pool::PoolKey;
 
@@ -154,7 +154,17 @@ impl<'a> Session<'a> {
         let params = Arc::new(vec![("application_name".to_string(), "t".to_string())]);
         let mode = shared.config.pool.mode;
         Session {
-            core: Core::new(shared, pool(shared), mode, bufs, 0, login(), (params, Vec::new()), 7),
+            core: Core::new(
+                shared,
+                pool(shared),
+                mode,
+                bufs,
+                0,
+                login(),
+                (params, Vec::new()),
+                7,
+                ([127, 0, 0, 1], 5).into(),
+            ),
             conn: Conn::default(),
         }
     }
@@ -493,4 +503,30 @@ fn statement_mode_closes_the_session_when_a_transaction_block_opens() {
     let to_client = s.server(&cat(&[complete("BEGIN"), ready(b'T')]));
     assert_eq!(tags(&to_client), "C", "the client does not see its transaction open");
     assert!(matches!(s.core.next(true, true), Next::Close(Error::Refused { code: "0A000", .. })));
+}
+
+#[test]
+fn session_mode_passes_statement_names_through_and_streams_what_it_need_not_see() {
+    let mut config = crate::Config::with_nodes(vec![NodeConfig::new("127.0.0.1", 1)]);
+    config.auth.method = AuthMethod::Trust;
+    config.pool.mode = PoolMode::Session;
+    let shared = crate::Pooler::new(config).expect("valid config").shared();
+    let (mut c, mut o) = bufs();
+    let mut s = Session::new(&shared, (&mut c, &mut o));
+    assert_eq!(s.core.mode, Mode::Session);
+    // The client's names reach the server unchanged; nothing is answered
+    // in the server's place.
+    let msgs = cat(&[parse("q1", "SELECT 1"), bind("q1"), execute(), close_statement("q1"), sync()]);
+    let sent = s.client(&msgs);
+    assert_eq!(sent, msgs);
+    assert!(!s.quiet());
+    assert_eq!(tags(&s.serve(&sent)), "12C3Z");
+    assert!(s.quiet());
+    // A row arriving in pieces is relayed as it arrives, not gathered.
+    s.client(&query("SELECT repeat('x', 100)"));
+    let row = frame(b'D', &[b'x'; 100]);
+    assert_eq!(s.server(&row[..40]), row[..40].to_vec());
+    assert_eq!(s.server(&row[40..]), row[40..].to_vec());
+    assert_eq!(tags(&s.server(&cat(&[complete("SELECT 1"), ready(b'I')]))), "CZ");
+    assert!(s.quiet());
 }
