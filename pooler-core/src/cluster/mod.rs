@@ -33,7 +33,7 @@ pub use crate::topology::{NodeState, Role, Snapshot, Status};
 use crate::config::Config;
 use crate::pool::Pools;
 use crate::topology::Topology;
-use machine::{Action, Event, Machine};
+use machine::{Action, Event, Machine, Now};
 
 /// Why an operator's node command was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -189,7 +189,7 @@ pub(crate) async fn run(cluster: Arc<Cluster>, hooks: Arc<Hooks>) {
     let Some(mut rx) = cluster.rx.lock().ok().and_then(|mut r| r.take()) else {
         return;
     };
-    let mut machine = Machine::new(&cluster.config);
+    let mut machine = Machine::new(&cluster.config, Now::read());
     machine.set_promotes(hooks.failover.promotes());
     let mut tasks = tokio::task::JoinSet::new();
     if cluster.checked {
@@ -207,7 +207,7 @@ pub(crate) async fn run(cluster: Arc<Cluster>, hooks: Arc<Hooks>) {
             },
             _ = tick.tick() => Command { event: Event::Tick, reply: None },
         };
-        let outcome = machine.apply(command.event, std::time::Instant::now());
+        let outcome = machine.apply(command.event, Now::read());
         if outcome.changed {
             publish(&cluster, machine.snapshot());
         }
@@ -233,7 +233,7 @@ async fn perform_all(cluster: &Cluster, hooks: &Hooks, machine: &mut Machine, ac
 
 /// Applies `event` (publishing a change); what it asks for.
 fn apply_now(cluster: &Cluster, machine: &mut Machine, event: Event) -> Vec<Action> {
-    let outcome = machine.apply(event, std::time::Instant::now());
+    let outcome = machine.apply(event, Now::read());
     if outcome.changed {
         publish(cluster, machine.snapshot());
     }
