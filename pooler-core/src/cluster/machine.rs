@@ -26,7 +26,7 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use super::check::Observation;
+use super::check::{CheckError, Observation};
 use super::{NodeCommandError, NodeState, Role, Snapshot, Status};
 use crate::config::{Config, FalsePrimaryRule};
 
@@ -51,12 +51,12 @@ impl Now {
 #[derive(Debug)]
 pub(crate) enum Event {
     /// A check of `node` finished (after its retries).
-    Checked { node: usize, result: Result<Observation, String> },
+    Checked { node: usize, result: Result<Observation, CheckError> },
     /// A session could not connect to `node` or lost its connection.
     BackendError { node: usize, hard: bool, error: String },
     /// What the standbys said when asked at `failed`'s failover
     /// ([`Action::AskPositions`]), in the order asked.
-    Positions { failed: usize, seen: Vec<(usize, Result<Observation, String>)> },
+    Positions { failed: usize, seen: Vec<(usize, Result<Observation, CheckError>)> },
     /// The failover hook for `failed` returned.
     FailoverDone { failed: usize, ok: bool },
     /// An operator detaches `node`.
@@ -461,7 +461,7 @@ impl Machine {
     }
 
     /// The standbys answered at `failed`'s failover: promote the best one.
-    fn positions(&mut self, failed: usize, seen: Vec<(usize, Result<Observation, String>)>, out: &mut Outcome) {
+    fn positions(&mut self, failed: usize, seen: Vec<(usize, Result<Observation, CheckError>)>, out: &mut Outcome) {
         if self.failover_ran_for != Some(failed) || self.promoting.is_some() || failed != self.primary {
             tracing::debug!(failed, "standby positions for a failover no longer under way: ignored");
             return;
@@ -622,7 +622,7 @@ impl Machine {
 /// answered), the one that received the most WAL; then the one that
 /// replayed the most; then the lowest index. `None` when none answered.
 pub(crate) fn promotion_target(
-    seen: &[(usize, Result<Observation, String>)],
+    seen: &[(usize, Result<Observation, CheckError>)],
     preferred: impl Fn(usize) -> bool,
 ) -> Option<usize> {
     let live = || seen.iter().filter_map(|(j, r)| r.as_ref().ok().filter(|o| o.in_recovery).map(|o| (*j, o)));
@@ -657,11 +657,16 @@ mod tests {
         Now { mono: t.mono + Duration::from_secs(secs), wall: t.wall + Duration::from_secs(secs) }
     }
 
-    fn primary(lsn: u64) -> Result<Observation, String> {
+    /// A failed look.
+    fn err(why: &str) -> Result<Observation, CheckError> {
+        Err(CheckError::Connect { reason: why.into() })
+    }
+
+    fn primary(lsn: u64) -> Result<Observation, CheckError> {
         Ok(Observation { in_recovery: false, lsn, ..Default::default() })
     }
 
-    fn standby(lsn: u64, from_port: u16) -> Result<Observation, String> {
+    fn standby(lsn: u64, from_port: u16) -> Result<Observation, CheckError> {
         Ok(Observation {
             in_recovery: true,
             lsn,
@@ -671,7 +676,7 @@ mod tests {
         })
     }
 
-    fn check(m: &mut Machine, node: usize, result: Result<Observation, String>) -> Vec<Action> {
+    fn check(m: &mut Machine, node: usize, result: Result<Observation, CheckError>) -> Vec<Action> {
         m.apply(Event::Checked { node, result }, at(0)).actions
     }
 
@@ -706,7 +711,7 @@ mod tests {
     #[test]
     fn a_failed_standby_goes_down_and_comes_back_with_a_failback() {
         let mut m = healthy();
-        assert!(check(&mut m, 1, Err("refused".into())).is_empty());
+        assert!(check(&mut m, 1, err("refused")).is_empty());
         assert_eq!(m.nodes[1].status, Status::Down);
         assert!(!m.snapshot().nodes[1].readable());
         assert_eq!(check(&mut m, 1, standby(100, 5432)), vec![Action::Failback { node: 1 }]);
@@ -717,7 +722,7 @@ mod tests {
     fn without_auto_failback_a_failed_node_waits_for_the_operator() {
         let mut m = machine(3, |c| c.failover.auto_failback = false);
         check(&mut m, 1, standby(0, 5432));
-        check(&mut m, 1, Err("refused".into()));
+        check(&mut m, 1, err("refused"));
         check(&mut m, 1, standby(0, 5432));
         assert_eq!(m.nodes[1].status, Status::Down);
         let out = m.apply(Event::Attach { node: 1 }, at(0));
@@ -728,24 +733,24 @@ mod tests {
     }
 
     /// A standby's answer at failover time: `received` and `replayed`.
-    fn position(received: u64, replayed: u64) -> Result<Observation, String> {
+    fn position(received: u64, replayed: u64) -> Result<Observation, CheckError> {
         Ok(Observation { in_recovery: true, lsn: replayed, received_lsn: received, ..Default::default() })
     }
 
-    fn positions(m: &mut Machine, seen: Vec<(usize, Result<Observation, String>)>) -> Vec<Action> {
+    fn positions(m: &mut Machine, seen: Vec<(usize, Result<Observation, CheckError>)>) -> Vec<Action> {
         m.apply(Event::Positions { failed: 0, seen }, at(0)).actions
     }
 
     #[test]
     fn primary_failure_promotes_the_standby_that_received_the_most_once_and_quarantines_the_old_primary() {
         let mut m = healthy();
-        let actions = check(&mut m, 0, Err("connection refused".into()));
+        let actions = check(&mut m, 0, err("connection refused"));
         // The standbys are asked now; earlier checks' figures do not decide.
         assert_eq!(actions, vec![Action::AskPositions { failed: 0, candidates: vec![1, 2] }]);
         assert_eq!(m.nodes[0].status, Status::Quarantine);
         assert!(!m.snapshot().primary_available());
         // Failing again does not ask again.
-        assert!(check(&mut m, 0, Err("refused".into())).is_empty());
+        assert!(check(&mut m, 0, err("refused")).is_empty());
         // Node 1 replayed more, node 2 received more (its replay is paused):
         // node 2 keeps every commit, node 1 would lose some.
         let actions = positions(&mut m, vec![(1, position(150, 150)), (2, position(200, 90))]);
@@ -771,12 +776,12 @@ mod tests {
         // A check that does not report received WAL falls back on replay.
         assert_eq!(promotion_target(&[(1, position(0, 7)), (2, position(6, 6))], none), Some(1));
         // No answer, or an answer from outside recovery: not a candidate.
-        assert_eq!(promotion_target(&[(1, Err("timeout".into())), (2, primary(99))], none), None);
-        assert_eq!(promotion_target(&[(1, Err("timeout".into())), (2, position(1, 1))], none), Some(2));
+        assert_eq!(promotion_target(&[(1, err("timeout")), (2, primary(99))], none), None);
+        assert_eq!(promotion_target(&[(1, err("timeout")), (2, position(1, 1))], none), Some(2));
         // Preferred (synchronous) standbys first, when any answered.
         let sync2 = |j: usize| j == 2;
         assert_eq!(promotion_target(&[(1, position(10, 10)), (2, position(8, 8))], sync2), Some(2));
-        assert_eq!(promotion_target(&[(1, position(10, 10)), (2, Err("down".into()))], sync2), Some(1));
+        assert_eq!(promotion_target(&[(1, position(10, 10)), (2, err("down"))], sync2), Some(1));
     }
 
     #[test]
@@ -801,7 +806,7 @@ mod tests {
         check(&mut m, 0, Ok(p));
         check(&mut m, 1, standby(100, 5432));
         check(&mut m, 2, standby(100, 5432));
-        check(&mut m, 0, Err("refused".into()));
+        check(&mut m, 0, err("refused"));
         let actions = positions(&mut m, vec![(1, position(120, 120)), (2, position(110, 110))]);
         assert_eq!(actions, vec![Action::Failover { failed: 0, new_main: 2 }]);
     }
@@ -809,20 +814,17 @@ mod tests {
     #[test]
     fn a_failover_with_no_standby_answering_promotes_nothing_and_tries_again_later() {
         let mut m = healthy();
-        check(&mut m, 0, Err("refused".into()));
-        assert!(positions(&mut m, vec![(1, Err("timeout".into())), (2, Err("refused".into()))]).is_empty());
+        check(&mut m, 0, err("refused"));
+        assert!(positions(&mut m, vec![(1, err("timeout")), (2, err("refused"))]).is_empty());
         assert_eq!(m.nodes[0].status, Status::Down, "not quarantined: nothing was promoted");
         // The next failed check asks again.
-        assert_eq!(
-            check(&mut m, 0, Err("refused".into())),
-            vec![Action::AskPositions { failed: 0, candidates: vec![1, 2] }]
-        );
+        assert_eq!(check(&mut m, 0, err("refused")), vec![Action::AskPositions { failed: 0, candidates: vec![1, 2] }]);
     }
 
     #[test]
     fn a_standby_found_promoted_at_failover_time_is_taken_instead_of_promoting_another() {
         let mut m = healthy();
-        check(&mut m, 0, Err("refused".into()));
+        check(&mut m, 0, err("refused"));
         let actions = positions(&mut m, vec![(1, position(100, 100)), (2, primary(120))]);
         assert_eq!(actions, vec![Action::Follow { standby: 1, new_main: 2, old_primary: 0 }]);
         assert_eq!(m.primary(), 2);
@@ -831,7 +833,7 @@ mod tests {
     #[test]
     fn after_a_failover_the_old_primary_stays_out_until_it_streams_as_a_standby() {
         let mut m = healthy();
-        check(&mut m, 0, Err("connection refused".into()));
+        check(&mut m, 0, err("connection refused"));
         positions(&mut m, vec![(1, position(100, 100)), (2, position(90, 90))]);
         // Node 1 answers as a primary: it takes writes, node 2 follows.
         let actions = check(&mut m, 1, primary(120));
@@ -852,7 +854,7 @@ mod tests {
     #[test]
     fn a_failed_failover_hook_lets_the_old_primary_take_writes_again() {
         let mut m = healthy();
-        check(&mut m, 0, Err("refused".into()));
+        check(&mut m, 0, err("refused"));
         positions(&mut m, vec![(1, position(100, 100))]);
         m.apply(Event::FailoverDone { failed: 0, ok: false }, at(0));
         assert_eq!(m.nodes[0].status, Status::Down);
@@ -871,7 +873,7 @@ mod tests {
         assert_eq!((m.primary(), m.nodes[1].status), (0, Status::Quarantine));
         assert!(!m.snapshot().nodes[1].readable());
         // Node 0 dies (no failover hook configured: nothing to run).
-        assert!(check(&mut m, 0, Err("refused".into())).is_empty());
+        assert!(check(&mut m, 0, err("refused")).is_empty());
         assert_eq!(m.nodes[0].status, Status::Down);
         // The claimant is now the one primary: taken.
         let actions = check(&mut m, 1, primary(110));
@@ -887,7 +889,7 @@ mod tests {
     fn passive_discovery_takes_the_first_claimant_after_the_primary_fails() {
         let mut m = healthy();
         m.set_promotes(false);
-        check(&mut m, 0, Err("refused".into()));
+        check(&mut m, 0, err("refused"));
         assert_eq!(m.nodes[0].status, Status::Down, "nothing promoted: not quarantined");
         check(&mut m, 2, primary(95));
         assert_eq!(m.primary(), 2);
@@ -984,12 +986,12 @@ mod tests {
         assert!(!m.apply(Event::Checked { node: 1, result: standby(100, 5432) }, at(0)).changed);
         assert!(!m.apply(Event::Tick, at(0)).changed);
         assert_eq!(m.generation, g);
-        assert!(m.apply(Event::Checked { node: 1, result: Err("x".into()) }, at(0)).changed);
+        assert!(m.apply(Event::Checked { node: 1, result: err("x") }, at(0)).changed);
         assert_eq!(m.snapshot().generation, g + 1);
     }
 
     /// A standby answering from recovery at `lsn`, its last replay `age` ago.
-    fn replayed_ago(lsn: u64, age: u64) -> Result<Observation, String> {
+    fn replayed_ago(lsn: u64, age: u64) -> Result<Observation, CheckError> {
         let mut o = standby(lsn, 5432)?;
         o.replay_age = Duration::from_secs(age);
         Ok(o)
@@ -1015,7 +1017,7 @@ mod tests {
     fn the_search_for_a_primary_times_out_on_the_callers_clock() {
         let mut m = machine(3, |c| c.failover.search_primary_node_timeout = Duration::from_secs(10));
         m.apply(Event::Checked { node: 0, result: primary(100) }, at(0));
-        m.apply(Event::Checked { node: 0, result: Err("refused".into()) }, at(1));
+        m.apply(Event::Checked { node: 0, result: err("refused") }, at(1));
         assert_eq!(m.nodes[0].status, Status::Down);
         assert_eq!(m.nodes[0].last_status_change, at(1).wall, "the status changed at the event's time");
         m.apply(Event::Tick, at(10));

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, Notify};
 
-pub use check::{CheckFuture, HealthCheck, Observation, ReplicaState, SqlHealthCheck};
+pub use check::{CheckError, CheckFuture, HealthCheck, Observation, ReplicaState, SqlHealthCheck};
 pub use hook::{CommandHook, FailoverContext, FailoverHook, HookFuture, NodeInfo};
 
 pub use crate::topology::{NodeState, Role, Snapshot, Status};
@@ -256,13 +256,7 @@ async fn perform(cluster: &Cluster, hooks: &Hooks, machine: &mut Machine, action
             let mut looks = tokio::task::JoinSet::new();
             for &j in &candidates {
                 let check = hooks.check.clone();
-                looks.spawn(async move {
-                    let r = match tokio::time::timeout(timeout, check.check(j)).await {
-                        Ok(r) => r,
-                        Err(_) => Err(format!("timed out after {timeout:?}")),
-                    };
-                    (j, r)
-                });
+                looks.spawn(async move { (j, check::bounded(check.as_ref(), j, timeout).await) });
             }
             let mut seen = Vec::with_capacity(candidates.len());
             while let Some(r) = looks.join_next().await {
@@ -322,8 +316,8 @@ pub(crate) async fn promote(cluster: &Cluster, hooks: &Hooks, node: usize) -> Re
     }
     let deadline = tokio::time::Instant::now() + cluster.config.failover.command_timeout;
     while tokio::time::Instant::now() < deadline {
-        let seen = tokio::time::timeout(cluster.config.health.timeout, hooks.check.check(node)).await;
-        if matches!(seen, Ok(Ok(o)) if !o.in_recovery) {
+        let seen = check::bounded(hooks.check.as_ref(), node, cluster.config.health.timeout).await;
+        if matches!(seen, Ok(o) if !o.in_recovery) {
             return cluster.command(Event::Promoted { node }).await;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
