@@ -27,6 +27,7 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use super::check::{CheckError, Observation};
+use super::hook::HookOutcome;
 use super::{NodeCommandError, NodeState, Role, Snapshot, Status};
 use crate::config::{Config, FalsePrimaryRule};
 
@@ -58,7 +59,7 @@ pub(crate) enum Event {
     /// ([`Action::AskPositions`]), in the order asked.
     Positions { failed: usize, seen: Vec<(usize, Result<Observation, CheckError>)> },
     /// The failover hook for `failed` returned.
-    FailoverDone { failed: usize, ok: bool },
+    FailoverDone { failed: usize, outcome: HookOutcome },
     /// An operator detaches `node`.
     Detach { node: usize },
     /// An operator attaches `node`.
@@ -220,13 +221,14 @@ impl Machine {
                 }
             }
             Event::Positions { failed, seen } => self.positions(failed, seen, &mut out),
-            Event::FailoverDone { failed, ok } => {
-                if !ok && self.nodes.get(failed).is_some_and(|n| n.status == Status::Quarantine) {
+            Event::FailoverDone { failed, outcome } => {
+                let quarantined = self.nodes.get(failed).is_some_and(|n| n.status == Status::Quarantine);
+                if let (HookOutcome::Failed { reason }, true) = (outcome, quarantined) {
                     // Nothing was promoted (as far as we know): the old
                     // primary may take writes again if it returns as one.
                     self.former[failed] = false;
-                    self.set_status(failed, Status::Down, "the failover hook failed", false);
-                    tracing::error!(failed, "failover hook failed: writes wait for a primary to be found");
+                    self.set_status(failed, Status::Down, &format!("the failover hook failed: {reason}"), false);
+                    tracing::error!(failed, %reason, "failover hook failed: writes wait for a primary to be found");
                 }
             }
             Event::Detach { node } => out.result = self.detach(node),
@@ -856,8 +858,10 @@ mod tests {
         let mut m = healthy();
         check(&mut m, 0, err("refused"));
         positions(&mut m, vec![(1, position(100, 100))]);
-        m.apply(Event::FailoverDone { failed: 0, ok: false }, at(0));
+        let reason = crate::cluster::HookFailure::Exited { code: 1 };
+        m.apply(Event::FailoverDone { failed: 0, outcome: HookOutcome::Failed { reason } }, at(0));
         assert_eq!(m.nodes[0].status, Status::Down);
+        assert_eq!(m.nodes[0].cause, "the failover hook failed: the command exited with status 1");
         check(&mut m, 0, primary(100));
         assert_eq!((m.primary(), m.nodes[0].status), (0, Status::Up));
     }

@@ -26,7 +26,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Notify};
 
 pub use check::{CheckError, CheckFuture, HealthCheck, Observation, ReplicaState, SqlHealthCheck};
-pub use hook::{CommandHook, FailoverContext, FailoverHook, HookFuture, NodeInfo};
+pub use hook::{CommandHook, FailoverContext, FailoverHook, HookFailure, HookFuture, HookOutcome, NodeInfo};
 
 pub use crate::topology::{NodeState, Role, Snapshot, Status};
 
@@ -54,9 +54,10 @@ pub enum NodeCommandError {
     /// No failover hook can promote a node.
     #[error("no failover command is configured to promote a node")]
     NoHook,
-    /// The failover hook failed.
-    #[error("the failover command failed")]
-    HookFailed,
+    /// The failover hook failed (how: for the built-in hook, how its
+    /// command ended); nothing changed.
+    #[error("the failover hook failed: {0}")]
+    HookFailed(HookFailure),
     /// The hook succeeded but the node never answered as a primary.
     #[error("node {0} never answered as a primary; writes stay where they were")]
     NeverPromoted(usize),
@@ -271,8 +272,8 @@ async fn perform(cluster: &Cluster, hooks: &Hooks, machine: &mut Machine, action
         Action::Failover { failed, new_main } => {
             let ctx = FailoverContext { subject: info(failed), new_main: info(new_main), old_primary: info(failed) };
             tracing::warn!(failed, new_main, "primary down: running the failover hook");
-            let ok = hooks.failover.failover(&ctx).await;
-            let next = apply_now(cluster, machine, Event::FailoverDone { failed, ok });
+            let outcome = hooks.failover.failover(&ctx).await;
+            let next = apply_now(cluster, machine, Event::FailoverDone { failed, outcome });
             // The new primary is taken when a check sees it out of recovery.
             if let Some(n) = cluster.check_now.get(new_main) {
                 n.notify_one();
@@ -282,12 +283,16 @@ async fn perform(cluster: &Cluster, hooks: &Hooks, machine: &mut Machine, action
         Action::Follow { standby, new_main, old_primary } => {
             let ctx =
                 FailoverContext { subject: info(standby), new_main: info(new_main), old_primary: info(old_primary) };
-            hooks.failover.follow_primary(&ctx).await;
+            if let HookOutcome::Failed { reason } = hooks.failover.follow_primary(&ctx).await {
+                tracing::warn!(standby, new_main, %reason, "the follow-primary hook failed");
+            }
         }
         Action::Failback { node } => {
             let primary = machine.primary();
             let ctx = FailoverContext { subject: info(node), new_main: info(primary), old_primary: info(primary) };
-            hooks.failover.failback(&ctx).await;
+            if let HookOutcome::Failed { reason } = hooks.failover.failback(&ctx).await {
+                tracing::warn!(node, %reason, "the failback hook failed");
+            }
         }
     }
     Vec::new()
@@ -311,8 +316,8 @@ pub(crate) async fn promote(cluster: &Cluster, hooks: &Hooks, node: usize) -> Re
     let info = |i: usize| NodeInfo::of(i, &cluster.config.nodes[i]);
     let ctx = FailoverContext { subject: info(primary), new_main: info(node), old_primary: info(primary) };
     tracing::warn!(node, primary, "switchover requested by the operator: running the failover hook");
-    if !hooks.failover.failover(&ctx).await {
-        return Err(NodeCommandError::HookFailed);
+    if let HookOutcome::Failed { reason } = hooks.failover.failover(&ctx).await {
+        return Err(NodeCommandError::HookFailed(reason));
     }
     let deadline = tokio::time::Instant::now() + cluster.config.failover.command_timeout;
     while tokio::time::Instant::now() < deadline {
