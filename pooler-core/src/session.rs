@@ -841,7 +841,7 @@ async fn relay(
                         // be the primary: it may have been demoted. Check now.
                         let fields = crate::protocol::messages::ErrorFields::new(body);
                         if fields.code() == Some("25006") && node == shared.router.primary() {
-                            shared.cluster.suspect(node, "the primary answered 25006 (read-only transaction)");
+                            shared.cluster.backend_error(node, crate::cluster::BackendError::READ_ONLY_PRIMARY);
                         }
                         down.last_words = fields.ends_session().then(|| Bytes::copy_from_slice(body));
                     } else if t == tag::READY_FOR_QUERY {

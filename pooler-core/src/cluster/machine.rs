@@ -28,6 +28,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::check::{CheckError, Observation};
 use super::hook::HookOutcome;
+use super::report::BackendError;
 use super::{NodeCommandError, NodeState, Role, Snapshot, Status};
 use crate::config::{Config, FalsePrimaryRule};
 
@@ -53,8 +54,9 @@ impl Now {
 pub(crate) enum Event {
     /// A check of `node` finished (after its retries).
     Checked { node: usize, result: Result<Observation, CheckError> },
-    /// A session could not connect to `node` or lost its connection.
-    BackendError { node: usize, hard: bool, error: String },
+    /// A session could not connect to `node`, lost its connection, or saw
+    /// it behave unlike its role.
+    BackendError { node: usize, error: BackendError },
     /// What the standbys said when asked at `failed`'s failover
     /// ([`Action::AskPositions`]), in the order asked.
     Positions { failed: usize, seen: Vec<(usize, Result<Observation, CheckError>)> },
@@ -210,13 +212,13 @@ impl Machine {
                     Err(e) => self.failed(node, &format!("health check failed: {e}"), &mut out),
                 }
             }
-            Event::BackendError { node, hard, error } if node < self.nodes.len() => {
+            Event::BackendError { node, error } if node < self.nodes.len() => {
                 let in_service = matches!(self.nodes[node].status, Status::Up | Status::Waiting);
-                if in_service && hard && self.rules.failover_on_backend_error {
+                if in_service && error.hard() && self.rules.failover_on_backend_error {
                     self.failed(node, &format!("backend error: {error}"), &mut out);
                 } else if in_service && !self.check_asked[node] {
                     self.check_asked[node] = true;
-                    tracing::info!(node, error, "backend error seen by a session: checking the node now");
+                    tracing::info!(node, %error, "backend error seen by a session: checking the node now");
                     out.actions.push(Action::CheckNow(node));
                 }
             }
@@ -934,7 +936,12 @@ mod tests {
     fn backend_errors_ask_for_a_check_or_count_as_one() {
         let mut m = healthy();
         let e = |m: &mut Machine, hard| {
-            m.apply(Event::BackendError { node: 1, hard, error: "reset".into() }, at(0)).actions
+            let error = if hard {
+                BackendError::ConnectionLost { reason: "server connection: connection reset by peer".into() }
+            } else {
+                BackendError::Closed
+            };
+            m.apply(Event::BackendError { node: 1, error }, at(0)).actions
         };
         assert_eq!(e(&mut m, true), vec![Action::CheckNow(1)]);
         assert!(e(&mut m, true).is_empty(), "one check asked for until it reports");

@@ -19,6 +19,7 @@
 mod check;
 mod hook;
 pub(crate) mod machine;
+mod report;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +30,7 @@ pub use check::{CheckError, CheckFuture, HealthCheck, Observation, ReplicaState,
 pub use hook::{CommandHook, FailoverContext, FailoverHook, HookFailure, HookFuture, HookOutcome, NodeInfo};
 
 pub use crate::topology::{NodeState, Role, Snapshot, Status};
+pub(crate) use report::BackendError;
 
 use crate::config::Config;
 use crate::pool::Pools;
@@ -108,17 +110,12 @@ impl Cluster {
         }
     }
 
-    /// A session could not reach `node` (`hard`: refused, timed out or reset)
-    /// or lost it (`hard` false: closed).
-    pub(crate) fn backend_error(&self, node: usize, hard: bool, error: &crate::Error) {
-        let event = Event::BackendError { node, hard, error: error.to_string() };
-        let _ = self.tx.send(Command { event, reply: None });
-    }
-
-    /// A session saw `node` behave unlike its role (`why`): ask for a check
-    /// of it now (once until it reports).
-    pub(crate) fn suspect(&self, node: usize, why: &str) {
-        let event = Event::BackendError { node, hard: false, error: why.to_owned() };
+    /// A session could not reach `node`, lost its connection there, or saw
+    /// it behave unlike its role: the controller checks it now (once until
+    /// the check reports), or counts a [`hard`](BackendError::hard) error as
+    /// a failed check (`failover.failover_on_backend_error`).
+    pub(crate) fn backend_error(&self, node: usize, error: BackendError) {
+        let event = Event::BackendError { node, error };
         let _ = self.tx.send(Command { event, reply: None });
     }
 
