@@ -97,31 +97,30 @@ impl Shared {
         drop(ticket);
     }
 
-    /// A session could not reach `node`, or lost its connection there: the
-    /// read set backs off from it and the cluster controller hears of it
-    /// (an immediate health check, or with `failover_on_backend_error` a
-    /// failed one).
-    ///
-    /// True when this is the first such report about `node` in a second:
-    /// the caller logs it as a warning, and later ones at debug level, so a
-    /// failover does not flood the log with one line per client.
     /// The Query that answers `SHOW pool_nodes` for a session on `node`.
     pub(crate) fn show_pool_nodes(&self, node: usize) -> bytes::BytesMut {
         let snapshot = self.router.snapshot();
         crate::show::rewrite(&snapshot, &self.router.node_stats(), &self.config.health, node)
     }
 
+    /// A session could not reach `node`, or lost its connection there: the
+    /// cluster controller hears of it as a [`crate::cluster::BackendError`]
+    /// (an immediate health check, or with `failover_on_backend_error` a
+    /// failed one), and when the node could not be reached at all the read
+    /// set backs off from it. Other failures (`e` not about the node) report
+    /// nothing and return false.
+    ///
+    /// True when this is the first such report about `node` in a second:
+    /// the caller logs it as a warning, and later ones at debug level, so a
+    /// failover does not flood the log with one line per client.
     pub(crate) fn backend_failed(&self, node: usize, e: &crate::Error) -> bool {
-        let hard = match e {
-            e if e.is_unavailable() => {
-                self.router.note_failure(node);
-                true
-            }
-            crate::Error::ServerIo(_) => true,
-            crate::Error::ServerClosed => false,
-            _ => return false,
+        let Some(report) = crate::cluster::BackendError::of(e) else {
+            return false;
         };
-        self.cluster.backend_error(node, hard, e);
+        if report.unreachable() {
+            self.router.note_failure(node);
+        }
+        self.cluster.backend_error(node, report);
         self.router.first_report(node)
     }
 }

@@ -272,7 +272,8 @@ async fn refuse_too_many(mut stream: TcpStream, shared: Arc<Shared>) {
             }
         }
         let mut out = BytesMut::new();
-        w::error_response(&mut out, Severity::Fatal, "53300", "sorry, too many clients already");
+        let refusal = crate::error::Failure::too_many_clients();
+        w::error_response(&mut out, Severity::Fatal, refusal.sqlstate, &refusal.message());
         stream.write_all(&out).await
     };
     let _ = tokio::time::timeout(Duration::from_secs(5), work).await;

@@ -13,7 +13,7 @@ use crate::auth::{self, ScramServer};
 use crate::backend::{LoginInfo, ServerConn};
 use crate::cancel::CancelTarget;
 use crate::config::{AuthMethod, PoolMode};
-use crate::error::Error;
+use crate::error::{Error, Failure, Stage};
 use crate::metrics as m;
 use crate::params::{param_statements, startup_settings};
 use crate::pool::{Lease, PoolKey};
@@ -85,9 +85,15 @@ impl Client {
     }
 
     async fn send_error(&mut self, severity: Severity, err: &Error) {
-        match err.server_error_frame() {
+        self.send_failure(severity, &err.failure(Stage::Login)).await;
+    }
+
+    /// Sends the ErrorResponse of `failure` (after anything already queued)
+    /// and flushes.
+    async fn send_failure(&mut self, severity: Severity, failure: &Failure<'_>) {
+        match failure.server_frame() {
             Some(frame) => self.out.extend_from_slice(frame),
-            None => w::error_response(&mut self.out, severity, err.sqlstate(), &err.to_string()),
+            None => w::error_response(&mut self.out, severity, failure.sqlstate, &failure.message()),
         }
         let _ = self.flush().await;
     }
@@ -586,50 +592,21 @@ async fn run_session(
     metrics::gauge!(m::CLIENTS_ACTIVE).decrement(1.0);
     drop(cancel);
     if let (Some(n), true) = (end_notice(&outcome.end), outcome.client_can_take_error) {
-        client.send_error(Severity::Fatal, &n).await;
+        client.send_failure(Severity::Fatal, &n).await;
     }
     outcome.end
 }
 
-/// What the client is told when its session ends for `end`, if anything.
-/// Nothing after the server's own FATAL: PostgreSQL's last words are the
-/// client's last message, as on a direct connection.
-fn end_notice(end: &End) -> Option<Error> {
+/// What the client is told when its session ends for `end`, if anything
+/// (the words are [`Error::end_notice`]'s). Nothing after the server's own
+/// FATAL: PostgreSQL's last words are the client's last message, as on a
+/// direct connection.
+fn end_notice(end: &End) -> Option<Failure<'_>> {
     match end {
-        End::Shutdown | End::ForcedShutdown => Some(Error::Refused {
-            code: "57P01",
-            message: "terminating connection due to administrator command".into(),
-        }),
-        End::Failed(e)
-            if e.side() != crate::error::Side::Client
-                || matches!(e, Error::ClientProtocol(_) | Error::Refused { .. }) =>
-        {
-            Some(clone_for_client(e))
-        }
-        _ => None,
-    }
-}
-
-/// A client-facing copy of an error (the original stays in the log).
-fn clone_for_client(e: &Error) -> Error {
-    match e {
-        Error::ServerClosed | Error::ServerIo(_) => Error::Refused {
-            code: "08006",
-            message: "server closed the connection unexpectedly; the query may or may not have run".into(),
-        },
-        // PostgreSQL's own words for it.
-        Error::ClientProtocol(p @ ProtocolError::InvalidMessageType { .. }) => {
-            Error::Refused { code: p.sqlstate(), message: p.to_string() }
-        }
-        // Only relayed messages end a session this way: name the setting.
-        Error::ClientProtocol(ProtocolError::MessageTooLarge { .. })
-        | Error::ServerProtocol(ProtocolError::MessageTooLarge { .. }) => {
-            Error::Refused { code: e.sqlstate(), message: format!("{e} (server.max_message_size)") }
-        }
-        // A server's own ErrorResponse (e.g. 53300 at a connection's login)
-        // reaches the client as the server sent it.
-        Error::Server(frame) => Error::Server(frame.clone()),
-        other => Error::Refused { code: other.sqlstate(), message: other.to_string() },
+        End::Shutdown => Some(Failure::shutdown(false)),
+        End::ForcedShutdown => Some(Failure::shutdown(true)),
+        End::Failed(e) => e.end_notice(),
+        End::Terminated | End::ClientClosed | End::ServerFatal(_) => None,
     }
 }
 

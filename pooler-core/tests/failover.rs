@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use common::*;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use pooler_core::cluster::{CheckFuture, FailoverContext, FailoverHook, HealthCheck, HookFuture, SqlHealthCheck};
+use pooler_core::cluster::{
+    CheckFuture, FailoverContext, FailoverHook, HealthCheck, HookFuture, HookOutcome, SqlHealthCheck,
+};
 use pooler_core::cluster::{NodeCommandError, Role, Status};
 use pooler_core::config::PoolMode;
 
@@ -133,9 +135,15 @@ async fn a_write_during_a_failover_waits_for_the_new_primary_promoted_by_an_embe
             Box::pin(async move {
                 let mut c = tokio_postgres::Config::new();
                 c.host(&ctx.new_main.host).port(ctx.new_main.port).user("postgres").dbname("postgres");
-                let Ok((client, conn)) = c.connect(tokio_postgres::NoTls).await else { return false };
+                let (client, conn) = match c.connect(tokio_postgres::NoTls).await {
+                    Ok(c) => c,
+                    Err(e) => return HookOutcome::failed(format!("cannot reach the new main node: {e}")),
+                };
                 tokio::spawn(conn);
-                client.simple_query("SELECT pg_promote()").await.is_ok()
+                match client.simple_query("SELECT pg_promote()").await {
+                    Ok(_) => HookOutcome::Done,
+                    Err(e) => HookOutcome::failed(format!("pg_promote() failed: {e}")),
+                }
             })
         }
     }

@@ -50,14 +50,128 @@ pub struct ReplicaState {
     pub sync_state: String,
 }
 
-/// The future a check returns: what it saw, or why it could not look.
-pub type CheckFuture<'a> = Pin<Box<dyn Future<Output = Result<Observation, String>> + Send + 'a>>;
+/// Why one look at a node found nothing. Any of them counts as a failed
+/// look: the checker retries (`health.max_retries`), and a node whose last
+/// try failed too is marked down. The variant only says why, in the log and
+/// in the node's `cause` (`SHOW pool_nodes`), through its `Display`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CheckError {
+    /// No connection could be opened: refused, unreachable, closed during
+    /// the login, or turned away by the server (`57P03` starting up, ...).
+    /// `reason` is the pooler's text for it, naming the address.
+    #[error("{reason}")]
+    Connect {
+        /// What went wrong, as the pooler words it.
+        reason: String,
+    },
+    /// The look (or the connection it needed) took longer than `after`:
+    /// `health.timeout` for a whole look, `health.connect_timeout` for the
+    /// connection of the built-in check.
+    #[error("timed out after {after:?}")]
+    TimedOut {
+        /// The limit that passed.
+        after: Duration,
+    },
+    /// The server refused the check's login (`health.user`): a wrong or
+    /// missing password, no `pg_hba.conf` entry, an unsupported method.
+    #[error("authentication refused: {reason}")]
+    AuthRefused {
+        /// The server's message, or why the pooler could not log in.
+        reason: String,
+    },
+    /// The connection was open, and the probe query failed on the server.
+    #[error("probe query failed: {sqlstate} {message}")]
+    QueryFailed {
+        /// The server's SQLSTATE.
+        sqlstate: String,
+        /// The server's message.
+        message: String,
+    },
+    /// The connection broke during the look (reset, closed by the server).
+    #[error("connection lost: {reason}")]
+    ConnectionLost {
+        /// What the socket said.
+        reason: String,
+    },
+    /// The node answered something that is not an answer to the probe (it
+    /// broke the protocol, or a row could not be read).
+    #[error("malformed answer: {reason}")]
+    Malformed {
+        /// What was wrong with it.
+        reason: String,
+    },
+    /// Any other reason, in the words of the check that failed (for checks
+    /// written by an embedding service).
+    #[error("{message}")]
+    Other {
+        /// The check's own message.
+        message: String,
+    },
+}
 
-/// One look at node `node` (index in `[[nodes]]`). The checker bounds it by
-/// `health.timeout` (dropping the future) and retries failures itself, so an
-/// implementation makes one attempt.
+impl CheckError {
+    /// [`CheckError::Other`] with `message`.
+    pub fn other(message: impl Into<String>) -> CheckError {
+        CheckError::Other { message: message.into() }
+    }
+
+    /// How the built-in check words a failure to open its connection.
+    fn connecting(e: crate::Error, connect_timeout: Duration) -> CheckError {
+        use crate::Error as E;
+        match e {
+            E::ConnectTimeout { .. } => CheckError::TimedOut { after: connect_timeout },
+            E::ServerAuth(reason) => CheckError::AuthRefused { reason },
+            // Class 28, invalid authorization: the server refused the login.
+            E::Server(frame) if error_fields(&frame).code().is_some_and(|c| c.starts_with("28")) => {
+                CheckError::AuthRefused { reason: error_fields(&frame).message().unwrap_or("(no message)").to_owned() }
+            }
+            E::ServerProtocol(p) => CheckError::Malformed { reason: p.to_string() },
+            e => CheckError::Connect { reason: e.to_string() },
+        }
+    }
+
+    /// How the built-in check words a failure of its probe query.
+    fn querying(e: crate::Error) -> CheckError {
+        use crate::Error as E;
+        match e {
+            E::Server(frame) => {
+                let f = error_fields(&frame);
+                CheckError::QueryFailed {
+                    sqlstate: f.code().unwrap_or("XX000").to_owned(),
+                    message: f.message().unwrap_or("(no message)").to_owned(),
+                }
+            }
+            E::ServerIo(e) => CheckError::ConnectionLost { reason: e.to_string() },
+            e @ E::ServerClosed => CheckError::ConnectionLost { reason: e.to_string() },
+            E::ServerProtocol(p) => CheckError::Malformed { reason: p.to_string() },
+            e => CheckError::Other { message: e.to_string() },
+        }
+    }
+}
+
+/// The fields of an ErrorResponse frame (header included).
+fn error_fields(frame: &bytes::Bytes) -> crate::protocol::messages::ErrorFields<'_> {
+    crate::protocol::messages::ErrorFields::new(frame.get(5..).unwrap_or_default())
+}
+
+/// The future a check returns: what it saw, or why it could not look.
+pub type CheckFuture<'a> = Pin<Box<dyn Future<Output = Result<Observation, CheckError>> + Send + 'a>>;
+
+/// One look at a node, for the controller: the built-in [`SqlHealthCheck`],
+/// or an embedding service's own (`Pooler::with_health_check`). A check
+/// reports; the controller decides what a result means for the node.
 pub trait HealthCheck: Send + Sync + 'static {
-    /// Looks at `node`.
+    /// Looks at `node` (index in `[[nodes]]`) once. Called by the node's
+    /// checker every `health.period`, at once when a session reported the
+    /// node failing, again after a failed look (up to `health.max_retries`
+    /// times, `health.retry_delay` apart), and on every standby when the
+    /// primary fails (to compare their WAL positions). Each call is bounded
+    /// by `health.timeout`: a future still running then is dropped and the
+    /// look counts as [`CheckError::TimedOut`]. There is no default.
+    ///
+    /// `Ok` is what the node said; its `in_recovery` decides the node's
+    /// role. `Err` is a failed look, whichever the variant.
     fn check(&self, node: usize) -> CheckFuture<'_>;
 }
 
@@ -108,18 +222,20 @@ impl SqlHealthCheck {
         }
     }
 
-    async fn look(&self, node: usize) -> Result<Observation, crate::Error> {
+    async fn look(&self, node: usize) -> Result<Observation, CheckError> {
         let (Some(addr), Some(slot)) = (self.nodes.get(node), self.conns.get(node)) else {
-            return Err(crate::Error::Refused { code: "08001", message: format!("node {node} is not configured") });
+            return Err(CheckError::Connect { reason: format!("node {node} is not configured") });
         };
         let mut slot = slot.lock().await;
         // Taken out while in use: a look cut short by its timeout drops the
         // connection instead of leaving a half-read answer for the next one.
         let mut conn = match slot.take() {
             Some(c) if c.is_alive() => c,
-            _ => ServerConn::connect(addr, &self.login, self.connect_timeout, self.max_message).await?,
+            _ => ServerConn::connect(addr, &self.login, self.connect_timeout, self.max_message)
+                .await
+                .map_err(|e| CheckError::connecting(e, self.connect_timeout))?,
         };
-        let row = conn.query_row(PROBE).await?;
+        let row = conn.query_row(PROBE).await.map_err(CheckError::querying)?;
         *slot = Some(conn);
         Ok(parse_row(&row))
     }
@@ -127,7 +243,7 @@ impl SqlHealthCheck {
 
 impl HealthCheck for SqlHealthCheck {
     fn check(&self, node: usize) -> CheckFuture<'_> {
-        Box::pin(async move { self.look(node).await.map_err(|e| e.to_string()) })
+        Box::pin(self.look(node))
     }
 }
 
@@ -159,6 +275,16 @@ pub(crate) fn parse_row(row: &[Option<String>]) -> Observation {
     }
 }
 
+/// One look at `node`, bounded by `timeout` ([`CheckError::TimedOut`] when it
+/// passes).
+pub(crate) async fn bounded(
+    check: &dyn HealthCheck,
+    node: usize,
+    timeout: Duration,
+) -> Result<Observation, CheckError> {
+    tokio::time::timeout(timeout, check.check(node)).await.unwrap_or(Err(CheckError::TimedOut { after: timeout }))
+}
+
 /// Checks `node` every period, or at once when asked, until dropped.
 pub(crate) async fn run(cluster: Arc<super::Cluster>, check: Arc<dyn HealthCheck>, node: usize) {
     let cfg = cluster.config.health.clone();
@@ -172,15 +298,12 @@ pub(crate) async fn run(cluster: Arc<super::Cluster>, check: Arc<dyn HealthCheck
             _ = tick.tick() => {}
             _ = now.notified() => tick.reset(),
         }
-        let mut result = Err(String::new());
+        let mut result = Err(CheckError::TimedOut { after: cfg.timeout });
         for attempt in 0..=cfg.max_retries {
             if attempt > 0 {
                 tokio::time::sleep(cfg.retry_delay).await;
             }
-            result = match tokio::time::timeout(cfg.timeout, check.check(node)).await {
-                Ok(r) => r,
-                Err(_) => Err(format!("timed out after {:?}", cfg.timeout)),
-            };
+            result = bounded(check.as_ref(), node, cfg.timeout).await;
             match &result {
                 Ok(_) => break,
                 Err(e) => tracing::debug!(node, attempt, error = %e, "health check failed"),
@@ -224,5 +347,66 @@ mod tests {
         assert_eq!(primary.replicas[1], ReplicaState { application_name: "b".into(), ..Default::default() });
         // Garbage never panics; it reads as nothing known.
         assert_eq!(parse_row(&[s("x"), s("zz"), s("-"), None]), Observation::default());
+    }
+
+    fn server(code: &str) -> crate::Error {
+        let mut b = bytes::BytesMut::new();
+        crate::protocol::write::error_response(
+            &mut b,
+            crate::protocol::write::Severity::Fatal,
+            code,
+            "said the server",
+        );
+        crate::Error::Server(b.freeze())
+    }
+
+    #[test]
+    fn the_built_in_check_says_precisely_why_a_look_failed() {
+        use crate::protocol::ProtocolError;
+        use crate::Error as E;
+        let t = Duration::from_secs(2);
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let c = CheckError::connecting(E::Connect { addr: "db1:5432".into(), source: refused }, t);
+        assert!(matches!(&c, CheckError::Connect { reason } if reason.contains("db1:5432")), "{c}");
+        assert_eq!(
+            CheckError::connecting(E::ConnectTimeout { addr: "db1:5432".into() }, t),
+            CheckError::TimedOut { after: t }
+        );
+        assert_eq!(
+            CheckError::connecting(server("28P01"), t),
+            CheckError::AuthRefused { reason: "said the server".into() }
+        );
+        assert_eq!(
+            CheckError::connecting(E::ServerAuth("no password for user \"h\"".into()), t),
+            CheckError::AuthRefused { reason: "no password for user \"h\"".into() }
+        );
+        let starting = CheckError::connecting(server("57P03"), t);
+        assert!(matches!(&starting, CheckError::Connect { reason } if reason.contains("57P03")), "{starting}");
+        let garbage = CheckError::connecting(E::ServerProtocol(ProtocolError::Malformed("bad")), t);
+        assert!(matches!(garbage, CheckError::Malformed { .. }));
+        assert_eq!(
+            CheckError::querying(server("42883")),
+            CheckError::QueryFailed { sqlstate: "42883".into(), message: "said the server".into() }
+        );
+        assert!(matches!(CheckError::querying(E::ServerClosed), CheckError::ConnectionLost { .. }));
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert!(matches!(CheckError::querying(E::ServerIo(reset)), CheckError::ConnectionLost { .. }));
+        let bad_row = CheckError::querying(E::ServerProtocol(ProtocolError::Malformed("DataRow")));
+        assert!(matches!(bad_row, CheckError::Malformed { .. }));
+        // The node's cause reads as before: the words, not the variant.
+        assert_eq!(CheckError::TimedOut { after: t }.to_string(), "timed out after 2s");
+        assert_eq!(CheckError::other("custom").to_string(), "custom");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_look_that_outlasts_the_timeout_is_a_timed_out_failure() {
+        struct Hangs;
+        impl HealthCheck for Hangs {
+            fn check(&self, _node: usize) -> CheckFuture<'_> {
+                Box::pin(std::future::pending())
+            }
+        }
+        let limit = Duration::from_secs(3);
+        assert_eq!(bounded(&Hangs, 0, limit).await, Err(CheckError::TimedOut { after: limit }));
     }
 }

@@ -20,8 +20,83 @@ use tokio::io::AsyncReadExt;
 
 use crate::config::{FailoverConfig, NodeConfig};
 
-/// The future a hook returns: true when it succeeded.
-pub type HookFuture<'a> = Pin<Box<dyn Future<Output = bool> + Send + 'a>>;
+/// What one hook call came to. The hook reports; the controller decides
+/// what follows (see each [`FailoverHook`] method).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HookOutcome {
+    /// The hook did what it was asked.
+    Done,
+    /// There was nothing to do (no command configured, or a default
+    /// method): the controller goes on as after [`HookOutcome::Done`].
+    Skipped,
+    /// The hook failed; `reason` says how.
+    Failed {
+        /// How it failed.
+        reason: HookFailure,
+    },
+}
+
+impl HookOutcome {
+    /// [`HookOutcome::Failed`] with an embedding service's own `message`
+    /// ([`HookFailure::Other`]).
+    pub fn failed(message: impl Into<String>) -> HookOutcome {
+        HookOutcome::Failed { reason: HookFailure::Other { message: message.into() } }
+    }
+
+    /// Done or skipped: anything but a failure.
+    pub fn succeeded(&self) -> bool {
+        !matches!(self, HookOutcome::Failed { .. })
+    }
+
+    /// Why it failed, if it did.
+    pub fn failure(&self) -> Option<&HookFailure> {
+        match self {
+            HookOutcome::Failed { reason } => Some(reason),
+            HookOutcome::Done | HookOutcome::Skipped => None,
+        }
+    }
+}
+
+/// How a hook failed: for [`CommandHook`], how its command ended.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HookFailure {
+    /// The command exited with a status other than 0.
+    #[error("the command exited with status {code}")]
+    Exited {
+        /// Its exit status.
+        code: i32,
+    },
+    /// The command was killed by a signal (not by the pooler).
+    #[error("the command was killed by signal {signal}")]
+    Killed {
+        /// The signal's number.
+        signal: i32,
+    },
+    /// The command ran past `failover.command_timeout` and was killed.
+    #[error("the command timed out after {after:?} and was killed")]
+    TimedOut {
+        /// The timeout in force.
+        after: Duration,
+    },
+    /// The command could not be started (`sh` missing, no process left).
+    #[error("the command could not be started: {reason}")]
+    NotStarted {
+        /// The operating system's error.
+        reason: String,
+    },
+    /// Any other failure, in the hook's own words (for hooks written by an
+    /// embedding service).
+    #[error("{message}")]
+    Other {
+        /// The hook's message.
+        message: String,
+    },
+}
+
+/// The future a hook returns: what the call came to.
+pub type HookFuture<'a> = Pin<Box<dyn Future<Output = HookOutcome> + Send + 'a>>;
 
 /// A node as hooks see it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,32 +130,58 @@ pub struct FailoverContext {
 }
 
 /// What the controller runs at failover, after a primary change and at
-/// failback. Each call is awaited before the controller goes on (as pgpool
-/// serializes failover), so a hook should bound its own run time.
+/// failback: the built-in [`CommandHook`], or an embedding service's own
+/// (`Pooler::with_failover_hook`). Each call is awaited before the
+/// controller goes on (as pgpool serializes failover), so a hook should
+/// bound its own run time. A hook acts on the servers and reports; the
+/// controller changes the pooler's state.
 pub trait FailoverHook: Send + Sync + 'static {
-    /// True when [`FailoverHook::failover`] can promote a node; without it the
-    /// pooler only discovers a primary promoted by another tool.
+    /// Asked once when the controller starts: true when
+    /// [`FailoverHook::failover`] can promote a node. False: the primary
+    /// failing only marks it down, and the pooler waits to discover a
+    /// primary promoted by another tool; `Pooler::promote_node` is refused.
+    /// There is no default.
     fn promotes(&self) -> bool;
-    /// The primary `ctx.subject` failed (or an operator asked for a
-    /// switchover): promote `ctx.new_main`. The pooler moves writes only once
-    /// that node answers as a primary.
+    /// Called when the primary `ctx.subject` failed (every standby in
+    /// service was asked what it received, and `ctx.new_main` received the
+    /// most), or an operator asked for a switchover to `ctx.new_main`
+    /// (`Pooler::promote_node`): promote `ctx.new_main`. Never called when
+    /// [`FailoverHook::promotes`] is false. There is no default.
+    ///
+    /// [`HookOutcome::Done`] or [`HookOutcome::Skipped`]: the pooler moves
+    /// writes only once `ctx.new_main` answers a check as a primary.
+    /// [`HookOutcome::Failed`]: after a failure, the old primary is marked
+    /// down instead of quarantined (nothing was promoted, so it may take
+    /// writes again if it comes back as the primary); after a switchover,
+    /// `promote_node` returns `NodeCommandError::HookFailed` with the reason
+    /// and nothing changes.
     fn failover<'a>(&'a self, ctx: &'a FailoverContext) -> HookFuture<'a>;
-    /// `ctx.new_main` is the new primary: make `ctx.subject` follow it.
+    /// Called for every other node once `ctx.new_main` became the primary
+    /// (after a failover, a switchover or a promotion found by a check):
+    /// make `ctx.subject` follow it. The outcome is logged (a failure as a
+    /// warning) and changes nothing: the node's checks say whether it
+    /// follows. The default does nothing and returns
+    /// [`HookOutcome::Skipped`].
     fn follow_primary<'a>(&'a self, ctx: &'a FailoverContext) -> HookFuture<'a> {
         let _ = ctx;
-        Box::pin(async { true })
+        Box::pin(async { HookOutcome::Skipped })
     }
-    /// `ctx.subject` is back in service.
+    /// Called when `ctx.subject` is back in service: a check passed again
+    /// with `failover.auto_failback` on, or an operator attached it. The
+    /// outcome is logged (a failure as a warning) and changes nothing. The
+    /// default does nothing and returns [`HookOutcome::Skipped`].
     fn failback<'a>(&'a self, ctx: &'a FailoverContext) -> HookFuture<'a> {
         let _ = ctx;
-        Box::pin(async { true })
+        Box::pin(async { HookOutcome::Skipped })
     }
 }
 
 /// The built-in hook: `failover.command`, `failover.follow_primary_command`
 /// and `failover.failback_command`, each run with `sh -c` after placeholder
-/// expansion, bounded by `failover.command_timeout`, output logged. An empty
-/// command does nothing (and succeeds).
+/// expansion, bounded by `failover.command_timeout`, output logged. Exit
+/// status 0 is [`HookOutcome::Done`]; anything else is
+/// [`HookOutcome::Failed`] with how the command ended. An empty command does
+/// nothing ([`HookOutcome::Skipped`]).
 #[derive(Clone, Debug)]
 pub struct CommandHook {
     config: FailoverConfig,
@@ -95,7 +196,7 @@ impl CommandHook {
     fn run_template<'a>(&'a self, what: &'static str, template: &'a str, ctx: &'a FailoverContext) -> HookFuture<'a> {
         Box::pin(async move {
             if template.is_empty() {
-                return true;
+                return HookOutcome::Skipped;
             }
             run(what, &expand(template, ctx), self.config.command_timeout).await
         })
@@ -153,9 +254,9 @@ pub(crate) fn expand(template: &str, r: &FailoverContext) -> String {
     out
 }
 
-/// Runs `command` with `sh -c`, up to `timeout`, logging its output. True
+/// Runs `command` with `sh -c`, up to `timeout`, logging its output. Done
 /// when it exited with status 0.
-pub(crate) async fn run(what: &str, command: &str, timeout: Duration) -> bool {
+pub(crate) async fn run(what: &str, command: &str, timeout: Duration) -> HookOutcome {
     tracing::warn!(what, command, "running failover command");
     let child = tokio::process::Command::new("sh")
         .arg("-c")
@@ -169,7 +270,7 @@ pub(crate) async fn run(what: &str, command: &str, timeout: Duration) -> bool {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(what, error = %e, "cannot start the command");
-            return false;
+            return HookOutcome::Failed { reason: HookFailure::NotStarted { reason: e.to_string() } };
         }
     };
     let (mut out, mut err) = (child.stdout.take(), child.stderr.take());
@@ -195,23 +296,35 @@ pub(crate) async fn run(what: &str, command: &str, timeout: Duration) -> bool {
             match status {
                 Ok(s) if s.success() => {
                     tracing::warn!(what, "failover command succeeded");
-                    true
+                    HookOutcome::Done
                 }
                 Ok(s) => {
                     tracing::error!(what, status = %s, "failover command failed");
-                    false
+                    HookOutcome::Failed { reason: exit_failure(s) }
                 }
                 Err(e) => {
                     tracing::error!(what, error = %e, "failover command failed");
-                    false
+                    HookOutcome::failed(format!("waiting for the command failed: {e}"))
                 }
             }
         }
         Err(_) => {
             tracing::error!(what, ?timeout, "failover command timed out and was killed");
-            false
+            HookOutcome::Failed { reason: HookFailure::TimedOut { after: timeout } }
         }
     }
+}
+
+/// How a command that did not exit with 0 ended.
+fn exit_failure(status: std::process::ExitStatus) -> HookFailure {
+    if let Some(code) = status.code() {
+        return HookFailure::Exited { code };
+    }
+    #[cfg(unix)]
+    if let Some(signal) = std::os::unix::process::ExitStatusExt::signal(&status) {
+        return HookFailure::Killed { signal };
+    }
+    HookFailure::Other { message: status.to_string() }
 }
 
 #[cfg(test)]
@@ -234,8 +347,38 @@ mod tests {
 
     #[tokio::test]
     async fn commands_report_success_failure_and_timeouts() {
-        assert!(run("test", "echo promoted; true", Duration::from_secs(5)).await);
-        assert!(!run("test", "echo nope >&2; exit 3", Duration::from_secs(5)).await);
-        assert!(!run("test", "sleep 5", Duration::from_millis(100)).await);
+        let failed = |reason| HookOutcome::Failed { reason };
+        assert_eq!(run("test", "echo promoted; true", Duration::from_secs(5)).await, HookOutcome::Done);
+        assert_eq!(
+            run("test", "echo nope >&2; exit 3", Duration::from_secs(5)).await,
+            failed(HookFailure::Exited { code: 3 })
+        );
+        assert_eq!(
+            run("test", "sleep 5", Duration::from_millis(100)).await,
+            failed(HookFailure::TimedOut { after: Duration::from_millis(100) })
+        );
+        assert_eq!(run("test", "kill -9 $$", Duration::from_secs(5)).await, failed(HookFailure::Killed { signal: 9 }));
+    }
+
+    #[tokio::test]
+    async fn an_empty_command_is_skipped_and_default_methods_skip() {
+        struct OnlyPromotes;
+        impl FailoverHook for OnlyPromotes {
+            fn promotes(&self) -> bool {
+                true
+            }
+            fn failover<'a>(&'a self, _ctx: &'a FailoverContext) -> HookFuture<'a> {
+                Box::pin(async { HookOutcome::failed("no tool here") })
+            }
+        }
+        let n = node(0, "db0", 5432, "/d0");
+        let ctx = FailoverContext { subject: n.clone(), new_main: n.clone(), old_primary: n };
+        let hook = CommandHook::new(&FailoverConfig::default());
+        assert!(!hook.promotes());
+        assert_eq!(hook.follow_primary(&ctx).await, HookOutcome::Skipped);
+        assert_eq!(OnlyPromotes.failback(&ctx).await, HookOutcome::Skipped);
+        let out = OnlyPromotes.failover(&ctx).await;
+        assert!(!out.succeeded());
+        assert_eq!(out.failure().map(|r| r.to_string()).as_deref(), Some("no tool here"));
     }
 }

@@ -1,6 +1,7 @@
 //! The cluster state machine: events in, a new state and actions out. No I/O
-//! and no clock of its own (the caller passes the time), so every transition
-//! is tested here without a server.
+//! and no clock of its own: every time it uses is the [`Now`] its caller
+//! passes to [`Machine::new`] and [`Machine::apply`], so every transition,
+//! timed ones included, is tested here without a server and without sleeping.
 //!
 //! The rules:
 //! - A failed check (retries included) puts an up node `down`; a passing one
@@ -25,22 +26,42 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use super::check::Observation;
+use super::check::{CheckError, Observation};
+use super::hook::HookOutcome;
+use super::report::BackendError;
 use super::{NodeCommandError, NodeState, Role, Snapshot, Status};
 use crate::config::{Config, FalsePrimaryRule};
+
+/// The time of an event, as the caller read it: the machine reads no clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Now {
+    /// For durations: how long the primary has been missing, whether it
+    /// moved on since a standby's last replay.
+    pub(crate) mono: Instant,
+    /// For what is shown: a node's `last_status_change`.
+    pub(crate) wall: SystemTime,
+}
+
+impl Now {
+    /// Both clocks, read now (what the controller passes).
+    pub(crate) fn read() -> Now {
+        Now { mono: Instant::now(), wall: SystemTime::now() }
+    }
+}
 
 /// What can happen to the cluster.
 #[derive(Debug)]
 pub(crate) enum Event {
     /// A check of `node` finished (after its retries).
-    Checked { node: usize, result: Result<Observation, String> },
-    /// A session could not connect to `node` or lost its connection.
-    BackendError { node: usize, hard: bool, error: String },
+    Checked { node: usize, result: Result<Observation, CheckError> },
+    /// A session could not connect to `node`, lost its connection, or saw
+    /// it behave unlike its role.
+    BackendError { node: usize, error: BackendError },
     /// What the standbys said when asked at `failed`'s failover
     /// ([`Action::AskPositions`]), in the order asked.
-    Positions { failed: usize, seen: Vec<(usize, Result<Observation, String>)> },
+    Positions { failed: usize, seen: Vec<(usize, Result<Observation, CheckError>)> },
     /// The failover hook for `failed` returned.
-    FailoverDone { failed: usize, ok: bool },
+    FailoverDone { failed: usize, outcome: HookOutcome },
     /// An operator detaches `node`.
     Detach { node: usize },
     /// An operator attaches `node`.
@@ -120,14 +141,17 @@ pub(crate) struct Machine {
     former: Vec<bool>,
     /// Per node: an immediate check was asked for and has not reported yet.
     check_asked: Vec<bool>,
+    /// The time of the event being applied (of the creation before any):
+    /// the only time the machine knows.
+    now: Now,
 }
 
 impl Machine {
-    /// Every node waiting, the first one the primary; with one node (never
-    /// checked), that node is up.
-    pub(crate) fn new(config: &Config) -> Machine {
+    /// Every node waiting since `now`, the first one the primary; with one
+    /// node (never checked), that node is up.
+    pub(crate) fn new(config: &Config, now: Now) -> Machine {
         let checked = config.nodes.len() > 1;
-        let nodes = Snapshot::initial(config, SystemTime::now()).nodes;
+        let nodes = Snapshot::initial(config, now.wall).nodes;
         let f = &config.failover;
         Machine {
             seen: config.nodes.iter().map(|_| None).collect(),
@@ -155,6 +179,7 @@ impl Machine {
             search_reported: false,
             primary_lsn: 0,
             primary_moved_at: None,
+            now,
         }
     }
 
@@ -174,36 +199,38 @@ impl Machine {
         Snapshot { generation: self.generation, primary: self.primary, nodes: self.nodes.clone() }
     }
 
-    /// Applies one event.
-    pub(crate) fn apply(&mut self, event: Event, now: Instant) -> Outcome {
+    /// Applies one event, which happened at `now`.
+    pub(crate) fn apply(&mut self, event: Event, now: Now) -> Outcome {
+        self.now = now;
         let before = (self.primary, self.nodes.clone());
         let mut out = Outcome { actions: Vec::new(), changed: false, result: Ok(()) };
         match event {
             Event::Checked { node, result } if node < self.nodes.len() => {
                 self.check_asked[node] = false;
                 match result {
-                    Ok(o) => self.checked_ok(node, o, now, &mut out),
-                    Err(e) => self.failed(node, &format!("health check failed: {e}"), now, &mut out),
+                    Ok(o) => self.checked_ok(node, o, &mut out),
+                    Err(e) => self.failed(node, &format!("health check failed: {e}"), &mut out),
                 }
             }
-            Event::BackendError { node, hard, error } if node < self.nodes.len() => {
+            Event::BackendError { node, error } if node < self.nodes.len() => {
                 let in_service = matches!(self.nodes[node].status, Status::Up | Status::Waiting);
-                if in_service && hard && self.rules.failover_on_backend_error {
-                    self.failed(node, &format!("backend error: {error}"), now, &mut out);
+                if in_service && error.hard() && self.rules.failover_on_backend_error {
+                    self.failed(node, &format!("backend error: {error}"), &mut out);
                 } else if in_service && !self.check_asked[node] {
                     self.check_asked[node] = true;
-                    tracing::info!(node, error, "backend error seen by a session: checking the node now");
+                    tracing::info!(node, %error, "backend error seen by a session: checking the node now");
                     out.actions.push(Action::CheckNow(node));
                 }
             }
             Event::Positions { failed, seen } => self.positions(failed, seen, &mut out),
-            Event::FailoverDone { failed, ok } => {
-                if !ok && self.nodes.get(failed).is_some_and(|n| n.status == Status::Quarantine) {
+            Event::FailoverDone { failed, outcome } => {
+                let quarantined = self.nodes.get(failed).is_some_and(|n| n.status == Status::Quarantine);
+                if let (HookOutcome::Failed { reason }, true) = (outcome, quarantined) {
                     // Nothing was promoted (as far as we know): the old
                     // primary may take writes again if it returns as one.
                     self.former[failed] = false;
-                    self.set_status(failed, Status::Down, "the failover hook failed", false);
-                    tracing::error!(failed, "failover hook failed: writes wait for a primary to be found");
+                    self.set_status(failed, Status::Down, &format!("the failover hook failed: {reason}"), false);
+                    tracing::error!(failed, %reason, "failover hook failed: writes wait for a primary to be found");
                 }
             }
             Event::Detach { node } => out.result = self.detach(node),
@@ -220,7 +247,7 @@ impl Machine {
                 tracing::debug!(node, "event about an unknown node ignored");
             }
         }
-        self.watch_primary_search(now);
+        self.watch_primary_search();
         out.changed = (self.primary, &self.nodes) != (before.0, &before.1);
         if out.changed {
             self.generation += 1;
@@ -228,7 +255,7 @@ impl Machine {
         out
     }
 
-    fn checked_ok(&mut self, i: usize, o: Observation, now: Instant, out: &mut Outcome) {
+    fn checked_ok(&mut self, i: usize, o: Observation, out: &mut Outcome) {
         let pg_role = if o.in_recovery { Role::Standby } else { Role::Primary };
         {
             let n = &mut self.nodes[i];
@@ -238,7 +265,7 @@ impl Machine {
         }
         self.seen[i] = Some(o.clone());
         if i == self.primary {
-            self.primary_checked(i, &o, now, out);
+            self.primary_checked(i, &o, out);
             return;
         }
         if o.in_recovery {
@@ -249,7 +276,7 @@ impl Machine {
     }
 
     /// The current primary answered.
-    fn primary_checked(&mut self, i: usize, o: &Observation, now: Instant, out: &mut Outcome) {
+    fn primary_checked(&mut self, i: usize, o: &Observation, out: &mut Outcome) {
         if o.in_recovery {
             // Demoted by something else: writes will fail (read-only) until
             // another node answers as the primary; look at the others now
@@ -279,7 +306,7 @@ impl Machine {
         }
         if o.lsn > self.primary_lsn || self.primary_moved_at.is_none() {
             self.primary_lsn = o.lsn;
-            self.primary_moved_at = Some(now);
+            self.primary_moved_at = Some(self.now.mono);
         }
         for (j, name) in self.rules.application_names.iter().enumerate() {
             let replica = name.as_ref().and_then(|name| o.replicas.iter().find(|r| &r.application_name == name));
@@ -298,7 +325,7 @@ impl Machine {
         let primary_ok = self.nodes[self.primary].pg_role == Role::Primary;
         let lag_bytes = if primary_ok { self.primary_lsn.saturating_sub(o.lsn) } else { 0 };
         // Replay age only means lag while the primary has moved on since.
-        let moved_since = self.primary_moved_at.is_some_and(|t| t.elapsed() < o.replay_age);
+        let moved_since = self.primary_moved_at.is_some_and(|t| self.now.mono.duration_since(t) < o.replay_age);
         let by_bytes = self.rules.lag_bytes > 0 && lag_bytes > self.rules.lag_bytes;
         let by_time =
             !self.rules.lag_time.is_zero() && lag_bytes > 0 && o.replay_age > self.rules.lag_time && moved_since;
@@ -396,7 +423,7 @@ impl Machine {
     }
 
     /// Node `i` failed (a check, or a backend error counted as one).
-    fn failed(&mut self, i: usize, cause: &str, now: Instant, out: &mut Outcome) {
+    fn failed(&mut self, i: usize, cause: &str, out: &mut Outcome) {
         {
             let n = &mut self.nodes[i];
             n.pg_up = false;
@@ -409,7 +436,7 @@ impl Machine {
         if i != self.primary {
             return;
         }
-        self.primary_lost_at.get_or_insert(now);
+        self.primary_lost_at.get_or_insert(self.now.mono);
         if self.failover_ran_for == Some(i) {
             return;
         }
@@ -438,7 +465,7 @@ impl Machine {
     }
 
     /// The standbys answered at `failed`'s failover: promote the best one.
-    fn positions(&mut self, failed: usize, seen: Vec<(usize, Result<Observation, String>)>, out: &mut Outcome) {
+    fn positions(&mut self, failed: usize, seen: Vec<(usize, Result<Observation, CheckError>)>, out: &mut Outcome) {
         if self.failover_ran_for != Some(failed) || self.promoting.is_some() || failed != self.primary {
             tracing::debug!(failed, "standby positions for a failover no longer under way: ignored");
             return;
@@ -556,7 +583,8 @@ impl Machine {
         Ok(())
     }
 
-    fn watch_primary_search(&mut self, now: Instant) {
+    fn watch_primary_search(&mut self) {
+        let now = self.now.mono;
         let available = crate::topology::primary_available(&self.nodes, self.primary);
         if available {
             self.primary_lost_at = None;
@@ -584,7 +612,7 @@ impl Machine {
         let was = n.status;
         n.status = status;
         n.cause = cause.to_owned();
-        n.last_status_change = SystemTime::now();
+        n.last_status_change = self.now.wall;
         if warn {
             tracing::warn!(node = i, from = was.as_str(), to = status.as_str(), cause, "node status changed");
         } else {
@@ -598,7 +626,7 @@ impl Machine {
 /// answered), the one that received the most WAL; then the one that
 /// replayed the most; then the lowest index. `None` when none answered.
 pub(crate) fn promotion_target(
-    seen: &[(usize, Result<Observation, String>)],
+    seen: &[(usize, Result<Observation, CheckError>)],
     preferred: impl Fn(usize) -> bool,
 ) -> Option<usize> {
     let live = || seen.iter().filter_map(|(j, r)| r.as_ref().ok().filter(|o| o.in_recovery).map(|o| (*j, o)));
@@ -618,14 +646,31 @@ mod tests {
         let mut c = Config::with_nodes((0..n).map(|i| NodeConfig::new("127.0.0.1", 5432 + i as u16)).collect());
         c.health.lag_threshold_bytes = 1000;
         f(&mut c);
-        Machine::new(&c)
+        Machine::new(&c, t0())
     }
 
-    fn primary(lsn: u64) -> Result<Observation, String> {
+    /// The fake clock's start: tests move time by hand, never by sleeping.
+    fn t0() -> Now {
+        static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        Now { mono: *START.get_or_init(Instant::now), wall: SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000) }
+    }
+
+    /// `secs` seconds after [`t0`].
+    fn at(secs: u64) -> Now {
+        let t = t0();
+        Now { mono: t.mono + Duration::from_secs(secs), wall: t.wall + Duration::from_secs(secs) }
+    }
+
+    /// A failed look.
+    fn err(why: &str) -> Result<Observation, CheckError> {
+        Err(CheckError::Connect { reason: why.into() })
+    }
+
+    fn primary(lsn: u64) -> Result<Observation, CheckError> {
         Ok(Observation { in_recovery: false, lsn, ..Default::default() })
     }
 
-    fn standby(lsn: u64, from_port: u16) -> Result<Observation, String> {
+    fn standby(lsn: u64, from_port: u16) -> Result<Observation, CheckError> {
         Ok(Observation {
             in_recovery: true,
             lsn,
@@ -635,8 +680,8 @@ mod tests {
         })
     }
 
-    fn check(m: &mut Machine, node: usize, result: Result<Observation, String>) -> Vec<Action> {
-        m.apply(Event::Checked { node, result }, Instant::now()).actions
+    fn check(m: &mut Machine, node: usize, result: Result<Observation, CheckError>) -> Vec<Action> {
+        m.apply(Event::Checked { node, result }, at(0)).actions
     }
 
     fn status(m: &Machine) -> Vec<Status> {
@@ -670,7 +715,7 @@ mod tests {
     #[test]
     fn a_failed_standby_goes_down_and_comes_back_with_a_failback() {
         let mut m = healthy();
-        assert!(check(&mut m, 1, Err("refused".into())).is_empty());
+        assert!(check(&mut m, 1, err("refused")).is_empty());
         assert_eq!(m.nodes[1].status, Status::Down);
         assert!(!m.snapshot().nodes[1].readable());
         assert_eq!(check(&mut m, 1, standby(100, 5432)), vec![Action::Failback { node: 1 }]);
@@ -681,10 +726,10 @@ mod tests {
     fn without_auto_failback_a_failed_node_waits_for_the_operator() {
         let mut m = machine(3, |c| c.failover.auto_failback = false);
         check(&mut m, 1, standby(0, 5432));
-        check(&mut m, 1, Err("refused".into()));
+        check(&mut m, 1, err("refused"));
         check(&mut m, 1, standby(0, 5432));
         assert_eq!(m.nodes[1].status, Status::Down);
-        let out = m.apply(Event::Attach { node: 1 }, Instant::now());
+        let out = m.apply(Event::Attach { node: 1 }, at(0));
         assert_eq!(out.actions, vec![Action::CheckNow(1), Action::Failback { node: 1 }]);
         assert_eq!(m.nodes[1].status, Status::Waiting);
         check(&mut m, 1, standby(0, 5432));
@@ -692,24 +737,24 @@ mod tests {
     }
 
     /// A standby's answer at failover time: `received` and `replayed`.
-    fn position(received: u64, replayed: u64) -> Result<Observation, String> {
+    fn position(received: u64, replayed: u64) -> Result<Observation, CheckError> {
         Ok(Observation { in_recovery: true, lsn: replayed, received_lsn: received, ..Default::default() })
     }
 
-    fn positions(m: &mut Machine, seen: Vec<(usize, Result<Observation, String>)>) -> Vec<Action> {
-        m.apply(Event::Positions { failed: 0, seen }, Instant::now()).actions
+    fn positions(m: &mut Machine, seen: Vec<(usize, Result<Observation, CheckError>)>) -> Vec<Action> {
+        m.apply(Event::Positions { failed: 0, seen }, at(0)).actions
     }
 
     #[test]
     fn primary_failure_promotes_the_standby_that_received_the_most_once_and_quarantines_the_old_primary() {
         let mut m = healthy();
-        let actions = check(&mut m, 0, Err("connection refused".into()));
+        let actions = check(&mut m, 0, err("connection refused"));
         // The standbys are asked now; earlier checks' figures do not decide.
         assert_eq!(actions, vec![Action::AskPositions { failed: 0, candidates: vec![1, 2] }]);
         assert_eq!(m.nodes[0].status, Status::Quarantine);
         assert!(!m.snapshot().primary_available());
         // Failing again does not ask again.
-        assert!(check(&mut m, 0, Err("refused".into())).is_empty());
+        assert!(check(&mut m, 0, err("refused")).is_empty());
         // Node 1 replayed more, node 2 received more (its replay is paused):
         // node 2 keeps every commit, node 1 would lose some.
         let actions = positions(&mut m, vec![(1, position(150, 150)), (2, position(200, 90))]);
@@ -735,12 +780,12 @@ mod tests {
         // A check that does not report received WAL falls back on replay.
         assert_eq!(promotion_target(&[(1, position(0, 7)), (2, position(6, 6))], none), Some(1));
         // No answer, or an answer from outside recovery: not a candidate.
-        assert_eq!(promotion_target(&[(1, Err("timeout".into())), (2, primary(99))], none), None);
-        assert_eq!(promotion_target(&[(1, Err("timeout".into())), (2, position(1, 1))], none), Some(2));
+        assert_eq!(promotion_target(&[(1, err("timeout")), (2, primary(99))], none), None);
+        assert_eq!(promotion_target(&[(1, err("timeout")), (2, position(1, 1))], none), Some(2));
         // Preferred (synchronous) standbys first, when any answered.
         let sync2 = |j: usize| j == 2;
         assert_eq!(promotion_target(&[(1, position(10, 10)), (2, position(8, 8))], sync2), Some(2));
-        assert_eq!(promotion_target(&[(1, position(10, 10)), (2, Err("down".into()))], sync2), Some(1));
+        assert_eq!(promotion_target(&[(1, position(10, 10)), (2, err("down"))], sync2), Some(1));
     }
 
     #[test]
@@ -765,7 +810,7 @@ mod tests {
         check(&mut m, 0, Ok(p));
         check(&mut m, 1, standby(100, 5432));
         check(&mut m, 2, standby(100, 5432));
-        check(&mut m, 0, Err("refused".into()));
+        check(&mut m, 0, err("refused"));
         let actions = positions(&mut m, vec![(1, position(120, 120)), (2, position(110, 110))]);
         assert_eq!(actions, vec![Action::Failover { failed: 0, new_main: 2 }]);
     }
@@ -773,20 +818,17 @@ mod tests {
     #[test]
     fn a_failover_with_no_standby_answering_promotes_nothing_and_tries_again_later() {
         let mut m = healthy();
-        check(&mut m, 0, Err("refused".into()));
-        assert!(positions(&mut m, vec![(1, Err("timeout".into())), (2, Err("refused".into()))]).is_empty());
+        check(&mut m, 0, err("refused"));
+        assert!(positions(&mut m, vec![(1, err("timeout")), (2, err("refused"))]).is_empty());
         assert_eq!(m.nodes[0].status, Status::Down, "not quarantined: nothing was promoted");
         // The next failed check asks again.
-        assert_eq!(
-            check(&mut m, 0, Err("refused".into())),
-            vec![Action::AskPositions { failed: 0, candidates: vec![1, 2] }]
-        );
+        assert_eq!(check(&mut m, 0, err("refused")), vec![Action::AskPositions { failed: 0, candidates: vec![1, 2] }]);
     }
 
     #[test]
     fn a_standby_found_promoted_at_failover_time_is_taken_instead_of_promoting_another() {
         let mut m = healthy();
-        check(&mut m, 0, Err("refused".into()));
+        check(&mut m, 0, err("refused"));
         let actions = positions(&mut m, vec![(1, position(100, 100)), (2, primary(120))]);
         assert_eq!(actions, vec![Action::Follow { standby: 1, new_main: 2, old_primary: 0 }]);
         assert_eq!(m.primary(), 2);
@@ -795,7 +837,7 @@ mod tests {
     #[test]
     fn after_a_failover_the_old_primary_stays_out_until_it_streams_as_a_standby() {
         let mut m = healthy();
-        check(&mut m, 0, Err("connection refused".into()));
+        check(&mut m, 0, err("connection refused"));
         positions(&mut m, vec![(1, position(100, 100)), (2, position(90, 90))]);
         // Node 1 answers as a primary: it takes writes, node 2 follows.
         let actions = check(&mut m, 1, primary(120));
@@ -816,10 +858,12 @@ mod tests {
     #[test]
     fn a_failed_failover_hook_lets_the_old_primary_take_writes_again() {
         let mut m = healthy();
-        check(&mut m, 0, Err("refused".into()));
+        check(&mut m, 0, err("refused"));
         positions(&mut m, vec![(1, position(100, 100))]);
-        m.apply(Event::FailoverDone { failed: 0, ok: false }, Instant::now());
+        let reason = crate::cluster::HookFailure::Exited { code: 1 };
+        m.apply(Event::FailoverDone { failed: 0, outcome: HookOutcome::Failed { reason } }, at(0));
         assert_eq!(m.nodes[0].status, Status::Down);
+        assert_eq!(m.nodes[0].cause, "the failover hook failed: the command exited with status 1");
         check(&mut m, 0, primary(100));
         assert_eq!((m.primary(), m.nodes[0].status), (0, Status::Up));
     }
@@ -835,7 +879,7 @@ mod tests {
         assert_eq!((m.primary(), m.nodes[1].status), (0, Status::Quarantine));
         assert!(!m.snapshot().nodes[1].readable());
         // Node 0 dies (no failover hook configured: nothing to run).
-        assert!(check(&mut m, 0, Err("refused".into())).is_empty());
+        assert!(check(&mut m, 0, err("refused")).is_empty());
         assert_eq!(m.nodes[0].status, Status::Down);
         // The claimant is now the one primary: taken.
         let actions = check(&mut m, 1, primary(110));
@@ -851,7 +895,7 @@ mod tests {
     fn passive_discovery_takes_the_first_claimant_after_the_primary_fails() {
         let mut m = healthy();
         m.set_promotes(false);
-        check(&mut m, 0, Err("refused".into()));
+        check(&mut m, 0, err("refused"));
         assert_eq!(m.nodes[0].status, Status::Down, "nothing promoted: not quarantined");
         check(&mut m, 2, primary(95));
         assert_eq!(m.primary(), 2);
@@ -892,7 +936,12 @@ mod tests {
     fn backend_errors_ask_for_a_check_or_count_as_one() {
         let mut m = healthy();
         let e = |m: &mut Machine, hard| {
-            m.apply(Event::BackendError { node: 1, hard, error: "reset".into() }, Instant::now()).actions
+            let error = if hard {
+                BackendError::ConnectionLost { reason: "server connection: connection reset by peer".into() }
+            } else {
+                BackendError::Closed
+            };
+            m.apply(Event::BackendError { node: 1, error }, at(0)).actions
         };
         assert_eq!(e(&mut m, true), vec![Action::CheckNow(1)]);
         assert!(e(&mut m, true).is_empty(), "one check asked for until it reports");
@@ -908,13 +957,13 @@ mod tests {
     #[test]
     fn operators_cannot_detach_the_primary_and_detached_nodes_stay_out() {
         let mut m = healthy();
-        let r = m.apply(Event::Detach { node: 0 }, Instant::now()).result;
+        let r = m.apply(Event::Detach { node: 0 }, at(0)).result;
         assert_eq!(r, Err(NodeCommandError::IsPrimary(0)));
-        assert_eq!(m.apply(Event::Detach { node: 9 }, Instant::now()).result, Err(NodeCommandError::UnknownNode(9)));
-        assert!(m.apply(Event::Detach { node: 2 }, Instant::now()).result.is_ok());
+        assert_eq!(m.apply(Event::Detach { node: 9 }, at(0)).result, Err(NodeCommandError::UnknownNode(9)));
+        assert!(m.apply(Event::Detach { node: 2 }, at(0)).result.is_ok());
         check(&mut m, 2, standby(100, 5432));
         assert_eq!(m.nodes[2].status, Status::Down, "a passing check does not undo the operator");
-        m.apply(Event::Attach { node: 2 }, Instant::now());
+        m.apply(Event::Attach { node: 2 }, at(0));
         check(&mut m, 2, standby(100, 5432));
         assert_eq!(m.nodes[2].status, Status::Up);
     }
@@ -922,7 +971,7 @@ mod tests {
     #[test]
     fn a_switchover_moves_writes_and_quarantines_the_old_primary() {
         let mut m = healthy();
-        let out = m.apply(Event::Promoted { node: 2 }, Instant::now());
+        let out = m.apply(Event::Promoted { node: 2 }, at(0));
         assert!(out.changed);
         assert_eq!(out.actions, vec![Action::Follow { standby: 1, new_main: 2, old_primary: 0 }]);
         assert_eq!((m.primary(), m.nodes[0].status), (2, Status::Quarantine));
@@ -945,10 +994,56 @@ mod tests {
     fn only_real_changes_publish_a_snapshot() {
         let mut m = healthy();
         let g = m.generation;
-        assert!(!m.apply(Event::Checked { node: 1, result: standby(100, 5432) }, Instant::now()).changed);
-        assert!(!m.apply(Event::Tick, Instant::now()).changed);
+        assert!(!m.apply(Event::Checked { node: 1, result: standby(100, 5432) }, at(0)).changed);
+        assert!(!m.apply(Event::Tick, at(0)).changed);
         assert_eq!(m.generation, g);
-        assert!(m.apply(Event::Checked { node: 1, result: Err("x".into()) }, Instant::now()).changed);
+        assert!(m.apply(Event::Checked { node: 1, result: err("x") }, at(0)).changed);
         assert_eq!(m.snapshot().generation, g + 1);
+    }
+
+    /// A standby answering from recovery at `lsn`, its last replay `age` ago.
+    fn replayed_ago(lsn: u64, age: u64) -> Result<Observation, CheckError> {
+        let mut o = standby(lsn, 5432)?;
+        o.replay_age = Duration::from_secs(age);
+        Ok(o)
+    }
+
+    #[test]
+    fn lag_by_time_is_measured_on_the_callers_clock() {
+        let mut m = machine(3, |c| c.health.lag_threshold = Duration::from_secs(10));
+        // The primary's position moves at t = 0.
+        m.apply(Event::Checked { node: 0, result: primary(100) }, at(0));
+        // t = 5: the standby last replayed 20 s ago, before the primary
+        // moved (5 s ago): 20 s behind, past the 10 s threshold.
+        m.apply(Event::Checked { node: 1, result: replayed_ago(90, 20) }, at(5));
+        assert!(m.nodes[1].lagging);
+        assert_eq!(m.nodes[1].lag_time, Duration::from_secs(20));
+        // t = 30, same answer: the primary has not moved for 30 s, longer
+        // than the standby has been idle, so it has nothing left to replay.
+        m.apply(Event::Checked { node: 1, result: replayed_ago(90, 20) }, at(30));
+        assert!(!m.nodes[1].lagging, "an idle primary does not make its standbys lag");
+    }
+
+    #[test]
+    fn the_search_for_a_primary_times_out_on_the_callers_clock() {
+        let mut m = machine(3, |c| c.failover.search_primary_node_timeout = Duration::from_secs(10));
+        m.apply(Event::Checked { node: 0, result: primary(100) }, at(0));
+        m.apply(Event::Checked { node: 0, result: err("refused") }, at(1));
+        assert_eq!(m.nodes[0].status, Status::Down);
+        assert_eq!(m.nodes[0].last_status_change, at(1).wall, "the status changed at the event's time");
+        m.apply(Event::Tick, at(10));
+        assert!(!m.search_reported, "9 s without a primary: still searching");
+        m.apply(Event::Tick, at(11));
+        assert!(m.search_reported, "10 s: search_primary_node_timeout passed");
+        // A primary again ends the search.
+        m.apply(Event::Checked { node: 0, result: primary(100) }, at(12));
+        assert!(!m.search_reported);
+        assert!(m.primary_lost_at.is_none());
+    }
+
+    #[test]
+    fn a_new_machine_takes_its_time_from_the_caller() {
+        let m = machine(3, |_| {});
+        assert!(m.nodes.iter().all(|n| n.last_status_change == t0().wall));
     }
 }

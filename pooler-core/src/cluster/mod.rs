@@ -19,21 +19,23 @@
 mod check;
 mod hook;
 pub(crate) mod machine;
+mod report;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, Notify};
 
-pub use check::{CheckFuture, HealthCheck, Observation, ReplicaState, SqlHealthCheck};
-pub use hook::{CommandHook, FailoverContext, FailoverHook, HookFuture, NodeInfo};
+pub use check::{CheckError, CheckFuture, HealthCheck, Observation, ReplicaState, SqlHealthCheck};
+pub use hook::{CommandHook, FailoverContext, FailoverHook, HookFailure, HookFuture, HookOutcome, NodeInfo};
 
 pub use crate::topology::{NodeState, Role, Snapshot, Status};
+pub(crate) use report::BackendError;
 
 use crate::config::Config;
 use crate::pool::Pools;
 use crate::topology::Topology;
-use machine::{Action, Event, Machine};
+use machine::{Action, Event, Machine, Now};
 
 /// Why an operator's node command was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -54,9 +56,10 @@ pub enum NodeCommandError {
     /// No failover hook can promote a node.
     #[error("no failover command is configured to promote a node")]
     NoHook,
-    /// The failover hook failed.
-    #[error("the failover command failed")]
-    HookFailed,
+    /// The failover hook failed (how: for the built-in hook, how its
+    /// command ended); nothing changed.
+    #[error("the failover hook failed: {0}")]
+    HookFailed(HookFailure),
     /// The hook succeeded but the node never answered as a primary.
     #[error("node {0} never answered as a primary; writes stay where they were")]
     NeverPromoted(usize),
@@ -107,17 +110,12 @@ impl Cluster {
         }
     }
 
-    /// A session could not reach `node` (`hard`: refused, timed out or reset)
-    /// or lost it (`hard` false: closed).
-    pub(crate) fn backend_error(&self, node: usize, hard: bool, error: &crate::Error) {
-        let event = Event::BackendError { node, hard, error: error.to_string() };
-        let _ = self.tx.send(Command { event, reply: None });
-    }
-
-    /// A session saw `node` behave unlike its role (`why`): ask for a check
-    /// of it now (once until it reports).
-    pub(crate) fn suspect(&self, node: usize, why: &str) {
-        let event = Event::BackendError { node, hard: false, error: why.to_owned() };
+    /// A session could not reach `node`, lost its connection there, or saw
+    /// it behave unlike its role: the controller checks it now (once until
+    /// the check reports), or counts a [`hard`](BackendError::hard) error as
+    /// a failed check (`failover.failover_on_backend_error`).
+    pub(crate) fn backend_error(&self, node: usize, error: BackendError) {
+        let event = Event::BackendError { node, error };
         let _ = self.tx.send(Command { event, reply: None });
     }
 
@@ -189,7 +187,7 @@ pub(crate) async fn run(cluster: Arc<Cluster>, hooks: Arc<Hooks>) {
     let Some(mut rx) = cluster.rx.lock().ok().and_then(|mut r| r.take()) else {
         return;
     };
-    let mut machine = Machine::new(&cluster.config);
+    let mut machine = Machine::new(&cluster.config, Now::read());
     machine.set_promotes(hooks.failover.promotes());
     let mut tasks = tokio::task::JoinSet::new();
     if cluster.checked {
@@ -207,7 +205,7 @@ pub(crate) async fn run(cluster: Arc<Cluster>, hooks: Arc<Hooks>) {
             },
             _ = tick.tick() => Command { event: Event::Tick, reply: None },
         };
-        let outcome = machine.apply(command.event, std::time::Instant::now());
+        let outcome = machine.apply(command.event, Now::read());
         if outcome.changed {
             publish(&cluster, machine.snapshot());
         }
@@ -233,7 +231,7 @@ async fn perform_all(cluster: &Cluster, hooks: &Hooks, machine: &mut Machine, ac
 
 /// Applies `event` (publishing a change); what it asks for.
 fn apply_now(cluster: &Cluster, machine: &mut Machine, event: Event) -> Vec<Action> {
-    let outcome = machine.apply(event, std::time::Instant::now());
+    let outcome = machine.apply(event, Now::read());
     if outcome.changed {
         publish(cluster, machine.snapshot());
     }
@@ -256,13 +254,7 @@ async fn perform(cluster: &Cluster, hooks: &Hooks, machine: &mut Machine, action
             let mut looks = tokio::task::JoinSet::new();
             for &j in &candidates {
                 let check = hooks.check.clone();
-                looks.spawn(async move {
-                    let r = match tokio::time::timeout(timeout, check.check(j)).await {
-                        Ok(r) => r,
-                        Err(_) => Err(format!("timed out after {timeout:?}")),
-                    };
-                    (j, r)
-                });
+                looks.spawn(async move { (j, check::bounded(check.as_ref(), j, timeout).await) });
             }
             let mut seen = Vec::with_capacity(candidates.len());
             while let Some(r) = looks.join_next().await {
@@ -277,8 +269,8 @@ async fn perform(cluster: &Cluster, hooks: &Hooks, machine: &mut Machine, action
         Action::Failover { failed, new_main } => {
             let ctx = FailoverContext { subject: info(failed), new_main: info(new_main), old_primary: info(failed) };
             tracing::warn!(failed, new_main, "primary down: running the failover hook");
-            let ok = hooks.failover.failover(&ctx).await;
-            let next = apply_now(cluster, machine, Event::FailoverDone { failed, ok });
+            let outcome = hooks.failover.failover(&ctx).await;
+            let next = apply_now(cluster, machine, Event::FailoverDone { failed, outcome });
             // The new primary is taken when a check sees it out of recovery.
             if let Some(n) = cluster.check_now.get(new_main) {
                 n.notify_one();
@@ -288,12 +280,16 @@ async fn perform(cluster: &Cluster, hooks: &Hooks, machine: &mut Machine, action
         Action::Follow { standby, new_main, old_primary } => {
             let ctx =
                 FailoverContext { subject: info(standby), new_main: info(new_main), old_primary: info(old_primary) };
-            hooks.failover.follow_primary(&ctx).await;
+            if let HookOutcome::Failed { reason } = hooks.failover.follow_primary(&ctx).await {
+                tracing::warn!(standby, new_main, %reason, "the follow-primary hook failed");
+            }
         }
         Action::Failback { node } => {
             let primary = machine.primary();
             let ctx = FailoverContext { subject: info(node), new_main: info(primary), old_primary: info(primary) };
-            hooks.failover.failback(&ctx).await;
+            if let HookOutcome::Failed { reason } = hooks.failover.failback(&ctx).await {
+                tracing::warn!(node, %reason, "the failback hook failed");
+            }
         }
     }
     Vec::new()
@@ -317,13 +313,13 @@ pub(crate) async fn promote(cluster: &Cluster, hooks: &Hooks, node: usize) -> Re
     let info = |i: usize| NodeInfo::of(i, &cluster.config.nodes[i]);
     let ctx = FailoverContext { subject: info(primary), new_main: info(node), old_primary: info(primary) };
     tracing::warn!(node, primary, "switchover requested by the operator: running the failover hook");
-    if !hooks.failover.failover(&ctx).await {
-        return Err(NodeCommandError::HookFailed);
+    if let HookOutcome::Failed { reason } = hooks.failover.failover(&ctx).await {
+        return Err(NodeCommandError::HookFailed(reason));
     }
     let deadline = tokio::time::Instant::now() + cluster.config.failover.command_timeout;
     while tokio::time::Instant::now() < deadline {
-        let seen = tokio::time::timeout(cluster.config.health.timeout, hooks.check.check(node)).await;
-        if matches!(seen, Ok(Ok(o)) if !o.in_recovery) {
+        let seen = check::bounded(hooks.check.as_ref(), node, cluster.config.health.timeout).await;
+        if matches!(seen, Ok(o) if !o.in_recovery) {
             return cluster.command(Event::Promoted { node }).await;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -948,7 +948,7 @@ impl<'a> Relay<'a> {
             match want {
                 Want::LookUpFunctions(names) => self.look_up_functions(names),
                 Want::SuspectPrimary(node) => {
-                    self.shared.cluster.suspect(node, "the primary answered 25006 (read-only transaction)")
+                    self.shared.cluster.backend_error(node, crate::cluster::BackendError::READ_ONLY_PRIMARY)
                 }
             }
         }
