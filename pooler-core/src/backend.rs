@@ -312,7 +312,7 @@ impl ServerConn {
                 return Ok(f);
             }
             self.buf.reserve(4096);
-            let n = self.stream.read_buf(&mut self.buf).await.map_err(Error::ServerIo)?;
+            let n = self.stream.read_some(&mut self.buf).await.map_err(Error::ServerIo)?;
             if n == 0 {
                 return Err(Error::ServerClosed);
             }

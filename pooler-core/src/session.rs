@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
@@ -28,8 +27,6 @@ use crate::topology::Status;
 /// Largest authentication message accepted from a client (PostgreSQL's
 /// PG_MAX_AUTH_TOKEN_LENGTH).
 const MAX_AUTH_MESSAGE: usize = 65_535 + 5;
-/// Bytes reserved per socket read.
-const READ_CHUNK: usize = 16 * 1024;
 
 /// The client side of a session.
 struct Client {
@@ -42,15 +39,13 @@ struct Client {
 impl Client {
     async fn flush(&mut self) -> Result<(), Error> {
         if !self.out.is_empty() {
-            self.stream.write_all(&self.out).await.map_err(Error::ClientIo)?;
-            self.out.clear();
+            self.stream.flush_all(&mut self.out).await.map_err(Error::ClientIo)?;
         }
         Ok(())
     }
 
     async fn fill(&mut self) -> Result<usize, Error> {
-        self.buf.reserve(READ_CHUNK);
-        self.stream.read_buf(&mut self.buf).await.map_err(Error::ClientIo)
+        self.stream.read_some(&mut self.buf).await.map_err(Error::ClientIo)
     }
 
     /// Reads one whole frame during login (small messages only).

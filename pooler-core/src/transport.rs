@@ -5,22 +5,21 @@
 //! The relay's loop waits for `readable()` / `writable()` (both borrow the
 //! stream shared, so one `select!` can wait for both) and then moves bytes
 //! with [`Stream::read_ready`] and [`Stream::flush`], which take the stream
-//! mutably. That split is what lets an encrypting layer fit under the relay
-//! unchanged: with TLS driven sans-I/O (`rustls::Connection`), `read_ready`
-//! becomes "read the socket into the TLS state, process the records, hand
-//! out plaintext", `flush` "encrypt into the TLS state, write what the
-//! socket takes", `readable()` answers at once while decrypted plaintext is
-//! buffered, and `wants_write()` keeps the loop writing while records are
-//! pending. Nothing above this module knows which kind of socket it has.
-//!
-//! Today a stream is TCP or a Unix domain socket, both plaintext.
+//! mutably. Under them a stream is a TCP or Unix domain socket, optionally
+//! with TLS driven sans-I/O by rustls: `read_ready` reads records from the
+//! socket into the `rustls::Connection`, processes them and hands out the
+//! plaintext; `flush` hands plaintext to rustls and writes the records the
+//! socket takes; `readable()` answers at once while decrypted plaintext is
+//! waiting; `wants_write()` keeps the loop writing while records (a
+//! handshake message, an alert) are pending. Nothing above this module knows
+//! which kind of stream it has, and TLS keeps the relay's one loop with no
+//! await per message.
 
-use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::io::{self, Read, Write};
+use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
+use tokio::io::Interest;
 use tokio::net::{TcpStream, UnixStream};
 
 use crate::buffers::{recycled, READ_CHUNK};
@@ -32,27 +31,107 @@ enum Socket {
     Unix(UnixStream),
 }
 
+/// TLS over the socket, driven sans-I/O.
+struct Tls {
+    conn: rustls::Connection,
+    /// Decrypted bytes rustls holds that have not been read out.
+    plaintext: usize,
+    /// The peer's records ended (close_notify, or the socket closed).
+    closed: bool,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tls")
+            .field("handshaking", &self.conn.is_handshaking())
+            .field("plaintext", &self.plaintext)
+            .field("closed", &self.closed)
+            .finish()
+    }
+}
+
 /// One connected stream, of any kind the pooler speaks over.
 #[derive(Debug)]
 pub(crate) struct Stream {
     socket: Socket,
+    tls: Option<Box<Tls>>,
 }
 
 impl From<TcpStream> for Stream {
     fn from(s: TcpStream) -> Stream {
-        Stream { socket: Socket::Tcp(s) }
+        Stream { socket: Socket::Tcp(s), tls: None }
     }
 }
 
 impl From<UnixStream> for Stream {
     fn from(s: UnixStream) -> Stream {
-        Stream { socket: Socket::Unix(s) }
+        Stream { socket: Socket::Unix(s), tls: None }
+    }
+}
+
+/// The socket as blocking-style `Read`/`Write` that never blocks (what
+/// rustls's `read_tls` / `write_tls` take).
+struct Io<'a>(&'a Socket);
+
+impl Read for Io<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.0 {
+            Socket::Tcp(s) => s.try_read(buf),
+            Socket::Unix(s) => s.try_read(buf),
+        }
+    }
+}
+
+impl Write for Io<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.try_write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
 impl Stream {
-    /// Waits until a read may make progress.
+    // Not called outside the tests until the TLS listener and server
+    // connections use it (issue 13).
+    #[allow(dead_code)]
+    /// The server side of TLS over `self` (a plaintext stream, e.g. after
+    /// answering a client's SSLRequest with `S`). The handshake runs as the
+    /// stream is used.
+    pub(crate) fn into_tls_server(self, config: Arc<rustls::ServerConfig>) -> Result<Stream, rustls::Error> {
+        let conn = rustls::ServerConnection::new(config)?;
+        Ok(Stream { socket: self.socket, tls: Some(Box::new(Tls { conn: conn.into(), plaintext: 0, closed: false })) })
+    }
+
+    // Not called outside the tests until the TLS listener and server
+    // connections use it (issue 13).
+    #[allow(dead_code)]
+    /// The client side of TLS to `name` over `self` (a plaintext stream,
+    /// e.g. after a server answered SSLRequest with `S`).
+    pub(crate) fn into_tls_client(
+        self,
+        config: Arc<rustls::ClientConfig>,
+        name: rustls::pki_types::ServerName<'static>,
+    ) -> Result<Stream, rustls::Error> {
+        let conn = rustls::ClientConnection::new(config, name)?;
+        Ok(Stream { socket: self.socket, tls: Some(Box::new(Tls { conn: conn.into(), plaintext: 0, closed: false })) })
+    }
+
+    // Not called outside the tests until the TLS listener and server
+    // connections use it (issue 13).
+    #[allow(dead_code)]
+    /// True while a TLS handshake is not finished.
+    pub(crate) fn is_handshaking(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.conn.is_handshaking())
+    }
+
+    /// Waits until a read may make progress (at once while decrypted
+    /// plaintext waits, or the peer's records have ended).
     pub(crate) async fn readable(&self) -> io::Result<()> {
+        if self.tls.as_ref().is_some_and(|t| t.plaintext > 0 || t.closed) {
+            return Ok(());
+        }
         self.socket.readable().await
     }
 
@@ -62,38 +141,65 @@ impl Stream {
     }
 
     /// Bytes the stream holds for the peer that the socket has not taken
-    /// yet (encrypted records, with TLS): the loop waits for `writable()`
-    /// while this is true. Plaintext sockets hold none.
+    /// yet (TLS records): the loop waits for `writable()` while this is
+    /// true. Plaintext streams hold none.
     pub(crate) fn wants_write(&self) -> bool {
-        false
+        self.tls.as_ref().is_some_and(|t| t.conn.wants_write())
     }
 
     /// Reads what is ready (after `readable()`) into `buf`. `Ok(None)`:
-    /// nothing was (the readiness was stale); `Ok(Some(0))`: the peer
-    /// closed. A read shorter than the space offered has drained the
-    /// socket, so it reports WouldBlock to tokio, which clears the readiness
-    /// at once (with the snapshot taken before the read, so data arriving
-    /// later still wakes the reader), sparing a `recv` that would only
-    /// return EAGAIN.
+    /// nothing was (the readiness was stale, or only TLS handshake records
+    /// arrived); `Ok(Some(0))`: the peer closed. On a plain socket, a read
+    /// shorter than the space offered has drained it, so it reports
+    /// WouldBlock to tokio, which clears the readiness at once (with the
+    /// snapshot taken before the read, so data arriving later still wakes
+    /// the reader), sparing a `recv` that would only return EAGAIN.
     pub(crate) fn read_ready(&mut self, buf: &mut BytesMut) -> io::Result<Option<usize>> {
-        self.socket.read_ready(buf)
+        if buf.capacity() == 0 {
+            *buf = recycled();
+        }
+        buf.reserve(READ_CHUNK);
+        match &mut self.tls {
+            None => self.socket.read_ready(buf),
+            Some(tls) => tls_read_ready(&self.socket, tls, buf),
+        }
     }
 
     /// Writes as much of `out` as the socket takes now (nothing blocks).
     pub(crate) fn flush(&mut self, out: &mut BytesMut) -> io::Result<()> {
-        while !out.is_empty() {
-            match self.socket.try_write(out) {
+        let Some(tls) = &mut self.tls else {
+            while !out.is_empty() {
+                match self.socket.try_write(out) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(n) => out.advance(n),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(e),
+                }
+            }
+            return Ok(());
+        };
+        loop {
+            if !out.is_empty() {
+                // rustls buffers plaintext up to its limit (also while the
+                // handshake runs); what it does not take stays in `out`.
+                let n = tls.conn.writer().write(out)?;
+                out.advance(n);
+            }
+            if !tls.conn.wants_write() {
+                return Ok(());
+            }
+            match tls.conn.write_tls(&mut Io(&self.socket)) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => out.advance(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) => return Err(e),
             }
         }
-        Ok(())
     }
 
     /// Writes all of `out`, waiting for the socket as needed.
     pub(crate) async fn flush_all(&mut self, out: &mut BytesMut) -> io::Result<()> {
+        self.flush(out)?;
         while !out.is_empty() || self.wants_write() {
             self.writable().await?;
             self.flush(out)?;
@@ -101,16 +207,96 @@ impl Stream {
         Ok(())
     }
 
+    /// Writes all of `bytes`, waiting for the socket as needed.
+    pub(crate) async fn write_all(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+        if self.tls.is_some() {
+            let mut out = BytesMut::from(bytes);
+            return self.flush_all(&mut out).await;
+        }
+        while !bytes.is_empty() {
+            self.socket.writable().await?;
+            match self.socket.try_write(bytes) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => bytes = &bytes[n..],
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for bytes and reads them into `buf` (`Ok(0)`: the peer closed).
+    pub(crate) async fn read_some(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        loop {
+            if self.wants_write() {
+                // A TLS handshake answer must go out before the peer says more.
+                self.flush_all(&mut BytesMut::new()).await?;
+            }
+            self.readable().await?;
+            if let Some(n) = self.read_ready(buf)? {
+                return Ok(n);
+            }
+        }
+    }
+
     /// True when the peer has neither sent anything nor closed: a read
     /// would block. (A server terminated while its connection sat idle has
     /// sent an error and closed, which this sees without waiting.)
     pub(crate) fn is_quiet(&self) -> bool {
+        if self.tls.as_ref().is_some_and(|t| t.plaintext > 0 || t.closed) {
+            return false;
+        }
         let mut probe = [0u8; 1];
         let r = match &self.socket {
             Socket::Tcp(s) => s.try_read(&mut probe),
             Socket::Unix(s) => s.try_read(&mut probe),
         };
         matches!(r, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+}
+
+/// [`Stream::read_ready`] with TLS: plaintext rustls already holds, else
+/// records from the socket until plaintext comes out or the socket has
+/// nothing more.
+fn tls_read_ready(socket: &Socket, tls: &mut Tls, buf: &mut BytesMut) -> io::Result<Option<usize>> {
+    loop {
+        if tls.plaintext > 0 {
+            let start = buf.len();
+            let want = tls.plaintext.min(buf.capacity() - start).max(1);
+            buf.resize(start + want, 0);
+            let n = match tls.conn.reader().read(&mut buf[start..]) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+                Err(e) => {
+                    buf.truncate(start);
+                    return Err(e);
+                }
+            };
+            buf.truncate(start + n);
+            tls.plaintext = tls.plaintext.saturating_sub(n);
+            if n > 0 {
+                return Ok(Some(n));
+            }
+        }
+        if tls.closed {
+            return Ok(Some(0));
+        }
+        match tls.conn.read_tls(&mut Io(socket)) {
+            Ok(0) => tls.closed = true,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        let state = match tls.conn.process_new_packets() {
+            Ok(s) => s,
+            Err(e) => {
+                // The alert saying why goes out if the socket takes it.
+                let _ = tls.conn.write_tls(&mut Io(socket));
+                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+            }
+        };
+        tls.plaintext = state.plaintext_bytes_to_read();
+        tls.closed |= state.peer_has_closed();
     }
 }
 
@@ -136,12 +322,8 @@ impl Socket {
         }
     }
 
-    /// See [`Stream::read_ready`].
+    /// See [`Stream::read_ready`] (plaintext).
     fn read_ready(&self, buf: &mut BytesMut) -> io::Result<Option<usize>> {
-        if buf.capacity() == 0 {
-            *buf = recycled();
-        }
-        buf.reserve(READ_CHUNK);
         match self {
             Socket::Tcp(s) => drain_once(buf, |f| s.try_io(Interest::READABLE, f), |b| s.try_read_buf(b)),
             Socket::Unix(s) => drain_once(buf, |f| s.try_io(Interest::READABLE, f), |b| s.try_read_buf(b)),
@@ -185,90 +367,5 @@ impl std::os::fd::AsFd for Stream {
     }
 }
 
-impl AsyncRead for Stream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().socket {
-            Socket::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-            Socket::Unix(s) => Pin::new(s).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Stream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        match &mut self.get_mut().socket {
-            Socket::Tcp(s) => Pin::new(s).poll_write(cx, buf),
-            Socket::Unix(s) => Pin::new(s).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().socket {
-            Socket::Tcp(s) => Pin::new(s).poll_flush(cx),
-            Socket::Unix(s) => Pin::new(s).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().socket {
-            Socket::Tcp(s) => Pin::new(s).poll_shutdown(cx),
-            Socket::Unix(s) => Pin::new(s).poll_shutdown(cx),
-        }
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A connected pair over a socketpair: a real socket, no network.
-    fn pair() -> (Stream, Stream) {
-        let (a, b) = UnixStream::pair().expect("socketpair");
-        (Stream::from(a), Stream::from(b))
-    }
-
-    #[tokio::test]
-    async fn bytes_flushed_on_one_side_are_read_whole_on_the_other_and_a_close_reads_as_zero() {
-        let (mut a, mut b) = pair();
-        assert!(b.is_quiet(), "nothing sent yet");
-        let mut out = BytesMut::from(&b"Q\0\0\0\x0dSELECT 1\0"[..]);
-        a.flush(&mut out).unwrap();
-        assert!(out.is_empty(), "a small write goes out at once");
-        let mut buf = BytesMut::new();
-        let mut got = 0;
-        while got < 14 {
-            b.readable().await.unwrap();
-            got += b.read_ready(&mut buf).unwrap().unwrap_or(0);
-        }
-        assert_eq!(&buf[..], b"Q\0\0\0\x0dSELECT 1\0");
-        drop(a);
-        b.readable().await.unwrap();
-        assert_eq!(b.read_ready(&mut buf).unwrap(), Some(0));
-    }
-
-    #[tokio::test]
-    async fn a_stale_readiness_reads_nothing_instead_of_blocking() {
-        let (_a, mut b) = pair();
-        let mut buf = BytesMut::new();
-        assert_eq!(b.read_ready(&mut buf).unwrap(), None);
-    }
-
-    #[tokio::test]
-    async fn flush_takes_what_the_socket_takes_and_flush_all_the_rest_once_the_peer_reads() {
-        let (mut a, mut b) = pair();
-        let big = vec![7u8; 4 << 20];
-        let mut out = BytesMut::from(&big[..]);
-        a.flush(&mut out).unwrap();
-        assert!(!out.is_empty(), "a socket buffer is smaller than 4 MiB");
-        let reader = tokio::spawn(async move {
-            let mut buf = BytesMut::new();
-            while buf.len() < 4 << 20 {
-                b.readable().await.unwrap();
-                b.read_ready(&mut buf).unwrap();
-            }
-            buf.len()
-        });
-        a.flush_all(&mut out).await.unwrap();
-        assert_eq!(reader.await.unwrap(), 4 << 20);
-    }
-}
+mod tests;
