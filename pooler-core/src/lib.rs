@@ -32,7 +32,8 @@ mod txn;
 
 pub use config::Config;
 pub use error::Error;
-pub use server::{Pooler, StartError};
+pub use route::{RequestClass, RouteChoice, RouteRequest, RoutingPolicy};
+pub use server::{Pooler, PoolerBuilder, StartError};
 
 /// Entry points for the fuzz targets into parsers that are not public API.
 #[doc(hidden)]

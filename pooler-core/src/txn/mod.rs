@@ -712,12 +712,13 @@ impl<'a> Relay<'a> {
         let mut node = primary;
         let mut probe = false;
         if read {
-            node = router.read_node(&self.login.database, self.application(), min_lsn);
-            if node == primary && min_lsn > 0 {
-                // No standby is known to have the session's last write: ask one.
-                node = router.probe_candidate(&self.login.database, self.application());
-                probe = node != primary;
-            }
+            // The router (and the embedding service's routing policy, if
+            // any) picks the read node; `probe`: ask it for the session's
+            // last write first.
+            let block = router.has_policy() && self.front_is_block();
+            let (user, database, application) = (&self.login.user, &self.login.database, self.application());
+            (node, probe) =
+                router.choose_read(&crate::route::Requester { user, database, application, block }, min_lsn);
         }
         if self.session_mode && node != primary && !router.statement_level() {
             // One read node per session (pgpool's default), if it has the
@@ -849,6 +850,7 @@ impl<'a> Relay<'a> {
     /// the long way.
     fn attach_now(&mut self) -> bool {
         let router = &self.shared.router;
+        // With balancing on, reads are routed (a routing policy's too): never here.
         if router.balancing() || self.session_mode {
             return false;
         }
