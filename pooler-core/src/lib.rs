@@ -15,7 +15,10 @@
 //! let config = pooler_core::Config::load("pooler.toml".as_ref())?;
 //! let listener = tokio::net::TcpListener::bind(config.listen_addr()?).await?;
 //! let pooler = pooler_core::Pooler::builder(config).build()?;
-//! pooler.run(listener, async { let _ = tokio::signal::ctrl_c().await; }).await;
+//! // Any future is the shutdown signal: tokio::signal::ctrl_c(), a channel...
+//! let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+//! # drop(stop);
+//! pooler.run(listener, async { let _ = stopped.await; }).await;
 //! # Ok(()) }
 //! ```
 //!
