@@ -90,7 +90,7 @@ impl Running {
     /// `application_name` set when not empty.
     pub async fn connect(&self, user: &str, application_name: &str) -> Result<tokio_postgres::Client, BoxError> {
         let mut c = tokio_postgres::Config::new();
-        c.host(&self.addr.ip().to_string())
+        c.host(self.addr.ip().to_string())
             .port(self.addr.port())
             .user(user)
             .dbname("postgres")

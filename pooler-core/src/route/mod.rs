@@ -544,7 +544,10 @@ mod tests {
     }
     /// A policy that sends every read of user "tenant" to one node, and
     /// counts what it was asked.
-    struct Tenant(RouteChoice, std::sync::Mutex<Vec<(RequestClass, String, String, String, u64)>>);
+    struct Tenant(RouteChoice, std::sync::Mutex<Vec<Asked>>);
+
+    /// What a policy was asked: class, user, database, application, snapshot generation.
+    type Asked = (RequestClass, String, String, String, u64);
 
     impl RoutingPolicy for Tenant {
         fn choose(&self, r: &RouteRequest<'_>) -> RouteChoice {
