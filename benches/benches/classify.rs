@@ -3,7 +3,7 @@
 //! Run: `cargo bench -p pooler-benches --bench classify`.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use pooler_core::classify::{Classifier, Flags};
+use pooler_core::internals::{Classifier, Flags};
 use std::hint::black_box;
 
 /// What pgbench's built-in scripts send.

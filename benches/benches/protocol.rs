@@ -3,7 +3,7 @@
 
 use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use pooler_core::protocol::{split_frame, split_startup, Scanner, Verdict};
+use pooler_core::internals::{split_frame, split_startup, Scanner, Verdict};
 use std::hint::black_box;
 
 fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
@@ -62,7 +62,7 @@ fn bench_frames(c: &mut Criterion) {
 
 fn bench_startup(c: &mut Criterion) {
     let mut packet = BytesMut::new();
-    pooler_core::protocol::write::startup_message(
+    pooler_core::internals::write::startup_message(
         &mut packet,
         0,
         &[("user", "app"), ("database", "appdb"), ("application_name", "psql"), ("client_encoding", "UTF8")],

@@ -4,10 +4,10 @@
 //! Run: `cargo bench -p pooler-benches --bench route`.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use pooler_core::cluster::{Role, Status};
 use pooler_core::config::{BalancePolicy, NodeConfig};
-use pooler_core::route::Router;
+use pooler_core::internals::Router;
 use pooler_core::Config;
+use pooler_core::{Role, Status};
 use std::hint::black_box;
 
 /// A router over three nodes, every one checked and up, balancing on.

@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pooler_core::classify::{Classifier, ClassifierLists};
+use pooler_core::internals::{Classifier, ClassifierLists};
 
 fuzz_target!(|data: &[u8]| {
     let plain = Classifier::default();
@@ -15,7 +15,7 @@ fuzz_target!(|data: &[u8]| {
     // are lowercased and distinct.
     let names = plain.unlisted_calls(data);
     if !names.is_empty() {
-        assert!(a.flags.contains(pooler_core::classify::Flags::UNLISTED_FUNCTION));
+        assert!(a.flags.contains(pooler_core::internals::Flags::UNLISTED_FUNCTION));
     }
     for (i, n) in names.iter().enumerate() {
         assert_eq!(*n, n.to_ascii_lowercase());

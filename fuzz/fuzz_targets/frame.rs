@@ -6,7 +6,7 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use pooler_core::protocol::{split_frame, Scanner, Verdict};
+use pooler_core::internals::{split_frame, Scanner, Verdict};
 
 fuzz_target!(|data: &[u8]| {
     if data.is_empty() {

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pooler_core::protocol::messages::{Bind, Target};
+use pooler_core::internals::messages::{Bind, Target};
 
 fuzz_target!(|data: &[u8]| {
     let _ = pooler_core::fuzzing::session_facts(data);

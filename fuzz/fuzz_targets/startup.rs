@@ -5,7 +5,7 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use pooler_core::protocol::{split_startup, StartupPacket, MAX_STARTUP_PACKET};
+use pooler_core::internals::{split_startup, StartupPacket, MAX_STARTUP_PACKET};
 
 fuzz_target!(|data: &[u8]| {
     let mut buf = BytesMut::from(data);
@@ -15,7 +15,7 @@ fuzz_target!(|data: &[u8]| {
             // Round trip: encode the parameters again and parse them back.
             let params: Vec<(&str, &str)> = m.params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
             let mut again = BytesMut::new();
-            pooler_core::protocol::write::startup_message(&mut again, m.minor, &params);
+            pooler_core::internals::write::startup_message(&mut again, m.minor, &params);
             match split_startup(&mut again) {
                 Ok(Some(StartupPacket::Startup(m2))) => assert_eq!(m, m2),
                 other => panic!("re-encoded startup message did not parse back: {other:?}"),

@@ -411,11 +411,6 @@ impl ServerConn {
         self.key
     }
 
-    /// The server's address.
-    pub fn addr(&self) -> &ServerAddr {
-        &self.addr
-    }
-
     /// The address, shared (for cancel targets).
     pub fn addr_shared(&self) -> Arc<ServerAddr> {
         self.addr.clone()

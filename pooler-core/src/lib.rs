@@ -1,39 +1,91 @@
 //! pooler-core: a PostgreSQL connection pooler and query router engine, as a library.
 //!
-//! The entry point is [`Pooler`]: build it from a [`Config`], then hand it a
-//! listener and a shutdown future with [`Pooler::run`]. The library never sets
-//! up logging, installs signal handlers or builds a runtime; the binary
-//! (`pooler-bin`) does that.
+//! The entry point is [`Pooler`]: build it from a [`Config`] with
+//! [`Pooler::builder`], optionally plugging in your own [`HealthCheck`],
+//! [`FailoverHook`] and [`RoutingPolicy`] (each replaces a built-in one:
+//! [`SqlHealthCheck`], [`CommandHook`], and the router's own choice), then
+//! hand it a listener and a shutdown future with [`Pooler::run`]. While it
+//! runs, [`Pooler::cluster`] gives the latest [`Snapshot`] of the nodes,
+//! [`Pooler::node_stats`] the routing counters and [`Pooler::pools`] the
+//! connection pools. The library never sets up logging, installs signal
+//! handlers or builds a runtime; the binary (`pooler-bin`) does that.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = pooler_core::Config::load("pooler.toml".as_ref())?;
+//! let listener = tokio::net::TcpListener::bind(config.listen_addr()?).await?;
+//! let pooler = pooler_core::Pooler::builder(config).build()?;
+//! // Any future is the shutdown signal: tokio::signal::ctrl_c(), a channel...
+//! let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+//! # drop(stop);
+//! pooler.run(listener, async { let _ = stopped.await; }).await;
+//! # Ok(()) }
+//! ```
+//!
+//! What is public: [`Pooler`] and its builder, the configuration
+//! ([`config`]), the errors, the hook traits with what they are given and
+//! return, the cluster snapshot types, the statistics the pooler hands out,
+//! and the metric names ([`metrics`]). Everything else (the wire protocol,
+//! the classifier, pools' internals, the relay) is private and may change.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
-pub mod auth;
-pub mod backend;
+mod auth;
+mod backend;
 mod buffers;
-pub mod cancel;
-pub mod classify;
-pub mod cluster;
+mod cancel;
+mod classify;
+mod cluster;
 pub mod config;
-pub mod error;
+mod error;
 mod lsn;
 pub mod metrics;
 mod params;
-pub mod pool;
+mod pool;
 mod prepared;
-pub mod protocol;
+mod protocol;
 mod relay;
-pub mod route;
+mod route;
 mod runtime;
 mod server;
 mod session;
 mod show;
 mod sql;
-pub mod topology;
+mod topology;
 mod transport;
 
-pub use config::Config;
-pub use error::Error;
-pub use server::{Pooler, StartError};
+pub use auth::{PasswordFile, PasswordFileError};
+pub use cluster::{
+    CheckError, CheckFuture, CommandHook, FailoverContext, FailoverHook, HealthCheck, HookFailure, HookFuture,
+    HookOutcome, NodeCommandError, NodeInfo, Observation, ReplicaState, SqlHealthCheck,
+};
+pub use config::{Config, ConfigError};
+pub use error::{Error, Failure, Retry, Side, Stage};
+pub use pool::{Pool, PoolKey, PoolStats, Pools};
+pub use protocol::ProtocolError;
+pub use route::{NodeStats, RequestClass, RouteChoice, RouteRequest, RoutingPolicy};
+pub use server::{Pooler, PoolerBuilder, StartError};
+pub use topology::{NodeState, Role, Snapshot, Status, Topology};
+
+/// Not API: what the benchmarks, fuzz targets and end-to-end tests reach
+/// inside the crate (wire protocol codec, classifier, router). May change
+/// at any commit.
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::classify::{Classifier, ClassifierLists, Flags};
+    pub use crate::protocol::{split_frame, split_startup, Scanner, StartupPacket, Verdict, MAX_STARTUP_PACKET};
+    pub use crate::route::Router;
+
+    /// Writers of protocol messages.
+    pub mod write {
+        pub use crate::protocol::write::{backend_key_data, parameter_status, query, startup_message};
+    }
+
+    /// Typed views of protocol messages.
+    pub mod messages {
+        pub use crate::protocol::messages::{BackendKeyData, Bind, ErrorFields, Target};
+    }
+}
 
 /// Entry points for the fuzz targets into parsers that are not public API.
 #[doc(hidden)]

@@ -142,7 +142,7 @@ impl Pool {
 
     /// Remembers the user's SCRAM ClientKey, proven by a client, for logging in
     /// to the server when only a SCRAM verifier is known.
-    pub fn learn_client_key(&self, key: [u8; 32]) {
+    pub(crate) fn learn_client_key(&self, key: [u8; 32]) {
         if let Ok(mut l) = self.login.lock() {
             l.client_key = Some(key);
         }
@@ -169,7 +169,7 @@ impl Pool {
     /// client waits for a free slot in arrival order; after `reserve_timeout`
     /// it may also take a reserve slot; after `checkout_timeout` it gets
     /// [`Error::PoolTimeout`].
-    pub async fn checkout(&self) -> Result<Lease, Error> {
+    pub(crate) async fn checkout(&self) -> Result<Lease, Error> {
         let permit = match self.slots.clone().try_acquire_owned() {
             Ok(p) => {
                 // No wait, no clock read.
@@ -213,7 +213,7 @@ impl Pool {
     /// Takes a connection only if a slot is free now (`Ok(None)` otherwise):
     /// for a client that already holds another connection and must not wait
     /// for a second one while holding the first.
-    pub async fn try_checkout(&self) -> Result<Option<Lease>, Error> {
+    pub(crate) async fn try_checkout(&self) -> Result<Option<Lease>, Error> {
         match self.slots.clone().try_acquire_owned() {
             Ok(permit) => self.lend(permit).await.map(Some),
             Err(_) => Ok(None),
@@ -223,7 +223,7 @@ impl Pool {
     /// An idle, healthy connection at once, without awaiting anything: a free
     /// slot and an idle connection that needs no check query. `None`: use
     /// [`Pool::checkout`] (which waits, checks or opens as needed).
-    pub fn checkout_now(&self) -> Option<Lease> {
+    pub(crate) fn checkout_now(&self) -> Option<Lease> {
         let permit = self.slots.clone().try_acquire_owned().ok()?;
         let mut idle = self.idle.lock().ok()?;
         let conn = idle.last()?;
@@ -320,7 +320,7 @@ impl Pool {
 
     /// Opens connections until `min_size` are open, without ever holding a
     /// slot a client is waiting for.
-    pub async fn prewarm(&self) {
+    pub(crate) async fn prewarm(&self) {
         while self.idle_count() + self.active_count() < self.settings.min_size {
             let Ok(permit) = self.slots.clone().try_acquire_owned() else {
                 return;
@@ -364,7 +364,7 @@ impl Pool {
 
     /// [`Pool::checkin`] of an idle connection that needs no reset, without
     /// awaiting anything: back to the idle list (or closed past its lifetime).
-    pub fn checkin_idle(&self, lease: Lease) {
+    pub(crate) fn checkin_idle(&self, lease: Lease) {
         let Lease { mut conn, _permit } = lease;
         let now = Instant::now();
         if now.saturating_duration_since(conn.created()) >= self.settings.server_lifetime {
@@ -385,7 +385,7 @@ impl Pool {
     /// connection goes back to the idle list (or is closed if anything fails or
     /// it has outlived `server_lifetime`). The slot is freed only after that, so
     /// the pool never holds more than `size` connections.
-    pub async fn checkin(&self, lease: Lease, status: TransactionStatus, reset: Reset) {
+    pub(crate) async fn checkin(&self, lease: Lease, status: TransactionStatus, reset: Reset) {
         if reset == Reset::None && status == TransactionStatus::Idle {
             self.checkin_idle(lease);
             return;
@@ -436,7 +436,7 @@ impl Pool {
     }
 
     /// Closes idle connections past their idle timeout or lifetime.
-    pub fn prune(&self) {
+    pub(crate) fn prune(&self) {
         let expired: Vec<ServerConn> = match self.idle.lock() {
             Ok(mut idle) => {
                 let (keep, drop): (Vec<_>, Vec<_>) = idle.drain(..).partition(|c| self.reusable(c));
@@ -451,7 +451,7 @@ impl Pool {
     }
 
     /// Closes every idle connection (shutdown).
-    pub fn close_idle(&self) {
+    pub(crate) fn close_idle(&self) {
         let all: Vec<ServerConn> = match self.idle.lock() {
             Ok(mut idle) => idle.drain(..).collect(),
             Err(_) => return,
@@ -474,13 +474,13 @@ pub struct Pools {
 
 impl Pools {
     /// An empty set of pools with these settings.
-    pub fn new(settings: PoolConfig, max_message: usize) -> Pools {
+    pub(crate) fn new(settings: PoolConfig, max_message: usize) -> Pools {
         Pools { map: DashMap::new(), settings, max_message, lifelines: DashMap::new() }
     }
 
     /// The pool for `key`, created if needed (with the settings for its user
     /// and database).
-    pub fn get(&self, key: PoolKey, addr: &ServerAddr, login: impl FnOnce() -> LoginInfo) -> Arc<Pool> {
+    pub(crate) fn get(&self, key: PoolKey, addr: &ServerAddr, login: impl FnOnce() -> LoginInfo) -> Arc<Pool> {
         if let Some(p) = self.map.get(&key) {
             return p.clone();
         }
@@ -512,7 +512,7 @@ impl Pools {
     /// Prunes every pool, and forgets pools that hold no connection and that
     /// no client is using (so clients naming ever new databases cannot make
     /// the table grow without bound).
-    pub fn prune(&self) {
+    pub(crate) fn prune(&self) {
         for p in self.all() {
             p.prune();
             if p.settings.min_size > 0 {
@@ -523,7 +523,7 @@ impl Pools {
     }
 
     /// How often [`Pools::prune`] should run.
-    pub fn prune_interval(&self) -> Duration {
+    pub(crate) fn prune_interval(&self) -> Duration {
         (self.settings.server_idle_timeout.min(self.settings.server_lifetime) / 4)
             .clamp(Duration::from_millis(100), Duration::from_secs(10))
     }

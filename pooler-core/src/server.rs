@@ -13,15 +13,17 @@ use tokio::sync::{watch, Semaphore};
 use crate::auth::PasswordFile;
 use crate::backend::ServerAddr;
 use crate::cancel::CancelRegistry;
+use crate::cluster::{FailoverHook, HealthCheck, NodeCommandError};
 use crate::config::Config;
 use crate::metrics as m;
 use crate::pool::Pools;
 use crate::protocol::write::{self as w, Severity};
 use crate::protocol::{split_startup, StartupPacket};
+use crate::route::{NodeStats, RoutingPolicy};
 use crate::runtime::{ParamSets, Phase, Shared};
 use crate::topology::{Snapshot, Topology};
 
-/// Why a pooler could not be built.
+/// Why a pooler could not be built ([`PoolerBuilder::build`], [`Pooler::new`]).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StartError {
@@ -35,12 +37,19 @@ pub enum StartError {
 
 /// A configured pooler, ready to serve a listener.
 ///
+/// Built with [`Pooler::builder`] (or [`Pooler::new`] for the defaults),
+/// then served with [`Pooler::run`]; meanwhile the same value answers the
+/// inspection methods ([`Pooler::cluster`], [`Pooler::node_stats`],
+/// [`Pooler::pools`]) and takes operator commands ([`Pooler::detach_node`],
+/// [`Pooler::attach_node`], [`Pooler::promote_node`]): share it in an
+/// [`Arc`] to do both.
+///
 /// ```no_run
 /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
 /// use pooler_core::{Config, Pooler};
 /// let config = Config::load(std::path::Path::new("pooler.toml"))?;
 /// let listener = tokio::net::TcpListener::bind(config.listen_addr()?).await?;
-/// let pooler = Pooler::new(config)?;
+/// let pooler = Pooler::builder(config).build()?;
 /// // Any future works as the shutdown signal: a channel, ctrl_c(), a timer...
 /// let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
 /// # drop(stop);
@@ -54,49 +63,115 @@ pub struct Pooler {
     hooks: Arc<crate::cluster::Hooks>,
 }
 
-impl Pooler {
-    /// Validates `config` and loads its password file.
-    pub fn new(config: Config) -> Result<Pooler, StartError> {
-        let passwords = match &config.auth.password_file {
-            Some(path) => Some(PasswordFile::load(path)?),
-            None => None,
-        };
-        Pooler::with_passwords(config, passwords)
+/// Builds a [`Pooler`] from its configuration and, optionally, the password
+/// file in memory and the hooks that replace the built-in behaviour. Any
+/// setter may be left out: [`PoolerBuilder::build`] then uses the default
+/// that setter names.
+///
+/// ```no_run
+/// # use std::sync::Arc;
+/// # fn example(check: Arc<dyn pooler_core::HealthCheck>, hook: Arc<dyn pooler_core::FailoverHook>,
+/// #            policy: Arc<dyn pooler_core::RoutingPolicy>) -> Result<(), pooler_core::StartError> {
+/// # let config = pooler_core::Config::with_nodes(vec![pooler_core::config::NodeConfig::new("127.0.0.1", 5432)]);
+/// let pooler = pooler_core::Pooler::builder(config)
+///     .health_check(check)
+///     .failover_hook(hook)
+///     .routing_policy(policy)
+///     .build()?;
+/// # Ok(()) }
+/// ```
+#[must_use = "a builder does nothing until build() is called"]
+pub struct PoolerBuilder {
+    config: Config,
+    passwords: Option<PasswordFile>,
+    health_check: Option<Arc<dyn HealthCheck>>,
+    failover_hook: Option<Arc<dyn FailoverHook>>,
+    routing_policy: Option<Arc<dyn RoutingPolicy>>,
+}
+
+impl std::fmt::Debug for PoolerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PoolerBuilder")
+            .field("config", &self.config)
+            .field("passwords", &self.passwords.is_some())
+            .field("health_check", &self.health_check.is_some())
+            .field("failover_hook", &self.failover_hook.is_some())
+            .field("routing_policy", &self.routing_policy.is_some())
+            .finish()
+    }
+}
+
+impl PoolerBuilder {
+    /// Uses `passwords` as the password file: client authentication, and
+    /// the secrets the pooler logs in to servers with. Default: the file
+    /// `auth.password_file` names, loaded by [`PoolerBuilder::build`] (none
+    /// when it is not set); given here, `auth.password_file` is neither
+    /// required nor read.
+    pub fn passwords(mut self, passwords: PasswordFile) -> PoolerBuilder {
+        self.passwords = Some(passwords);
+        self
     }
 
-    /// Like [`Pooler::new`], with the password file given in memory.
+    /// Uses `check` to look at each node every `health.period`, and at once
+    /// when a session saw the node fail (see [`HealthCheck`]). Default: the
+    /// built-in [`crate::SqlHealthCheck`], asking each node over SQL as
+    /// `health.user`.
+    pub fn health_check(mut self, check: Arc<dyn HealthCheck>) -> PoolerBuilder {
+        self.health_check = Some(check);
+        self
+    }
+
+    /// Uses `hook` at failover, after a primary change (follow-primary) and
+    /// at failback (see [`FailoverHook`]). Default: the built-in
+    /// [`crate::CommandHook`], running the `[failover]` commands (with none
+    /// configured the pooler only discovers a primary promoted by another
+    /// tool).
+    pub fn failover_hook(mut self, hook: Arc<dyn FailoverHook>) -> PoolerBuilder {
+        self.failover_hook = Some(hook);
+        self
+    }
+
+    /// Lets `policy` choose the node that serves each read, within the
+    /// router's safety rule (see [`RoutingPolicy`]); it is asked only with
+    /// `routing.load_balance` on. Default: none, reads are routed as
+    /// `[routing]` says.
+    pub fn routing_policy(mut self, policy: Arc<dyn RoutingPolicy>) -> PoolerBuilder {
+        self.routing_policy = Some(policy);
+        self
+    }
+
+    /// Validates the configuration, loads the password file unless one was
+    /// given, and builds the pooler. Nothing runs before [`Pooler::run`]: no
+    /// connection is opened and no task spawned here.
+    pub fn build(self) -> Result<Pooler, StartError> {
+        let passwords = match (self.passwords, &self.config.auth.password_file) {
+            (Some(p), _) => Some(p),
+            (None, Some(path)) => Some(PasswordFile::load(path)?),
+            (None, None) => None,
+        };
+        let hooks = Hooks { check: self.health_check, failover: self.failover_hook, policy: self.routing_policy };
+        assemble(self.config, passwords, hooks)
+    }
+}
+
+impl Pooler {
+    /// A builder for a pooler serving `config`; see [`PoolerBuilder`] for
+    /// what it can take and the defaults.
+    pub fn builder(config: Config) -> PoolerBuilder {
+        PoolerBuilder { config, passwords: None, health_check: None, failover_hook: None, routing_policy: None }
+    }
+
+    /// Validates `config` and loads its password file, with the built-in
+    /// hooks: the same as `Pooler::builder(config).build()`.
+    pub fn new(config: Config) -> Result<Pooler, StartError> {
+        Pooler::builder(config).build()
+    }
+
+    /// Like [`Pooler::new`], with the password file given in memory (`None`:
+    /// no password file, whatever `auth.password_file` says). Kept for
+    /// existing callers; [`PoolerBuilder::passwords`] does the same.
     pub fn with_passwords(config: Config, passwords: Option<PasswordFile>) -> Result<Pooler, StartError> {
-        match passwords {
-            Some(_) => config.validate_with_passwords_in_memory()?,
-            None => config.validate()?,
-        }
-        let nodes = config.nodes.iter().map(|n| ServerAddr { host: n.host.clone(), port: n.port }).collect();
-        let (phase_tx, phase) = watch::channel(Phase::Running);
-        let config = Arc::new(config);
-        let topology = Arc::new(Topology::new(Snapshot::initial(&config, std::time::SystemTime::now())));
-        let router = crate::route::Router::with_topology(&config, topology.clone()).map_err(|e| {
-            crate::config::ConfigError::Invalid { key: format!("routing.{}", e.list), problem: e.to_string() }
-        })?;
-        let hooks = crate::cluster::Hooks {
-            check: Arc::new(crate::cluster::SqlHealthCheck::new(&config, passwords.as_ref())),
-            failover: Arc::new(crate::cluster::CommandHook::new(&config.failover)),
-        };
-        let functions = Arc::new(crate::classify::catalog::FunctionCatalog::new(config.routing.function_cache_ttl));
-        let pools = Arc::new(Pools::new(config.pool.clone(), config.server.max_message_size));
-        let shared = Shared {
-            cluster: Arc::new(crate::cluster::Cluster::new(config.clone(), topology, pools.clone())),
-            param_sets: ParamSets::default(),
-            router,
-            pools,
-            config,
-            passwords,
-            cancels: Arc::new(CancelRegistry::new()),
-            nodes,
-            phase,
-            statements: Default::default(),
-            functions,
-        };
-        Ok(Pooler { shared: Arc::new(shared), phase_tx, hooks: Arc::new(hooks) })
+        assemble(config, passwords, Hooks::default())
     }
 
     #[cfg(test)]
@@ -104,36 +179,47 @@ impl Pooler {
         self.shared.clone()
     }
 
-    /// Replaces the built-in health check ([`crate::cluster::SqlHealthCheck`])
-    /// with `check`. Takes effect at [`Pooler::run`].
-    pub fn with_health_check(mut self, check: Arc<dyn crate::cluster::HealthCheck>) -> Pooler {
+    /// Replaces the health check with `check`; takes effect at
+    /// [`Pooler::run`]. Kept for existing callers;
+    /// [`PoolerBuilder::health_check`] does the same.
+    pub fn with_health_check(mut self, check: Arc<dyn HealthCheck>) -> Pooler {
         self.hooks = Arc::new(crate::cluster::Hooks { check, failover: self.hooks.failover.clone() });
         self
     }
 
-    /// Replaces the built-in failover hook ([`crate::cluster::CommandHook`],
-    /// running the `[failover]` commands) with `hook`. Takes effect at [`Pooler::run`].
-    pub fn with_failover_hook(mut self, hook: Arc<dyn crate::cluster::FailoverHook>) -> Pooler {
+    /// Replaces the failover hook with `hook`; takes effect at
+    /// [`Pooler::run`]. Kept for existing callers;
+    /// [`PoolerBuilder::failover_hook`] does the same.
+    pub fn with_failover_hook(mut self, hook: Arc<dyn FailoverHook>) -> Pooler {
         self.hooks = Arc::new(crate::cluster::Hooks { check: self.hooks.check.clone(), failover: hook });
         self
     }
 
     /// Per-node routing counters: requests and reads routed, requests in
-    /// flight, known replay positions, status and role.
-    pub fn node_stats(&self) -> Vec<crate::route::NodeStats> {
+    /// flight, known replay positions, status and role. Cheap (atomics and
+    /// the latest snapshot); callable at any time.
+    pub fn node_stats(&self) -> Vec<NodeStats> {
         self.shared.router.node_stats()
     }
 
     /// The cluster as the controller last published it: every node's
-    /// status, role, lag, and which one is the primary.
-    pub fn cluster(&self) -> Arc<crate::cluster::Snapshot> {
+    /// status, role, lag, and which one is the primary. Before
+    /// [`Pooler::run`] starts, or with a single node (never checked), the
+    /// configured state ([`Snapshot::initial`]). A lock-free load.
+    pub fn cluster(&self) -> Arc<Snapshot> {
         self.shared.router.snapshot()
+    }
+
+    /// Where the controller publishes its snapshots: to wait for a primary
+    /// ([`Topology::wait_for_primary`]) or read the latest snapshot.
+    pub fn topology(&self) -> &Arc<Topology> {
+        self.shared.router.topology()
     }
 
     /// Detaches a standby: no reads go to it, and it stays down whatever its
     /// health checks say, until [`Pooler::attach_node`]. The primary cannot
     /// be detached. Needs [`Pooler::run`] to be running.
-    pub async fn detach_node(&self, node: usize) -> Result<(), crate::cluster::NodeCommandError> {
+    pub async fn detach_node(&self, node: usize) -> Result<(), NodeCommandError> {
         self.shared.cluster.command(crate::cluster::detach_event(node)).await
     }
 
@@ -141,7 +227,7 @@ impl Pooler {
     /// `auto_failback`, or a quarantined former primary rebuilt as a
     /// standby). It serves nothing until its next health check passes; the
     /// failback command runs. Needs [`Pooler::run`] to be running.
-    pub async fn attach_node(&self, node: usize) -> Result<(), crate::cluster::NodeCommandError> {
+    pub async fn attach_node(&self, node: usize) -> Result<(), NodeCommandError> {
         self.shared.cluster.command(crate::cluster::attach_event(node)).await
     }
 
@@ -150,7 +236,7 @@ impl Pooler {
     /// answers as a primary (checked, not assumed); the old primary is then
     /// quarantined, even if it still claims to be one, and the follow-primary
     /// hook runs for the other nodes. Needs [`Pooler::run`] to be running.
-    pub async fn promote_node(&self, node: usize) -> Result<(), crate::cluster::NodeCommandError> {
+    pub async fn promote_node(&self, node: usize) -> Result<(), NodeCommandError> {
         crate::cluster::promote(&self.shared.cluster, &self.hooks, node).await
     }
 
@@ -165,7 +251,9 @@ impl Pooler {
         &self.shared.config
     }
 
-    /// The backend pools (for inspection: sizes and counters).
+    /// The server connection pools, one per (node, user, database) seen so
+    /// far, for inspection: [`Pools::all`], then each [`crate::Pool`]'s
+    /// sizes and [`crate::PoolStats`] counters.
     pub fn pools(&self) -> &Pools {
         &self.shared.pools
     }
@@ -230,6 +318,56 @@ impl Pooler {
         tokio::task::yield_now().await;
         tracing::info!("shutdown complete");
     }
+}
+
+/// The hooks given to a builder; `None`: the built-in one (no policy).
+#[derive(Default)]
+struct Hooks {
+    check: Option<Arc<dyn HealthCheck>>,
+    failover: Option<Arc<dyn FailoverHook>>,
+    policy: Option<Arc<dyn RoutingPolicy>>,
+}
+
+/// Validates `config` (knowing whether the password file is in memory) and
+/// puts the pooler together.
+fn assemble(config: Config, passwords: Option<PasswordFile>, given: Hooks) -> Result<Pooler, StartError> {
+    match passwords {
+        Some(_) => config.validate_with_passwords_in_memory()?,
+        None => config.validate()?,
+    }
+    let nodes = config.nodes.iter().map(|n| ServerAddr { host: n.host.clone(), port: n.port }).collect();
+    let (phase_tx, phase) = watch::channel(Phase::Running);
+    let config = Arc::new(config);
+    let topology = Arc::new(Topology::new(Snapshot::initial(&config, std::time::SystemTime::now())));
+    let mut router = crate::route::Router::with_topology(&config, topology.clone()).map_err(|e| {
+        crate::config::ConfigError::Invalid { key: format!("routing.{}", e.list), problem: e.to_string() }
+    })?;
+    if given.policy.is_some() && !router.balancing() {
+        tracing::warn!("a routing policy is set, but with routing.load_balance off (or one node) it is never asked");
+    }
+    router.set_policy(given.policy);
+    let hooks = crate::cluster::Hooks {
+        check: given
+            .check
+            .unwrap_or_else(|| Arc::new(crate::cluster::SqlHealthCheck::new(&config, passwords.as_ref()))),
+        failover: given.failover.unwrap_or_else(|| Arc::new(crate::cluster::CommandHook::new(&config.failover))),
+    };
+    let functions = Arc::new(crate::classify::catalog::FunctionCatalog::new(config.routing.function_cache_ttl));
+    let pools = Arc::new(Pools::new(config.pool.clone(), config.server.max_message_size));
+    let shared = Shared {
+        cluster: Arc::new(crate::cluster::Cluster::new(config.clone(), topology, pools.clone())),
+        param_sets: ParamSets::default(),
+        router,
+        pools,
+        config,
+        passwords,
+        cancels: Arc::new(CancelRegistry::new()),
+        nodes,
+        phase,
+        statements: Default::default(),
+        functions,
+    };
+    Ok(Pooler { shared: Arc::new(shared), phase_tx, hooks: Arc::new(hooks) })
 }
 
 /// Periodic pool upkeep: close idle connections past their timeouts, open

@@ -209,8 +209,11 @@ impl Topology {
     }
 
     /// Replaces the snapshot and wakes whoever waits for a change. The
-    /// cluster controller calls this after every change; it is public so
-    /// that tests and benchmarks of a router can set the state they need.
+    /// cluster controller calls this after every change; it is public (and
+    /// hidden) so that benchmarks of a router can set the state they need:
+    /// anything published elsewhere is replaced at the controller's next
+    /// change.
+    #[doc(hidden)]
     pub fn publish(&self, snapshot: Snapshot) {
         let generation = snapshot.generation;
         self.state.store(Arc::new(snapshot));

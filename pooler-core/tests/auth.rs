@@ -4,8 +4,8 @@
 mod common;
 
 use common::*;
-use pooler_core::auth::PasswordFile;
 use pooler_core::config::AuthMethod;
+use pooler_core::PasswordFile;
 use pooler_testkit::Cluster;
 
 /// Roles with each backend method: `password` (cleartext), md5, SCRAM, trust.

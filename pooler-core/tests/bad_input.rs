@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 
 fn startup(params: &[(&str, &str)]) -> Vec<u8> {
     let mut buf = bytes::BytesMut::new();
-    pooler_core::protocol::write::startup_message(&mut buf, 0, params);
+    pooler_core::internals::write::startup_message(&mut buf, 0, params);
     buf.to_vec()
 }
 
@@ -170,7 +170,7 @@ async fn login_timeouts_close_without_an_answer_as_postgres_does() {
     let mut config = trust_config(&cluster);
     config.auth.method = pooler_core::config::AuthMethod::ScramSha256;
     config.server.client_login_timeout = Duration::from_secs(1);
-    let passwords = pooler_core::auth::PasswordFile::parse("scram_user:pw\n").unwrap();
+    let passwords = pooler_core::PasswordFile::parse("scram_user:pw\n").unwrap();
     let pooler = TestPooler::start(config, Some(passwords)).await;
     let postgres: std::net::SocketAddr = format!("127.0.0.1:{}", cluster.primary().port()).parse().unwrap();
 
@@ -262,8 +262,8 @@ async fn fake_server(reply: Vec<u8>) -> (u16, tokio::task::JoinHandle<()>) {
                 }
                 let mut hello = bytes::BytesMut::new();
                 hello.extend_from_slice(b"R\0\0\0\x08\0\0\0\0");
-                pooler_core::protocol::write::parameter_status(&mut hello, "server_version", "15.0");
-                pooler_core::protocol::write::backend_key_data(&mut hello, 1, 2);
+                pooler_core::internals::write::parameter_status(&mut hello, "server_version", "15.0");
+                pooler_core::internals::write::backend_key_data(&mut hello, 1, 2);
                 hello.extend_from_slice(b"Z\0\0\0\x05I");
                 let _ = s.write_all(&hello).await;
                 // Anything that looks like a query gets the bad reply.
@@ -299,7 +299,7 @@ async fn broken_server_replies_end_the_session_with_an_error_not_a_panic() {
         let pooler = TestPooler::start(config, None).await;
         let mut s = raw_login(pooler.addr).await;
         let mut q = bytes::BytesMut::new();
-        pooler_core::protocol::write::query(&mut q, "SELECT 1");
+        pooler_core::internals::write::query(&mut q, "SELECT 1");
         s.write_all(&q).await.unwrap();
         if what == "server closes mid-row" {
             // The fake keeps the socket open; the client gives up instead, and

@@ -9,11 +9,9 @@ use std::time::{Duration, Instant};
 use common::*;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use pooler_core::cluster::{
-    CheckFuture, FailoverContext, FailoverHook, HealthCheck, HookFuture, HookOutcome, SqlHealthCheck,
-};
-use pooler_core::cluster::{NodeCommandError, Role, Status};
 use pooler_core::config::PoolMode;
+use pooler_core::{CheckFuture, FailoverContext, FailoverHook, HealthCheck, HookFuture, HookOutcome, SqlHealthCheck};
+use pooler_core::{NodeCommandError, Role, Status};
 
 fn rows(messages: &[tokio_postgres::SimpleQueryMessage]) -> Vec<&tokio_postgres::SimpleQueryRow> {
     messages

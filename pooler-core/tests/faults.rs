@@ -375,8 +375,7 @@ async fn a_frozen_primary_bounds_every_write_and_reads_and_logins_go_on() {
     tokio::task::block_in_place(|| primary.signal_all("STOP")).unwrap();
     let frozen = std::time::Instant::now();
     let p = pooler.pooler.clone();
-    let down =
-        eventually(Duration::from_secs(10), || p.cluster().nodes[0].status == pooler_core::cluster::Status::Down).await;
+    let down = eventually(Duration::from_secs(10), || p.cluster().nodes[0].status == pooler_core::Status::Down).await;
     // Reads and new logins go on, on the standby, without waiting for the frozen primary.
     let mut reads = 0;
     let mut longest_login = Duration::ZERO;

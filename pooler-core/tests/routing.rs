@@ -7,9 +7,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::*;
-use pooler_core::cluster::{NodeCommandError, Status};
 use pooler_core::config::{NodeConfig, PoolMode};
 use pooler_core::Config;
+use pooler_core::{NodeCommandError, Status};
 use pooler_testkit::Cluster;
 
 async fn three_nodes() -> Cluster {
@@ -437,4 +437,65 @@ async fn with_the_primary_dead_clients_still_log_in_and_read_from_standbys() {
     }
     let e = before.batch_execute("INSERT INTO items (v) VALUES (1)").await.unwrap_err();
     assert!(sqlstate(&e).is_some() || e.is_closed(), "{e}");
+}
+
+/// A tenant routing policy (by application_name) keeps each tenant's reads
+/// on its own standby, simple and extended protocol, read-only blocks too;
+/// its writes still go to the primary, and after a write its reads never
+/// miss it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_routing_policy_pins_a_tenants_reads_but_never_its_writes() {
+    use pooler_core::{RouteChoice, RouteRequest, RoutingPolicy};
+    struct ByTenant;
+    impl RoutingPolicy for ByTenant {
+        fn choose(&self, r: &RouteRequest<'_>) -> RouteChoice {
+            match r.application_name {
+                "tenant-a" => RouteChoice::Node(1),
+                "tenant-b" => RouteChoice::Node(2),
+                "admin" => RouteChoice::Primary,
+                _ => RouteChoice::Default,
+            }
+        }
+    }
+    let cluster = three_nodes().await;
+    let builder = pooler_core::Pooler::builder(routed_config(&cluster, &[1.0, 1.0, 1.0]))
+        .routing_policy(std::sync::Arc::new(ByTenant));
+    let pooler = TestPooler::start_built(builder).await;
+    let ports: Vec<i32> = cluster.nodes().map(|n| n.port() as i32).collect();
+    let connect = |app: &str| {
+        let mut c = pooler.pg_config("postgres", "postgres");
+        c.application_name(app);
+        connect_with(c)
+    };
+    let (a, b, admin) =
+        (connect("tenant-a").await.unwrap(), connect("tenant-b").await.unwrap(), connect("admin").await.unwrap());
+    for _ in 0..30 {
+        assert_eq!(port_and_recovery(&a).await, (ports[1], true));
+        assert_eq!(port_and_recovery(&b).await, (ports[2], true));
+        assert_eq!(port_and_recovery(&admin).await, (ports[0], false));
+        let extended: i32 = b.query_one("SELECT inet_server_port() WHERE $1::int > 0", &[&1i32]).await.unwrap().get(0);
+        assert_eq!(extended, ports[2]);
+    }
+    a.batch_execute("BEGIN READ ONLY").await.unwrap();
+    assert_eq!(server_port(&a).await, ports[1], "a read-only block goes where the policy says");
+    a.batch_execute("COMMIT").await.unwrap();
+    // A write through the same policy: on the primary (a standby would refuse it).
+    for i in 0..5 {
+        let r = a
+            .query_one("INSERT INTO items (v) VALUES ($1) RETURNING inet_server_port(), pg_is_in_recovery()", &[&i])
+            .await
+            .unwrap();
+        assert_eq!((r.get::<_, i32>(0), r.get::<_, bool>(1)), (ports[0], false));
+        // Read-your-writes wins over the policy: the tenant's node once it has the write, else the primary.
+        let n: i64 = a.query_one("SELECT count(*) FROM items WHERE v = $1", &[&i]).await.unwrap().get(0);
+        assert!(n >= 1, "the session sees its own write");
+        assert_ne!(server_port(&a).await, ports[2]);
+    }
+    let stats = pooler.pooler.node_stats();
+    assert!(stats[1].reads >= 30 && stats[2].reads >= 60, "{stats:?}");
+}
+
+async fn port_and_recovery(client: &tokio_postgres::Client) -> (i32, bool) {
+    let r = client.query_one("SELECT inet_server_port(), pg_is_in_recovery()", &[]).await.unwrap();
+    (r.get(0), r.get(1))
 }

@@ -564,7 +564,7 @@ async fn client_vanishing_mid_query_never_lends_out_the_busy_server_connection()
         .parse()
         .unwrap();
     let mut q = bytes::BytesMut::new();
-    pooler_core::protocol::write::query(&mut q, "SELECT pg_sleep(30)");
+    pooler_core::internals::write::query(&mut q, "SELECT pg_sleep(30)");
     use tokio::io::AsyncWriteExt;
     raw.write_all(&q).await.unwrap();
     // Wait until the sleep runs, then make the client disappear.
@@ -616,7 +616,7 @@ async fn backend_runs(cluster: &pooler_testkit::Cluster, pid: i32, query: &str) 
 /// The SQLSTATE of the ErrorResponse among `messages`, if any.
 fn error_code(messages: &[(u8, Vec<u8>)]) -> Option<String> {
     let (_, body) = messages.iter().find(|(t, _)| *t == b'E')?;
-    pooler_core::protocol::messages::ErrorFields::new(body).code().map(str::to_owned)
+    pooler_core::internals::messages::ErrorFields::new(body).code().map(str::to_owned)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -315,7 +315,7 @@ fn idle_memory(setup: &Setup, target: Target, n: usize) -> Result<(u64, u64, f64
         let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
         s.set_read_timeout(Some(Duration::from_secs(60)))?;
         let mut buf = bytes::BytesMut::new();
-        pooler_core::protocol::write::startup_message(&mut buf, 0, &[("user", "postgres"), ("database", "postgres")]);
+        pooler_core::internals::write::startup_message(&mut buf, 0, &[("user", "postgres"), ("database", "postgres")]);
         s.write_all(&buf)?;
         let mut got = Vec::new();
         let mut b = [0u8; 2048];

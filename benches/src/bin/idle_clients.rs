@@ -12,7 +12,7 @@ use pooler_benches::{rss_kib, PoolerProcess};
 
 fn startup_packet(user: &str) -> Vec<u8> {
     let mut buf = bytes::BytesMut::new();
-    pooler_core::protocol::write::startup_message(
+    pooler_core::internals::write::startup_message(
         &mut buf,
         0,
         &[("user", user), ("database", "postgres"), ("application_name", "idle")],

@@ -6,8 +6,8 @@ mod passfile;
 mod scram;
 
 pub use md5::{md5_salt, verify_md5};
-pub use passfile::{PasswordFile, PasswordFileError, ScramSecret, UserSecret};
-pub use scram::{ScramError, ScramKeyClient, ScramServer};
+pub use passfile::{PasswordFile, PasswordFileError, UserSecret};
+pub use scram::{ScramKeyClient, ScramServer};
 
 /// Compares two byte strings in time that depends only on their lengths.
 pub(crate) fn ct_eq(a: &[u8], b: &[u8]) -> bool {

@@ -237,7 +237,7 @@ impl PasswordFile {
     }
 
     /// The secret of `user`.
-    pub fn get(&self, user: &str) -> Option<&UserSecret> {
+    pub(crate) fn get(&self, user: &str) -> Option<&UserSecret> {
         self.users.get(user)
     }
 

@@ -19,8 +19,6 @@ mod functions;
 
 use crate::sql::{is, Lexer, Token};
 
-pub use functions::BUILTIN_PRIMARY_FUNCTIONS;
-
 /// What a statement (or a multi-statement string, taken as a whole) is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {

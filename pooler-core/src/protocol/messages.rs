@@ -22,6 +22,7 @@ pub mod tag {
     /// NotificationResponse (`A`).
     pub const NOTIFICATION_RESPONSE: u8 = b'A';
     /// CommandComplete (`C`).
+    #[allow(dead_code)] // the set of tags is complete; the relay names its own
     pub const COMMAND_COMPLETE: u8 = b'C';
     /// Frontend Query (`Q`).
     pub const QUERY: u8 = b'Q';

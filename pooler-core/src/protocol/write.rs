@@ -62,11 +62,6 @@ pub fn auth_ok(buf: &mut BytesMut) {
     message(buf, b'R', |b| b.put_i32(0));
 }
 
-/// AuthenticationCleartextPassword.
-pub fn auth_cleartext(buf: &mut BytesMut) {
-    message(buf, b'R', |b| b.put_i32(3));
-}
-
 /// AuthenticationMD5Password with `salt`.
 pub fn auth_md5(buf: &mut BytesMut, salt: [u8; 4]) {
     message(buf, b'R', |b| {

@@ -509,12 +509,14 @@ impl<'a> Relay<'a> {
         let mut node = primary;
         let mut probe = false;
         if read {
-            node = router.read_node(&self.core.login.database, self.core.application(), min_lsn);
-            if node == primary && min_lsn > 0 {
-                // No standby is known to have the session's last write: ask one.
-                node = router.probe_candidate(&self.core.login.database, self.core.application());
-                probe = node != primary;
-            }
+            // The router (and the embedding service's routing policy, if
+            // any) picks the read node; `probe`: ask it for the session's
+            // last write first.
+            let block = router.has_policy() && self.core.front_is_block();
+            let login = &self.core.login;
+            let (user, database, application) = (&login.user, &login.database, self.core.application());
+            (node, probe) =
+                router.choose_read(&crate::route::Requester { user, database, application, block }, min_lsn);
         }
         if self.parks() && node != primary && !router.statement_level() {
             // One read node per session (pgpool's default), if it has the
@@ -646,6 +648,7 @@ impl<'a> Relay<'a> {
     /// the long way.
     fn attach_now(&mut self) -> bool {
         let router = &self.shared.router;
+        // With balancing on, reads are routed (a routing policy's too): never here.
         if router.balancing() || self.parks() {
             return false;
         }

@@ -4,6 +4,9 @@
 //! per database and per application, and only to nodes known to have replayed
 //! a session's own last write (read-your-writes).
 //!
+//! An embedding service may override the choice of a read node with a
+//! [`RoutingPolicy`] ([`policy`]), within the same safety rules.
+//!
 //! The router holds no locks: which node is the primary and which nodes may
 //! serve reads come from the cluster controller's latest published
 //! [`Snapshot`] (an atomic pointer swap); counters and replay positions are
@@ -15,13 +18,14 @@ use std::time::{Duration, Instant};
 
 use rand::RngExt;
 
+mod policy;
+
+pub(crate) use policy::{Policy, Requester};
+pub use policy::{RequestClass, RouteChoice, RouteRequest, RoutingPolicy};
+
 use crate::classify::{Classifier, ClassifierLists, PatternError};
 use crate::config::{BalancePolicy, Config, NodePreference, RoutingConfig};
 use crate::topology::{Role, Snapshot, Status, Topology};
-
-/// Index of the configured primary: the first node. The router starts with it
-/// and follows the cluster controller when another node becomes the primary.
-pub const PRIMARY: usize = 0;
 
 /// What the router knows and counts about one node.
 #[derive(Debug)]
@@ -79,6 +83,8 @@ pub struct Router {
     started: Instant,
     /// The cluster as last published by the controller (read only here).
     topology: Arc<Topology>,
+    /// The embedding service's say in where reads go, if it has one.
+    policy: Option<Policy>,
 }
 
 impl Router {
@@ -111,7 +117,19 @@ impl Router {
                 warned_ms: AtomicU64::new(0),
             })
             .collect();
-        Ok(Router { classifier, nodes, config: r.clone(), started: Instant::now(), topology })
+        Ok(Router { classifier, nodes, config: r.clone(), started: Instant::now(), topology, policy: None })
+    }
+
+    /// Lets `policy` choose read nodes (see [`RoutingPolicy`] for when it is
+    /// asked and what it may choose).
+    pub(crate) fn set_policy(&mut self, policy: Option<Arc<dyn RoutingPolicy>>) {
+        self.policy = policy.map(Policy);
+    }
+
+    /// True when a routing policy is set (the relay then tells it whether a
+    /// read opens a transaction block).
+    pub(crate) fn has_policy(&self) -> bool {
+        self.policy.is_some()
     }
 
     /// The node that takes writes now.
@@ -168,7 +186,65 @@ impl Router {
     /// `application`, whose last write is at `min_lsn` (0: none). The primary
     /// when balancing is off, nothing else is usable, or the preferences say so.
     pub fn read_node(&self, database: &str, application: &str, min_lsn: u64) -> usize {
+        self.read_node_in(&self.topology.guard(), database, application, min_lsn)
+    }
+
+    /// The node for a read of `who` whose session's last write is at
+    /// `min_lsn` (0: none), and whether the relay must first ask it how far
+    /// it has replayed (true: it is not known to have `min_lsn`; if it is
+    /// behind, the primary serves the read). The routing policy, if any,
+    /// chooses first; [`Router::read_node`] decides what it leaves to the
+    /// router or may not have (the safety rule of [`RoutingPolicy`]).
+    pub(crate) fn choose_read(&self, who: &Requester<'_>, min_lsn: u64) -> (usize, bool) {
         let s = self.topology.guard();
+        let primary = s.primary;
+        if !self.balancing() {
+            return (primary, false);
+        }
+        let choice = match &self.policy {
+            None => RouteChoice::Default,
+            Some(p) => {
+                let class = if who.block { RequestClass::ReadOnlyTransaction } else { RequestClass::Read };
+                p.0.choose(&RouteRequest::new(class, who.user, who.database, who.application, &s))
+            }
+        };
+        let node = self.honour(&s, choice, who, min_lsn);
+        if node == primary && min_lsn > 0 {
+            // No node is known to have the session's last write: one that
+            // could serve the read is asked how far it has replayed.
+            let candidate = self.honour(&s, choice, who, 0);
+            return (candidate, candidate != primary);
+        }
+        (node, false)
+    }
+
+    /// The node `choice` names, if it may serve a read whose session's last
+    /// write is at `min_lsn`; else the router's own choice.
+    fn honour(&self, s: &Snapshot, choice: RouteChoice, who: &Requester<'_>, min_lsn: u64) -> usize {
+        match choice {
+            RouteChoice::Primary => s.primary,
+            RouteChoice::Node(i) if self.in_read_set(s, i) && self.has_replayed(s, i, min_lsn) => i,
+            RouteChoice::Node(i) => {
+                tracing::debug!(
+                    node = i,
+                    user = who.user,
+                    "routing policy's node cannot serve the read now; routing as configured"
+                );
+                self.read_node_in(s, who.database, who.application, min_lsn)
+            }
+            RouteChoice::Default => self.read_node_in(s, who.database, who.application, min_lsn),
+        }
+    }
+
+    /// Node `i` has the session's writes up to `min_lsn` (the primary always has).
+    fn has_replayed(&self, s: &Snapshot, i: usize, min_lsn: u64) -> bool {
+        i == s.primary
+            || min_lsn == 0
+            || self.nodes.get(i).is_some_and(|n| n.replayed.load(Ordering::Relaxed) >= min_lsn)
+    }
+
+    /// [`Router::read_node`] over snapshot `s`.
+    fn read_node_in(&self, s: &Snapshot, database: &str, application: &str, min_lsn: u64) -> usize {
         let primary = s.primary;
         if !self.balancing() {
             return primary;
@@ -179,12 +255,11 @@ impl Router {
             .get(application)
             .or_else(|| self.config.database_preference.get(database))
             .copied();
-        let replayed =
-            |i: usize| i == primary || min_lsn == 0 || self.nodes[i].replayed.load(Ordering::Relaxed) >= min_lsn;
+        let replayed = |i: usize| self.has_replayed(s, i, min_lsn);
         match preference {
             Some(NodePreference::Primary) => return primary,
             Some(NodePreference::Node(i)) => {
-                return if self.usable(&s, i) && replayed(i) { i } else { primary };
+                return if self.usable(s, i) && replayed(i) { i } else { primary };
             }
             _ => {}
         }
@@ -192,13 +267,12 @@ impl Router {
         // With prefer_lowest_lag, only the standbys lagging least are candidates.
         let least_lag = if self.config.prefer_lowest_lag {
             (0..self.nodes.len())
-                .filter(|&i| i != primary && self.usable(&s, i) && replayed(i))
+                .filter(|&i| i != primary && self.usable(s, i) && replayed(i))
                 .filter_map(|i| s.nodes.get(i).map(|n| n.lag_bytes))
                 .min()
         } else {
             None
         };
-        let s = &s;
         let candidates = move || {
             (0..self.nodes.len()).filter(move |&i| {
                 (!standby_only || i != primary)
@@ -233,12 +307,6 @@ impl Router {
             }),
         };
         chosen.unwrap_or(primary)
-    }
-
-    /// A node that could serve a read if it had replayed `min_lsn` (to probe
-    /// it), ignoring replay positions.
-    pub fn probe_candidate(&self, database: &str, application: &str) -> usize {
-        self.read_node(database, application, 0)
     }
 
     /// Counts a request routed to `node` (a read or not) as started.
@@ -341,11 +409,13 @@ impl Router {
     }
 }
 
-pub use crate::lsn::parse_lsn;
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lsn::parse_lsn;
+
+    /// The configured primary: the first node.
+    const PRIMARY: usize = 0;
     use crate::config::NodeConfig;
 
     fn config(weights: &[f64]) -> Config {
@@ -471,5 +541,100 @@ mod tests {
         s.nodes[3].lagging = true;
         r.topology().publish(s);
         assert_eq!(spread(&r, 50)[1], 50);
+    }
+    /// A policy that sends every read of user "tenant" to one node, and
+    /// counts what it was asked.
+    struct Tenant(RouteChoice, std::sync::Mutex<Vec<Asked>>);
+
+    /// What a policy was asked: class, user, database, application, snapshot generation.
+    type Asked = (RequestClass, String, String, String, u64);
+
+    impl RoutingPolicy for Tenant {
+        fn choose(&self, r: &RouteRequest<'_>) -> RouteChoice {
+            let seen = (r.class, r.user.into(), r.database.into(), r.application_name.into(), r.snapshot.generation);
+            self.1.lock().unwrap().push(seen);
+            if r.user == "tenant" {
+                self.0
+            } else {
+                RouteChoice::Default
+            }
+        }
+    }
+
+    fn with_policy(r: &mut Router, choice: RouteChoice) -> Arc<Tenant> {
+        let p = Arc::new(Tenant(choice, Default::default()));
+        r.set_policy(Some(p.clone()));
+        p
+    }
+
+    fn who<'a>(user: &'a str, block: bool) -> Requester<'a> {
+        Requester { user, database: "db", application: "app", block }
+    }
+
+    #[test]
+    fn a_policy_chooses_the_read_node_and_is_told_who_asks() {
+        let mut r = router(&config(&[1.0, 1.0, 1.0]));
+        let p = with_policy(&mut r, RouteChoice::Node(2));
+        for _ in 0..50 {
+            assert_eq!(r.choose_read(&who("tenant", false), 0), (2, false));
+        }
+        let others: Vec<usize> = (0..200).map(|_| r.choose_read(&who("other", false), 0).0).collect();
+        assert!((0..3).all(|n| others.contains(&n)), "the default spreads the rest: {others:?}");
+        r.choose_read(&who("tenant", true), 0);
+        let generation = r.snapshot().generation;
+        let seen = p.1.lock().unwrap();
+        assert_eq!(seen[0], (RequestClass::Read, "tenant".into(), "db".into(), "app".into(), generation));
+        assert_eq!(seen.last().unwrap().0, RequestClass::ReadOnlyTransaction);
+        // Primary overrides a weight that would keep reads off it.
+        let mut r = router(&config(&[0.0, 1.0]));
+        with_policy(&mut r, RouteChoice::Primary);
+        assert_eq!(r.choose_read(&who("tenant", false), 0), (PRIMARY, false));
+    }
+
+    #[test]
+    fn a_policy_cannot_pick_a_node_out_of_the_read_set_or_without_the_sessions_writes() {
+        let mut c = config(&[0.0, 1.0, 0.0]);
+        c.routing.failed_node_retry = Duration::from_secs(60);
+        let mut r = router(&c);
+        with_policy(&mut r, RouteChoice::Node(2));
+        assert_eq!(r.choose_read(&who("tenant", false), 0), (2, false), "weight 0 does not matter");
+        // Not configured: the router's own choice.
+        let mut r2 = router(&config(&[0.0, 1.0]));
+        with_policy(&mut r2, RouteChoice::Node(7));
+        assert_eq!(r2.choose_read(&who("tenant", false), 0), (1, false));
+        // Lagging, down, backed off: the router's own choice (node 1).
+        let mut s = (*r.snapshot()).clone();
+        s.nodes[2].lagging = true;
+        r.topology().publish(s.clone());
+        assert_eq!(r.choose_read(&who("tenant", false), 0), (1, false));
+        s.nodes[2].lagging = false;
+        s.nodes[2].status = Status::Down;
+        r.topology().publish(s.clone());
+        assert_eq!(r.choose_read(&who("tenant", false), 0), (1, false));
+        s.nodes[2].status = Status::Up;
+        r.topology().publish(s);
+        r.note_failure(2);
+        assert_eq!(r.choose_read(&who("tenant", false), 0), (1, false));
+        // Read-your-writes: node 2 is probed first, then chosen once known to have the write.
+        let mut r = router(&config(&[0.0, 1.0, 1.0]));
+        with_policy(&mut r, RouteChoice::Node(2));
+        let lsn = parse_lsn("0/3000060").unwrap();
+        r.note_replayed(1, lsn);
+        assert_eq!(r.choose_read(&who("tenant", false), lsn), (1, false), "node 2 lacks it: the router's choice");
+        let mut r = router(&config(&[0.0, 1.0, 1.0]));
+        with_policy(&mut r, RouteChoice::Node(2));
+        assert_eq!(r.choose_read(&who("tenant", false), lsn), (2, true), "nobody has it: probe the policy's node");
+        r.note_replayed(2, lsn);
+        assert_eq!(r.choose_read(&who("tenant", false), lsn), (2, false));
+    }
+
+    #[test]
+    fn with_balancing_off_a_policy_is_not_asked() {
+        let mut c = config(&[1.0, 1.0]);
+        c.routing.load_balance = false;
+        let mut r = router(&c);
+        let p = with_policy(&mut r, RouteChoice::Node(1));
+        assert_eq!(r.choose_read(&who("tenant", false), 0), (PRIMARY, false));
+        assert!(p.1.lock().unwrap().is_empty());
     }
 }

@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use pooler_core::auth::PasswordFile;
 use pooler_core::config::{AuthMethod, NodeConfig};
+use pooler_core::PasswordFile;
 use pooler_core::{Config, Pooler};
 use pooler_testkit::Cluster;
 use tokio::net::TcpListener;
@@ -33,9 +33,19 @@ impl TestPooler {
         passwords: Option<PasswordFile>,
         f: impl FnOnce(Pooler) -> Pooler,
     ) -> TestPooler {
+        TestPooler::serve(f(Pooler::with_passwords(config, passwords).expect("valid config"))).await
+    }
+
+    /// Like [`TestPooler::start`], for a pooler built with `Pooler::builder`.
+    pub async fn start_built(builder: pooler_core::PoolerBuilder) -> TestPooler {
+        TestPooler::serve(builder.build().expect("valid config")).await
+    }
+
+    /// Runs `pooler` on a fresh loopback port, once its first health checks are in.
+    async fn serve(pooler: Pooler) -> TestPooler {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
         let addr = listener.local_addr().expect("local addr");
-        let pooler = std::sync::Arc::new(f(Pooler::with_passwords(config, passwords).expect("valid config")));
+        let pooler = std::sync::Arc::new(pooler);
         let (tx, rx) = oneshot::channel::<()>();
         let p = pooler.clone();
         let task = tokio::spawn(async move {
@@ -48,7 +58,7 @@ impl TestPooler {
         // for the first round, so tests start from a checked cluster.
         let p = pooler.clone();
         eventually(Duration::from_secs(10), || {
-            p.cluster().nodes.iter().all(|n| n.status != pooler_core::cluster::Status::Waiting)
+            p.cluster().nodes.iter().all(|n| n.status != pooler_core::Status::Waiting)
         })
         .await;
         TestPooler { addr, pooler, stop: Some(tx), task: Some(task) }
@@ -182,7 +192,7 @@ pub async fn raw_login(addr: SocketAddr) -> tokio::net::TcpStream {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect to the pooler");
     let mut startup = bytes::BytesMut::new();
-    pooler_core::protocol::write::startup_message(&mut startup, 0, &[("user", "postgres"), ("database", "postgres")]);
+    pooler_core::internals::write::startup_message(&mut startup, 0, &[("user", "postgres"), ("database", "postgres")]);
     s.write_all(&startup).await.expect("send startup");
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
@@ -337,14 +347,14 @@ pub async fn raw_login_key(addr: SocketAddr) -> (tokio::net::TcpStream, i32, i32
     use tokio::io::AsyncWriteExt;
     let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect to the pooler");
     let mut startup = bytes::BytesMut::new();
-    pooler_core::protocol::write::startup_message(&mut startup, 0, &[("user", "postgres"), ("database", "postgres")]);
+    pooler_core::internals::write::startup_message(&mut startup, 0, &[("user", "postgres"), ("database", "postgres")]);
     s.write_all(&startup).await.expect("send startup");
     let mut pending = Vec::new();
     let mut key = None;
     for (tag, body) in read_to_ready(&mut s, &mut pending).await {
         match tag {
             b'K' => {
-                let k = pooler_core::protocol::messages::BackendKeyData::parse(&body).expect("8-byte BackendKeyData");
+                let k = pooler_core::internals::messages::BackendKeyData::parse(&body).expect("8-byte BackendKeyData");
                 key = Some((k.pid, k.secret));
             }
             b'E' => panic!("login failed: {}", String::from_utf8_lossy(&body)),
@@ -416,7 +426,7 @@ pub fn describe(messages: &[(u8, Vec<u8>)]) -> Vec<String> {
         .iter()
         .map(|(tag, body)| match tag {
             b'E' | b'N' => {
-                let f = pooler_core::protocol::messages::ErrorFields::new(body);
+                let f = pooler_core::internals::messages::ErrorFields::new(body);
                 let (s, c, m) = (f.severity(), f.code(), f.message());
                 format!("{} {} {} {}", char::from(*tag), s.unwrap_or("?"), c.unwrap_or("?"), m.unwrap_or("?"))
             }
