@@ -3,7 +3,7 @@
 
 use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use pooler_core::internals::{split_frame, split_startup, Scanner, Verdict};
+use pooler_core::internals::{split_frame, split_startup};
 use std::hint::black_box;
 
 fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
@@ -39,22 +39,6 @@ fn bench_frames(c: &mut Criterion) {
                 n += f.body().len();
             }
             black_box(n)
-        })
-    });
-    g.bench_function("scanner/select_reply", |b| {
-        let mut sc = Scanner::new(1 << 20);
-        b.iter(|| {
-            let s = sc
-                .scan(
-                    black_box(&reply),
-                    |t| t == b'Z' || t == b'S',
-                    |_, body| {
-                        black_box(body);
-                        Verdict::Forward
-                    },
-                )
-                .unwrap();
-            black_box(s.forward)
         })
     });
     g.finish();

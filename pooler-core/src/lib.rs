@@ -73,7 +73,7 @@ pub use topology::{NodeState, Role, Snapshot, Status, Topology};
 #[doc(hidden)]
 pub mod internals {
     pub use crate::classify::{Classifier, ClassifierLists, Flags};
-    pub use crate::protocol::{split_frame, split_startup, Scanner, StartupPacket, Verdict, MAX_STARTUP_PACKET};
+    pub use crate::protocol::{split_frame, split_startup, StartupPacket, MAX_STARTUP_PACKET};
     pub use crate::route::Router;
 
     /// Writers of protocol messages.
@@ -98,6 +98,14 @@ pub mod fuzzing {
             assert!(!name.is_empty());
         }
         f.pin.is_some() || f.reserved_name
+    }
+
+    /// Feeds `client` and `server` bytes, in `chunk`-sized pieces, to a relay
+    /// core in transaction (`mode` 0), statement (1) or session (2) mode,
+    /// answering nothing: whatever the bytes, it relays or fails, never
+    /// panics. Returns whether it failed.
+    pub fn relay_core(mode: u8, client: &[u8], server: &[u8], chunk: usize) -> bool {
+        crate::relay::fuzz(mode, client, server, chunk)
     }
 
     /// Reads `data` as the health probe's row (fields split at NUL bytes, an

@@ -174,7 +174,7 @@ impl Pooler {
         assemble(config, passwords, Hooks::default())
     }
 
-    #[cfg(test)]
+    /// The shared context (the crate's own tests and fuzz entry points).
     pub(crate) fn shared(&self) -> Arc<Shared> {
         self.shared.clone()
     }

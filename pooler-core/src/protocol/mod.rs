@@ -8,7 +8,7 @@ pub mod messages;
 pub mod startup;
 pub mod write;
 
-pub use frame::{peek_header, split_frame, Frame, Scanner, Verdict, HEADER_LEN};
+pub use frame::{peek_header, split_frame, Frame, HEADER_LEN};
 pub use messages::TransactionStatus;
 pub use startup::{split_startup, CancelKey, StartupMessage, StartupPacket, MAX_STARTUP_PACKET};
 

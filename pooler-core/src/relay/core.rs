@@ -565,6 +565,15 @@ impl<'a> Core<'a> {
         }
     }
 
+    /// A message of type `t`, `total` bytes long, may be gathered whole
+    /// (`server.max_message_size`).
+    fn check_size(&self, t: u8, total: usize) -> Result<(), ProtocolError> {
+        if total > self.max_message {
+            return Err(ProtocolError::MessageTooLarge { tag: t, len: total, max: self.max_message });
+        }
+        Ok(())
+    }
+
     /// The server owes answers to messages sent (or the pooler owes its own).
     pub(super) fn server_owes(&self) -> bool {
         !self.queue.is_empty()
@@ -636,13 +645,7 @@ impl<'a> Core<'a> {
                 self.up_remaining = total - pass_on(self.cbuf, to, total);
                 continue;
             }
-            if total > self.max_message {
-                return Err(Error::ClientProtocol(ProtocolError::MessageTooLarge {
-                    tag: t,
-                    len: total,
-                    max: self.max_message,
-                }));
-            }
+            self.check_size(t, total).map_err(Error::ClientProtocol)?;
             if self.cbuf.len() < total {
                 self.cbuf.reserve(total - self.cbuf.len());
                 break;
@@ -1097,13 +1100,7 @@ impl<'a> Core<'a> {
                 self.down_remaining = total - pass_on(srv.buf, Some(&mut *self.cout), total);
                 continue;
             }
-            if total > self.max_message {
-                return Err(Error::ServerProtocol(ProtocolError::MessageTooLarge {
-                    tag: t,
-                    len: total,
-                    max: self.max_message,
-                }));
-            }
+            self.check_size(t, total).map_err(Error::ServerProtocol)?;
             if srv.buf.len() < total {
                 srv.buf.reserve(total - srv.buf.len());
                 break;

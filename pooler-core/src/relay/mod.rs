@@ -1037,3 +1037,54 @@ async fn sleep_until(deadline: Option<Instant>) {
         None => std::future::pending().await,
     }
 }
+
+/// The fuzz target's way into the core ([`crate::fuzzing::relay_core`]).
+#[doc(hidden)]
+pub(crate) fn fuzz(mode: u8, client: &[u8], server: &[u8], chunk: usize) -> bool {
+    use crate::config::{AuthMethod, NodeConfig};
+    let mode = match mode {
+        0 => PoolMode::Transaction,
+        1 => PoolMode::Statement,
+        _ => PoolMode::Session,
+    };
+    let mut config = crate::Config::with_nodes(vec![NodeConfig::new("127.0.0.1", 1)]);
+    config.auth.method = AuthMethod::Trust;
+    config.pool.mode = mode;
+    config.server.max_message_size = 64 * 1024;
+    let Ok(pooler) = crate::Pooler::new(config) else { return true };
+    let shared = pooler.shared();
+    let login = LoginInfo { user: "u".into(), database: "d".into(), secret: None, client_key: None };
+    let key = crate::pool::PoolKey { node: 0, user: "u".into(), database: "d".into() };
+    let pool = shared.pools.get(key, &shared.nodes[0], || login.clone());
+    let (mut cbuf, mut cout) = (BytesMut::new(), BytesMut::new());
+    let params = std::sync::Arc::new(Vec::new());
+    let peer = std::net::SocketAddr::from(([127, 0, 0, 1], 1));
+    let mut core = Core::new(&shared, pool, mode, (&mut cbuf, &mut cout), 0, login, (params, Vec::new()), 1, peer);
+    core.attached(0);
+    let (mut sbuf, mut statements, mut sparams) = (BytesMut::new(), Default::default(), Vec::new());
+    let mut clients = client.chunks(chunk.max(1));
+    let mut servers = server.chunks(chunk.max(1));
+    loop {
+        let (c, s) = (clients.next(), servers.next());
+        if c.is_none() && s.is_none() {
+            return false;
+        }
+        if let Some(c) = c {
+            core.cbuf.extend_from_slice(c);
+        }
+        if let Some(s) = s {
+            sbuf.extend_from_slice(s);
+        }
+        let mut view = ServerView { buf: &mut sbuf, statements: &mut statements, params: &mut sparams, pid: 2 };
+        if core.relay_client_messages(&mut view).is_err() || core.relay_server_messages(&mut view).is_err() {
+            return true;
+        }
+        if matches!(core.next(true, view.buf.is_empty()), Next::Close(_)) {
+            return true;
+        }
+        // What was relayed is gone (as the driver writes it out), so memory
+        // stays bounded by what one call may buffer.
+        core.sout.clear();
+        core.cout.clear();
+    }
+}

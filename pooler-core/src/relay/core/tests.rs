@@ -433,6 +433,20 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
     #[test]
+    fn any_bytes_from_either_side_end_in_relayed_bytes_or_an_error_never_a_panic(
+        mode in 0u8..3,
+        client in proptest::collection::vec(any::<u8>(), 0..600),
+        server in proptest::collection::vec(any::<u8>(), 0..600),
+        chunk in 1usize..50,
+    ) {
+        // Valid-looking frames too: a tag byte and a small length up front.
+        let mut framed = vec![b'Q', 0, 0, 0, 12];
+        framed.extend_from_slice(&client);
+        super::super::fuzz(mode, &client, &server, chunk);
+        super::super::fuzz(mode, &framed, &server, chunk);
+    }
+
+    #[test]
     fn any_cut_of_valid_client_messages_sends_and_answers_exactly_what_the_uncut_stream_does(
         msgs in proptest::collection::vec((0u8..7, 0u8..9), 1..24),
         cuts in proptest::collection::vec(1usize..40, 0..64),
