@@ -128,16 +128,26 @@ impl Stream {
 
     /// Waits until a read may make progress (at once while decrypted
     /// plaintext waits, or the peer's records have ended).
-    pub(crate) async fn readable(&self) -> io::Result<()> {
-        if self.tls.as_ref().is_some_and(|t| t.plaintext > 0 || t.closed) {
-            return Ok(());
-        }
-        self.socket.readable().await
+    ///
+    /// A `poll_fn` over the socket's own readiness (a future of one
+    /// pointer): the relay's `select!` holds several of these for every
+    /// idle client, so their size is part of what an idle client costs. Only
+    /// the last task to wait is woken: a stream has one driver.
+    pub(crate) fn readable(&self) -> impl std::future::Future<Output = io::Result<()>> + '_ {
+        std::future::poll_fn(move |cx| {
+            if self.tls.as_ref().is_some_and(|t| t.plaintext > 0 || t.closed) {
+                return std::task::Poll::Ready(Ok(()));
+            }
+            match &self.socket {
+                Socket::Tcp(s) => s.poll_read_ready(cx),
+                Socket::Unix(s) => s.poll_read_ready(cx),
+            }
+        })
     }
 
-    /// Waits until a write may make progress.
-    pub(crate) async fn writable(&self) -> io::Result<()> {
-        self.socket.writable().await
+    /// Waits until a write may make progress (a `poll_fn`, as `readable`).
+    pub(crate) fn writable(&self) -> impl std::future::Future<Output = io::Result<()>> + '_ {
+        self.socket.writable()
     }
 
     /// Bytes the stream holds for the peer that the socket has not taken
@@ -225,7 +235,11 @@ impl Stream {
         Ok(())
     }
 
-    /// Waits for bytes and reads them into `buf` (`Ok(0)`: the peer closed).
+    /// Waits for bytes and reads them into `buf` (`Ok(0)`: the peer closed):
+    /// for the login's short exchanges. Unlike [`Stream::read_ready`] a
+    /// short read leaves the readiness as it is, so bytes the peer sent
+    /// right after (its first request, after the login) are read at once,
+    /// without a trip through the event loop.
     pub(crate) async fn read_some(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
         loop {
             if self.wants_write() {
@@ -233,7 +247,25 @@ impl Stream {
                 self.flush_all(&mut BytesMut::new()).await?;
             }
             self.readable().await?;
-            if let Some(n) = self.read_ready(buf)? {
+            let got = match &mut self.tls {
+                Some(tls) => {
+                    buf.reserve(READ_CHUNK);
+                    tls_read_ready(&self.socket, tls, buf)?
+                }
+                None => {
+                    buf.reserve(READ_CHUNK);
+                    let r = match &self.socket {
+                        Socket::Tcp(s) => s.try_read_buf(buf),
+                        Socket::Unix(s) => s.try_read_buf(buf),
+                    };
+                    match r {
+                        Ok(n) => Some(n),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+                        Err(e) => return Err(e),
+                    }
+                }
+            };
+            if let Some(n) = got {
                 return Ok(n);
             }
         }
@@ -301,18 +333,11 @@ fn tls_read_ready(socket: &Socket, tls: &mut Tls, buf: &mut BytesMut) -> io::Res
 }
 
 impl Socket {
-    async fn readable(&self) -> io::Result<()> {
-        match self {
-            Socket::Tcp(s) => s.readable().await,
-            Socket::Unix(s) => s.readable().await,
-        }
-    }
-
-    async fn writable(&self) -> io::Result<()> {
-        match self {
-            Socket::Tcp(s) => s.writable().await,
-            Socket::Unix(s) => s.writable().await,
-        }
+    fn writable(&self) -> impl std::future::Future<Output = io::Result<()>> + '_ {
+        std::future::poll_fn(move |cx| match self {
+            Socket::Tcp(s) => s.poll_write_ready(cx),
+            Socket::Unix(s) => s.poll_write_ready(cx),
+        })
     }
 
     fn try_write(&self, bytes: &[u8]) -> io::Result<usize> {

@@ -246,8 +246,9 @@ pub(crate) struct Core<'a> {
     pub(super) login: LoginInfo,
     /// The pid the client was given (its own notifications carry it).
     pub(super) client_pid: i32,
-    /// The client's address (for the statement log).
-    pub(super) peer: std::net::SocketAddr,
+    /// The client's address, kept for the statement log only (an idle
+    /// client does not pay for it otherwise).
+    pub(super) peer: Option<Box<std::net::SocketAddr>>,
     /// The lent connection has run something that may write.
     pub(super) wrote: bool,
     /// The next request must not run on the lent (read) connection: give it
@@ -296,7 +297,7 @@ impl<'a> Core<'a> {
             max_message: shared.config.server.max_message_size,
             pool,
             mode: Mode::of(mode, shared.router.balancing()),
-            peer,
+            peer: shared.config.server.log_statements.then(|| Box::new(peer)),
             cbuf,
             cout,
             sout: BytesMut::new(),
@@ -733,7 +734,7 @@ impl<'a> Core<'a> {
     fn session_message(&mut self, t: u8, total: usize) {
         let body = &self.cbuf[HEADER_LEN..total];
         if self.shared.config.server.log_statements {
-            log_statement(self.peer, t, body);
+            log_statement(self.peer.as_deref(), t, body);
         }
         if t == b'S' {
             self.server_skip = false;
@@ -750,7 +751,7 @@ impl<'a> Core<'a> {
 
     fn client_message(&mut self, t: u8, frame: &[u8], srv: &mut ServerView<'_>) -> Result<(), Error> {
         if matches!(t, tag::QUERY | tag::PARSE) && self.shared.config.server.log_statements {
-            log_statement(self.peer, t, &frame[HEADER_LEN..]);
+            log_statement(self.peer.as_deref(), t, &frame[HEADER_LEN..]);
         }
         let body = &frame[HEADER_LEN..];
         if matches!(t, tag::PARSE | b'B' | b'D' | b'C' | b'E' | b'H') {
@@ -1193,8 +1194,9 @@ impl<'a> Core<'a> {
 }
 
 /// Logs a Query's or a Parse's SQL (`server.log_statements`).
-fn log_statement(peer: std::net::SocketAddr, t: u8, body: &[u8]) {
+fn log_statement(peer: Option<&std::net::SocketAddr>, t: u8, body: &[u8]) {
     use crate::protocol::messages;
+    let Some(peer) = peer else { return };
     match t {
         tag::QUERY => {
             if let Ok(q) = messages::Query::parse(body) {

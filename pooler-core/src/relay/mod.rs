@@ -96,7 +96,6 @@ pub(crate) struct Outcome {
 /// (the client stream, the lent server connection and those parked by
 /// node), the pool, the timers and the waits; the core decides.
 pub(crate) struct Relay<'a> {
-    shared: &'a Shared,
     cancel: &'a CancelHandle,
     stream: &'a mut Stream,
     lease: Option<Lease>,
@@ -158,7 +157,6 @@ impl<'a> Relay<'a> {
             core.link = Link::Pinned("session pooling mode");
         }
         Relay {
-            shared,
             cancel,
             stream,
             lease,
@@ -186,7 +184,7 @@ impl<'a> Relay<'a> {
         }
         let client_can_take_error = self.core.down_remaining == 0 && self.core.cout.is_empty();
         if let (End::Failed(e @ (Error::ServerIo(_) | Error::ServerClosed)), true) = (&end, self.lease.is_some()) {
-            self.shared.backend_failed(self.core.node, e);
+            self.core.shared.backend_failed(self.core.node, e);
             if let (Some(words), true) = (self.core.last_words.take(), client_can_take_error) {
                 // The server said why (FATAL) and closed: that reached the
                 // client, as on a direct connection; nothing is added.
@@ -201,7 +199,7 @@ impl<'a> Relay<'a> {
                 && self.core.down_remaining == 0
                 && lease.conn_ref().buf.is_empty()
                 && !matches!(&end, End::Failed(e) if e.side() == crate::error::Side::Server);
-            self.shared.router.end(self.core.node);
+            self.core.shared.router.end(self.core.node);
             if self.core.mode == Mode::Session {
                 Box::pin(self.end_session(lease, clean)).await;
             } else {
@@ -467,12 +465,12 @@ impl<'a> Relay<'a> {
         if let Some(Some(p)) = self.pools.get(node) {
             return p.clone();
         }
-        let Some(addr) = self.shared.nodes.get(node) else {
+        let Some(addr) = self.core.shared.nodes.get(node) else {
             return self.core.pool.clone();
         };
         let key = PoolKey { node, user: self.core.login.user.clone(), database: self.core.login.database.clone() };
         let login = &self.core.login;
-        let p = self.shared.pools.get(key, addr, || login.clone());
+        let p = self.core.shared.pools.get(key, addr, || login.clone());
         if let Some(k) = login.client_key {
             p.learn_client_key(k);
         }
@@ -487,7 +485,7 @@ impl<'a> Relay<'a> {
     /// parameters, no other client's leftovers.
     async fn attach(&mut self) -> Result<(), Error> {
         let started = Instant::now();
-        let router = &self.shared.router;
+        let router = &self.core.shared.router;
         let mut wants = Vec::new();
         let front = if router.balancing() && self.core.stickiness != Stickiness::Everything {
             self.core.front_is_read(&mut wants)
@@ -557,7 +555,7 @@ impl<'a> Relay<'a> {
             Ok(l) => l,
             Err(e) if e.is_unavailable() && node != primary => {
                 // Nothing was sent anywhere: the primary can serve the read.
-                if self.shared.backend_failed(node, &e) {
+                if self.core.shared.backend_failed(node, &e) {
                     tracing::warn!(node, error = %e, "read node unreachable; using the primary");
                 }
                 node = primary;
@@ -570,7 +568,7 @@ impl<'a> Relay<'a> {
             Err(e) if e.is_unavailable() && read && min_lsn == 0 => {
                 // The primary is unreachable and the request only reads: a
                 // standby serves it (the health checks will confirm the rest).
-                let first = self.shared.backend_failed(primary, &e);
+                let first = self.core.shared.backend_failed(primary, &e);
                 let Some(n) = router.fallback_node(primary) else { return Err(e) };
                 if first {
                     tracing::warn!(node = primary, error = %e, standby = n, "primary unreachable; a standby serves the read");
@@ -588,10 +586,11 @@ impl<'a> Relay<'a> {
                 // The primary cannot be reached and nothing was sent: the
                 // request waits (bounded) for a primary that answers (a new
                 // one after a failover, or this one back) and runs there.
-                self.shared.backend_failed(primary, &e);
+                self.core.shared.backend_failed(primary, &e);
                 // One bound for the whole request, waits before included.
-                let wait = self.shared.config.failover.search_primary_node_timeout.saturating_sub(started.elapsed());
-                let Some(n) = Box::pin(self.shared.cluster.wait_for_primary_after(primary, wait)).await else {
+                let wait =
+                    self.core.shared.config.failover.search_primary_node_timeout.saturating_sub(started.elapsed());
+                let Some(n) = Box::pin(self.core.shared.cluster.wait_for_primary_after(primary, wait)).await else {
                     return Err(e);
                 };
                 tracing::info!(failed = primary, primary = n, "the request waited for a primary and runs there");
@@ -647,7 +646,7 @@ impl<'a> Relay<'a> {
     /// already has the client's settings. False: nothing was taken; attach
     /// the long way.
     fn attach_now(&mut self) -> bool {
-        let router = &self.shared.router;
+        let router = &self.core.shared.router;
         // With balancing on, reads are routed (a routing policy's too): never here.
         if router.balancing() || self.parks() {
             return false;
@@ -690,7 +689,7 @@ impl<'a> Relay<'a> {
         self.core.in_block = false;
         self.core.reroute = false;
         self.core.at_request_start = true;
-        self.shared.router.begin(node, read);
+        self.core.shared.router.begin(node, read);
     }
 
     /// While no node is available as the primary (a failover in progress, a
@@ -699,12 +698,12 @@ impl<'a> Relay<'a> {
     /// [`Error::NoPrimary`]: nothing is ever sent to a primary marked down
     /// (a hung one would hold the request for as long as it hangs).
     async fn wait_for_primary(&self) -> Result<(), Error> {
-        let router = &self.shared.router;
+        let router = &self.core.shared.router;
         if router.snapshot().primary_available() {
             return Ok(());
         }
-        let wait = self.shared.config.failover.search_primary_node_timeout;
-        if self.shared.cluster.wait_for_primary(wait).await {
+        let wait = self.core.shared.config.failover.search_primary_node_timeout;
+        if self.core.shared.cluster.wait_for_primary(wait).await {
             return Ok(());
         }
         let s = router.snapshot();
@@ -722,10 +721,10 @@ impl<'a> Relay<'a> {
     /// Asks the primary's catalog, in the background, which of `names` are
     /// volatile user functions in the client's database.
     fn look_up_functions(&self, names: Vec<String>) {
-        let catalog = self.shared.functions.clone();
+        let catalog = self.core.shared.functions.clone();
         let database = self.core.login.database.clone();
         let names = catalog.start_lookup(&database, &names, Instant::now());
-        let Some(addr) = self.shared.nodes.get(self.shared.router.primary()).cloned() else { return };
+        let Some(addr) = self.core.shared.nodes.get(self.core.shared.router.primary()).cloned() else { return };
         if names.is_empty() {
             return;
         }
@@ -763,7 +762,9 @@ impl<'a> Relay<'a> {
     /// Releasing needs a query on the connection first: the WAL position
     /// after a write (read-your-writes), or the values of changed parameters.
     fn release_needs_round_trip(&self) -> bool {
-        (self.core.wrote && self.core.node == self.shared.router.primary() && self.shared.router.read_your_writes())
+        (self.core.wrote
+            && self.core.node == self.core.shared.router.primary()
+            && self.core.shared.router.read_your_writes())
             || !self.core.dirty.is_empty()
     }
 
@@ -775,7 +776,7 @@ impl<'a> Relay<'a> {
         };
         self.core.released();
         self.core.note_write_stickiness();
-        self.shared.router.end(self.core.node);
+        self.core.shared.router.end(self.core.node);
         // Usually nothing needs awaiting: the connection goes straight back.
         let clean_idle = !self.core.pinned()
             && self.core.dirty.is_empty()
@@ -795,7 +796,10 @@ impl<'a> Relay<'a> {
         };
         self.core.released();
         self.core.note_write_stickiness();
-        if self.core.wrote && self.core.node == self.shared.router.primary() && self.shared.router.read_your_writes() {
+        if self.core.wrote
+            && self.core.node == self.core.shared.router.primary()
+            && self.core.shared.router.read_your_writes()
+        {
             // Where the session's reads must wait for: one round trip, only
             // after writes. The insert position, not the write position: with
             // asynchronous commit (`synchronous_commit = off`, globally or for
@@ -816,7 +820,7 @@ impl<'a> Relay<'a> {
                 }
                 Err(e) => {
                     drop(lease);
-                    self.shared.router.end(self.core.node);
+                    self.core.shared.router.end(self.core.node);
                     return Err(e);
                 }
             }
@@ -849,12 +853,12 @@ impl<'a> Relay<'a> {
                 Err(e) => {
                     // The connection's state is unknown: do not lend it again.
                     drop(lease);
-                    self.shared.router.end(self.core.node);
+                    self.core.shared.router.end(self.core.node);
                     return Err(e);
                 }
             }
         }
-        self.shared.router.end(self.core.node);
+        self.core.shared.router.end(self.core.node);
         if self.parks() {
             // The connection stays this session's; between requests no cancel
             // points at it.
@@ -951,7 +955,7 @@ impl<'a> Relay<'a> {
             match want {
                 Want::LookUpFunctions(names) => self.look_up_functions(names),
                 Want::SuspectPrimary(node) => {
-                    self.shared.cluster.backend_error(node, crate::cluster::BackendError::READ_ONLY_PRIMARY)
+                    self.core.shared.cluster.backend_error(node, crate::cluster::BackendError::READ_ONLY_PRIMARY)
                 }
             }
         }
