@@ -121,19 +121,33 @@ fn parse_options(options: &str) -> Result<Vec<(String, String)>, Error> {
 /// The statements that give `conn` a client's parameters: reported ones
 /// `params`, unreported ones `extra` (any other unreported setting reset).
 pub(crate) fn restore_sql(params: &[(String, String)], extra: &[(String, String)], conn: &ServerConn) -> String {
+    restore_statements(params, extra, conn.params(), &conn.extra)
+}
+
+/// [`restore_sql`] over the connection's reported parameters `has` and its
+/// unreported settings `has_extra`.
+fn restore_statements(
+    params: &[(String, String)],
+    extra: &[(String, String)],
+    has: &[(String, String)],
+    has_extra: &[(String, String)],
+) -> String {
     // The usual case, cheaply: the connection already has the client's
     // settings (same server, same user, nothing changed).
-    if params == conn.params() && extra == conn.extra.as_slice() {
+    if params == has && extra == has_extra {
         return String::new();
     }
+    let current = |k: &str| has.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     let reported = params.iter().filter(|(k, v)| {
-        !NOT_SETTABLE.iter().any(|n| n.eq_ignore_ascii_case(k)) && conn.param(k).is_some_and(|cur| cur != v)
+        !NOT_SETTABLE.iter().any(|n| n.eq_ignore_ascii_case(k)) && current(k).is_some_and(|cur| cur != v)
     });
-    let wanted = extra.iter().filter(|(k, v)| !conn.extra.iter().any(|(ck, cv)| ck == k && cv == v));
+    let wanted = extra.iter().filter(|(k, v)| !has_extra.iter().any(|(ck, cv)| ck == k && cv == v));
     let mut sql = param_statements(reported.chain(wanted));
-    for (k, _) in &conn.extra {
+    for (k, _) in has_extra {
         if !extra.iter().any(|(ek, _)| ek == k) {
-            if !sql.is_empty() {
+            // `SET`s end with "; " already (an empty statement between would
+            // be harmless, but is noise in the server's log).
+            if !sql.is_empty() && !sql.ends_with("; ") {
                 sql.push_str("; ");
             }
             sql.push_str("RESET ");
@@ -201,5 +215,25 @@ mod tests {
         let mut s = String::new();
         crate::sql::push_literal(&mut s, r"it's a \ test");
         assert_eq!(s, r"E'it''s a \\ test'");
+    }
+
+    fn kv(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn a_connection_gets_the_clients_parameters_back_and_loses_other_clients_settings() {
+        let client = kv(&[("application_name", "app"), ("TimeZone", "UTC"), ("server_version", "15.0")]);
+        let client_extra = kv(&[("statement_timeout", "5s")]);
+        let conn = kv(&[("application_name", "other"), ("TimeZone", "UTC"), ("server_version", "15.1")]);
+        let conn_extra = kv(&[("work_mem", "64MB"), ("MyApp.Tenant", "a")]);
+        assert_eq!(
+            restore_statements(&client, &client_extra, &conn, &conn_extra),
+            "SET application_name = E'app'; SET statement_timeout = E'5s'; RESET work_mem; RESET \"MyApp.Tenant\""
+        );
+        // Nothing to do when the connection already has the client's settings.
+        assert_eq!(restore_statements(&client, &client_extra, &client, &client_extra), "");
+        // server_version is never set, even where it differs.
+        assert!(!restore_statements(&client, &[], &conn, &[]).contains("server_version"));
     }
 }

@@ -542,10 +542,7 @@ impl<'a> Relay<'a> {
                 Ok(None) => {
                     node = primary;
                     probe = false;
-                    match self.parked.get_mut(primary).and_then(Option::take) {
-                        Some(l) => Ok(l),
-                        None => self.pool_for(primary).checkout().await,
-                    }
+                    self.parked_or_checkout(primary).await
                 }
                 Err(e) => Err(e),
             },
@@ -560,10 +557,7 @@ impl<'a> Relay<'a> {
                 }
                 node = primary;
                 probe = false;
-                match self.parked.get_mut(primary).and_then(Option::take) {
-                    Some(l) => l,
-                    None => self.pool_for(primary).checkout().await?,
-                }
+                self.parked_or_checkout(primary).await?
             }
             Err(e) if e.is_unavailable() && read && min_lsn == 0 => {
                 // The primary is unreachable and the request only reads: a
@@ -577,10 +571,7 @@ impl<'a> Relay<'a> {
                 }
                 node = n;
                 probe = false;
-                match self.parked.get_mut(n).and_then(Option::take) {
-                    Some(l) => l,
-                    None => self.pool_for(n).checkout().await?,
-                }
+                self.parked_or_checkout(n).await?
             }
             Err(e) if e.is_unavailable() => {
                 // The primary cannot be reached and nothing was sent: the
@@ -596,10 +587,7 @@ impl<'a> Relay<'a> {
                 tracing::info!(failed = primary, primary = n, "the request waited for a primary and runs there");
                 node = n;
                 probe = false;
-                match self.parked.get_mut(n).and_then(Option::take) {
-                    Some(l) => l,
-                    None => self.pool_for(n).checkout().await?,
-                }
+                self.parked_or_checkout(n).await?
             }
             Err(e) => return Err(e),
         };
@@ -622,10 +610,7 @@ impl<'a> Relay<'a> {
                     drop(lease);
                 }
                 node = primary;
-                lease = match self.parked.get_mut(primary).and_then(Option::take) {
-                    Some(l) => l,
-                    None => self.pool_for(primary).checkout().await?,
-                };
+                lease = self.parked_or_checkout(primary).await?;
             }
         }
         let sql = restore_sql(&self.core.params, &self.core.extra, lease.conn_ref());
@@ -639,6 +624,15 @@ impl<'a> Relay<'a> {
         }
         self.take_lease(lease, node, read);
         Ok(())
+    }
+
+    /// A connection on `node`: the one this session parked there (balanced
+    /// session mode), else one from the node's pool.
+    async fn parked_or_checkout(&mut self, node: usize) -> Result<Lease, Error> {
+        match self.parked.get_mut(node).and_then(Option::take) {
+            Some(l) => Ok(l),
+            None => self.pool_for(node).checkout().await,
+        }
     }
 
     /// [`Relay::attach`] without awaiting, for the usual case: no load
