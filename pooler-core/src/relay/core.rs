@@ -572,26 +572,17 @@ impl<'a> Core<'a> {
             || (t == tag::PARSE && self.shared.config.server.log_statements)
     }
 
-    /// Notes the answer a message of type `t` sent to the server will end
-    /// with (and that extended-protocol messages want their Sync).
+    /// Session mode: notes what a message of type `t` sent to the server
+    /// asks of it. Only the requests that end with ReadyForQuery are queued
+    /// (the connection is the client's for good, so which message an answer
+    /// belongs to matters only for whether the session stands between
+    /// requests); extended-protocol messages want their Sync.
     fn expect_answer(&mut self, t: u8) {
-        let kind = match t {
-            tag::PARSE => Kind::Parse,
-            b'B' => Kind::Bind,
-            b'D' => Kind::Describe,
-            b'C' => Kind::Close,
-            b'E' => Kind::Execute,
-            tag::QUERY | b'S' | b'F' => Kind::Ready,
-            b'H' => {
-                self.needs_sync = true;
-                return;
-            }
-            _ => return,
-        };
-        if kind != Kind::Ready {
-            self.needs_sync = true;
+        match t {
+            tag::QUERY | b'S' | b'F' => self.queue.push_back(Pending::plain(Kind::Ready)),
+            tag::PARSE | b'B' | b'D' | b'C' | b'E' | b'H' => self.needs_sync = true,
+            _ => {}
         }
-        self.queue.push_back(Pending::plain(kind));
     }
 
     /// Session mode: passes the whole message at the front of the client

@@ -87,11 +87,8 @@ impl Core<'_> {
             {
                 // Session mode looks into ReadyForQuery, ParameterStatus,
                 // ErrorResponse and notifications only: anything else streams
-                // through as it arrives, at any size, its tag still matched
-                // to the queue.
-                if self.queue.front().is_some_and(|p| p.kind.answered_by(t)) {
-                    self.queue.pop_front();
-                }
+                // through as it arrives, at any size (only ReadyForQuery
+                // answers what session mode queues).
                 self.down_remaining = total - pass_on(srv.buf, Some(&mut *self.cout), total);
                 continue;
             }
