@@ -663,15 +663,8 @@ impl<'a> Core<'a> {
                     return Ok(());
                 }
                 if self.statements.get(name).is_some() {
-                    let mut e = BytesMut::new();
-                    w::error_response(
-                        &mut e,
-                        Severity::Error,
-                        "42P05",
-                        &format!("prepared statement \"{}\" already exists", String::from_utf8_lossy(name)),
-                    );
-                    self.push_synthetic(Kind::Parse, Synthetic::Error(e.freeze()), None, srv);
-                    self.client_skip = true;
+                    let message = format!("prepared statement \"{}\" already exists", String::from_utf8_lossy(name));
+                    self.refuse_statement(Kind::Parse, "42P05", &message, srv);
                     return Ok(());
                 }
                 let classifier = self.shared.router.classifier();

@@ -10,13 +10,16 @@ impl Core<'_> {
     /// not the client's own: as if it did not exist, which for this client
     /// it does not.
     pub(super) fn refuse_name(&mut self, kind: Kind, name: &[u8], srv: &mut ServerView<'_>) {
+        let message = format!("prepared statement \"{}\" does not exist", String::from_utf8_lossy(name));
+        self.refuse_statement(kind, "26000", &message, srv);
+    }
+
+    /// Answers the message of `kind` with an error of the pooler's (in its
+    /// place in the stream) and drops the client's messages up to its Sync,
+    /// as the server would after an error.
+    pub(super) fn refuse_statement(&mut self, kind: Kind, code: &str, message: &str, srv: &mut ServerView<'_>) {
         let mut e = BytesMut::new();
-        w::error_response(
-            &mut e,
-            Severity::Error,
-            "26000",
-            &format!("prepared statement \"{}\" does not exist", String::from_utf8_lossy(name)),
-        );
+        w::error_response(&mut e, Severity::Error, code, message);
         self.push_synthetic(kind, Synthetic::Error(e.freeze()), None, srv);
         self.client_skip = true;
     }
