@@ -247,13 +247,10 @@ impl Stream {
                 self.flush_all(&mut BytesMut::new()).await?;
             }
             self.readable().await?;
+            buf.reserve(READ_CHUNK);
             let got = match &mut self.tls {
-                Some(tls) => {
-                    buf.reserve(READ_CHUNK);
-                    tls_read_ready(&self.socket, tls, buf)?
-                }
+                Some(tls) => tls_read_ready(&self.socket, tls, buf)?,
                 None => {
-                    buf.reserve(READ_CHUNK);
                     let r = match &self.socket {
                         Socket::Tcp(s) => s.try_read_buf(buf),
                         Socket::Unix(s) => s.try_read_buf(buf),

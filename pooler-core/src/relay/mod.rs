@@ -278,6 +278,8 @@ impl<'a> Relay<'a> {
                     return End::Failed(Error::ServerIo(e));
                 }
             }
+            // Also read by the drain check below, which uses it only in session
+            // mode, where the connection is never released in between.
             let server_idle = self.lease.as_ref().is_some_and(|l| l.conn_ref().buf.is_empty());
             match self.core.next(self.lease.is_some(), server_idle) {
                 Next::Close(e) => return End::Failed(e),
