@@ -6,10 +6,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+mod auth;
 mod cluster;
 mod pool;
 mod routing;
 
+pub use auth::{AuthConfig, AuthMethod};
 pub use cluster::{FailoverConfig, FalsePrimaryRule, HealthConfig, NodeConfig};
 pub use pool::{PoolConfig, PoolMode, PoolOverride};
 pub use routing::{BalancePolicy, NodePreference, RoutingConfig, WriteStickiness};
@@ -117,38 +119,6 @@ impl Default for ServerConfig {
             log_statements: false,
             worker_threads: 0,
         }
-    }
-}
-
-/// How clients prove who they are.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-pub enum AuthMethod {
-    /// No password.
-    #[serde(rename = "trust")]
-    Trust,
-    /// MD5 challenge (a user with a SCRAM secret is asked for SCRAM instead, as
-    /// PostgreSQL does).
-    #[serde(rename = "md5")]
-    Md5,
-    /// SCRAM-SHA-256.
-    #[serde(rename = "scram-sha-256")]
-    ScramSha256,
-}
-
-/// Authentication settings (`[auth]`).
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AuthConfig {
-    /// Method clients must use.
-    pub method: AuthMethod,
-    /// Password file (`"user" "secret"` or `user:secret` lines; plaintext, md5
-    /// or SCRAM secrets). Used to check clients and to log in to backends.
-    pub password_file: Option<PathBuf>,
-}
-
-impl Default for AuthConfig {
-    fn default() -> Self {
-        AuthConfig { method: AuthMethod::ScramSha256, password_file: None }
     }
 }
 
