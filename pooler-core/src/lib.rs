@@ -38,6 +38,7 @@ mod classify;
 mod cluster;
 pub mod config;
 mod error;
+mod hba;
 mod lsn;
 pub mod metrics;
 mod params;
@@ -61,6 +62,7 @@ pub use cluster::{
 };
 pub use config::{Config, ConfigError};
 pub use error::{Error, Failure, Retry, Side, Stage};
+pub use hba::{HbaError, HbaRules};
 pub use pool::{Pool, PoolKey, PoolStats, Pools};
 pub use protocol::ProtocolError;
 pub use route::{NodeStats, RequestClass, RouteChoice, RouteRequest, RoutingPolicy};
@@ -106,6 +108,38 @@ pub mod fuzzing {
     /// panics. Returns whether it failed.
     pub fn relay_core(mode: u8, client: &[u8], server: &[u8], chunk: usize) -> bool {
         crate::relay::fuzz(mode, client, server, chunk)
+    }
+
+    /// Parses `data` as an hba file (includes read as missing files) and,
+    /// when it parses, decides for a TCP, a TLS and a Unix-socket client:
+    /// never a panic, and an error always names the file and line.
+    pub fn hba(data: &[u8]) -> bool {
+        let text = String::from_utf8_lossy(data);
+        let missing = |p: &std::path::Path| {
+            Err(crate::hba::HbaError::Read {
+                path: p.display().to_string(),
+                source: std::io::ErrorKind::NotFound.into(),
+            })
+        };
+        match crate::hba::HbaRules::parse_with(&text, "hba.conf", &missing) {
+            Ok(rules) => {
+                use crate::hba::{Connection, SelfOnly, Transport};
+                let addr = std::net::IpAddr::from([10, 0, 0, 1]);
+                let mut any = false;
+                for transport in
+                    [Transport::Host { addr, tls: false }, Transport::Host { addr, tls: true }, Transport::Local]
+                {
+                    let c = Connection { transport, database: "db", user: "user" };
+                    any |= matches!(rules.decide(&c, &SelfOnly), Ok(Some(_)));
+                }
+                any
+            }
+            Err(e) => {
+                let s = e.to_string();
+                assert!(s.starts_with("hba.conf:") || s.starts_with("cannot read"), "{s}");
+                false
+            }
+        }
     }
 
     /// Reads `data` as the health probe's row (fields split at NUL bytes, an
