@@ -440,7 +440,7 @@ impl ServerConn {
 }
 
 /// Decodes a DataRow body into text columns.
-fn decode_data_row(body: &[u8]) -> Result<Vec<Option<String>>, ProtocolError> {
+pub(crate) fn decode_data_row(body: &[u8]) -> Result<Vec<Option<String>>, ProtocolError> {
     let bad = ProtocolError::Malformed("DataRow");
     let count = u16::from_be_bytes([*body.first().ok_or(bad.clone())?, *body.get(1).ok_or(bad.clone())?]);
     let mut rest = &body[2..];

@@ -31,6 +31,7 @@
 #![forbid(unsafe_code)]
 
 mod auth;
+mod auth_query;
 mod backend;
 mod buffers;
 mod cancel;

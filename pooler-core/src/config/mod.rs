@@ -11,7 +11,7 @@ mod cluster;
 mod pool;
 mod routing;
 
-pub use auth::{AuthConfig, AuthMethod};
+pub use auth::{AuthConfig, AuthMethod, DEFAULT_AUTH_QUERY};
 pub use cluster::{FailoverConfig, FalsePrimaryRule, HealthConfig, NodeConfig};
 pub use pool::{PoolConfig, PoolMode, PoolOverride};
 pub use routing::{BalancePolicy, NodePreference, RoutingConfig, WriteStickiness};
@@ -134,6 +134,9 @@ impl Config {
                 config.auth.password_file = Some(dir.join(pf));
             }
         }
+        if let (Some(hba), Some(dir)) = (&config.auth.hba_file, path.parent()) {
+            config.auth.hba_file = Some(dir.join(hba));
+        }
         Ok(config)
     }
 
@@ -253,6 +256,7 @@ impl Config {
                 "required when auth.method is md5 or scram-sha-256 (or set auth.method = \"trust\")",
             ));
         }
+        self.auth.validate()?;
         if self.server.worker_threads > 1024 {
             return Err(invalid("server.worker_threads", "must be at most 1024 (0: one per CPU core)"));
         }
