@@ -110,15 +110,16 @@ impl AuthQuery {
     /// The secret of `user` (`None`: no such user, or no password), from the
     /// cache while fresh, else asked of `server` as the auth_user (whose
     /// secret is `auth_secret`), in `database` unless `auth.auth_dbname` says.
+    /// The flag is true when the server was asked (the answer may be new).
     pub(crate) async fn secret(
         &self,
         server: &ServerAddr,
         auth_secret: Option<&UserSecret>,
         user: &str,
         database: &str,
-    ) -> Result<Option<UserSecret>, LookupError> {
+    ) -> Result<(Option<UserSecret>, bool), LookupError> {
         if let Some(hit) = self.cached(user) {
-            return Ok(hit);
+            return Ok((hit, false));
         }
         let rows = self.run(server, auth_secret, database, &self.query, &[user]).await?;
         let secret = match rows.as_slice() {
@@ -134,7 +135,7 @@ impl AuthQuery {
             _ => return Err(LookupError::Answer(format!("auth_query returned several rows for user \"{user}\""))),
         };
         self.remember(user, secret.clone());
-        Ok(secret)
+        Ok((secret, true))
     }
 
     /// Whether `user` is a member of `role` (directly or not; a role is a
@@ -152,6 +153,13 @@ impl AuthQuery {
              WHERE u.rolname = $1 AND r.rolname = $2 AND pg_catalog.pg_has_role(u.oid, r.oid, 'MEMBER'))";
         let rows = self.run(server, auth_secret, database, SQL, &[user, role]).await?;
         Ok(matches!(rows.first().and_then(|r| r.first()), Some(Some(t)) if t == "t"))
+    }
+
+    /// Forgets every cached answer (a reload: the next logins ask again).
+    pub(crate) fn forget_all(&self) {
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.clear();
+        }
     }
 
     fn cached(&self, user: &str) -> Option<Option<UserSecret>> {
@@ -342,7 +350,9 @@ mod tests {
         });
         let q = lookup(Duration::from_secs(60));
         let addr = ServerAddr { host: "127.0.0.1".into(), port };
-        let secret = q.secret(&addr, None, "o'brien", "app").await.unwrap().unwrap();
+        let (secret, fresh) = q.secret(&addr, None, "o'brien", "app").await.unwrap();
+        let secret = secret.unwrap();
+        assert!(fresh);
         assert_eq!(secret.md5(), Some("a1b2c3d4e5f60718293a4b5c6d7e8f90"));
         let sent = server.await.unwrap();
         let text = String::from_utf8_lossy(&sent);
@@ -360,6 +370,6 @@ mod tests {
         assert!(!has_name(msgs[0].1) && has_name(msgs[1].1));
         // Cached now: no server needed.
         let again = q.secret(&ServerAddr { host: "127.0.0.1".into(), port: 1 }, None, "o'brien", "app").await;
-        assert!(again.unwrap().is_some());
+        assert!(matches!(again, Ok((Some(_), false))));
     }
 }

@@ -30,6 +30,7 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod access;
 mod auth;
 mod auth_query;
 mod backend;

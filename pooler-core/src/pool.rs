@@ -148,6 +148,14 @@ impl Pool {
         }
     }
 
+    /// Uses `secret` for the connections opened from now on (auth_query
+    /// read the user's secret again).
+    pub(crate) fn learn_secret(&self, secret: Option<&crate::auth::UserSecret>) {
+        if let Ok(mut l) = self.login.lock() {
+            l.secret = secret.cloned();
+        }
+    }
+
     /// The server's default parameters for this pool's user and database,
     /// as reported to the last connection opened (none opened yet: `None`).
     pub(crate) fn server_defaults(&self) -> Option<Arc<Vec<(String, String)>>> {
@@ -492,6 +500,14 @@ impl Pools {
                 Arc::new(Pool::new(key, addr.clone(), login(), settings, (self.max_message, lifelines)))
             })
             .clone()
+    }
+
+    /// `user`'s secret was read again: every pool of that user (any node,
+    /// any database) opens its next connections with it.
+    pub(crate) fn learn_secret(&self, user: &str, secret: Option<&crate::auth::UserSecret>) {
+        for p in self.map.iter().filter(|e| e.key().user == user) {
+            p.value().learn_secret(secret);
+        }
     }
 
     /// Node `node` is out of service: closes its idle connections and cuts

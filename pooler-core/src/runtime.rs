@@ -48,6 +48,11 @@ pub(crate) struct Shared {
     pub(crate) cluster: Arc<crate::cluster::Cluster>,
     /// Parameter sets clients share (most clients of a pool report the same).
     pub(crate) param_sets: ParamSets,
+    /// The hba rules in force (`None`: no `auth.hba_file`, `auth.method`
+    /// applies); swapped whole by a reload (`access::reload`).
+    pub(crate) hba: arc_swap::ArcSwapOption<crate::hba::HbaRules>,
+    /// Looks up users missing from the password file (`auth.auth_user` set).
+    pub(crate) auth_query: Option<crate::auth_query::AuthQuery>,
 }
 
 /// A few distinct client parameter sets, each held once: clients whose

@@ -33,6 +33,9 @@ pub enum StartError {
     /// The password file could not be loaded.
     #[error("auth.password_file: {0}")]
     PasswordFile(#[from] crate::auth::PasswordFileError),
+    /// The hba file could not be loaded (the message names file and line).
+    #[error("auth.hba_file: {0}")]
+    Hba(#[from] crate::hba::HbaError),
 }
 
 /// A configured pooler, ready to serve a listener.
@@ -172,6 +175,15 @@ impl Pooler {
     /// existing callers; [`PoolerBuilder::passwords`] does the same.
     pub fn with_passwords(config: Config, passwords: Option<PasswordFile>) -> Result<Pooler, StartError> {
         assemble(config, passwords, Hooks::default())
+    }
+
+    /// Re-reads `auth.hba_file` and swaps the new rules in for the next
+    /// logins, without touching connected clients, and forgets the secrets
+    /// auth_query cached. On an error (named file and line) the rules in
+    /// force stay. `Ok(false)`: no hba file is configured. What the reload
+    /// of the whole configuration calls for its hba part.
+    pub fn reload_access(&self) -> Result<bool, crate::HbaError> {
+        crate::access::reload(&self.shared)
     }
 
     /// The shared context (the crate's own tests and fuzz entry points).
@@ -354,7 +366,11 @@ fn assemble(config: Config, passwords: Option<PasswordFile>, given: Hooks) -> Re
     };
     let functions = Arc::new(crate::classify::catalog::FunctionCatalog::new(config.routing.function_cache_ttl));
     let pools = Arc::new(Pools::new(config.pool.clone(), config.server.max_message_size));
+    let hba = config.auth.hba_file.as_deref().map(crate::hba::HbaRules::load).transpose()?.map(Arc::new);
+    let auth_query = crate::auth_query::AuthQuery::from_config(&config.auth, config.server.max_message_size);
     let shared = Shared {
+        hba: arc_swap::ArcSwapOption::new(hba),
+        auth_query,
         cluster: Arc::new(crate::cluster::Cluster::new(config.clone(), topology, pools.clone())),
         param_sets: ParamSets::default(),
         router,

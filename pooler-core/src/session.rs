@@ -11,8 +11,9 @@ use tokio::sync::watch;
 use crate::auth::{self, ScramServer};
 use crate::backend::{LoginInfo, ServerConn};
 use crate::cancel::CancelTarget;
-use crate::config::{AuthMethod, PoolMode};
+use crate::config::PoolMode;
 use crate::error::{Error, Failure, Stage};
+use crate::hba::HbaMethod;
 use crate::metrics as m;
 use crate::params::{param_statements, startup_settings};
 use crate::pool::{Lease, PoolKey};
@@ -129,7 +130,8 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
     if shared.config.server.log_connections {
         tracing::info!(client = %peer, %user, %database, "client connected");
     }
-    let login = tokio::time::timeout(login_timeout, Box::pin(authenticate(&mut client, &shared, &user))).await;
+    let login =
+        tokio::time::timeout(login_timeout, Box::pin(authenticate(&mut client, &shared, &user, &database))).await;
     let client_key = match login {
         Ok(Ok(key)) => key,
         Ok(Err(Error::ClientIo(_))) => return,
@@ -267,16 +269,27 @@ fn negotiate_version(client: &mut Client, msg: &StartupMessage) {
 /// Runs the configured client authentication. Errors are reported as
 /// PostgreSQL does, without telling whether the user exists. After a SCRAM
 /// login, returns the ClientKey the client proved.
-async fn authenticate(client: &mut Client, shared: &Shared, user: &str) -> Result<Option<[u8; 32]>, Error> {
-    let secret = shared.passwords.as_ref().and_then(|p| p.get(user));
+async fn authenticate(
+    client: &mut Client,
+    shared: &Shared,
+    user: &str,
+    database: &str,
+) -> Result<Option<[u8; 32]>, Error> {
+    // The hba rules (or auth.method) choose; refusals come back as errors.
+    let transport = crate::hba::Transport::Host { addr: client.peer.ip(), tls: false };
+    let method = crate::access::login_method(shared, transport, user, database).await?;
+    if method == HbaMethod::Trust {
+        return Ok(None);
+    }
+    // The password file's secret, else auth_query's.
+    let secret = crate::access::user_secret(shared, user, database).await?;
+    let secret = secret.as_ref();
     let fail = || Error::ClientAuth { user: user.to_owned() };
-    let method = shared.config.auth.method;
     let use_scram = match method {
-        AuthMethod::Trust => return Ok(None),
-        AuthMethod::ScramSha256 => true,
+        HbaMethod::ScramSha256 => true,
         // Like PostgreSQL: md5 is asked for only when an md5 answer can be checked;
         // a user whose only secret is a SCRAM verifier is asked for SCRAM.
-        AuthMethod::Md5 => secret.is_some_and(|s| s.plaintext().is_none() && s.md5().is_none() && s.scram().is_some()),
+        _ => secret.is_some_and(|s| s.plaintext().is_none() && s.md5().is_none() && s.scram().is_some()),
     };
     if !use_scram {
         let salt = auth::md5_salt();
@@ -384,12 +397,14 @@ async fn open_session(
         return Err(End::Failed(e));
     };
     let key = PoolKey { node, user: user.clone(), database: database.clone() };
-    let login = LoginInfo {
-        secret: shared.passwords.as_ref().and_then(|p| p.get(&user)).cloned(),
-        user: user.clone(),
-        database: database.clone(),
-        client_key,
+    let secret = match Box::pin(crate::access::user_secret(shared, &user, &database)).await {
+        Ok(s) => s,
+        Err(e) => {
+            client.send_error(Severity::Fatal, &e).await;
+            return Err(End::Failed(e));
+        }
     };
+    let login = LoginInfo { secret, user: user.clone(), database: database.clone(), client_key };
     let pool = shared.pools.get(key, addr, || login.clone());
     if let Some(key) = client_key {
         pool.learn_client_key(key);

@@ -1,0 +1,133 @@
+//! The login's access decisions: which method a client must use (the hba
+//! rules when `auth.hba_file` is set, else `auth.method`), the user's
+//! secret (the password file, else auth_query), and re-reading the hba file
+//! for a reload.
+
+use std::sync::Arc;
+
+use crate::auth::UserSecret;
+use crate::config::AuthMethod;
+use crate::error::Error;
+use crate::hba::{self, Connection, HbaError, HbaMethod, HbaRules, Transport, Unresolved};
+use crate::runtime::Shared;
+
+/// Most role memberships one login may ask the server about (each `+role`
+/// or `samerole` the decision reaches costs one lookup).
+const MAX_MEMBERSHIP_LOOKUPS: usize = 16;
+
+fn refused(message: String) -> Error {
+    Error::Refused { code: hba::REFUSAL_SQLSTATE, message }
+}
+
+/// The method the client on `transport` must log in with as `user` to
+/// `database`: the first matching hba line's, or `auth.method` without an
+/// hba file. Refusals are errors with PostgreSQL's words (28000): no
+/// matching line, a `reject` line, a method not available on this
+/// connection (`cert`, `peer`, `password` until they are wired), a role
+/// membership that cannot be checked.
+pub(crate) async fn login_method(
+    shared: &Shared,
+    transport: Transport,
+    user: &str,
+    database: &str,
+) -> Result<HbaMethod, Error> {
+    let Some(rules) = shared.hba.load_full() else {
+        return Ok(match shared.config.auth.method {
+            AuthMethod::Trust => HbaMethod::Trust,
+            AuthMethod::Md5 => HbaMethod::Md5,
+            AuthMethod::ScramSha256 => HbaMethod::ScramSha256,
+        });
+    };
+    let conn = Connection { transport, database, user };
+    let mut known: Vec<(String, bool)> = Vec::new();
+    for _ in 0..=MAX_MEMBERSHIP_LOOKUPS {
+        let members = |_: &str, role: &str| known.iter().find(|(r, _)| r == role).map(|(_, m)| *m);
+        let decision = match rules.decide(&conn, &members) {
+            Ok(Some(d)) => d,
+            Ok(None) => return Err(refused(hba::no_entry_message(&conn))),
+            Err(Unresolved { line, role }) => {
+                let member = membership(shared, &rules, line, user, &role, database).await?;
+                known.push((role, member));
+                continue;
+            }
+        };
+        tracing::debug!(%user, %database, line = decision.line, method = decision.method.as_str(), "hba line matched");
+        return match decision.method {
+            HbaMethod::Reject => Err(refused(hba::rejects_message(&conn))),
+            m @ (HbaMethod::Trust | HbaMethod::Md5 | HbaMethod::ScramSha256) => Ok(m),
+            m => Err(refused(format!(
+                "{} authentication (line {} of {}) is not available on this connection",
+                m.as_str(),
+                decision.line,
+                rules.origin()
+            ))),
+        };
+    }
+    Err(refused(format!("the hba rules need more than {MAX_MEMBERSHIP_LOOKUPS} role memberships for user \"{user}\"")))
+}
+
+/// Whether `user` is a member of `role`, asked of the primary through
+/// auth_query's connection; without `auth.auth_user` it cannot be told and
+/// the login is refused (an unknown answer must not fall through to a
+/// later, looser line).
+async fn membership(
+    shared: &Shared,
+    rules: &HbaRules,
+    line: usize,
+    user: &str,
+    role: &str,
+    database: &str,
+) -> Result<bool, Error> {
+    let lookup = shared.auth_query.as_ref().zip(shared.nodes.get(shared.router.primary()));
+    let Some((aq, server)) = lookup else {
+        tracing::warn!(%user, role, line, "hba rules need a role membership; set auth.auth_user so the pooler can ask");
+        return Err(refused(format!(
+            "{}:{line}: membership of role \"{role}\" cannot be checked (set auth.auth_user)",
+            rules.origin()
+        )));
+    };
+    let auth_secret = shared.passwords.as_ref().and_then(|p| p.get(aq.auth_user()));
+    aq.is_member(server, auth_secret, user, role, database).await.map_err(|e| {
+        tracing::warn!(%user, role, error = %e, "role membership lookup failed");
+        refused(format!("could not check the membership of user \"{user}\" in role \"{role}\""))
+    })
+}
+
+/// The secret of `user`: the password file's entry, else (with
+/// `auth.auth_user` set) auth_query's answer for `database`. `Ok(None)`:
+/// no secret (the login then fails as a wrong password does). A lookup
+/// that cannot be made refuses the login; it is logged without secrets.
+pub(crate) async fn user_secret(shared: &Shared, user: &str, database: &str) -> Result<Option<UserSecret>, Error> {
+    if let Some(s) = shared.passwords.as_ref().and_then(|p| p.get(user)) {
+        return Ok(Some(s.clone()));
+    }
+    let Some(aq) = shared.auth_query.as_ref() else { return Ok(None) };
+    let Some(server) = shared.nodes.get(shared.router.primary()) else {
+        return Err(Error::Refused { code: "08001", message: "no backend node is configured".into() });
+    };
+    let auth_secret = shared.passwords.as_ref().and_then(|p| p.get(aq.auth_user()));
+    let (secret, fresh) = aq.secret(server, auth_secret, user, database).await.map_err(|e| {
+        tracing::warn!(%user, auth_user = aq.auth_user(), error = %e, "auth_query lookup failed");
+        e.into_client_error(user)
+    })?;
+    if fresh {
+        // The password may have changed: the user's pools open their next
+        // server connections with the secret just read.
+        shared.pools.learn_secret(user, secret.as_ref());
+    }
+    Ok(secret)
+}
+
+/// Re-reads `auth.hba_file` and swaps the new rules in for the next
+/// logins (connected clients are not affected), and forgets auth_query's
+/// cached answers. On an error the rules in force stay. `Ok(false)`: no hba
+/// file is configured.
+pub(crate) fn reload(shared: &Shared) -> Result<bool, HbaError> {
+    if let Some(aq) = &shared.auth_query {
+        aq.forget_all();
+    }
+    let Some(path) = &shared.config.auth.hba_file else { return Ok(false) };
+    let rules = HbaRules::reload(path)?;
+    shared.hba.store(Some(Arc::new(rules)));
+    Ok(true)
+}
