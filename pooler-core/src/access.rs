@@ -131,3 +131,79 @@ pub(crate) fn reload(shared: &Shared) -> Result<bool, HbaError> {
     shared.hba.store(Some(Arc::new(rules)));
     Ok(true)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared(hba: Option<&str>) -> Arc<Shared> {
+        let mut config = crate::Config::with_nodes(vec![crate::config::NodeConfig::new("127.0.0.1", 1)]);
+        config.auth.method = AuthMethod::Md5;
+        let shared =
+            crate::Pooler::with_passwords(config, Some(crate::auth::PasswordFile::default())).unwrap().shared();
+        if let Some(text) = hba {
+            shared.hba.store(Some(Arc::new(HbaRules::parse(text, "hba.conf").unwrap())));
+        }
+        shared
+    }
+
+    fn tcp(tls: bool) -> Transport {
+        Transport::Host { addr: [10, 0, 0, 9].into(), tls }
+    }
+
+    async fn method(s: &Shared, t: Transport, user: &str) -> Result<HbaMethod, String> {
+        login_method(s, t, user, "app").await.map_err(|e| {
+            assert_eq!(e.failure(crate::error::Stage::Login).sqlstate, "28000");
+            e.to_string()
+        })
+    }
+
+    #[tokio::test]
+    async fn without_an_hba_file_auth_method_applies() {
+        assert_eq!(method(&shared(None), tcp(false), "u").await, Ok(HbaMethod::Md5));
+    }
+
+    #[tokio::test]
+    async fn hba_decisions_become_methods_or_refusals() {
+        let s = shared(Some(
+            "hostssl all certuser 0.0.0.0/0 cert\n\
+             local all all peer\n\
+             host all bad 0.0.0.0/0 reject\n\
+             host all plain 0.0.0.0/0 password\n\
+             host all +grp 0.0.0.0/0 trust\n\
+             host all all 10.0.0.0/8 scram-sha-256\n",
+        ));
+        assert_eq!(method(&s, tcp(false), "grp").await, Ok(HbaMethod::Trust));
+        assert_eq!(
+            method(&s, tcp(true), "bad").await,
+            Err("pg_hba.conf rejects connection for host \"10.0.0.9\", user \"bad\", database \"app\", SSL encryption"
+                .into())
+        );
+        let e = method(&s, tcp(true), "certuser").await.unwrap_err();
+        assert_eq!(e, "cert authentication (line 1 of hba.conf) is not available on this connection");
+        let e = method(&s, Transport::Local, "u").await.unwrap_err();
+        assert!(e.starts_with("peer authentication (line 2"), "{e}");
+        let e = method(&s, tcp(false), "plain").await.unwrap_err();
+        assert!(e.starts_with("password authentication (line 4"), "{e}");
+        // Membership of grp is unknown without auth.auth_user: refused.
+        let e = method(&s, tcp(false), "x").await.unwrap_err();
+        assert_eq!(e, "hba.conf:5: membership of role \"grp\" cannot be checked (set auth.auth_user)");
+        let e = method(&s, Transport::Host { addr: [192, 168, 0, 1].into(), tls: false }, "bad").await.unwrap_err();
+        assert!(e.starts_with("pg_hba.conf rejects"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn no_matching_line_is_refused_with_postgresqls_words() {
+        let s = shared(Some("host all all 192.168.0.0/16 trust\n"));
+        assert_eq!(
+            method(&s, tcp(false), "u").await,
+            Err("no pg_hba.conf entry for host \"10.0.0.9\", user \"u\", database \"app\", no encryption".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn without_auth_query_an_unknown_user_has_no_secret() {
+        let s = shared(None);
+        assert!(user_secret(&s, "nobody", "app").await.unwrap().is_none());
+    }
+}

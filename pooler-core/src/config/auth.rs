@@ -104,3 +104,63 @@ impl AuthConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::Config;
+    use super::*;
+
+    const NODES: &str = "[[nodes]]\nhost = \"127.0.0.1\"\n";
+
+    fn parse(auth: &str) -> Result<Config, String> {
+        Config::from_toml(&format!("[auth]\nmethod = \"trust\"\n{auth}\n{NODES}")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn auth_query_settings_take_pgbouncers_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.auth.auth_query, DEFAULT_AUTH_QUERY);
+        assert!(c.auth.auth_query.contains("$1") && c.auth.auth_query.contains("pg_authid"));
+        assert_eq!((c.auth.auth_user.as_deref(), c.auth.auth_dbname.as_deref()), (None, None));
+        assert_eq!(c.auth.auth_query_ttl, Duration::from_secs(60));
+        assert_eq!(c.auth.auth_query_timeout, Duration::from_secs(5));
+        assert!(c.auth.hba_file.is_none());
+        let c =
+            parse("auth_user = \"pgb\"\nauth_dbname = \"postgres\"\nauth_query_ttl = \"0s\"\nhba_file = \"hba.conf\"")
+                .unwrap();
+        assert_eq!(c.auth.auth_user.as_deref(), Some("pgb"));
+        assert!(c.auth.auth_query_ttl.is_zero());
+    }
+
+    #[test]
+    fn bad_auth_settings_are_named() {
+        for (line, key) in [
+            (
+                "auth_query = \"SELECT usename, passwd FROM pg_shadow\"",
+                "auth.auth_query: must take the user name as $1",
+            ),
+            ("auth_query = \"  \"", "auth.auth_query: must be a non-empty"),
+            ("auth_user = \"\"", "auth.auth_user"),
+            ("auth_dbname = \"\"", "auth.auth_dbname"),
+            ("auth_query_timeout = \"0s\"", "auth.auth_query_timeout: must be greater than zero"),
+            ("hba_file = \"\"", "auth.hba_file: must not be empty"),
+            ("auth_query_ttl = \"soon\"", "auth_query_ttl"),
+        ] {
+            let e = parse(line).unwrap_err();
+            assert!(e.contains(key), "{line}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_relative_hba_file_is_relative_to_the_configuration_file() {
+        let dir = std::env::temp_dir().join(format!("pooler-config-hba-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("pooler.toml");
+        std::fs::write(&file, format!("[auth]\nmethod = \"trust\"\nhba_file = \"conf/hba.conf\"\n{NODES}")).unwrap();
+        let c = Config::load(&file).unwrap();
+        assert_eq!(c.auth.hba_file, Some(dir.join("conf/hba.conf")));
+        std::fs::write(&file, format!("[auth]\nmethod = \"trust\"\nhba_file = \"/etc/hba.conf\"\n{NODES}")).unwrap();
+        assert_eq!(Config::load(&file).unwrap().auth.hba_file, Some(PathBuf::from("/etc/hba.conf")));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
