@@ -265,9 +265,7 @@ mod tests {
     use super::*;
 
     fn lookup(ttl: Duration) -> AuthQuery {
-        let mut c = AuthConfig::default();
-        c.auth_user = Some("pooler_auth".into());
-        c.auth_query_ttl = ttl;
+        let c = AuthConfig { auth_user: Some("pooler_auth".into()), auth_query_ttl: ttl, ..Default::default() };
         AuthQuery::from_config(&c, 1 << 20).unwrap()
     }
 
