@@ -10,7 +10,7 @@
 //! ([`UserSecret`]'s `Debug` is redacted).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -80,6 +80,10 @@ pub(crate) struct AuthQuery {
     timeout: Duration,
     max_message: usize,
     cache: Mutex<HashMap<String, Cached>>,
+    /// One lookup per user at a time: clients of a user arriving together
+    /// while the cache is cold wait for the first one's answer instead of
+    /// each opening a connection. Entries live only while a lookup runs.
+    inflight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl std::fmt::Debug for AuthQuery {
@@ -99,6 +103,7 @@ impl AuthQuery {
             timeout: auth.auth_query_timeout,
             max_message,
             cache: Mutex::new(HashMap::new()),
+            inflight: Mutex::new(HashMap::new()),
         })
     }
 
@@ -121,6 +126,47 @@ impl AuthQuery {
         if let Some(hit) = self.cached(user) {
             return Ok((hit, false));
         }
+        let gate = Gate { owner: self, user, lock: self.gate(user) };
+        // The wait for another client's lookup counts in the timeout.
+        let work = async {
+            let _turn = gate.lock.lock().await;
+            // That other lookup may have answered while this one waited.
+            match self.cached(user) {
+                Some(hit) => Ok((hit, false)),
+                None => self.look_up(server, auth_secret, user, database).await.map(|s| (s, true)),
+            }
+        };
+        tokio::time::timeout(self.timeout, work)
+            .await
+            .unwrap_or_else(|_| Err(LookupError::Timeout(self.timeout.as_millis())))
+    }
+
+    /// The lock of `user`'s lookups.
+    fn gate(&self, user: &str) -> Arc<tokio::sync::Mutex<()>> {
+        match self.inflight.lock() {
+            Ok(mut m) => m.entry(user.to_owned()).or_default().clone(),
+            Err(_) => Arc::default(),
+        }
+    }
+
+    /// Drops `user`'s lock from the map when no other lookup holds it.
+    fn ungate(&self, user: &str, gate: &Arc<tokio::sync::Mutex<()>>) {
+        if let Ok(mut m) = self.inflight.lock() {
+            // The map's reference and `gate`: nobody else waits.
+            if m.get(user).is_some_and(|g| Arc::ptr_eq(g, gate) && Arc::strong_count(g) <= 2) {
+                m.remove(user);
+            }
+        }
+    }
+
+    /// Asks the server (see [`AuthQuery::secret`]) and caches the answer.
+    async fn look_up(
+        &self,
+        server: &ServerAddr,
+        auth_secret: Option<&UserSecret>,
+        user: &str,
+        database: &str,
+    ) -> Result<Option<UserSecret>, LookupError> {
         let rows = self.run(server, auth_secret, database, &self.query, &[user]).await?;
         let secret = match rows.as_slice() {
             [] => None,
@@ -135,7 +181,7 @@ impl AuthQuery {
             _ => return Err(LookupError::Answer(format!("auth_query returned several rows for user \"{user}\""))),
         };
         self.remember(user, secret.clone());
-        Ok((secret, true))
+        Ok(secret)
     }
 
     /// Whether `user` is a member of `role` (directly or not; a role is a
@@ -214,6 +260,20 @@ impl AuthQuery {
             Ok(r) => r,
             Err(_) => Err(LookupError::Timeout(self.timeout.as_millis())),
         }
+    }
+}
+
+/// A user's lookup lock, dropped from the map when the last holder goes
+/// (also when the login is abandoned mid-lookup).
+struct Gate<'a> {
+    owner: &'a AuthQuery,
+    user: &'a str,
+    lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Drop for Gate<'_> {
+    fn drop(&mut self) {
+        self.owner.ungate(self.user, &self.lock);
     }
 }
 
@@ -307,6 +367,54 @@ mod tests {
         assert_eq!(shown, "could not look up the password of user \"bob\": the pooler could not log in to look it up");
         let shown = LookupError::Timeout(5000).into_client_error("bob").to_string();
         assert!(shown.ends_with("the lookup timed out"), "{shown}");
+    }
+
+    /// Clients of one user arriving together run one lookup: the others
+    /// wait for its answer (one connection to the server, not ten).
+    #[tokio::test]
+    async fn concurrent_lookups_of_one_user_share_one_connection() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = s.read(&mut buf).await;
+                    s.write_all(b"R\0\0\0\x08\0\0\0\0Z\0\0\0\x05I").await.unwrap();
+                    let mut got = Vec::new();
+                    while !got.windows(5).any(|w| w == b"S\0\0\0\x04") {
+                        let n = s.read(&mut buf).await.unwrap();
+                        if n == 0 {
+                            return;
+                        }
+                        got.extend_from_slice(&buf[..n]);
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    // No row: no such user.
+                    let _ = s.write_all(b"1\0\0\0\x042\0\0\0\x04C\0\0\0\x0dSELECT 0\0Z\0\0\0\x05I").await;
+                    let _ = s.read(&mut buf).await;
+                });
+            }
+        });
+        let q = Arc::new(lookup(Duration::from_secs(60)));
+        let addr = ServerAddr { host: "127.0.0.1".into(), port };
+        let mut tasks = Vec::new();
+        for _ in 0..10 {
+            let (q, addr) = (q.clone(), addr.clone());
+            tasks.push(tokio::spawn(
+                async move { q.secret(&addr, None, "ghost", "app").await.map(|(s, _)| s.is_none()) },
+            ));
+        }
+        for t in tasks {
+            assert!(t.await.unwrap().unwrap(), "no such user, for every client");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        assert!(q.inflight.lock().unwrap().is_empty(), "no lock left behind");
     }
 
     /// A scripted server: the lookup sends its parameter with Bind (the

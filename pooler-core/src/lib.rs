@@ -113,8 +113,9 @@ pub mod fuzzing {
     }
 
     /// Parses `data` as an hba file (includes read as missing files) and,
-    /// when it parses, decides for a TCP, a TLS and a Unix-socket client:
-    /// never a panic, and an error always names the file and line.
+    /// when it parses, decides for a TCP, a TLS and a Unix-socket client
+    /// (twice, the same answer): never a panic, and an error always names
+    /// the file and line.
     pub fn hba(data: &[u8]) -> bool {
         let text = String::from_utf8_lossy(data);
         let missing = |p: &std::path::Path| {
@@ -132,7 +133,9 @@ pub mod fuzzing {
                     [Transport::Host { addr, tls: false }, Transport::Host { addr, tls: true }, Transport::Local]
                 {
                     let c = Connection { transport, database: "db", user: "user" };
-                    any |= matches!(rules.decide(&c, &SelfOnly), Ok(Some(_)));
+                    let first = rules.decide(&c, &SelfOnly);
+                    assert_eq!(first, rules.decide(&c, &SelfOnly), "the same client, decided twice");
+                    any |= matches!(first, Ok(Some(_)));
                 }
                 any
             }
