@@ -48,6 +48,8 @@ pub(crate) struct Shared {
     pub(crate) cluster: Arc<crate::cluster::Cluster>,
     /// Parameter sets clients share (most clients of a pool report the same).
     pub(crate) param_sets: ParamSets,
+    /// TLS towards clients and servers (reloadable).
+    pub(crate) tls: crate::tls::TlsContexts,
 }
 
 /// A few distinct client parameter sets, each held once: clients whose
