@@ -143,6 +143,21 @@ impl Pgbouncer {
         clients: usize,
         mode: &str,
     ) -> Result<Pgbouncer, Box<dyn std::error::Error>> {
+        Pgbouncer::start_with(dir, "127.0.0.1", backend, pool, clients, mode, "")
+    }
+
+    /// [`Pgbouncer::start`] with the server at `backend_host` (an address or
+    /// a Unix socket directory) and `extra` lines for its `[pgbouncer]`
+    /// section (TLS settings, `unix_socket_dir`).
+    pub fn start_with(
+        dir: &std::path::Path,
+        backend_host: &str,
+        backend: u16,
+        pool: usize,
+        clients: usize,
+        mode: &str,
+        extra: &str,
+    ) -> Result<Pgbouncer, Box<dyn std::error::Error>> {
         let bin = ["/usr/sbin/pgbouncer", "/usr/bin/pgbouncer"]
             .into_iter()
             .map(std::path::PathBuf::from)
@@ -155,9 +170,10 @@ impl Pgbouncer {
         std::fs::write(
             &ini,
             format!(
-                "[databases]\n* = host=127.0.0.1 port={backend}\n[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\n\
-                 unix_socket_dir =\nauth_type = trust\nauth_file = {}\npool_mode = {mode}\ndefault_pool_size = {pool}\n\
+                "[databases]\n* = host={backend_host} port={backend}\n[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\n\
+                 {}auth_type = trust\nauth_file = {}\npool_mode = {mode}\ndefault_pool_size = {pool}\n\
                  max_client_conn = {}\nlogfile = {}\nlog_connections = 0\nlog_disconnections = 0\n",
+                if extra.contains("unix_socket_dir") { extra.to_owned() } else { format!("unix_socket_dir =\n{extra}") },
                 work.join("userlist.txt").display(),
                 clients + 10,
                 work.join("pgbouncer.log").display()

@@ -5,8 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use pooler_core::config::{AuthMethod, NodeConfig, PoolMode};
-use pooler_core::{Config, Pooler};
-use tokio::net::TcpListener;
+use pooler_core::{Config, Listeners, Pooler};
 
 const USAGE: &str = "\
 pooler: PostgreSQL connection pooler and query router
@@ -132,13 +131,19 @@ fn check(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Builds the pooler and binds its listener: everything that can fail at start.
-async fn prepare(config: Config) -> Result<(Pooler, TcpListener)> {
-    let addr = config.listen_addr()?;
-    let pooler = Pooler::new(config).context("cannot start")?;
-    let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
-    tracing::info!(%addr, "listening");
-    Ok((pooler, listener))
+/// Builds the pooler and binds its listeners (TCP and, with
+/// `server.unix_socket_dir`, the Unix socket): everything that can fail at
+/// start.
+async fn prepare(config: Config) -> Result<(Pooler, Listeners)> {
+    let pooler = Pooler::new(config.clone()).context("cannot start")?;
+    let listeners = Listeners::bind(&config).await.context("cannot listen")?;
+    if let Some(addr) = listeners.tcp_addr() {
+        tracing::info!(%addr, "listening");
+    }
+    if let Some(path) = listeners.unix_path() {
+        tracing::info!(socket = %path.display(), "listening");
+    }
+    Ok((pooler, listeners))
 }
 
 async fn serve(config: Config) -> Result<()> {

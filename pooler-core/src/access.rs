@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crate::auth::UserSecret;
 use crate::config::AuthMethod;
 use crate::error::Error;
-use crate::hba::{self, Connection, HbaError, HbaMethod, HbaRules, Transport, Unresolved};
+use crate::hba::{self, ClientCert, Connection, HbaError, HbaMethod, HbaRules, Transport, Unresolved};
 use crate::runtime::Shared;
 
 /// Most role memberships one login may ask the server about (each `+role`
@@ -21,13 +21,16 @@ fn refused(message: String) -> Error {
 
 /// The method the client on `transport` must log in with as `user` to
 /// `database`: the first matching hba line's, or `auth.method` without an
-/// hba file. Refusals are errors with PostgreSQL's words (28000): no
-/// matching line, a `reject` line, a method not available on this
-/// connection (`cert`, `peer`, `password` until they are wired), a role
-/// membership that cannot be checked.
+/// hba file. `client_cn`: the common name of the client's verified TLS
+/// certificate, for the line's `clientcert=` (checked here, before any
+/// password exchange). Refusals are errors with PostgreSQL's words (28000):
+/// no matching line, a `reject` line, a `clientcert=` the connection does
+/// not meet, the `password` method (not offered), a role membership that
+/// cannot be checked. `cert` and `peer` are returned for the caller to check.
 pub(crate) async fn login_method(
     shared: &Shared,
     transport: Transport,
+    client_cn: Option<&str>,
     user: &str,
     database: &str,
 ) -> Result<HbaMethod, Error> {
@@ -36,6 +39,8 @@ pub(crate) async fn login_method(
             AuthMethod::Trust => HbaMethod::Trust,
             AuthMethod::Md5 => HbaMethod::Md5,
             AuthMethod::ScramSha256 => HbaMethod::ScramSha256,
+            AuthMethod::Cert => HbaMethod::Cert,
+            AuthMethod::Peer => HbaMethod::Peer,
         });
     };
     let conn = Connection { transport, database, user };
@@ -52,15 +57,26 @@ pub(crate) async fn login_method(
             }
         };
         tracing::debug!(%user, %database, line = decision.line, method = decision.method.as_str(), "hba line matched");
+        match decision.options.clientcert {
+            Some(_) if client_cn.is_none() => {
+                return Err(refused("connection requires a valid client certificate".into()));
+            }
+            Some(ClientCert::VerifyFull) if client_cn != Some(user) => {
+                return Err(refused(format!(
+                    "certificate validation (clientcert=verify-full) failed for user \"{user}\": CN mismatch"
+                )));
+            }
+            _ => {}
+        }
         return match decision.method {
             HbaMethod::Reject => Err(refused(hba::rejects_message(&conn))),
-            m @ (HbaMethod::Trust | HbaMethod::Md5 | HbaMethod::ScramSha256) => Ok(m),
-            m => Err(refused(format!(
-                "{} authentication (line {} of {}) is not available on this connection",
-                m.as_str(),
+            HbaMethod::Password => Err(refused(format!(
+                "password (cleartext) authentication (line {} of {}) is not offered by the pooler; \
+                 use scram-sha-256 or md5",
                 decision.line,
                 rules.origin()
             ))),
+            m => Ok(m),
         };
     }
     Err(refused(format!("the hba rules need more than {MAX_MEMBERSHIP_LOOKUPS} role memberships for user \"{user}\"")))
@@ -152,7 +168,11 @@ mod tests {
     }
 
     async fn method(s: &Shared, t: Transport, user: &str) -> Result<HbaMethod, String> {
-        login_method(s, t, user, "app").await.map_err(|e| {
+        with_cn(s, t, None, user).await
+    }
+
+    async fn with_cn(s: &Shared, t: Transport, cn: Option<&str>, user: &str) -> Result<HbaMethod, String> {
+        login_method(s, t, cn, user, "app").await.map_err(|e| {
             assert_eq!(e.failure(crate::error::Stage::Login).sqlstate, "28000");
             e.to_string()
         })
@@ -179,12 +199,16 @@ mod tests {
             Err("pg_hba.conf rejects connection for host \"10.0.0.9\", user \"bad\", database \"app\", SSL encryption"
                 .into())
         );
+        // cert: a verified certificate is needed before anything else; its
+        // CN is then checked by the caller.
         let e = method(&s, tcp(true), "certuser").await.unwrap_err();
-        assert_eq!(e, "cert authentication (line 1 of hba.conf) is not available on this connection");
-        let e = method(&s, Transport::Local, "u").await.unwrap_err();
-        assert!(e.starts_with("peer authentication (line 2"), "{e}");
+        assert_eq!(e, "connection requires a valid client certificate");
+        let e = with_cn(&s, tcp(true), Some("other"), "certuser").await.unwrap_err();
+        assert!(e.starts_with("certificate validation (clientcert=verify-full) failed"), "{e}");
+        assert_eq!(with_cn(&s, tcp(true), Some("certuser"), "certuser").await, Ok(HbaMethod::Cert));
+        assert_eq!(method(&s, Transport::Local, "u").await, Ok(HbaMethod::Peer));
         let e = method(&s, tcp(false), "plain").await.unwrap_err();
-        assert!(e.starts_with("password authentication (line 4"), "{e}");
+        assert!(e.starts_with("password (cleartext) authentication (line 4"), "{e}");
         // Membership of grp is unknown without auth.auth_user: refused.
         let e = method(&s, tcp(false), "x").await.unwrap_err();
         assert_eq!(e, "hba.conf:5: membership of role \"grp\" cannot be checked (set auth.auth_user)");

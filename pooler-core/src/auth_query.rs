@@ -402,7 +402,7 @@ mod tests {
             }
         });
         let q = Arc::new(lookup(Duration::from_secs(60)));
-        let addr = ServerAddr { host: "127.0.0.1".into(), port };
+        let addr = ServerAddr::plain("127.0.0.1", port);
         let mut tasks = Vec::new();
         for _ in 0..10 {
             let (q, addr) = (q.clone(), addr.clone());
@@ -455,7 +455,7 @@ mod tests {
             query
         });
         let q = lookup(Duration::from_secs(60));
-        let addr = ServerAddr { host: "127.0.0.1".into(), port };
+        let addr = ServerAddr::plain("127.0.0.1", port);
         let (secret, fresh) = q.secret(&addr, None, "o'brien", "app").await.unwrap();
         let secret = secret.unwrap();
         assert!(fresh);
@@ -475,7 +475,7 @@ mod tests {
         assert_eq!(msgs.iter().map(|m| m.0).collect::<Vec<_>>(), b"PBES");
         assert!(!has_name(msgs[0].1) && has_name(msgs[1].1));
         // Cached now: no server needed.
-        let again = q.secret(&ServerAddr { host: "127.0.0.1".into(), port: 1 }, None, "o'brien", "app").await;
+        let again = q.secret(&ServerAddr::plain("127.0.0.1", 1), None, "o'brien", "app").await;
         assert!(matches!(again, Ok((Some(_), false))));
     }
 }

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use postgres_protocol::message::frontend;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::auth::{ScramKeyClient, UserSecret};
@@ -15,18 +14,72 @@ use crate::error::Error;
 use crate::protocol::messages::{tag, AuthRequest, BackendKeyData, ParameterStatus};
 use crate::protocol::{split_frame, Frame, ProtocolError, TransactionStatus};
 
-/// Where a server listens, and how to name it in messages.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Where a server listens, how to reach it, and how to name it in messages.
+#[derive(Clone, Debug)]
 pub struct ServerAddr {
-    /// Host name or address.
+    /// Host name or address, or (starting with `/`) the directory of the
+    /// server's Unix socket.
     pub host: String,
-    /// TCP port.
+    /// TCP port (also in the Unix socket's name).
     pub port: u16,
+    /// TLS towards this server (`None`: plain text).
+    pub(crate) tls: Option<crate::tls::ServerTls>,
 }
+
+impl PartialEq for ServerAddr {
+    fn eq(&self, other: &ServerAddr) -> bool {
+        self.host == other.host && self.port == other.port
+    }
+}
+
+impl Eq for ServerAddr {}
 
 impl std::fmt::Display for ServerAddr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}", self.host, self.port)
+        match self.socket_path() {
+            Some(path) => write!(f, "{}", path.display()),
+            None => write!(f, "{}:{}", self.host, self.port),
+        }
+    }
+}
+
+impl ServerAddr {
+    /// A server at `host:port` reached in plain text.
+    #[cfg(test)]
+    pub(crate) fn plain(host: impl Into<String>, port: u16) -> ServerAddr {
+        ServerAddr { host: host.into(), port, tls: None }
+    }
+
+    /// Node `node` of `config`, with its TLS settings from `tls`.
+    pub(crate) fn of_node(config: &crate::Config, node: usize, tls: &crate::tls::TlsContexts) -> Option<ServerAddr> {
+        let n = config.nodes.get(node)?;
+        let tls = Some(tls.for_node(config, node)).filter(|t| t.mode.asks());
+        Some(ServerAddr { host: n.host.clone(), port: n.port, tls })
+    }
+
+    /// Every node of `config`.
+    pub(crate) fn of_nodes(config: &crate::Config, tls: &crate::tls::TlsContexts) -> Vec<ServerAddr> {
+        (0..config.nodes.len()).filter_map(|i| ServerAddr::of_node(config, i, tls)).collect()
+    }
+
+    /// The Unix socket of a server whose host is a directory, as libpq
+    /// names it: `<dir>/.s.PGSQL.<port>`.
+    pub(crate) fn socket_path(&self) -> Option<std::path::PathBuf> {
+        self.host.starts_with('/').then(|| std::path::Path::new(&self.host).join(format!(".s.PGSQL.{}", self.port)))
+    }
+
+    /// Opens a plaintext connection: TCP (no delay, keepalive) or the Unix
+    /// socket.
+    async fn open(&self) -> Result<crate::transport::Stream, Error> {
+        let failed = |source| Error::Connect { addr: self.to_string(), source };
+        match self.socket_path() {
+            Some(path) => Ok(tokio::net::UnixStream::connect(path).await.map_err(failed)?.into()),
+            None => {
+                let stream = TcpStream::connect((self.host.as_str(), self.port)).await.map_err(failed)?;
+                configure_socket(&stream);
+                Ok(stream.into())
+            }
+        }
     }
 }
 
@@ -158,13 +211,14 @@ impl ServerConn {
     }
 
     async fn start_up(addr: &ServerAddr, login: &LoginInfo, max_message: usize) -> Result<ServerConn, Error> {
-        let stream = TcpStream::connect((addr.host.as_str(), addr.port))
-            .await
-            .map_err(|source| Error::Connect { addr: addr.to_string(), source })?;
-        configure_socket(&stream);
+        let mut stream = addr.open().await?;
+        let channel_binding = match &addr.tls {
+            Some(tls) => negotiate_tls(&mut stream, addr, tls).await?,
+            None => None,
+        };
         let now = Instant::now();
         let mut conn = ServerConn {
-            stream: stream.into(),
+            stream,
             buf: BytesMut::new(),
             params: Vec::new(),
             key: BackendKeyData { pid: 0, secret: 0 },
@@ -181,7 +235,7 @@ impl ServerConn {
         frontend::startup_message([("user", login.user.as_str()), ("database", login.database.as_str())], &mut out)
             .map_err(|e| Error::ServerAuth(format!("cannot encode startup packet: {e}")))?;
         conn.write(&out).await?;
-        conn.authenticate(login).await?;
+        conn.authenticate(login, channel_binding).await?;
         // After AuthenticationOk: ParameterStatus, BackendKeyData, ReadyForQuery.
         loop {
             let frame = conn.read_frame().await?;
@@ -207,7 +261,9 @@ impl ServerConn {
     }
 
     /// Answers the server's authentication requests until AuthenticationOk.
-    async fn authenticate(&mut self, login: &LoginInfo) -> Result<(), Error> {
+    /// `channel_binding`: the `tls-server-end-point` data of a TLS
+    /// connection, for SCRAM-SHA-256-PLUS when the server offers it.
+    async fn authenticate(&mut self, login: &LoginInfo, channel_binding: Option<Vec<u8>>) -> Result<(), Error> {
         let mut scram: Option<Scram> = None;
         let mut out = BytesMut::new();
         let no_password = |method: &str| {
@@ -250,23 +306,36 @@ impl ServerConn {
                     frontend::password_message(hashed.as_bytes(), &mut out).map_err(enc)?;
                 }
                 AuthRequest::Sasl(list) => {
-                    if !AuthRequest::sasl_mechanisms(list).any(|m| m == b"SCRAM-SHA-256") {
+                    let plus = AuthRequest::sasl_mechanisms(list).any(|m| m == b"SCRAM-SHA-256-PLUS");
+                    if !plus && !AuthRequest::sasl_mechanisms(list).any(|m| m == b"SCRAM-SHA-256") {
                         return Err(Error::ServerAuth("server offers no SASL mechanism the pooler supports".into()));
                     }
+                    // Bound to the TLS channel whenever both sides can: a
+                    // man in the middle cannot relay such an exchange.
+                    let binding = channel_binding.clone().filter(|_| plus);
+                    let mechanism = if binding.is_some() { "SCRAM-SHA-256-PLUS" } else { "SCRAM-SHA-256" };
                     let secret = login.secret.as_ref();
                     let s = match (secret.and_then(|s| s.plaintext()), secret.and_then(|s| s.scram()), login.client_key)
                     {
                         (Some(pw), _, _) => {
-                            Scram::Password(ScramSha256::new(pw.as_bytes(), ChannelBinding::unrequested()))
+                            // postgres-protocol's names: "unrequested" sends
+                            // `y` (the client could bind, the server did not
+                            // offer it), "unsupported" sends `n`.
+                            let cb = match binding {
+                                Some(data) => ChannelBinding::tls_server_end_point(data),
+                                None if channel_binding.is_some() && !plus => ChannelBinding::unrequested(),
+                                None => ChannelBinding::unsupported(),
+                            };
+                            Scram::Password(ScramSha256::new(pw.as_bytes(), cb))
                         }
-                        (None, Some(verifier), Some(key)) => Scram::Key(ScramKeyClient::new(key, verifier)),
+                        (None, Some(verifier), Some(key)) => Scram::Key(ScramKeyClient::new(key, verifier, binding)),
                         _ => return Err(no_password("SCRAM-SHA-256")),
                     };
                     let first = match &s {
                         Scram::Password(c) => c.message().to_vec(),
                         Scram::Key(c) => c.client_first(),
                     };
-                    frontend::sasl_initial_response("SCRAM-SHA-256", &first, &mut out).map_err(enc)?;
+                    frontend::sasl_initial_response(mechanism, &first, &mut out).map_err(enc)?;
                     scram = Some(s);
                 }
                 AuthRequest::SaslContinue(data) => {
@@ -491,18 +560,67 @@ pub(crate) fn configure_socket(stream: &TcpStream) {
     let _ = sock.set_tcp_keepalive(&ka);
 }
 
+/// Asks the server for TLS (SSLRequest) and runs the handshake when it
+/// agrees; a server that declines is used in plain text unless the mode
+/// requires TLS. Returns the `tls-server-end-point` channel binding data of
+/// the server's certificate, when there is a TLS session and the
+/// certificate's signature defines one.
+async fn negotiate_tls(
+    stream: &mut crate::transport::Stream,
+    addr: &ServerAddr,
+    tls: &crate::tls::ServerTls,
+) -> Result<Option<Vec<u8>>, Error> {
+    let refused = |why: String| Error::ServerAuth(format!("TLS with {addr} (sslmode {:?}): {why}", tls.mode));
+    let upstream = tls.upstream.load();
+    let Some(config) = upstream.for_mode(tls.mode).cloned() else {
+        if !tls.mode.requires() {
+            return Ok(None);
+        }
+        return Err(refused("no usable TLS settings (see server_tls.ca_file and the log at start)".into()));
+    };
+    let mut out = BytesMut::new();
+    frontend::ssl_request(&mut out);
+    stream.write_all(&out).await.map_err(Error::ServerIo)?;
+    // Exactly one byte: anything the server sends after it is either the
+    // TLS handshake (after 'S') or an error (after 'E').
+    let mut answer = [0u8; 1];
+    loop {
+        stream.readable().await.map_err(Error::ServerIo)?;
+        match stream.read_exact_now(&mut answer) {
+            Ok(true) => break,
+            Ok(false) => continue,
+            Err(e) => return Err(Error::ServerIo(e)),
+        }
+    }
+    match answer[0] {
+        b'S' => {}
+        b'N' if !tls.mode.requires() => return Ok(None),
+        b'N' => return Err(refused("the server does not accept TLS connections".into())),
+        // A server too old for SSLRequest answers with an error message.
+        b'E' => return Err(refused("the server answered SSLRequest with an error".into())),
+        other => return Err(refused(format!("unexpected answer to SSLRequest: {other:#04x}"))),
+    }
+    let name = crate::tls::server_name(&addr.host)
+        .ok_or_else(|| refused(format!("{:?} is not a valid server name", addr.host)))?;
+    stream.connect_tls(config, name).map_err(Error::ServerIo)?;
+    stream.handshake().await.map_err(|e| refused(e.to_string()))?;
+    Ok(stream.peer_certificate().and_then(crate::tls::end_point))
+}
+
 /// Sends a CancelRequest for `key` to the server at `addr` and waits for the
 /// server to close the connection (which is how it acknowledges).
 pub async fn send_cancel(addr: &ServerAddr, key: BackendKeyData, timeout: Duration) -> Result<(), Error> {
     let work = async {
-        let mut stream = TcpStream::connect((addr.host.as_str(), addr.port))
-            .await
-            .map_err(|source| Error::Connect { addr: addr.to_string(), source })?;
+        // In plain text whatever the node's sslmode: PostgreSQL reads a
+        // CancelRequest before any hba rule applies, and answers none.
+        let mut stream = addr.open().await?;
         let mut out = BytesMut::new();
         frontend::cancel_request(key.pid, key.secret, &mut out);
         stream.write_all(&out).await.map_err(Error::ServerIo)?;
-        let mut sink = [0u8; 64];
-        while stream.read(&mut sink).await.map_err(Error::ServerIo)? > 0 {}
+        let mut sink = BytesMut::new();
+        while stream.read_some(&mut sink).await.map_err(Error::ServerIo)? > 0 {
+            sink.clear();
+        }
         Ok(())
     };
     tokio::time::timeout(timeout, work).await.unwrap_or_else(|_| Err(Error::ConnectTimeout { addr: addr.to_string() }))
@@ -524,7 +642,7 @@ mod tests {
                 drop(s);
             }
         });
-        let addr = ServerAddr { host: "127.0.0.1".into(), port };
+        let addr = ServerAddr::plain("127.0.0.1", port);
         let login = LoginInfo { user: "u".into(), database: "d".into(), secret: None, client_key: None };
         let e = ServerConn::connect(&addr, &login, Duration::from_secs(5), 1 << 20).await.unwrap_err();
         assert!(e.is_unavailable(), "{e:?}");

@@ -257,10 +257,7 @@ mod tests {
     use super::*;
 
     fn target() -> CancelTarget {
-        CancelTarget {
-            addr: Arc::new(ServerAddr { host: "127.0.0.1".into(), port: 5432 }),
-            key: BackendKeyData { pid: 7, secret: 9 },
-        }
+        CancelTarget { addr: Arc::new(ServerAddr::plain("127.0.0.1", 5432)), key: BackendKeyData { pid: 7, secret: 9 } }
     }
 
     #[test]

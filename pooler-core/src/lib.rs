@@ -41,6 +41,7 @@ mod cluster;
 pub mod config;
 mod error;
 mod hba;
+mod listen;
 mod lsn;
 pub mod metrics;
 mod params;
@@ -54,6 +55,7 @@ mod server;
 mod session;
 mod show;
 mod sql;
+mod tls;
 mod topology;
 mod transport;
 
@@ -65,10 +67,12 @@ pub use cluster::{
 pub use config::{Config, ConfigError};
 pub use error::{Error, Failure, Retry, Side, Stage};
 pub use hba::{HbaError, HbaRules};
+pub use listen::{ListenError, Listeners};
 pub use pool::{Pool, PoolKey, PoolStats, Pools};
 pub use protocol::ProtocolError;
 pub use route::{NodeStats, RequestClass, RouteChoice, RouteRequest, RoutingPolicy};
 pub use server::{Pooler, PoolerBuilder, StartError};
+pub use tls::TlsError;
 pub use topology::{NodeState, Role, Snapshot, Status, Topology};
 
 /// Not API: what the benchmarks, fuzz targets and end-to-end tests reach

@@ -53,6 +53,8 @@ pub(crate) struct Shared {
     pub(crate) hba: arc_swap::ArcSwapOption<crate::hba::HbaRules>,
     /// Looks up users missing from the password file (`auth.auth_user` set).
     pub(crate) auth_query: Option<crate::auth_query::AuthQuery>,
+    /// TLS towards clients and servers (reloadable).
+    pub(crate) tls: crate::tls::TlsContexts,
 }
 
 /// A few distinct client parameter sets, each held once: clients whose

@@ -6,8 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
 use crate::auth::PasswordFile;
@@ -36,6 +34,9 @@ pub enum StartError {
     /// The hba file could not be loaded (the message names file and line).
     #[error("auth.hba_file: {0}")]
     Hba(#[from] crate::hba::HbaError),
+    /// A certificate, key or CA file could not be used.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// A configured pooler, ready to serve a listener.
@@ -51,7 +52,7 @@ pub enum StartError {
 /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
 /// use pooler_core::{Config, Pooler};
 /// let config = Config::load(std::path::Path::new("pooler.toml"))?;
-/// let listener = tokio::net::TcpListener::bind(config.listen_addr()?).await?;
+/// let listener = pooler_core::Listeners::bind(&config).await?;
 /// let pooler = Pooler::builder(config).build()?;
 /// // Any future works as the shutdown signal: a channel, ctrl_c(), a timer...
 /// let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -258,6 +259,18 @@ impl Pooler {
         self.shared.router.primary()
     }
 
+    /// Reads the certificate, key and CA files of `[client_tls]` and
+    /// `[server_tls]` again (a renewed certificate) and puts them in place:
+    /// new connections use them; connected clients and open server
+    /// connections keep the TLS session they have. On an error (a missing
+    /// or malformed file) nothing changes. The TLS modes stay those of the
+    /// configuration in force.
+    pub fn reload_tls(&self) -> Result<(), crate::TlsError> {
+        self.shared.tls.reload(&self.shared.config)?;
+        tracing::info!("TLS certificates reloaded");
+        Ok(())
+    }
+
     /// The configuration in force.
     pub fn config(&self) -> &Config {
         &self.shared.config
@@ -270,11 +283,16 @@ impl Pooler {
         &self.shared.pools
     }
 
-    /// Serves clients from `listener` until `shutdown` resolves. Then it stops
-    /// accepting, lets sessions finish their transaction for up to
+    /// Serves clients from `listeners` (a [`TcpListener`], or
+    /// [`Listeners::bind`] for what the configuration names: TCP and the Unix
+    /// socket) until `shutdown` resolves. Then it stops accepting, lets
+    /// sessions finish their transaction for up to
     /// `server.shutdown_timeout`, closes the rest, and closes idle server
     /// connections before returning.
-    pub async fn run(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+    ///
+    /// [`Listeners::bind`]: crate::Listeners::bind
+    pub async fn run(&self, listeners: impl Into<crate::Listeners>, shutdown: impl Future<Output = ()>) {
+        let listener = listeners.into();
         let max_clients = self.shared.config.server.max_client_connections;
         let slots = Arc::new(Semaphore::new(max_clients));
         let maintenance = tokio::spawn(maintain(self.shared.clone()));
@@ -347,7 +365,8 @@ fn assemble(config: Config, passwords: Option<PasswordFile>, given: Hooks) -> Re
         Some(_) => config.validate_with_passwords_in_memory()?,
         None => config.validate()?,
     }
-    let nodes = config.nodes.iter().map(|n| ServerAddr { host: n.host.clone(), port: n.port }).collect();
+    let tls = crate::tls::TlsContexts::load(&config)?;
+    let nodes = ServerAddr::of_nodes(&config, &tls);
     let (phase_tx, phase) = watch::channel(Phase::Running);
     let config = Arc::new(config);
     let topology = Arc::new(Topology::new(Snapshot::initial(&config, std::time::SystemTime::now())));
@@ -361,7 +380,7 @@ fn assemble(config: Config, passwords: Option<PasswordFile>, given: Hooks) -> Re
     let hooks = crate::cluster::Hooks {
         check: given
             .check
-            .unwrap_or_else(|| Arc::new(crate::cluster::SqlHealthCheck::new(&config, passwords.as_ref()))),
+            .unwrap_or_else(|| Arc::new(crate::cluster::SqlHealthCheck::with_tls(&config, passwords.as_ref(), &tls))),
         failover: given.failover.unwrap_or_else(|| Arc::new(crate::cluster::CommandHook::new(&config.failover))),
     };
     let functions = Arc::new(crate::classify::catalog::FunctionCatalog::new(config.routing.function_cache_ttl));
@@ -382,6 +401,7 @@ fn assemble(config: Config, passwords: Option<PasswordFile>, given: Hooks) -> Re
         phase,
         statements: Default::default(),
         functions,
+        tls,
     };
     Ok(Pooler { shared: Arc::new(shared), phase_tx, hooks: Arc::new(hooks) })
 }
@@ -403,7 +423,7 @@ async fn maintain(shared: Arc<Shared>) {
 /// Answers a client over the connection limit the way PostgreSQL does: read
 /// its startup packet (declining TLS), then FATAL 53300. A cancel request is
 /// still forwarded: cancelling matters most when the pooler is full.
-async fn refuse_too_many(mut stream: TcpStream, shared: Arc<Shared>) {
+async fn refuse_too_many(mut stream: crate::transport::Stream, shared: Arc<Shared>) {
     let work = async {
         let mut buf = BytesMut::new();
         loop {
@@ -418,8 +438,7 @@ async fn refuse_too_many(mut stream: TcpStream, shared: Arc<Shared>) {
                 }
                 Err(_) => return Ok(()),
                 Ok(None) => {
-                    use tokio::io::AsyncReadExt;
-                    if stream.read_buf(&mut buf).await? == 0 {
+                    if stream.read_some(&mut buf).await? == 0 {
                         return Ok(());
                     }
                 }

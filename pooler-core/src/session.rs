@@ -1,11 +1,9 @@
 //! One task per client: startup, authentication, backend assignment, and the
 //! relay loop that moves bytes both ways until the client leaves.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::auth::{self, ScramServer};
@@ -24,6 +22,7 @@ use crate::protocol::{split_frame, split_startup, Frame, ProtocolError, StartupM
 use crate::relay::End;
 use crate::runtime::{Phase, Shared};
 use crate::topology::Status;
+use crate::transport::{Peer, Stream};
 
 /// Largest authentication message accepted from a client (PostgreSQL's
 /// PG_MAX_AUTH_TOKEN_LENGTH).
@@ -31,10 +30,13 @@ const MAX_AUTH_MESSAGE: usize = 65_535 + 5;
 
 /// The client side of a session.
 struct Client {
-    stream: crate::transport::Stream,
+    stream: Stream,
     buf: BytesMut,
     out: BytesMut,
-    peer: SocketAddr,
+    peer: Peer,
+    /// The `tls-server-end-point` binding of the certificate this client's
+    /// TLS session was accepted with (SCRAM-SHA-256-PLUS).
+    channel_binding: Option<Vec<u8>>,
 }
 
 impl Client {
@@ -96,9 +98,8 @@ impl Client {
 }
 
 /// Serves one accepted client connection to the end.
-pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
-    let _ = stream.set_nodelay(true);
-    let mut client = Client { stream: stream.into(), buf: BytesMut::new(), out: BytesMut::new(), peer };
+pub(crate) async fn serve(stream: Stream, peer: Peer, shared: Arc<Shared>) {
+    let mut client = Client { stream, buf: BytesMut::new(), out: BytesMut::new(), peer, channel_binding: None };
     let login_timeout = shared.config.server.client_login_timeout;
     // The login's steps are boxed: the task of an idle client keeps only
     // what its relay needs, not room for every step it went through.
@@ -128,7 +129,18 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
     };
     let database = startup.param("database").filter(|d| !d.is_empty()).unwrap_or(&user).to_owned();
     if shared.config.server.log_connections {
-        tracing::info!(client = %peer, %user, %database, "client connected");
+        match client.stream.tls_info() {
+            Some(t) => {
+                tracing::info!(client = %peer, %user, %database, tls = t.version, cipher = %t.cipher, "client connected")
+            }
+            None => tracing::info!(client = %peer, %user, %database, "client connected"),
+        }
+    }
+    if let Err(e) = check_transport(&client, &shared, &user, &database) {
+        metrics::counter!(m::AUTH_FAILURES).increment(1);
+        tracing::info!(client = %peer, %user, error = %e, "connection refused");
+        client.send_error(Severity::Fatal, &e).await;
+        return;
     }
     let login =
         tokio::time::timeout(login_timeout, Box::pin(authenticate(&mut client, &shared, &user, &database))).await;
@@ -179,8 +191,12 @@ enum Startup {
 /// Why a connection ends before a StartupMessage without an answer: the
 /// cases PostgreSQL closes without sending anything (it logs the protocol
 /// violations, not the others).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Silent {
+    /// The TLS handshake failed (the client got a TLS alert, if anything):
+    /// a wrong CA, no certificate where one is required, direct TLS without
+    /// the `postgresql` ALPN protocol.
+    Tls(String),
     /// A CancelRequest (forwarded, or matching no session).
     Cancel,
     /// Closed without a byte (health checks and port scanners do this; so
@@ -197,13 +213,16 @@ enum Silent {
 }
 
 impl Silent {
-    fn log(self, peer: SocketAddr) {
+    fn log(self, peer: Peer) {
         match self {
             Silent::Cancel => tracing::debug!(client = %peer, "cancel request handled"),
             Silent::Closed => tracing::debug!(client = %peer, "client closed the connection before a startup packet"),
             Silent::Terminate => tracing::debug!(client = %peer, "client sent Terminate instead of a startup packet"),
             Silent::Incomplete => tracing::info!(client = %peer, "incomplete startup packet"),
             Silent::InvalidLength(len) => tracing::info!(client = %peer, len, "invalid length of startup packet"),
+            Silent::Tls(why) => {
+                tracing::info!(client = %peer, reason = why.as_str(), "could not accept TLS connection")
+            }
         }
     }
 }
@@ -213,6 +232,21 @@ impl Silent {
 async fn read_startup(client: &mut Client, shared: &Shared) -> Result<Startup, Error> {
     let mut negotiations = 0;
     loop {
+        // PostgreSQL 17's direct TLS: a TLS handshake record where a startup
+        // packet's length would be (whose first byte is always 0).
+        if client.buf.first() == Some(&TLS_HANDSHAKE) && !client.stream.is_tls() {
+            if let Some(acceptor) = shared.tls.clients.load_full() {
+                let early = client.buf.split();
+                if let Err(why) = start_tls(client, &acceptor, &early).await {
+                    return Ok(Startup::Silent(Silent::Tls(why)));
+                }
+                if client.stream.alpn_protocol() != Some(crate::tls::ALPN_POSTGRESQL) {
+                    let why = "direct TLS connection without the \"postgresql\" ALPN protocol";
+                    return Ok(Startup::Silent(Silent::Tls(why.into())));
+                }
+                continue;
+            }
+        }
         let packet = match split_startup(&mut client.buf) {
             Ok(p) => p,
             Err(ProtocolError::InvalidStartupLength { len }) => {
@@ -222,14 +256,37 @@ async fn read_startup(client: &mut Client, shared: &Shared) -> Result<Startup, E
             Err(e) => return Err(Error::ClientProtocol(e)),
         };
         match packet {
-            Some(StartupPacket::SslRequest) | Some(StartupPacket::GssEncRequest) => {
+            Some(request @ (StartupPacket::SslRequest | StartupPacket::GssEncRequest)) => {
                 negotiations += 1;
                 if negotiations > 2 {
                     return Err(Error::ClientProtocol(ProtocolError::Malformed("too many encryption requests")));
                 }
-                // TLS and GSSAPI encryption are not offered (yet): the client
-                // goes on in plain text or gives up, as it chooses.
-                client.stream.write_all(b"N").await.map_err(Error::ClientIo)?;
+                if client.stream.is_tls() {
+                    return Err(Error::ClientProtocol(ProtocolError::Malformed(
+                        "encryption requested on an encrypted connection",
+                    )));
+                }
+                let acceptor = match request {
+                    StartupPacket::SslRequest => shared.tls.clients.load_full(),
+                    // GSSAPI encryption is not offered.
+                    _ => None,
+                };
+                let Some(acceptor) = acceptor else {
+                    // The client goes on in plain text or gives up, as it chooses.
+                    client.stream.write_all(b"N").await.map_err(Error::ClientIo)?;
+                    continue;
+                };
+                // Bytes sent after SSLRequest and before the handshake would be
+                // taken as if encrypted (CVE-2021-23214): refused.
+                if !client.buf.is_empty() {
+                    return Err(Error::ClientProtocol(ProtocolError::Malformed(
+                        "received unencrypted data after SSL request",
+                    )));
+                }
+                client.stream.write_all(b"S").await.map_err(Error::ClientIo)?;
+                if let Err(why) = start_tls(client, &acceptor, &[]).await {
+                    return Ok(Startup::Silent(Silent::Tls(why)));
+                }
             }
             Some(StartupPacket::Cancel(key)) => {
                 shared.forward_cancel(key).await;
@@ -257,6 +314,60 @@ async fn read_startup(client: &mut Client, shared: &Shared) -> Result<Startup, E
     }
 }
 
+/// The first byte of a TLS handshake record.
+const TLS_HANDSHAKE: u8 = 0x16;
+
+/// Runs the server side of a TLS handshake with `client`; `early`: handshake
+/// bytes already read. The error is the reason, for the log.
+async fn start_tls(client: &mut Client, acceptor: &crate::tls::Acceptor, early: &[u8]) -> Result<(), String> {
+    client.stream.accept_tls(acceptor.config.clone(), early).map_err(|e| e.to_string())?;
+    client.stream.handshake().await.map_err(|e| e.to_string())?;
+    client.channel_binding = acceptor.end_point.clone();
+    Ok(())
+}
+
+/// PostgreSQL's refusal when no hba line admits a connection, which is how
+/// it refuses plain text where only `hostssl` lines exist.
+fn no_entry(client: &Client, user: &str, database: &str) -> Error {
+    let host = match client.peer {
+        Peer::Tcp(a) => a.ip().to_string(),
+        Peer::Unix { .. } => "[local]".into(),
+    };
+    let encryption = if client.stream.is_tls() { "SSL encryption" } else { "no encryption" };
+    Error::Refused {
+        code: "28000",
+        message: format!(
+            "no pg_hba.conf entry for host \"{host}\", user \"{user}\", database \"{database}\", {encryption}"
+        ),
+    }
+}
+
+/// What `client_tls.sslmode` demands of a TCP client, checked once the user
+/// is known: TLS (`require`), and under `verify-full` a certificate naming
+/// the user. (Unix-socket clients are local; TLS does not apply to them, as
+/// in PostgreSQL.)
+fn check_transport(client: &Client, shared: &Shared, user: &str, database: &str) -> Result<(), Error> {
+    let mode = shared.config.client_tls.sslmode;
+    if matches!(client.peer, Peer::Unix { .. }) {
+        return Ok(());
+    }
+    if mode.requires() && !client.stream.is_tls() {
+        return Err(no_entry(client, user, database));
+    }
+    if mode == crate::config::ClientTlsMode::VerifyFull {
+        let cn = client.stream.tls_info().and_then(|t| t.client_cn);
+        if cn.as_deref() != Some(user) {
+            return Err(Error::Refused {
+                code: "28000",
+                message: format!(
+                    "certificate validation (clientcert=verify-full) failed for user \"{user}\": CN mismatch"
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Queues NegotiateProtocolVersion when the client asked for a newer minor
 /// version or for protocol options (`_pq_.*`) the pooler does not know.
 fn negotiate_version(client: &mut Client, msg: &StartupMessage) {
@@ -276,10 +387,17 @@ async fn authenticate(
     database: &str,
 ) -> Result<Option<[u8; 32]>, Error> {
     // The hba rules (or auth.method) choose; refusals come back as errors.
-    let transport = crate::hba::Transport::Host { addr: client.peer.ip(), tls: false };
-    let method = crate::access::login_method(shared, transport, user, database).await?;
-    if method == HbaMethod::Trust {
-        return Ok(None);
+    let transport = match client.peer {
+        Peer::Tcp(a) => crate::hba::Transport::Host { addr: a.ip(), tls: client.stream.is_tls() },
+        Peer::Unix { .. } => crate::hba::Transport::Local,
+    };
+    let cn = client.stream.tls_info().and_then(|t| t.client_cn);
+    let method = crate::access::login_method(shared, transport, cn.as_deref(), user, database).await?;
+    match method {
+        HbaMethod::Trust => return Ok(None),
+        HbaMethod::Cert => return check_certificate(client, user).map(|()| None),
+        HbaMethod::Peer => return check_peer(client, user).map(|()| None),
+        _ => {}
     }
     // The password file's secret, else auth_query's.
     let secret = crate::access::user_secret(shared, user, database).await?;
@@ -302,8 +420,9 @@ async fn authenticate(
             _ => Err(fail()),
         };
     }
-    let mut scram = ScramServer::new(secret.and_then(|s| s.scram()), user);
-    w::auth_sasl(&mut client.out, ScramServer::mechanisms());
+    let binding = client.channel_binding.clone().filter(|_| client.stream.is_tls());
+    let mut scram = ScramServer::new(secret.and_then(|s| s.scram()), user).with_channel_binding(binding);
+    w::auth_sasl(&mut client.out, scram.mechanisms());
     client.flush().await?;
     let frame = expect_password(client).await?;
     let init = SaslInitialResponse::parse(frame.body()).map_err(Error::ClientProtocol)?;
@@ -319,6 +438,42 @@ async fn authenticate(
             Ok(scram.client_key())
         }
         Err(_) => Err(fail()),
+    }
+}
+
+/// The `cert` method: a client certificate, verified during the handshake
+/// against `client_tls.ca_file`, whose common name is the user name.
+fn check_certificate(client: &Client, user: &str) -> Result<(), Error> {
+    let Some(tls) = client.stream.tls_info() else {
+        return Err(Error::Refused { code: "28000", message: "connection requires a valid client certificate".into() });
+    };
+    match tls.client_cn {
+        Some(cn) if cn == user => Ok(()),
+        Some(_) => Err(Error::Refused {
+            code: "28000",
+            message: format!("certificate authentication failed for user \"{user}\""),
+        }),
+        None => Err(Error::Refused { code: "28000", message: "connection requires a valid client certificate".into() }),
+    }
+}
+
+/// The `peer` method: the operating-system user of a Unix-socket client is
+/// the user name.
+fn check_peer(client: &Client, user: &str) -> Result<(), Error> {
+    let failed =
+        || Error::Refused { code: "28000", message: format!("Peer authentication failed for user \"{user}\"") };
+    let Peer::Unix { uid } = client.peer else {
+        return Err(Error::Refused {
+            code: "28000",
+            message: "peer authentication is only supported on local (Unix-socket) connections".into(),
+        });
+    };
+    let name = uid.and_then(crate::auth::os_user_name).ok_or_else(failed)?;
+    if name == user {
+        Ok(())
+    } else {
+        tracing::info!(%user, os_user = %name, "peer authentication: the OS user is not the requested user");
+        Err(failed())
     }
 }
 
@@ -581,7 +736,7 @@ async fn run_session(
     };
     metrics::gauge!(m::CLIENTS_ACTIVE).increment(1.0);
     let (params, extra) = login_state;
-    let Client { stream, buf, out, peer } = client;
+    let Client { stream, buf, out, peer, .. } = client;
     // Boxed: the login's futures and the relay's do not share one
     // allocation sized for both.
     let outcome = Box::pin(
@@ -655,7 +810,7 @@ mod task_size {
         let mut config = crate::Config::with_nodes(vec![crate::config::NodeConfig::new("127.0.0.1", 1)]);
         config.auth.method = crate::config::AuthMethod::Trust;
         let shared = crate::Pooler::new(config).unwrap().shared();
-        let task = super::serve(stream, addr, shared);
+        let task = super::serve(stream.into(), crate::transport::Peer::Tcp(addr), shared);
         let size = std::mem::size_of_val(&task);
         eprintln!("client task future: {size} bytes");
         assert!(size < 4096, "the client task's future is {size} bytes");

@@ -24,6 +24,26 @@ use tokio::net::{TcpStream, UnixStream};
 
 use crate::buffers::{recycled, READ_CHUNK};
 
+/// Where a client connected from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Peer {
+    /// Over TCP, from this address.
+    Tcp(std::net::SocketAddr),
+    /// Over the Unix socket, by the process of this user id (from
+    /// SO_PEERCRED; `None` if the kernel would not say).
+    Unix { uid: Option<u32> },
+}
+
+impl std::fmt::Display for Peer {
+    /// The address, or `[local]` as PostgreSQL logs a Unix-socket client.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Peer::Tcp(a) => write!(f, "{a}"),
+            Peer::Unix { .. } => f.write_str("[local]"),
+        }
+    }
+}
+
 /// The socket under a [`Stream`].
 #[derive(Debug)]
 enum Socket {
@@ -93,37 +113,94 @@ impl Write for Io<'_> {
 }
 
 impl Stream {
-    // Not called outside the tests until the TLS listener and server
-    // connections use it (issue 13).
-    #[allow(dead_code)]
-    /// The server side of TLS over `self` (a plaintext stream, e.g. after
-    /// answering a client's SSLRequest with `S`). The handshake runs as the
-    /// stream is used.
-    pub(crate) fn into_tls_server(self, config: Arc<rustls::ServerConfig>) -> Result<Stream, rustls::Error> {
-        let conn = rustls::ServerConnection::new(config)?;
-        Ok(Stream { socket: self.socket, tls: Some(Box::new(Tls { conn: conn.into(), plaintext: 0, closed: false })) })
+    /// Starts the server side of TLS over `self`, a plaintext stream (after
+    /// answering a client's SSLRequest with `S`, or on a direct TLS
+    /// connection). `early` holds bytes of the handshake already read from
+    /// the socket (the start of a direct TLS ClientHello). The handshake
+    /// runs as the stream is used.
+    pub(crate) fn accept_tls(&mut self, config: Arc<rustls::ServerConfig>, early: &[u8]) -> io::Result<()> {
+        let mut conn = rustls::ServerConnection::new(config).map_err(io::Error::other)?;
+        let mut early = early;
+        while !early.is_empty() {
+            conn.read_tls(&mut early)?;
+            conn.process_new_packets().map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        }
+        self.tls = Some(Box::new(Tls { conn: conn.into(), plaintext: 0, closed: false }));
+        Ok(())
     }
 
-    // Not called outside the tests until the TLS listener and server
-    // connections use it (issue 13).
-    #[allow(dead_code)]
-    /// The client side of TLS to `name` over `self` (a plaintext stream,
-    /// e.g. after a server answered SSLRequest with `S`).
-    pub(crate) fn into_tls_client(
-        self,
+    /// Starts the client side of TLS to `name` over `self`, a plaintext
+    /// stream (after a server answered SSLRequest with `S`).
+    pub(crate) fn connect_tls(
+        &mut self,
         config: Arc<rustls::ClientConfig>,
         name: rustls::pki_types::ServerName<'static>,
-    ) -> Result<Stream, rustls::Error> {
-        let conn = rustls::ClientConnection::new(config, name)?;
-        Ok(Stream { socket: self.socket, tls: Some(Box::new(Tls { conn: conn.into(), plaintext: 0, closed: false })) })
+    ) -> io::Result<()> {
+        let conn = rustls::ClientConnection::new(config, name).map_err(io::Error::other)?;
+        self.tls = Some(Box::new(Tls { conn: conn.into(), plaintext: 0, closed: false }));
+        Ok(())
     }
 
-    // Not called outside the tests until the TLS listener and server
-    // connections use it (issue 13).
-    #[allow(dead_code)]
+    /// Drives a TLS handshake to its end (nothing to do on a plaintext
+    /// stream or after the handshake). Plaintext that arrives with the last
+    /// handshake records stays in the session for the next read.
+    pub(crate) async fn handshake(&mut self) -> io::Result<()> {
+        while self.is_handshaking() {
+            if self.wants_write() {
+                self.flush_all(&mut BytesMut::new()).await?;
+                continue;
+            }
+            self.readable().await?;
+            let Some(tls) = &mut self.tls else { return Ok(()) };
+            if tls.closed {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            tls_process(&self.socket, tls)?;
+        }
+        // The last flight (a TLS 1.3 client's Finished) goes out now.
+        if self.wants_write() {
+            self.flush_all(&mut BytesMut::new()).await?;
+        }
+        Ok(())
+    }
+
     /// True while a TLS handshake is not finished.
     pub(crate) fn is_handshaking(&self) -> bool {
         self.tls.as_ref().is_some_and(|t| t.conn.is_handshaking())
+    }
+
+    /// True when the stream runs TLS.
+    pub(crate) fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// The ALPN protocol the TLS handshake agreed on.
+    pub(crate) fn alpn_protocol(&self) -> Option<&[u8]> {
+        self.tls.as_ref().and_then(|t| t.conn.alpn_protocol())
+    }
+
+    /// The peer's end-entity certificate, when it sent one (a server's
+    /// always; a client's when it was asked for and verified).
+    pub(crate) fn peer_certificate(&self) -> Option<&[u8]> {
+        let tls = self.tls.as_ref()?;
+        tls.conn.peer_certificates()?.first().map(|c| c.as_ref())
+    }
+
+    /// The TLS session's version, cipher and client certificate name
+    /// (`None`: plain text).
+    pub(crate) fn tls_info(&self) -> Option<crate::tls::TlsInfo> {
+        let tls = self.tls.as_ref()?;
+        let version = match tls.conn.protocol_version()? {
+            rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3",
+            rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2",
+            _ => "TLS",
+        };
+        let cipher = tls.conn.negotiated_cipher_suite().map(|c| format!("{:?}", c.suite())).unwrap_or_default();
+        let client_cn = match &tls.conn {
+            rustls::Connection::Server(_) => self.peer_certificate().and_then(crate::tls::subject_common_name),
+            rustls::Connection::Client(_) => None,
+        };
+        Some(crate::tls::TlsInfo { version, cipher, client_cn })
     }
 
     /// Waits until a read may make progress (at once while decrypted
@@ -268,6 +345,22 @@ impl Stream {
         }
     }
 
+    /// Reads one byte from a plaintext socket, if one is there (`Ok(false)`:
+    /// none yet; the peer closing is UnexpectedEof). For the one-byte answer
+    /// to SSLRequest, after which TLS may start: nothing past it is read.
+    pub(crate) fn read_exact_now(&mut self, byte: &mut [u8; 1]) -> io::Result<bool> {
+        let r = match &self.socket {
+            Socket::Tcp(s) => s.try_read(byte),
+            Socket::Unix(s) => s.try_read(byte),
+        };
+        match r {
+            Ok(0) => Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// True when the peer has neither sent anything nor closed: a read
     /// would block. (A server terminated while its connection sat idle has
     /// sent an error and closed, which this sees without waiting.)
@@ -310,23 +403,32 @@ fn tls_read_ready(socket: &Socket, tls: &mut Tls, buf: &mut BytesMut) -> io::Res
         if tls.closed {
             return Ok(Some(0));
         }
-        match tls.conn.read_tls(&mut Io(socket)) {
-            Ok(0) => tls.closed = true,
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
-            Err(e) => return Err(e),
+        if !tls_process(socket, tls)? {
+            return Ok(None);
         }
-        let state = match tls.conn.process_new_packets() {
-            Ok(s) => s,
-            Err(e) => {
-                // The alert saying why goes out if the socket takes it.
-                let _ = tls.conn.write_tls(&mut Io(socket));
-                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
-            }
-        };
-        tls.plaintext = state.plaintext_bytes_to_read();
-        tls.closed |= state.peer_has_closed();
     }
+}
+
+/// Reads the TLS records the socket holds into the session and processes
+/// them; false when the socket had none (WouldBlock). A protocol error
+/// sends the alert saying why, if the socket takes it.
+fn tls_process(socket: &Socket, tls: &mut Tls) -> io::Result<bool> {
+    match tls.conn.read_tls(&mut Io(socket)) {
+        Ok(0) => tls.closed = true,
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+        Err(e) => return Err(e),
+    }
+    let state = match tls.conn.process_new_packets() {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = tls.conn.write_tls(&mut Io(socket));
+            return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+        }
+    };
+    tls.plaintext = state.plaintext_bytes_to_read();
+    tls.closed |= state.peer_has_closed();
+    Ok(true)
 }
 
 impl Socket {

@@ -285,6 +285,12 @@ impl Cluster {
         &self.dir
     }
 
+    /// The directory of the nodes' Unix sockets (`.s.PGSQL.<port>`), as
+    /// libpq's `host` takes it.
+    pub fn socket_dir(&self) -> PathBuf {
+        self.dir.join("sockets")
+    }
+
     /// The PostgreSQL bin dir in use (psql and pgbench are there too).
     pub fn bin_dir(&self) -> &Path {
         &self.bin

@@ -181,7 +181,25 @@ impl Running {
     }
 }
 
+/// How clients reach the target (`--transport`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Transport {
+    /// Plain TCP on loopback (the default).
+    Tcp,
+    /// TLS from pgbench to the pooler (`sslmode=require`); the pooler to
+    /// PostgreSQL in plain text. Direct: no TLS (the server has none).
+    Tls,
+    /// Unix sockets from pgbench to the target and from the target to
+    /// PostgreSQL.
+    Unix,
+}
+
 struct Setup {
+    transport: Transport,
+    /// The poolers' certificate and key (TLS runs).
+    tls_files: Option<(PathBuf, PathBuf)>,
+    /// PostgreSQL's socket directory; the poolers' sockets go in `work`.
+    pg_sockets: PathBuf,
     pooler_bin: PathBuf,
     pg_bin: PathBuf,
     work: PathBuf,
@@ -192,11 +210,70 @@ struct Setup {
 }
 
 fn pooler_toml(setup: &Setup, clients: usize) -> (String, String) {
-    let nodes: String = setup.nodes.iter().map(|p| format!("[[nodes]]\nhost = \"127.0.0.1\"\nport = {p}\n")).collect();
-    (
-        format!("max_client_connections = {}\nworker_threads = {}", clients + 100, setup.threads),
-        format!("[pool]\nmode = \"transaction\"\nsize = {}\n[auth]\nmethod = \"trust\"\n{nodes}", setup.pool),
-    )
+    let host = match setup.transport {
+        Transport::Unix => setup.pg_sockets.display().to_string(),
+        _ => "127.0.0.1".into(),
+    };
+    let nodes: String = setup.nodes.iter().map(|p| format!("[[nodes]]\nhost = \"{host}\"\nport = {p}\n")).collect();
+    let mut server = format!("max_client_connections = {}\nworker_threads = {}", clients + 100, setup.threads);
+    let mut rest = format!("[pool]\nmode = \"transaction\"\nsize = {}\n[auth]\nmethod = \"trust\"\n", setup.pool);
+    match (setup.transport, &setup.tls_files) {
+        (Transport::Unix, _) => server.push_str(&format!("\nunix_socket_dir = \"{}\"", sockets_dir(setup).display())),
+        (Transport::Tls, Some((cert, key))) => rest.push_str(&format!(
+            "[client_tls]\nsslmode = \"require\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+            cert.display(),
+            key.display()
+        )),
+        _ => {}
+    }
+    rest.push_str("[server_tls]\nsslmode = \"disable\"\n");
+    rest.push_str(&nodes);
+    (server, rest)
+}
+
+/// Where the poolers put their Unix sockets.
+fn sockets_dir(setup: &Setup) -> PathBuf {
+    setup.work.join("sockets")
+}
+
+/// pgbouncer's settings for the transport, and the host it reaches
+/// PostgreSQL at.
+fn pgbouncer_extra(setup: &Setup) -> (String, String) {
+    match (setup.transport, &setup.tls_files) {
+        (Transport::Unix, _) => (
+            format!("unix_socket_dir = {}\n", sockets_dir(setup).display()),
+            setup.pg_sockets.display().to_string(),
+        ),
+        (Transport::Tls, Some((cert, key))) => (
+            format!(
+                "client_tls_sslmode = require\nclient_tls_cert_file = {}\nclient_tls_key_file = {}\nserver_tls_sslmode = disable\n",
+                cert.display(),
+                key.display()
+            ),
+            "127.0.0.1".into(),
+        ),
+        _ => (String::new(), "127.0.0.1".into()),
+    }
+}
+
+/// The certificate both poolers present under `--transport tls`, readable
+/// by the OS user pgbouncer runs as.
+fn tls_files(dir: &Path) -> Result<(PathBuf, PathBuf), Box<dyn std::error::Error>> {
+    std::fs::create_dir_all(dir)?;
+    let key = rcgen::KeyPair::generate()?;
+    let cert =
+        rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])?.self_signed(&key)?;
+    let (c, k) = (dir.join("bench-cert.pem"), dir.join("bench-key.pem"));
+    std::fs::write(&c, cert.pem())?;
+    std::fs::write(&k, key.serialize_pem())?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&k, std::fs::Permissions::from_mode(0o600))?;
+    if let Some((_, uid, gid)) = pooler_testkit::server_os_user() {
+        for f in [dir, c.as_path(), k.as_path()] {
+            std::os::unix::fs::chown(f, Some(uid), Some(gid))?;
+        }
+    }
+    Ok((c, k))
 }
 
 fn start(setup: &Setup, target: Target, clients: usize) -> Result<Running, String> {
@@ -207,6 +284,9 @@ fn start(setup: &Setup, target: Target, clients: usize) -> Result<Running, Strin
         Target::Pooler => {
             let (server, rest) = pooler_toml(setup, clients);
             PoolerProcess::start(&setup.pooler_bin, &dir, &server, &rest).map(Running::Process).map_err(e)
+        }
+        Target::PoolerLib if setup.transport != Transport::Tcp => {
+            Err("not run: the in-process target is measured over plain TCP only".into())
         }
         Target::PoolerLib => {
             let nodes = setup.nodes.iter().map(|&p| pooler_core::config::NodeConfig::new("127.0.0.1", p)).collect();
@@ -221,7 +301,13 @@ fn start(setup: &Setup, target: Target, clients: usize) -> Result<Running, Strin
             InProcess::start(c).map(Running::Lib).map_err(e)
         }
         Target::Pgbouncer => {
-            Pgbouncer::start(&dir, setup.nodes[0], setup.pool, clients, "transaction").map(Running::Bouncer).map_err(e)
+            let (extra, host) = pgbouncer_extra(setup);
+            Pgbouncer::start_with(&dir, &host, setup.nodes[0], setup.pool, clients, "transaction", &extra)
+                .map(Running::Bouncer)
+                .map_err(e)
+        }
+        Target::Pgpool if setup.transport != Transport::Tcp => {
+            Err("not run: pgpool is measured over plain TCP only".into())
         }
         Target::Pgpool => {
             if clients > 256 {
@@ -256,8 +342,19 @@ fn measure(setup: &Setup, w: &Workload, target: Target, clients: usize, seconds:
     let logs = setup.work.join("logs");
     let _ = std::fs::create_dir_all(&logs);
     let cpu_before = running.cpu();
+    let host = match (setup.transport, &running) {
+        (Transport::Unix, Running::Direct(_)) => setup.pg_sockets.display().to_string(),
+        (Transport::Unix, _) => sockets_dir(setup).display().to_string(),
+        _ => "127.0.0.1".into(),
+    };
+    let sslmode = match (setup.transport, &running) {
+        (Transport::Tls, Running::Direct(_)) => "disable",
+        (Transport::Tls, _) => "require",
+        _ => "disable",
+    };
     let out = std::process::Command::new(setup.pg_bin.join("pgbench"))
-        .args(["-h", "127.0.0.1", "-p", &running.port().to_string(), "-U", "postgres", "-n"])
+        .env("PGSSLMODE", sslmode)
+        .args(["-h", &host, "-p", &running.port().to_string(), "-U", "postgres", "-n"])
         .args(["-c", &clients.to_string(), "-j", &clients.clamp(1, 2).to_string(), "-T", &seconds.to_string()])
         .arg("-l")
         .arg(format!("--log-prefix={}/tx", logs.display()))
@@ -558,9 +655,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut idle = 10_000usize;
     let mut out: Option<PathBuf> = None;
     let mut pooler_bin = PathBuf::from("target/release/pooler");
+    let mut transport = Transport::Tcp;
     let mut args = std::env::args().skip(1);
     let usage = "bench-matrix [--quick] [--seconds N] [--clients 1,16,64,256,1000] [--workloads a,b] \
-                 [--targets direct,pooler,lib,pgbouncer,pgpool] [--pool-size N] [--pooler-threads N] [--idle N] [--out DIR] [--pooler PATH]";
+                 [--targets direct,pooler,lib,pgbouncer,pgpool] [--pool-size N] [--pooler-threads N] [--idle N] [--out DIR] [--pooler PATH] \
+                 [--transport tcp|tls|unix]";
     while let Some(a) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{a} needs a value\n{usage}"));
         match a.as_str() {
@@ -583,6 +682,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--idle" => idle = value()?.parse()?,
             "--out" => out = Some(PathBuf::from(value()?)),
             "--pooler" => pooler_bin = PathBuf::from(value()?),
+            "--transport" => {
+                transport = match value()?.as_str() {
+                    "tcp" => Transport::Tcp,
+                    "tls" => Transport::Tls,
+                    "unix" => Transport::Unix,
+                    other => return Err(format!("--transport: expected tcp, tls or unix, got {other}").into()),
+                }
+            }
             "-h" | "--help" => {
                 println!("{usage}");
                 return Ok(());
@@ -661,10 +768,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let primary = cluster.primary().port();
     pooler_benches::pgbench(&pg_bin, primary, &s(&["-i", "-q", "-s", "1"]))?;
     cluster.wait_for_replication(Duration::from_secs(60))?;
+    let work = cluster.dir().join("bench-matrix");
+    std::fs::create_dir_all(work.join("sockets"))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(work.join("sockets"), std::fs::Permissions::from_mode(0o777))?;
+    let tls = match transport {
+        Transport::Tls => Some(tls_files(&work.join("tls"))?),
+        _ => None,
+    };
+    if transport != Transport::Tcp && idle > 0 {
+        eprintln!("idle clients are measured over plain TCP only: skipped");
+        idle = 0;
+    }
     let setup = Setup {
+        transport,
+        tls_files: tls,
+        pg_sockets: cluster.socket_dir(),
         pooler_bin,
         pg_bin: pg_bin.clone(),
-        work: cluster.dir().join("bench-matrix"),
+        work,
         nodes: cluster.nodes().map(|n| n.port()).collect(),
         pool,
         threads,
@@ -677,9 +799,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
          one standby and send everything to the primary. {seconds} s per run, `pgbench -j min(clients, 2)`, scale 1; \
          latency percentiles from pgbench's per-transaction log; CPU is the target process's own user + system time \
          (pgpool: its whole process tree) divided by the transactions of the run, so µs per transaction equals ms per \
-         1,000 transactions.\n\n",
+         1,000 transactions. Clients reach the target over {}.\n\n",
         command.join(" "),
-        machine(&pg_bin)
+        machine(&pg_bin),
+        match transport {
+            Transport::Tcp => "plain TCP on loopback",
+            Transport::Tls => "TLS on loopback (pgbench `sslmode=require`; the poolers to PostgreSQL in plain text; direct without TLS)",
+            Transport::Unix => "Unix sockets (pgbench to the target, and the target to PostgreSQL)",
+        }
     );
     let mut sweep_rows: Vec<Row> = Vec::new();
     for w in &workloads {

@@ -2,10 +2,12 @@
 //! the server side of SCRAM-SHA-256. Pure logic; the session drives the I/O.
 
 mod md5;
+mod os_user;
 mod passfile;
 mod scram;
 
 pub use md5::{md5_salt, verify_md5};
+pub use os_user::os_user_name;
 pub use passfile::{PasswordFile, PasswordFileError, UserSecret};
 pub use scram::{ScramKeyClient, ScramServer};
 

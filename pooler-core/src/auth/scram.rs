@@ -24,8 +24,10 @@ pub enum ScramError {
     /// The client chose a mechanism the server did not offer.
     #[error("client selected an invalid SASL authentication mechanism")]
     UnsupportedMechanism,
-    /// The client asked for channel binding, which needs TLS.
-    #[error("channel binding is not supported without TLS")]
+    /// The channel binding asked for does not fit the connection: binding
+    /// without TLS, a mechanism and flag that disagree, or a client saying
+    /// the server cannot bind when it offered SCRAM-SHA-256-PLUS.
+    #[error("SCRAM channel binding negotiation error")]
     ChannelBinding,
     /// A malformed SCRAM message.
     #[error("malformed SCRAM message: {0}")]
@@ -46,7 +48,7 @@ enum State {
     /// Waiting for client-first-message.
     Start,
     /// Sent server-first; waiting for client-final.
-    SentFirst { client_first_bare: String, server_first: String, nonce: String, gs2_header: String },
+    SentFirst { client_first_bare: String, server_first: String, nonce: String, cbind_input: Vec<u8> },
     /// Proof checked and accepted.
     Done { client_key: [u8; 32] },
     /// Failed; every later call fails.
@@ -58,6 +60,9 @@ pub struct ScramServer {
     secret: ScramSecret,
     /// False for a mock exchange (unknown user): it always fails at the end.
     real: bool,
+    /// The `tls-server-end-point` data of the TLS session the exchange runs
+    /// over (`None`: plain text, or no binding for the certificate).
+    channel_binding: Option<Vec<u8>>,
     state: State,
     #[cfg(test)]
     fixed_nonce: Option<String>,
@@ -104,15 +109,28 @@ impl ScramServer {
         ScramServer {
             secret,
             real,
+            channel_binding: None,
             state: State::Start,
             #[cfg(test)]
             fixed_nonce: None,
         }
     }
 
+    /// Runs the exchange over a TLS session whose `tls-server-end-point`
+    /// binding is `data`: SCRAM-SHA-256-PLUS is offered, and a client that
+    /// says it could bind but thinks the server cannot (`y`) is refused, as
+    /// RFC 5802 asks (someone removed PLUS from the offer).
+    pub fn with_channel_binding(mut self, data: Option<Vec<u8>>) -> ScramServer {
+        self.channel_binding = data;
+        self
+    }
+
     /// The body of AuthenticationSASL: the offered mechanisms.
-    pub fn mechanisms() -> &'static [u8] {
-        b"SCRAM-SHA-256\0\0"
+    pub fn mechanisms(&self) -> &'static [u8] {
+        match self.channel_binding {
+            Some(_) => b"SCRAM-SHA-256-PLUS\0SCRAM-SHA-256\0\0",
+            None => b"SCRAM-SHA-256\0\0",
+        }
     }
 
     /// Handles SASLInitialResponse; returns the server-first-message.
@@ -122,22 +140,32 @@ impl ScramServer {
             return Err(ScramError::OutOfOrder);
         }
         self.state = State::Failed;
-        if mechanism != "SCRAM-SHA-256" {
-            return Err(ScramError::UnsupportedMechanism);
-        }
+        let plus = match mechanism {
+            "SCRAM-SHA-256" => false,
+            "SCRAM-SHA-256-PLUS" if self.channel_binding.is_some() => true,
+            _ => return Err(ScramError::UnsupportedMechanism),
+        };
         let msg = text(data)?;
         // gs2-header: cbind-flag "," [authzid] ","
         let (flag, rest) = msg.split_once(',').ok_or(ScramError::Malformed("missing gs2 header"))?;
-        match flag {
-            "n" | "y" => {}
-            f if f.starts_with("p=") => return Err(ScramError::ChannelBinding),
+        match (flag, plus) {
+            ("n", false) => {}
+            // The client could bind and believes the server cannot: over
+            // TLS that means the offer was tampered with.
+            ("y", false) if self.channel_binding.is_none() => {}
+            ("y", false) => return Err(ScramError::ChannelBinding),
+            ("p=tls-server-end-point", true) => {}
+            (f, _) if f.starts_with("p=") => return Err(ScramError::ChannelBinding),
             _ => return Err(ScramError::Malformed("invalid channel binding flag")),
         }
         let (authzid, bare) = rest.split_once(',').ok_or(ScramError::Malformed("missing gs2 header"))?;
         if !authzid.is_empty() {
             return Err(ScramError::Malformed("authorization identity is not supported"));
         }
-        let gs2_header = format!("{flag},{authzid},");
+        let mut cbind_input = format!("{flag},{authzid},").into_bytes();
+        if plus {
+            cbind_input.extend_from_slice(self.channel_binding.as_deref().unwrap_or_default());
+        }
         let mut fields = bare.split(',');
         let mut first = fields.next().ok_or(ScramError::Malformed("missing user name"))?;
         if first.starts_with("m=") {
@@ -159,7 +187,7 @@ impl ScramServer {
             client_first_bare: bare.to_owned(),
             server_first: server_first.clone(),
             nonce,
-            gs2_header,
+            cbind_input,
         };
         Ok(server_first.into_bytes())
     }
@@ -176,7 +204,7 @@ impl ScramServer {
     /// Handles the client-final-message; returns the server-final-message when
     /// the proof is valid.
     pub fn client_final(&mut self, data: &[u8]) -> Result<Vec<u8>, ScramError> {
-        let State::SentFirst { client_first_bare, server_first, nonce, gs2_header } =
+        let State::SentFirst { client_first_bare, server_first, nonce, cbind_input } =
             std::mem::replace(&mut self.state, State::Failed)
         else {
             return Err(ScramError::OutOfOrder);
@@ -186,7 +214,7 @@ impl ScramServer {
         let mut fields = without_proof.split(',');
         let cbind =
             fields.next().and_then(|f| f.strip_prefix("c=")).ok_or(ScramError::Malformed("expected c= attribute"))?;
-        if cbind != STANDARD.encode(gs2_header.as_bytes()) {
+        if cbind != STANDARD.encode(&cbind_input) {
             return Err(ScramError::Malformed("channel binding data does not match the gs2 header"));
         }
         let r =
@@ -229,6 +257,8 @@ impl ScramServer {
 /// the same verifier (same salt and iteration count).
 pub struct ScramKeyClient {
     client_key: [u8; 32],
+    /// The gs2 header and channel binding data, as `c=` carries them.
+    binding: Vec<u8>,
     secret: ScramSecret,
     client_first_bare: String,
     nonce: String,
@@ -242,12 +272,19 @@ impl std::fmt::Debug for ScramKeyClient {
 }
 
 impl ScramKeyClient {
-    /// Starts an exchange with `client_key` for the verifier `secret`.
-    pub fn new(client_key: [u8; 32], secret: &ScramSecret) -> ScramKeyClient {
+    /// Starts an exchange with `client_key` for the verifier `secret`;
+    /// with `channel_binding` (`tls-server-end-point` data), as
+    /// SCRAM-SHA-256-PLUS.
+    pub fn new(client_key: [u8; 32], secret: &ScramSecret, channel_binding: Option<Vec<u8>>) -> ScramKeyClient {
         let bytes: [u8; SERVER_NONCE_LEN] = rand::rng().random();
         let nonce = STANDARD.encode(bytes);
+        let binding = match channel_binding {
+            Some(data) => [&b"p=tls-server-end-point,,"[..], &data].concat(),
+            None => b"n,,".to_vec(),
+        };
         ScramKeyClient {
             client_key,
+            binding,
             secret: secret.clone(),
             client_first_bare: format!("n=,r={nonce}"),
             nonce,
@@ -257,7 +294,11 @@ impl ScramKeyClient {
 
     /// The client-first-message for SASLInitialResponse.
     pub fn client_first(&self) -> Vec<u8> {
-        format!("n,,{}", self.client_first_bare).into_bytes()
+        let header = match self.binding.starts_with(b"p=") {
+            true => "p=tls-server-end-point,,",
+            false => "n,,",
+        };
+        format!("{header}{}", self.client_first_bare).into_bytes()
     }
 
     /// Takes the server-first-message; returns the client-final-message.
@@ -282,7 +323,7 @@ impl ScramKeyClient {
         if salt.as_deref() != Some(&self.secret.salt[..]) || iterations != Some(self.secret.iterations) {
             return Err(ScramError::VerifierMismatch);
         }
-        let without_proof = format!("c=biws,r={nonce}");
+        let without_proof = format!("c={},r={nonce}", STANDARD.encode(&self.binding));
         let auth_message = format!("{},{msg},{without_proof}", self.client_first_bare);
         let stored_key: [u8; 32] = Sha256::digest(self.client_key).into();
         let signature = hmac(&stored_key, &[auth_message.as_bytes()]);
@@ -381,7 +422,7 @@ mod tests {
         let key = front.client_key().unwrap();
         // The "backend": another server instance holding the same verifier.
         let mut back = ScramServer::new(Some(&secret), "u");
-        let mut client = ScramKeyClient::new(key, &secret);
+        let mut client = ScramKeyClient::new(key, &secret, None);
         let first = back.client_first("SCRAM-SHA-256", &client.client_first()).unwrap();
         let fin = client.server_first(&first).unwrap();
         let sig = back.client_final(&fin).unwrap();
@@ -389,9 +430,65 @@ mod tests {
         // A server with another verifier (other salt) is detected, not guessed at.
         let other = ScramSecret::parse(&postgres_protocol::password::scram_sha_256(b"pw")).unwrap();
         let mut back = ScramServer::new(Some(&other), "u");
-        let mut client = ScramKeyClient::new(key, &secret);
+        let mut client = ScramKeyClient::new(key, &secret, None);
         let first = back.client_first("SCRAM-SHA-256", &client.client_first()).unwrap();
         assert_eq!(client.server_first(&first), Err(ScramError::VerifierMismatch));
+    }
+
+    fn exchange_bound(server: &mut ScramServer, password: &str, binding: ChannelBinding) -> Result<(), ScramError> {
+        let mut client = ScramSha256::new(password.as_bytes(), binding);
+        let mechanism = if client.message().starts_with(b"p=") { "SCRAM-SHA-256-PLUS" } else { "SCRAM-SHA-256" };
+        let first = server.client_first(mechanism, client.message())?;
+        client.update(&first).map_err(|_| ScramError::Malformed("client rejected server-first"))?;
+        let fin = server.client_final(client.message())?;
+        client.finish(&fin).map_err(|_| ScramError::Malformed("client rejected server signature"))
+    }
+
+    #[test]
+    fn scram_plus_binds_to_the_tls_end_point_and_refuses_other_channels_and_downgrades() {
+        let secret = ScramSecret::from_password("pw");
+        let end_point = vec![7u8; 32];
+        let server = || ScramServer::new(Some(&secret), "u").with_channel_binding(Some(end_point.clone()));
+        assert_eq!(server().mechanisms(), b"SCRAM-SHA-256-PLUS\0SCRAM-SHA-256\0\0");
+        // The same end point on both sides: accepted.
+        exchange_bound(&mut server(), "pw", ChannelBinding::tls_server_end_point(end_point.clone())).unwrap();
+        // Another certificate (a man in the middle's): refused.
+        let mitm = exchange_bound(&mut server(), "pw", ChannelBinding::tls_server_end_point(vec![8u8; 32]));
+        assert!(matches!(mitm, Err(ScramError::Malformed(_))), "{mitm:?}");
+        // "y" over a channel that offered PLUS: the offer was stripped.
+        // (postgres-protocol's "unrequested" sends y, "unsupported" n.)
+        assert_eq!(exchange_bound(&mut server(), "pw", ChannelBinding::unrequested()), Err(ScramError::ChannelBinding));
+        // A client that does not bind at all ("n") may still log in.
+        exchange_bound(&mut server(), "pw", ChannelBinding::unsupported()).unwrap();
+        // Without TLS, PLUS is neither offered nor accepted; "y" is fine.
+        let mut plain = ScramServer::new(Some(&secret), "u");
+        assert_eq!(plain.mechanisms(), b"SCRAM-SHA-256\0\0");
+        assert_eq!(
+            plain.client_first("SCRAM-SHA-256-PLUS", b"p=tls-server-end-point,,n=,r=abc"),
+            Err(ScramError::UnsupportedMechanism)
+        );
+        exchange_bound(&mut ScramServer::new(Some(&secret), "u"), "pw", ChannelBinding::unrequested()).unwrap();
+    }
+
+    #[test]
+    fn a_client_key_logs_in_over_scram_plus_with_the_servers_end_point() {
+        let secret = ScramSecret::parse(&postgres_protocol::password::scram_sha_256(b"pw")).unwrap();
+        let mut front = ScramServer::new(Some(&secret), "u");
+        exchange(&mut front, "pw").unwrap();
+        let key = front.client_key().unwrap();
+        let end_point = vec![1u8; 48];
+        let mut back = ScramServer::new(Some(&secret), "u").with_channel_binding(Some(end_point.clone()));
+        let mut client = ScramKeyClient::new(key, &secret, Some(end_point));
+        let first = back.client_first("SCRAM-SHA-256-PLUS", &client.client_first()).unwrap();
+        let fin = client.server_first(&first).unwrap();
+        let sig = back.client_final(&fin).unwrap();
+        client.server_final(&sig).unwrap();
+        // Bound to another end point: the server refuses.
+        let mut back = ScramServer::new(Some(&secret), "u").with_channel_binding(Some(vec![2u8; 48]));
+        let mut client = ScramKeyClient::new(key, &secret, Some(vec![1u8; 48]));
+        let first = back.client_first("SCRAM-SHA-256-PLUS", &client.client_first()).unwrap();
+        let fin = client.server_first(&first).unwrap();
+        assert!(back.client_final(&fin).is_err());
     }
 
     #[test]

@@ -206,10 +206,28 @@ const PROBE: &str = "SELECT pg_catalog.pg_is_in_recovery(), \
 impl SqlHealthCheck {
     /// The check for `config`'s nodes and `[health]` settings, with secrets
     /// from `passwords`.
+    ///
+    /// TLS towards the nodes follows `[server_tls]` as sessions do; its
+    /// files are read here. If they cannot be, nodes whose `sslmode` needs
+    /// them fail their checks with the reason (the pooler itself refuses to
+    /// start with such files: [`crate::StartError::Tls`]).
     pub fn new(config: &crate::Config, passwords: Option<&crate::auth::PasswordFile>) -> SqlHealthCheck {
+        let tls = crate::tls::TlsContexts::load(config).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "health checks: TLS files unusable; nodes that need them will fail");
+            crate::tls::TlsContexts::plain()
+        });
+        SqlHealthCheck::with_tls(config, passwords, &tls)
+    }
+
+    /// [`SqlHealthCheck::new`] with the pooler's own TLS contexts.
+    pub(crate) fn with_tls(
+        config: &crate::Config,
+        passwords: Option<&crate::auth::PasswordFile>,
+        tls: &crate::tls::TlsContexts,
+    ) -> SqlHealthCheck {
         let h = &config.health;
         SqlHealthCheck {
-            nodes: config.nodes.iter().map(|n| ServerAddr { host: n.host.clone(), port: n.port }).collect(),
+            nodes: ServerAddr::of_nodes(config, tls),
             login: LoginInfo {
                 user: h.user.clone(),
                 database: h.database.clone(),

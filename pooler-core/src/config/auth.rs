@@ -23,9 +23,18 @@ pub enum AuthMethod {
     /// PostgreSQL does).
     #[serde(rename = "md5")]
     Md5,
-    /// SCRAM-SHA-256.
+    /// SCRAM-SHA-256 (SCRAM-SHA-256-PLUS, bound to the TLS channel, for
+    /// clients over TLS that offer it).
     #[serde(rename = "scram-sha-256")]
     ScramSha256,
+    /// The client's TLS certificate, verified against `client_tls.ca_file`:
+    /// its common name is the user name. No password.
+    #[serde(rename = "cert")]
+    Cert,
+    /// The operating-system user of a Unix-socket client (SO_PEERCRED) must
+    /// be the user name. No password; TCP clients are refused.
+    #[serde(rename = "peer")]
+    Peer,
 }
 
 /// Authentication settings (`[auth]`).

@@ -137,7 +137,8 @@ impl Default for HealthConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeConfig {
-    /// Host name or IP address.
+    /// Host name or IP address, or the directory of the node's Unix socket
+    /// (a path starting with `/`, as libpq spells it).
     pub host: String,
     /// TCP port.
     #[serde(default = "default_port")]
@@ -154,12 +155,16 @@ pub struct NodeConfig {
     /// own WAL receiver status is shown and the sync state is left empty.
     #[serde(default)]
     pub application_name: Option<String>,
+    /// How to connect to this node; unset: `server_tls.sslmode`. A node
+    /// reached through a socket directory never uses TLS.
+    #[serde(default)]
+    pub sslmode: Option<super::ServerTlsMode>,
 }
 
 impl NodeConfig {
     /// A node at `host:port` with weight 1 and nothing else set.
     pub fn new(host: impl Into<String>, port: u16) -> NodeConfig {
-        NodeConfig { host: host.into(), port, weight: 1.0, data_dir: None, application_name: None }
+        NodeConfig { host: host.into(), port, weight: 1.0, data_dir: None, application_name: None, sslmode: None }
     }
 }
 

@@ -10,11 +10,13 @@ mod auth;
 mod cluster;
 mod pool;
 mod routing;
+mod tls;
 
 pub use auth::{AuthConfig, AuthMethod, DEFAULT_AUTH_QUERY};
 pub use cluster::{FailoverConfig, FalsePrimaryRule, HealthConfig, NodeConfig};
 pub use pool::{PoolConfig, PoolMode, PoolOverride};
 pub use routing::{BalancePolicy, NodePreference, RoutingConfig, WriteStickiness};
+pub use tls::{ClientTlsConfig, ClientTlsMode, ServerTlsConfig, ServerTlsMode, TlsVersion};
 
 /// Why a configuration could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +77,12 @@ pub struct Config {
     /// What to do when the primary fails.
     #[serde(default)]
     pub failover: FailoverConfig,
+    /// TLS towards clients.
+    #[serde(default)]
+    pub client_tls: ClientTlsConfig,
+    /// TLS towards servers (sessions and health checks).
+    #[serde(default)]
+    pub server_tls: ServerTlsConfig,
     /// The PostgreSQL servers. Until health checks discover roles, the first
     /// node is the primary and the others are standbys.
     #[serde(default)]
@@ -85,8 +93,18 @@ pub struct Config {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
-    /// Address to listen on, `host:port`.
+    /// Address to listen on, `host:port`. Its port also names the Unix
+    /// socket.
     pub listen: String,
+    /// Listen on `listen` over TCP; false: only on the Unix socket.
+    pub listen_tcp: bool,
+    /// Directory of a Unix domain socket to listen on, named
+    /// `.s.PGSQL.<port>` as PostgreSQL names its own (so `psql -h <dir> -p
+    /// <port>` finds it). Unset: no Unix socket.
+    pub unix_socket_dir: Option<PathBuf>,
+    /// Permissions of the Unix socket, in octal.
+    #[serde(deserialize_with = "octal_mode")]
+    pub unix_socket_mode: u32,
     /// Most client connections at once; more are refused with SQLSTATE 53300.
     pub max_client_connections: usize,
     /// Time a client has to finish startup and authentication.
@@ -111,6 +129,9 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             listen: "127.0.0.1:6432".into(),
+            listen_tcp: true,
+            unix_socket_dir: None,
+            unix_socket_mode: 0o777,
             max_client_connections: 1000,
             client_login_timeout: Duration::from_secs(15),
             shutdown_timeout: Duration::from_secs(30),
@@ -134,8 +155,18 @@ impl Config {
                 config.auth.password_file = Some(dir.join(pf));
             }
         }
-        if let (Some(hba), Some(dir)) = (&config.auth.hba_file, path.parent()) {
-            config.auth.hba_file = Some(dir.join(hba));
+        // So are the hba file, the certificate and key files, and the socket directory.
+        if let Some(dir) = path.parent() {
+            let (c, s) = (&mut config.client_tls, &mut config.server_tls);
+            for file in
+                [&mut c.cert_file, &mut c.key_file, &mut c.ca_file, &mut s.ca_file, &mut s.cert_file, &mut s.key_file]
+                    .into_iter()
+                    .chain([&mut config.server.unix_socket_dir, &mut config.auth.hba_file])
+            {
+                if let Some(f) = file.as_mut().filter(|f| f.is_relative()) {
+                    *f = dir.join(&*f);
+                }
+            }
         }
         Ok(config)
     }
@@ -156,6 +187,8 @@ impl Config {
             routing: RoutingConfig::default(),
             health: HealthConfig::default(),
             failover: FailoverConfig::default(),
+            client_tls: ClientTlsConfig::default(),
+            server_tls: ServerTlsConfig::default(),
             nodes,
         }
     }
@@ -250,7 +283,16 @@ impl Config {
                 return Err(invalid(format!("pool.reset_query_list[{i}]"), "must be a non-empty statement"));
             }
         }
-        if need_password_file && self.auth.method != AuthMethod::Trust && self.auth.password_file.is_none() {
+        if self.auth.method == AuthMethod::Cert
+            && (!self.client_tls.sslmode.offers() || self.client_tls.ca_file.is_none())
+        {
+            return Err(invalid(
+                "auth.method",
+                "\"cert\" needs TLS towards clients with a CA file (client_tls.sslmode and client_tls.ca_file)",
+            ));
+        }
+        let password_method = matches!(self.auth.method, AuthMethod::Md5 | AuthMethod::ScramSha256);
+        if need_password_file && password_method && self.auth.password_file.is_none() {
             return Err(invalid(
                 "auth.password_file",
                 "required when auth.method is md5 or scram-sha-256 (or set auth.method = \"trust\")",
@@ -284,7 +326,15 @@ impl Config {
                 }
             }
         }
+        self.validate_listeners()?;
+        self.validate_tls()?;
         for (i, n) in self.nodes.iter().enumerate() {
+            if n.host.starts_with('/') && n.sslmode.is_some_and(ServerTlsMode::asks) {
+                return Err(invalid(
+                    format!("nodes[{i}].sslmode"),
+                    "a node reached through a Unix socket directory does not use TLS (set \"disable\")",
+                ));
+            }
             if n.host.trim().is_empty() {
                 return Err(invalid(format!("nodes[{i}].host"), "must not be empty"));
             }
@@ -294,6 +344,55 @@ impl Config {
             if !n.weight.is_finite() || n.weight < 0.0 {
                 return Err(invalid(format!("nodes[{i}].weight"), "must be a number >= 0"));
             }
+        }
+        Ok(())
+    }
+
+    /// Checks the listener settings: something to listen on, a socket
+    /// directory that is a path.
+    fn validate_listeners(&self) -> Result<(), ConfigError> {
+        let s = &self.server;
+        if !s.listen_tcp && s.unix_socket_dir.is_none() {
+            return Err(invalid("server.listen_tcp", "false needs server.unix_socket_dir: nothing to listen on"));
+        }
+        if let Some(dir) = &s.unix_socket_dir {
+            if dir.as_os_str().is_empty() {
+                return Err(invalid("server.unix_socket_dir", "must not be empty"));
+            }
+            // sun_path holds 108 bytes with its NUL.
+            let len = dir.as_os_str().len() + "/.s.PGSQL.65535".len();
+            if len > 107 {
+                return Err(invalid("server.unix_socket_dir", "is too long for a Unix socket path (at most 92 bytes)"));
+            }
+        }
+        self.listen_addr().map(drop)
+    }
+
+    /// Checks that every TLS mode has the files it needs.
+    fn validate_tls(&self) -> Result<(), ConfigError> {
+        let c = &self.client_tls;
+        if c.sslmode.offers() {
+            if c.cert_file.is_none() {
+                return Err(invalid("client_tls.cert_file", "required when client_tls.sslmode is not \"disable\""));
+            }
+            if c.key_file.is_none() {
+                return Err(invalid("client_tls.key_file", "required when client_tls.sslmode is not \"disable\""));
+            }
+        }
+        if c.sslmode.requires_certificate() && c.ca_file.is_none() {
+            return Err(invalid("client_tls.ca_file", "required by sslmode verify-ca and verify-full"));
+        }
+        let s = &self.server_tls;
+        let verifying = std::iter::once(("server_tls.sslmode".to_owned(), s.sslmode)).chain(
+            self.nodes.iter().enumerate().filter_map(|(i, n)| n.sslmode.map(|m| (format!("nodes[{i}].sslmode"), m))),
+        );
+        for (key, mode) in verifying {
+            if mode.verifies() && s.ca_file.is_none() {
+                return Err(invalid("server_tls.ca_file", format!("required: {key} verifies server certificates")));
+            }
+        }
+        if s.cert_file.is_some() != s.key_file.is_some() {
+            return Err(invalid("server_tls.cert_file", "server_tls.cert_file and server_tls.key_file go together"));
         }
         Ok(())
     }
@@ -326,6 +425,24 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err(format!("{s:?} is out of range (at most 10 years)"));
     }
     Duration::try_from_secs_f64(secs).map_err(|_| format!("{s:?} is out of range"))
+}
+
+/// A file mode written in octal, as a string (`"0770"`) or a number.
+fn octal_mode<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Mode {
+        Text(String),
+        Number(u32),
+    }
+    let text = match Mode::deserialize(d)? {
+        Mode::Text(t) => t,
+        Mode::Number(n) => n.to_string(),
+    };
+    match u32::from_str_radix(text.trim(), 8) {
+        Ok(m) if m <= 0o777 => Ok(m),
+        _ => Err(serde::de::Error::custom(format!("{text:?} is not an octal file mode such as \"0770\""))),
+    }
 }
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {

@@ -113,28 +113,17 @@ impl HbaMethod {
 pub enum ClientCert {
     /// A client certificate signed by the CA is required.
     VerifyCa,
-    /// As `VerifyCa`, and its name (see [`ClientName`]) must be the user.
+    /// As `VerifyCa`, and its common name must be the user.
     VerifyFull,
-}
-
-/// `clientname=`: which name of the certificate is compared with the user.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum ClientName {
-    /// The subject's Common Name (the default).
-    #[default]
-    Cn,
-    /// The whole subject Distinguished Name (RFC 2253 form).
-    Dn,
 }
 
 /// The options after the method that the pooler understands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct HbaOptions {
     /// What is demanded of the client certificate (`None`: nothing). A
-    /// `cert` line always says `VerifyFull`.
+    /// `cert` line always says `VerifyFull`. (`clientname=CN` is accepted,
+    /// `clientname=DN` refused: the certificate's CN is the user.)
     pub clientcert: Option<ClientCert>,
-    /// Which certificate name is compared with the user.
-    pub clientname: ClientName,
 }
 
 /// What the first matching line says.

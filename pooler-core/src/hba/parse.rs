@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use super::{
-    AddrMatch, ClientCert, ClientName, ConnType, DbMatch, HbaError, HbaMethod, HbaOptions, HbaRules, Rule, UserMatch,
+    AddrMatch, ClientCert, ConnType, DbMatch, HbaError, HbaMethod, HbaOptions, HbaRules, Rule, UserMatch,
     MAX_INCLUDE_DEPTH, MAX_LIST_NAMES,
 };
 
@@ -382,14 +382,11 @@ fn option(t: &str, conn: ConnType, method: HbaMethod, o: &mut HbaOptions) -> Res
             };
             Ok(false)
         }
-        "clientname" => {
-            o.clientname = match value {
-                "CN" => ClientName::Cn,
-                "DN" => ClientName::Dn,
-                v => return Err(format!("invalid value for clientname: \"{v}\" (CN or DN)").into()),
-            };
-            Ok(true)
-        }
+        "clientname" => match value {
+            "CN" => Ok(true),
+            "DN" => Err("clientname=DN is not supported by the pooler (the certificate's CN is the user)".into()),
+            v => Err(format!("invalid value for clientname: \"{v}\" (CN or DN)").into()),
+        },
         "map" => Err("user name maps (map=, pg_ident.conf) are not supported by the pooler".into()),
         other => Err(format!("unrecognized authentication option name: \"{other}\"").into()),
     }

@@ -239,16 +239,16 @@ fn addresses_and_masks_are_checked() {
 #[test]
 fn methods_and_options_are_checked() {
     let r = rules(
-        "hostssl all a 0.0.0.0/0 cert clientname=DN\n\
+        "hostssl all a 0.0.0.0/0 cert clientname=CN\n\
          hostssl all b 0.0.0.0/0 scram-sha-256 clientcert=verify-ca\n\
          hostssl all c 0.0.0.0/0 md5 clientcert=verify-full clientname=CN\n\
          local all all peer\n",
     );
     let d = |user| r.decide(&conn(host("1.1.1.1", true), "x", user), &SelfOnly).unwrap().unwrap();
     assert_eq!(d("a").method, HbaMethod::Cert);
-    assert_eq!(d("a").options, HbaOptions { clientcert: Some(ClientCert::VerifyFull), clientname: ClientName::Dn });
+    assert_eq!(d("a").options, HbaOptions { clientcert: Some(ClientCert::VerifyFull) });
     assert_eq!(d("b").options.clientcert, Some(ClientCert::VerifyCa));
-    assert_eq!(d("c").options, HbaOptions { clientcert: Some(ClientCert::VerifyFull), clientname: ClientName::Cn });
+    assert_eq!(d("c").options, HbaOptions { clientcert: Some(ClientCert::VerifyFull) });
     for (line, want) in [
         ("host all all 0.0.0.0/0 peer", "peer authentication is only supported on local sockets"),
         ("host all all 0.0.0.0/0 cert", "cert authentication is only supported on hostssl connections"),
@@ -258,6 +258,7 @@ fn methods_and_options_are_checked() {
         ("hostssl all all 0.0.0.0/0 md5 clientcert=no-verify", "invalid value for clientcert"),
         ("hostssl all all 0.0.0.0/0 md5 clientname=CN", "clientname can only be configured"),
         ("hostssl all all 0.0.0.0/0 cert clientname=UID", "invalid value for clientname"),
+        ("hostssl all all 0.0.0.0/0 cert clientname=DN", "clientname=DN is not supported"),
         ("local all all peer map=omicron", "user name maps"),
         ("local all all md5 foo=bar", "unrecognized authentication option name: \"foo\""),
         ("local all all md5 foo", "not in name=value format"),

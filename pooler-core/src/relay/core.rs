@@ -248,7 +248,7 @@ pub(crate) struct Core<'a> {
     pub(super) client_pid: i32,
     /// The client's address, kept for the statement log only (an idle
     /// client does not pay for it otherwise).
-    pub(super) peer: Option<Box<std::net::SocketAddr>>,
+    pub(super) peer: Option<Box<crate::transport::Peer>>,
     /// The lent connection has run something that may write.
     pub(super) wrote: bool,
     /// The next request must not run on the lent (read) connection: give it
@@ -290,7 +290,7 @@ impl<'a> Core<'a> {
         login: LoginInfo,
         (params, extra): (crate::runtime::SharedParams, Vec<(String, String)>),
         client_pid: i32,
-        peer: std::net::SocketAddr,
+        peer: crate::transport::Peer,
     ) -> Core<'a> {
         Core {
             shared,
@@ -739,7 +739,7 @@ impl<'a> Core<'a> {
 }
 
 /// Logs a Query's or a Parse's SQL (`server.log_statements`).
-fn log_statement(peer: Option<&std::net::SocketAddr>, t: u8, body: &[u8]) {
+fn log_statement(peer: Option<&crate::transport::Peer>, t: u8, body: &[u8]) {
     use crate::protocol::messages;
     let Some(peer) = peer else { return };
     match t {

@@ -130,7 +130,7 @@ impl<'a> Relay<'a> {
         (lease, node): (Option<Lease>, usize),
         login: LoginInfo,
         (params, extra): (Settings, Settings),
-        peer: std::net::SocketAddr,
+        peer: crate::transport::Peer,
     ) -> Self {
         let mut pools = vec![None; shared.nodes.len().max(1)];
         if let Some(slot) = pools.get_mut(node) {
@@ -638,7 +638,7 @@ pub(crate) fn fuzz(mode: u8, client: &[u8], server: &[u8], chunk: usize) -> bool
     let pool = shared.pools.get(key, &shared.nodes[0], || login.clone());
     let (mut cbuf, mut cout) = (BytesMut::new(), BytesMut::new());
     let params = std::sync::Arc::new(Vec::new());
-    let peer = std::net::SocketAddr::from(([127, 0, 0, 1], 1));
+    let peer = crate::transport::Peer::Tcp(std::net::SocketAddr::from(([127, 0, 0, 1], 1)));
     let mut core = Core::new(&shared, pool, mode, (&mut cbuf, &mut cout), 0, login, (params, Vec::new()), 1, peer);
     core.attached(0);
     let (mut sbuf, mut statements, mut sparams) = (BytesMut::new(), Default::default(), Vec::new());

@@ -84,9 +84,11 @@ fn tls_configs() -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
 
 fn tls_pair() -> (Stream, Stream) {
     let (server, client) = tls_configs();
-    let (a, b) = pair();
+    let (mut a, mut b) = pair();
     let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
-    (a.into_tls_server(server).expect("server side"), b.into_tls_client(client, name).expect("client side"))
+    a.accept_tls(server, &[]).expect("server side");
+    b.connect_tls(client, name).expect("client side");
+    (a, b)
 }
 
 /// Echoes what it reads, driven the way the relay drives a stream: one
@@ -144,8 +146,8 @@ async fn tls_over_the_transport_carries_bytes_both_ways_through_a_relay_style_lo
 #[tokio::test]
 async fn a_peer_that_does_not_speak_tls_is_an_error_not_a_hang() {
     let (server, _) = tls_configs();
-    let (a, mut b) = pair();
-    let mut s = a.into_tls_server(server).unwrap();
+    let (mut s, mut b) = pair();
+    s.accept_tls(server, &[]).unwrap();
     b.write_all(b"Q\0\0\0\x0dSELECT 1\0 this is not a TLS record").await.unwrap();
     let mut buf = BytesMut::new();
     let err = loop {
@@ -157,4 +159,44 @@ async fn a_peer_that_does_not_speak_tls_is_an_error_not_a_hang() {
         }
     };
     assert_eq!(err.kind(), std::io::ErrorKind::InvalidData, "{err}");
+}
+
+#[tokio::test]
+async fn an_explicit_handshake_finishes_both_sides_and_reports_the_session() {
+    let (mut server, mut client) = tls_pair();
+    let (a, b) = tokio::join!(server.handshake(), client.handshake());
+    a.expect("server handshake");
+    b.expect("client handshake");
+    assert!(!server.is_handshaking() && !client.is_handshaking());
+    let info = server.tls_info().expect("a TLS session");
+    assert!(info.version.starts_with("TLSv1."), "{info:?}");
+    assert!(!info.cipher.is_empty());
+    assert_eq!(info.client_cn, None, "no client certificate was asked for");
+    assert!(client.peer_certificate().is_some(), "the client saw the server's certificate");
+    // Plaintext after an explicit handshake flows as before.
+    client.write_all(b"after").await.unwrap();
+    assert_eq!(&read_exactly(&mut server, 5).await[..], b"after");
+}
+
+#[tokio::test]
+async fn early_handshake_bytes_given_to_accept_tls_are_not_lost() {
+    // A direct-TLS client's ClientHello is read before the pooler knows it is
+    // TLS: those bytes are handed to accept_tls.
+    let (server, client) = tls_configs();
+    let (mut a, mut b) = pair();
+    b.connect_tls(client, rustls::pki_types::ServerName::try_from("localhost").unwrap()).unwrap();
+    let client_task = tokio::spawn(async move {
+        b.handshake().await.expect("client handshake");
+        b.write_all(b"hello").await.unwrap();
+        b
+    });
+    let mut early = BytesMut::new();
+    while early.len() < 5 {
+        a.read_some(&mut early).await.unwrap();
+    }
+    assert_eq!(early[0], 0x16, "a TLS handshake record");
+    a.accept_tls(server, &early).unwrap();
+    a.handshake().await.expect("server handshake with the early bytes");
+    assert_eq!(&read_exactly(&mut a, 5).await[..], b"hello");
+    drop(client_task.await.unwrap());
 }

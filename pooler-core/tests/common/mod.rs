@@ -2,6 +2,8 @@
 //! in front of it, and real clients.
 #![allow(dead_code)]
 
+pub mod tls;
+
 use std::net::SocketAddr;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -44,7 +46,13 @@ impl TestPooler {
     /// Runs `pooler` on a fresh loopback port, once its first health checks are in.
     async fn serve(pooler: Pooler) -> TestPooler {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
-        let addr = listener.local_addr().expect("local addr");
+        TestPooler::serve_on(pooler, listener.into()).await
+    }
+
+    /// Runs `pooler` on `listeners` (which must include TCP: `addr` is its
+    /// address), once its first health checks are in.
+    pub async fn serve_on(pooler: Pooler, listener: pooler_core::Listeners) -> TestPooler {
+        let addr = listener.tcp_addr().expect("a TCP listener");
         let pooler = std::sync::Arc::new(pooler);
         let (tx, rx) = oneshot::channel::<()>();
         let p = pooler.clone();

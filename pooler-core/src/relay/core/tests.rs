@@ -163,7 +163,7 @@ impl<'a> Session<'a> {
                 login(),
                 (params, Vec::new()),
                 7,
-                ([127, 0, 0, 1], 5).into(),
+                crate::transport::Peer::Tcp(([127, 0, 0, 1], 5).into()),
             ),
             conn: Conn::default(),
         }
