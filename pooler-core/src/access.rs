@@ -57,7 +57,10 @@ pub(crate) async fn login_method(
             }
         };
         tracing::debug!(%user, %database, line = decision.line, method = decision.method.as_str(), "hba line matched");
-        match decision.options.clientcert {
+        // A `cert` line's certificate is the caller's to check (with
+        // PostgreSQL's own words for that method).
+        let clientcert = decision.options.clientcert.filter(|_| decision.method != HbaMethod::Cert);
+        match clientcert {
             Some(_) if client_cn.is_none() => {
                 return Err(refused("connection requires a valid client certificate".into()));
             }
@@ -199,13 +202,9 @@ mod tests {
             Err("pg_hba.conf rejects connection for host \"10.0.0.9\", user \"bad\", database \"app\", SSL encryption"
                 .into())
         );
-        // cert: a verified certificate is needed before anything else; its
-        // CN is then checked by the caller.
-        let e = method(&s, tcp(true), "certuser").await.unwrap_err();
-        assert_eq!(e, "connection requires a valid client certificate");
-        let e = with_cn(&s, tcp(true), Some("other"), "certuser").await.unwrap_err();
-        assert!(e.starts_with("certificate validation (clientcert=verify-full) failed"), "{e}");
-        assert_eq!(with_cn(&s, tcp(true), Some("certuser"), "certuser").await, Ok(HbaMethod::Cert));
+        // cert: the caller checks the certificate.
+        assert_eq!(method(&s, tcp(true), "certuser").await, Ok(HbaMethod::Cert));
+        assert_eq!(with_cn(&s, tcp(true), Some("other"), "certuser").await, Ok(HbaMethod::Cert));
         assert_eq!(method(&s, Transport::Local, "u").await, Ok(HbaMethod::Peer));
         let e = method(&s, tcp(false), "plain").await.unwrap_err();
         assert!(e.starts_with("password (cleartext) authentication (line 4"), "{e}");
@@ -214,6 +213,20 @@ mod tests {
         assert_eq!(e, "hba.conf:5: membership of role \"grp\" cannot be checked (set auth.auth_user)");
         let e = method(&s, Transport::Host { addr: [192, 168, 0, 1].into(), tls: false }, "bad").await.unwrap_err();
         assert!(e.starts_with("pg_hba.conf rejects"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn clientcert_is_checked_before_any_password() {
+        let s = shared(Some(
+            "hostssl all ca 0.0.0.0/0 md5 clientcert=verify-ca\n\
+             hostssl all full 0.0.0.0/0 scram-sha-256 clientcert=verify-full\n",
+        ));
+        let e = with_cn(&s, tcp(true), None, "ca").await.unwrap_err();
+        assert_eq!(e, "connection requires a valid client certificate");
+        assert_eq!(with_cn(&s, tcp(true), Some("anyone"), "ca").await, Ok(HbaMethod::Md5));
+        let e = with_cn(&s, tcp(true), Some("other"), "full").await.unwrap_err();
+        assert_eq!(e, "certificate validation (clientcert=verify-full) failed for user \"full\": CN mismatch");
+        assert_eq!(with_cn(&s, tcp(true), Some("full"), "full").await, Ok(HbaMethod::ScramSha256));
     }
 
     #[tokio::test]

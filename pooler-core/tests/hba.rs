@@ -1,16 +1,19 @@
 //! End-to-end: the pooler's hba file chooses each client's method (trust,
 //! md5, scram-sha-256 by address, user and database; first match wins),
 //! refuses `reject` and unmatched clients with PostgreSQL's 28000 words,
-//! reads `@file` includes, asks the server about `+role` membership, names
-//! file and line in its errors, and takes a reloaded file for new logins.
+//! tells TLS from plain text (`hostssl`, `hostnossl`, `cert`, `clientcert=`)
+//! and Unix-socket clients (`local`), reads `@file` includes, asks the
+//! server about `+role` membership, names file and line in its errors, and
+//! takes a reloaded file for new logins.
 
 mod common;
 
 use std::path::PathBuf;
 
+use common::tls::Certs;
 use common::*;
-use pooler_core::config::AuthMethod;
-use pooler_core::{PasswordFile, Pooler};
+use pooler_core::config::{AuthMethod, ClientTlsMode};
+use pooler_core::{Listeners, PasswordFile, Pooler};
 use pooler_testkit::Cluster;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -239,4 +242,110 @@ async fn a_bad_hba_file_stops_the_start_naming_file_and_line() {
     let missing = dir.0.join("missing.conf");
     let e = Pooler::builder(config_with_hba(&cluster, missing.clone())).passwords(passwords()).build().unwrap_err();
     assert!(e.to_string().starts_with(&format!("auth.hba_file: cannot read {}", missing.display())), "{e}");
+}
+
+/// psql with a libpq connection string: Ok(stdout) or Err(stderr).
+fn psql_conn(cluster: &Cluster, conninfo: &str) -> Result<String, String> {
+    let out = run_client(cluster, "psql", &[conninfo, "-XAtc", "SELECT current_user"], None);
+    let text = |b: &[u8]| String::from_utf8_lossy(b).trim().to_owned();
+    if out.status.success() {
+        Ok(text(&out.stdout))
+    } else {
+        Err(text(&out.stderr))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssl_lines_tell_tls_from_plain_text_and_check_certificates() {
+    let cluster = tokio::task::spawn_blocking(|| {
+        Cluster::builder()
+            .init_sql("CREATE ROLE plainonly LOGIN; CREATE ROLE certuser LOGIN; CREATE ROLE pwuser LOGIN")
+            .start()
+            .expect("start PostgreSQL")
+    })
+    .await
+    .expect("cluster task");
+    let dir = Dir::new("ssl");
+    let hba = dir.write(
+        "hba.conf",
+        "hostnossl all plainonly 127.0.0.1/32 trust\n\
+         hostssl   all certuser  127.0.0.1/32 cert\n\
+         hostssl   all pwuser    127.0.0.1/32 scram-sha-256 clientcert=verify-ca\n\
+         hostssl   all postgres  127.0.0.1/32 trust\n",
+    );
+    let certs = Certs::new("hba");
+    let mut config = config_with_hba(&cluster, hba);
+    let (cert, key) = certs.server("pooler", &["localhost", "127.0.0.1"]);
+    // TLS offered, not demanded: the hba lines decide.
+    config.client_tls.sslmode = ClientTlsMode::Allow;
+    config.client_tls.cert_file = Some(cert);
+    config.client_tls.key_file = Some(key);
+    config.client_tls.ca_file = Some(certs.ca());
+    let pooler = TestPooler::start(config, Some(PasswordFile::parse("pwuser:pw-of-pwuser\n").unwrap())).await;
+    let (ccert, ckey) = certs.client("certuser");
+    let conn = |user: &str, sslmode: &str, with_cert: bool| {
+        let mut c = format!("host=127.0.0.1 port={} user={user} dbname=postgres sslmode={sslmode}", pooler.port());
+        match with_cert {
+            true => c.push_str(&format!(" sslcert={} sslkey={}", ccert.display(), ckey.display())),
+            // libpq would otherwise look in ~/.postgresql.
+            false => c.push_str(" sslcert=/nonexistent sslkey=/nonexistent"),
+        }
+        c
+    };
+    // hostnossl: plain text only.
+    assert_eq!(psql_conn(&cluster, &conn("plainonly", "disable", false)).as_deref(), Ok("plainonly"));
+    let e = psql_conn(&cluster, &conn("plainonly", "require", false)).unwrap_err();
+    assert!(
+        e.contains(
+            "no pg_hba.conf entry for host \"127.0.0.1\", user \"plainonly\", database \"postgres\", SSL encryption"
+        ),
+        "{e}"
+    );
+    // hostssl: TLS only.
+    let e = psql_conn(&cluster, &conn("postgres", "disable", false)).unwrap_err();
+    assert!(
+        e.contains(
+            "no pg_hba.conf entry for host \"127.0.0.1\", user \"postgres\", database \"postgres\", no encryption"
+        ),
+        "{e}"
+    );
+    assert_eq!(psql_conn(&cluster, &conn("postgres", "require", false)).as_deref(), Ok("postgres"));
+    // cert: the certificate names the user.
+    assert_eq!(psql_conn(&cluster, &conn("certuser", "require", true)).as_deref(), Ok("certuser"));
+    let e = psql_conn(&cluster, &conn("certuser", "require", false)).unwrap_err();
+    assert!(e.contains("connection requires a valid client certificate"), "{e}");
+    // clientcert=verify-ca: a verified certificate, and the password.
+    let e = psql_conn(&cluster, &format!("{} password=pw-of-pwuser", conn("pwuser", "require", false))).unwrap_err();
+    assert!(e.contains("connection requires a valid client certificate"), "{e}");
+    let with_cert = format!("{} password=pw-of-pwuser", conn("pwuser", "require", true));
+    assert_eq!(psql_conn(&cluster, &with_cert).as_deref(), Ok("pwuser"));
+    let e = psql_conn(&cluster, &format!("{} password=wrong", conn("pwuser", "require", true))).unwrap_err();
+    assert!(e.contains("password authentication failed for user \"pwuser\""), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_lines_apply_to_unix_socket_clients_and_host_lines_to_tcp() {
+    let cluster = primary_only().await;
+    let dir = Dir::new("local");
+    let sockets = dir.0.join("sock");
+    std::fs::create_dir_all(&sockets).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&sockets, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let hba = dir.write("hba.conf", "local all all reject\nhost all all 127.0.0.1/32 trust\n");
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = tcp.local_addr().unwrap().port();
+    let listeners = Listeners::from(tcp).with_unix_socket(&sockets, port, 0o777).await.expect("Unix socket");
+    let pooler = Pooler::builder(config_with_hba(&cluster, hba)).passwords(passwords()).build().expect("valid config");
+    let pooler = TestPooler::serve_on(pooler, listeners).await;
+    let e = psql_conn(&cluster, &format!("host={} port={port} user=postgres dbname=postgres", sockets.display()))
+        .unwrap_err();
+    assert!(
+        e.contains("pg_hba.conf rejects connection for host \"[local]\", user \"postgres\", database \"postgres\", no encryption"),
+        "{e}"
+    );
+    assert_eq!(
+        psql_conn(&cluster, &format!("host=127.0.0.1 port={port} user=postgres dbname=postgres")).as_deref(),
+        Ok("postgres")
+    );
+    drop(pooler);
 }
