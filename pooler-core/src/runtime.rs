@@ -48,6 +48,10 @@ pub(crate) struct Shared {
     pub(crate) cluster: Arc<crate::cluster::Cluster>,
     /// Parameter sets clients share (most clients of a pool report the same).
     pub(crate) param_sets: ParamSets,
+    /// Every connected client (the admin console's views, KILL_CLIENT).
+    pub(crate) clients: crate::clients::Clients,
+    /// What operators change at run time (disabled databases, shutdown).
+    pub(crate) control: crate::control::Control,
 }
 
 /// A few distinct client parameter sets, each held once: clients whose
