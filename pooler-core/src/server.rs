@@ -251,6 +251,14 @@ impl Pooler {
         &self.shared.config
     }
 
+    /// Sets the gauges a metrics scrape reads (per pool: clients active and
+    /// waiting, servers active and idle, the longest wait; per node: status,
+    /// role, lag, requests routed; names in [`crate::metrics`]) from the
+    /// state now. Call it before each render of the recorder's output.
+    pub fn record_gauges(&self) {
+        crate::admin::record_gauges(&self.shared)
+    }
+
     /// The server connection pools, one per (node, user, database) seen so
     /// far, for inspection: [`Pools::all`], then each [`crate::Pool`]'s
     /// sizes and [`crate::PoolStats`] counters.

@@ -10,6 +10,7 @@
 
 mod actions;
 mod command;
+mod gauges;
 mod protocol;
 mod table;
 mod views;
@@ -50,12 +51,15 @@ pub(crate) enum Login {
     Pool,
 }
 
+pub(crate) use gauges::record as record_gauges;
+
 /// Decides what an authenticated `user` asking for `database` gets.
 pub(crate) fn on_login(shared: &Shared, user: &str, database: &str) -> Login {
     if is_console(database) {
         return match shared.config.admin.role_of(user) {
             Some(role) => Login::Console(role),
             None => {
+                metrics::counter!(crate::metrics::LOGINS_REFUSED, "reason" => "console").increment(1);
                 tracing::warn!(%user, database, "admin console login refused: user is in neither admin.admin_users nor admin.stats_users");
                 Login::Refuse(Error::Refused {
                     code: "28000",
@@ -65,6 +69,7 @@ pub(crate) fn on_login(shared: &Shared, user: &str, database: &str) -> Login {
         };
     }
     if shared.control.is_disabled(database) {
+        metrics::counter!(crate::metrics::LOGINS_REFUSED, "reason" => "disabled").increment(1);
         return Login::Refuse(Error::Refused {
             code: "55000",
             message: format!(
