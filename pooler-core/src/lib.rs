@@ -30,13 +30,16 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod admin;
 mod auth;
 mod backend;
 mod buffers;
 mod cancel;
 mod classify;
+mod clients;
 mod cluster;
 pub mod config;
+mod control;
 mod error;
 mod listen;
 mod lsn;

@@ -34,6 +34,16 @@ pub(crate) enum Peer {
     Unix { uid: Option<u32> },
 }
 
+impl Peer {
+    /// The TCP address (`None` for a Unix-socket client).
+    pub(crate) fn tcp_addr(&self) -> Option<std::net::SocketAddr> {
+        match self {
+            Peer::Tcp(a) => Some(*a),
+            Peer::Unix { .. } => None,
+        }
+    }
+}
+
 impl std::fmt::Display for Peer {
     /// The address, or `[local]` as PostgreSQL logs a Unix-socket client.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
