@@ -35,6 +35,7 @@ mod auth;
 mod backend;
 mod buffers;
 mod cancel;
+mod certificate;
 mod classify;
 mod clients;
 mod cluster;
@@ -113,6 +114,14 @@ pub mod fuzzing {
     /// panics. Returns whether it failed.
     pub fn relay_core(mode: u8, client: &[u8], server: &[u8], chunk: usize) -> bool {
         crate::relay::fuzz(mode, client, server, chunk)
+    }
+
+    /// Reads `data` as a client's or server's X.509 certificate, for the
+    /// two fields the pooler takes from one (the subject's common name, the
+    /// signature hash of the channel binding). Returns whether either was
+    /// found.
+    pub fn certificate(data: &[u8]) -> bool {
+        crate::certificate::subject_common_name(data).is_some() | crate::certificate::end_point(data).is_some()
     }
 
     /// Reads `data` as the health probe's row (fields split at NUL bytes, an
