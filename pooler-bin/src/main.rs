@@ -1,6 +1,9 @@
 //! `pooler`: the standalone binary. Parses the command line, sets up logging
 //! and signals, and hands a listener to `pooler_core::Pooler`.
 
+mod ctl;
+mod endpoint;
+
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -17,19 +20,64 @@ USAGE:
                                 start a throwaway PostgreSQL primary + standby
                                 and a pooler in front of them (Ctrl-C cleans up);
                                 --load-balance sends reads to both nodes
+    pooler ctl [--host H] [--port P] [--user U] [--json] COMMAND
+                                run an admin console command (pooler ctl --help)
     pooler --version
 
+Options: --log-format text|json (default text; no colours unless on a terminal).
 Logging follows RUST_LOG (default: info), e.g. RUST_LOG=pooler_core=debug.
 ";
 
 enum Command {
+    Ctl(ctl::Ctl),
     Run(PathBuf),
     Check(PathBuf),
     Demo { port: u16, mode: PoolMode, load_balance: bool },
 }
 
-fn parse_args() -> Result<Command> {
-    let mut args = std::env::args().skip(1);
+/// How log lines are written.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn parse_ctl(mut args: impl Iterator<Item = String>) -> Result<Command> {
+    let mut c = ctl::Ctl {
+        host: "127.0.0.1".into(),
+        port: 6432,
+        user: std::env::var("PGUSER").unwrap_or_else(|_| "pooler".into()),
+        json: false,
+        command: String::new(),
+    };
+    let mut words = Vec::new();
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "-h" | "--help" if words.is_empty() => {
+                print!("{}", ctl::USAGE);
+                std::process::exit(0);
+            }
+            "--host" => c.host = args.next().context("--host needs a host")?,
+            "--port" | "-p" => {
+                let p = args.next().context("--port needs a number")?;
+                c.port = p.parse().with_context(|| format!("--port: {p:?} is not a port number"))?;
+            }
+            "--user" | "-U" => c.user = args.next().context("--user needs a name")?,
+            "--json" => c.json = true,
+            _ => words.push(a),
+        }
+    }
+    c.command = ctl::console_command(&words)?;
+    Ok(Command::Ctl(c))
+}
+
+fn parse_args() -> Result<(Command, LogFormat)> {
+    let mut args = std::env::args().skip(1).peekable();
+    if args.peek().map(String::as_str) == Some("ctl") {
+        args.next();
+        return Ok((parse_ctl(args)?, LogFormat::Text));
+    }
+    let mut log_format = LogFormat::Text;
     let mut config = None;
     let mut sub = None;
     let mut port = 6432u16;
@@ -59,30 +107,38 @@ fn parse_args() -> Result<Command> {
                 }
             }
             "--load-balance" => load_balance = true,
+            "--log-format" => {
+                log_format = match args.next().as_deref() {
+                    Some("text") => LogFormat::Text,
+                    Some("json") => LogFormat::Json,
+                    other => bail!("--log-format: expected text or json, got {other:?}"),
+                }
+            }
             "check" | "demo" if sub.is_none() => sub = Some(a),
             other => bail!("unknown argument {other:?}\n\n{USAGE}"),
         }
     }
-    match (sub.as_deref(), config) {
-        (Some("demo"), _) => Ok(Command::Demo { port, mode, load_balance }),
-        (Some("check"), Some(c)) => Ok(Command::Check(c)),
-        (None, Some(c)) => Ok(Command::Run(c)),
+    let cmd = match (sub.as_deref(), config) {
+        (Some("demo"), _) => Command::Demo { port, mode, load_balance },
+        (Some("check"), Some(c)) => Command::Check(c),
+        (None, Some(c)) => Command::Run(c),
         _ => bail!("missing --config FILE\n\n{USAGE}"),
-    }
+    };
+    Ok((cmd, log_format))
 }
 
-fn init_logging() {
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Logs go to standard error; standard output is for what `demo` prints.
     // Colours only on a terminal: a log file or a pipe gets plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr)
-        .init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_writer(std::io::stderr);
+    match format {
+        // One JSON object per line: the fields (actor, node, client...) as keys.
+        LogFormat::Json => builder.json().flatten_event(true).with_ansi(false).init(),
+        LogFormat::Text => builder.with_ansi(ansi).init(),
+    }
 }
 
 /// The signals the binary handles, registered before the listener is bound:
@@ -149,7 +205,12 @@ async fn prepare(config: Config) -> Result<(Pooler, Listeners)> {
 async fn serve(config: Config) -> Result<()> {
     let signals = Signals::install()?;
     let (pooler, listener) = prepare(config).await?;
+    let pooler = std::sync::Arc::new(pooler);
+    let endpoint = endpoint::start(&pooler).await?;
     pooler.run(listener, signals.shutdown()).await;
+    if let Some(e) = endpoint {
+        e.abort();
+    }
     Ok(())
 }
 
@@ -195,11 +256,15 @@ async fn demo(port: u16, mode: PoolMode, load_balance: bool) -> Result<()> {
 }
 
 fn main() -> Result<()> {
-    let cmd = parse_args()?;
+    let (cmd, log_format) = parse_args()?;
     if let Command::Check(path) = &cmd {
         return check(path);
     }
-    init_logging();
+    if let Command::Ctl(c) = &cmd {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        return rt.block_on(ctl::run(c));
+    }
+    init_logging(log_format);
     // The configuration is read before the runtime exists: it sizes it.
     let config = match &cmd {
         Command::Run(path) => Some(Config::load(path)?),
@@ -217,7 +282,7 @@ fn main() -> Result<()> {
                 None => Ok(()),
             },
             Command::Demo { port, mode, load_balance } => demo(port, mode, load_balance).await,
-            Command::Check(_) => Ok(()),
+            Command::Check(_) | Command::Ctl(_) => Ok(()),
         }
     })
 }

@@ -604,7 +604,7 @@ async fn negotiate_tls(
         .ok_or_else(|| refused(format!("{:?} is not a valid server name", addr.host)))?;
     stream.connect_tls(config, name).map_err(Error::ServerIo)?;
     stream.handshake().await.map_err(|e| refused(e.to_string()))?;
-    Ok(stream.peer_certificate().and_then(crate::tls::end_point))
+    Ok(stream.peer_certificate().and_then(crate::certificate::end_point))
 }
 
 /// Sends a CancelRequest for `key` to the server at `addr` and waits for the

@@ -31,14 +31,18 @@
 #![forbid(unsafe_code)]
 
 mod access;
+mod admin;
 mod auth;
 mod auth_query;
 mod backend;
 mod buffers;
 mod cancel;
+mod certificate;
 mod classify;
+mod clients;
 mod cluster;
 pub mod config;
+mod control;
 mod error;
 mod hba;
 mod listen;
@@ -149,6 +153,14 @@ pub mod fuzzing {
                 false
             }
         }
+    }
+
+    /// Reads `data` as a client's or server's X.509 certificate, for the
+    /// two fields the pooler takes from one (the subject's common name, the
+    /// signature hash of the channel binding). Returns whether either was
+    /// found.
+    pub fn certificate(data: &[u8]) -> bool {
+        crate::certificate::subject_common_name(data).is_some() | crate::certificate::end_point(data).is_some()
     }
 
     /// Reads `data` as the health probe's row (fields split at NUL bytes, an

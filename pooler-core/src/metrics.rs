@@ -25,3 +25,41 @@ pub const CHECKOUT_TIMEOUTS: &str = "pooler_checkout_timeouts_total";
 pub const CHECKOUT_WAIT_SECONDS: &str = "pooler_checkout_wait_seconds";
 /// Counter: cancel requests forwarded to a server.
 pub const CANCELS_FORWARDED: &str = "pooler_cancels_forwarded_total";
+/// Counter: logins refused after authentication, by `reason` (`console`:
+/// not an admin or stats user; `disabled`: the database was disabled).
+pub const LOGINS_REFUSED: &str = "pooler_logins_refused_total";
+
+// Gauges set at each scrape from the pooler's state (`Pooler::record_gauges`).
+
+/// Gauge per pool (`database`, `user`): clients logged in and not waiting.
+pub const POOL_CLIENTS_ACTIVE: &str = "pooler_pool_clients_active";
+/// Gauge per pool: clients waiting for a server connection.
+pub const POOL_CLIENTS_WAITING: &str = "pooler_pool_clients_waiting";
+/// Gauge per pool: server connections lent to clients.
+pub const POOL_SERVERS_ACTIVE: &str = "pooler_pool_servers_active";
+/// Gauge per pool: idle server connections.
+pub const POOL_SERVERS_IDLE: &str = "pooler_pool_servers_idle";
+/// Gauge per pool: server connections used since the pool began
+/// (checkouts; pgbouncer's `sv_used` means something else and is 0 here).
+pub const POOL_SERVER_ASSIGNMENTS: &str = "pooler_pool_server_assignments";
+/// Gauge per pool: seconds the longest-waiting client has waited.
+pub const POOL_MAXWAIT_SECONDS: &str = "pooler_pool_maxwait_seconds";
+/// Gauge per node (`node`): 1 when up.
+pub const NODE_UP: &str = "pooler_node_up";
+/// Gauge per node and `status` (up, down, waiting, quarantine): 1 for the
+/// node's status, 0 for the others.
+pub const NODE_STATUS: &str = "pooler_node_status";
+/// Gauge per node: 1 when the pooler holds it for the primary.
+pub const NODE_PRIMARY: &str = "pooler_node_primary";
+/// Gauge per node: bytes of WAL behind the primary at the last check.
+pub const NODE_LAG_BYTES: &str = "pooler_node_lag_bytes";
+/// Gauge per node: seconds behind the primary at the last check.
+pub const NODE_LAG_SECONDS: &str = "pooler_node_lag_seconds";
+/// Gauge per node: requests routed there since start.
+pub const NODE_ROUTED: &str = "pooler_node_routed_requests";
+/// Gauge per node: reads routed there since start.
+pub const NODE_READS: &str = "pooler_node_routed_reads";
+/// Gauge per node: seconds since the node's status last changed.
+pub const NODE_STATUS_AGE_SECONDS: &str = "pooler_node_status_age_seconds";
+/// Gauge: published cluster snapshots (every node flip and failover moves it).
+pub const CLUSTER_GENERATION: &str = "pooler_cluster_generation";

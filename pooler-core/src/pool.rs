@@ -79,6 +79,24 @@ pub struct Pool {
     /// its defaults for this user and database (a transaction-mode login
     /// may be answered from them without a connection).
     defaults: Mutex<Option<Arc<Vec<(String, String)>>>>,
+    /// When the pool was made: the origin of `reconnect_mark`.
+    born: Instant,
+    /// `RECONNECT`: connections opened before `born` plus this many
+    /// nanoseconds are closed instead of reused (0: none).
+    reconnect_mark: AtomicU64,
+}
+
+/// One idle server connection, as `SHOW SERVERS` lists it.
+#[derive(Debug, Clone)]
+pub(crate) struct IdleServer {
+    /// The backend's pid.
+    pub(crate) pid: i32,
+    /// Open for this long.
+    pub(crate) age: Duration,
+    /// Idle for this long.
+    pub(crate) idle: Duration,
+    /// The pooler's end of the connection.
+    pub(crate) local: Option<std::net::SocketAddr>,
 }
 
 /// A server connection lent to a client. Give it back with [`Pool::checkin`];
@@ -112,6 +130,8 @@ impl Pool {
         Pool {
             lifelines,
             defaults: Mutex::new(None),
+            born: Instant::now(),
+            reconnect_mark: AtomicU64::new(0),
             slots: Arc::new(Semaphore::new(settings.size)),
             reserve: Arc::new(Semaphore::new(settings.reserve_size)),
             key,
@@ -362,6 +382,43 @@ impl Pool {
         let now = std::time::Instant::now();
         now.saturating_duration_since(conn.created()) < self.settings.server_lifetime
             && now.saturating_duration_since(conn.idle_since) < self.settings.server_idle_timeout
+            && !self.reconnect_due(conn)
+    }
+
+    /// `conn` was opened before the last [`Pool::reconnect`].
+    fn reconnect_due(&self, conn: &ServerConn) -> bool {
+        let mark = self.reconnect_mark.load(Ordering::Relaxed);
+        mark != 0 && (conn.created().saturating_duration_since(self.born).as_nanos() as u64) < mark
+    }
+
+    /// `RECONNECT`: closes the idle connections now, and every lent one
+    /// when it comes back (whatever its lifetime); new ones open as needed.
+    /// How many idle connections were closed.
+    pub(crate) fn reconnect(&self) -> usize {
+        let mark = (Instant::now().saturating_duration_since(self.born).as_nanos() as u64).max(1);
+        self.reconnect_mark.fetch_max(mark, Ordering::Relaxed);
+        let idle = self.idle_count();
+        self.close_idle();
+        idle
+    }
+
+    /// The idle connections now (`SHOW SERVERS`).
+    pub(crate) fn idle_servers(&self) -> Vec<IdleServer> {
+        let now = Instant::now();
+        let Ok(idle) = self.idle.lock() else { return Vec::new() };
+        idle.iter()
+            .map(|c| IdleServer {
+                pid: c.key().pid,
+                age: now.saturating_duration_since(c.created()),
+                idle: now.saturating_duration_since(c.idle_since),
+                local: socket2::SockRef::from(&c.stream).local_addr().ok().and_then(|a| a.as_socket()),
+            })
+            .collect()
+    }
+
+    /// The node's address.
+    pub(crate) fn addr(&self) -> &ServerAddr {
+        &self.addr
     }
 
     fn discard(&self, conn: ServerConn) {
@@ -375,7 +432,7 @@ impl Pool {
     pub(crate) fn checkin_idle(&self, lease: Lease) {
         let Lease { mut conn, _permit } = lease;
         let now = Instant::now();
-        if now.saturating_duration_since(conn.created()) >= self.settings.server_lifetime {
+        if now.saturating_duration_since(conn.created()) >= self.settings.server_lifetime || self.reconnect_due(&conn) {
             self.discard(conn);
             return;
         }

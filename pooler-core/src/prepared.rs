@@ -78,6 +78,13 @@ impl Registry {
         self.by_body.retain(|_, w| w.strong_count() > 0);
     }
 
+    /// Every statement some client holds now (`SHOW PREPARED_STATEMENTS`).
+    pub(crate) fn list(&self) -> Vec<Arc<StatementDef>> {
+        let mut all: Vec<_> = self.by_body.iter().filter_map(|e| e.value().upgrade()).collect();
+        all.sort_by_key(|d| d.id);
+        all
+    }
+
     /// Distinct statements known now.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {

@@ -55,6 +55,10 @@ pub(crate) struct Shared {
     pub(crate) auth_query: Option<crate::auth_query::AuthQuery>,
     /// TLS towards clients and servers (reloadable).
     pub(crate) tls: crate::tls::TlsContexts,
+    /// Every connected client (the admin console's views, KILL_CLIENT).
+    pub(crate) clients: crate::clients::Clients,
+    /// What operators change at run time (disabled databases, shutdown).
+    pub(crate) control: crate::control::Control,
 }
 
 /// A few distinct client parameter sets, each held once: clients whose

@@ -276,6 +276,14 @@ impl Pooler {
         &self.shared.config
     }
 
+    /// Sets the gauges a metrics scrape reads (per pool: clients active and
+    /// waiting, servers active and idle, the longest wait; per node: status,
+    /// role, lag, requests routed; names in [`crate::metrics`]) from the
+    /// state now. Call it before each render of the recorder's output.
+    pub fn record_gauges(&self) {
+        crate::admin::record_gauges(&self.shared)
+    }
+
     /// The server connection pools, one per (node, user, database) seen so
     /// far, for inspection: [`Pools::all`], then each [`crate::Pool`]'s
     /// sizes and [`crate::PoolStats`] counters.
@@ -299,7 +307,10 @@ impl Pooler {
         // Which node is the primary, which are up and how far behind: needed as
         // soon as there is more than one node.
         let health = tokio::spawn(crate::cluster::run(self.shared.cluster.clone(), self.hooks.clone()));
+        // The admin console's PROMOTE NODE runs the same hooks.
+        self.shared.control.set_hooks(self.hooks.clone());
         tokio::pin!(shutdown);
+        let mut requested = None;
         loop {
             let (stream, peer) = tokio::select! {
                 r = listener.accept() => match r {
@@ -312,6 +323,10 @@ impl Pooler {
                     }
                 },
                 _ = &mut shutdown => break,
+                mode = self.shared.control.shutdown_requested() => {
+                    requested = Some(mode);
+                    break;
+                }
             };
             metrics::counter!(m::CLIENT_CONNECTIONS).increment(1);
             match slots.clone().try_acquire_owned() {
@@ -330,9 +345,13 @@ impl Pooler {
             }
         }
         drop(listener);
-        tracing::info!("shutting down: no new clients; waiting for transactions to finish");
-        let _ = self.phase_tx.send(Phase::Draining);
         let all = u32::try_from(max_clients).unwrap_or(u32::MAX);
+        if requested.is_some() {
+            Box::pin(crate::admin::shut_down(&self.phase_tx, &slots, all, requested, shutdown)).await;
+        } else {
+            tracing::info!("shutting down: no new clients; waiting for transactions to finish");
+            let _ = self.phase_tx.send(Phase::Draining);
+        }
         let timeout = self.shared.config.server.shutdown_timeout;
         if tokio::time::timeout(timeout, slots.acquire_many(all)).await.is_err() {
             tracing::warn!(?timeout, "shutdown timeout reached; closing remaining clients");
@@ -402,6 +421,8 @@ fn assemble(config: Config, passwords: Option<PasswordFile>, given: Hooks) -> Re
         statements: Default::default(),
         functions,
         tls,
+        clients: Default::default(),
+        control: Default::default(),
     };
     Ok(Pooler { shared: Arc::new(shared), phase_tx, hooks: Arc::new(hooks) })
 }

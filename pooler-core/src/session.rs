@@ -164,6 +164,16 @@ pub(crate) async fn serve(stream: Stream, peer: Peer, shared: Arc<Shared>) {
         }
     };
     w::auth_ok(&mut client.out);
+    // The admin console, and databases an operator disabled (crate::admin).
+    match crate::admin::on_login(&shared, &user, &database) {
+        crate::admin::Login::Pool => {}
+        crate::admin::Login::Refuse(e) => return client.send_error(Severity::Fatal, &e).await,
+        crate::admin::Login::Console(role) => {
+            let Client { stream, buf, out, peer, .. } = &mut client;
+            let console = crate::admin::serve((stream, buf, out), *peer, &shared, (&user, &database, role));
+            return Box::pin(console).await;
+        }
+    }
     let end = run_session(&mut client, &shared, startup, user.clone(), database.clone(), client_key).await;
     match &end {
         // Server failures and pool exhaustion are worth a warning whatever the settings.
@@ -727,6 +737,7 @@ async fn run_session(
     database: String,
     client_key: Option<[u8; 32]>,
 ) -> End {
+    let application_name = startup.param("application_name").unwrap_or_default().to_owned();
     let opened = Box::pin(open_session(client, shared, &startup, user, database, client_key)).await;
     // The startup packet's parameters are applied: not kept for the session.
     drop(startup);
@@ -737,6 +748,16 @@ async fn run_session(
     metrics::gauge!(m::CLIENTS_ACTIVE).increment(1.0);
     let (params, extra) = login_state;
     let Client { stream, buf, out, peer, .. } = client;
+    // Listed for the admin console (SHOW CLIENTS, KILL_CLIENT) while it lasts.
+    let who = crate::clients::Registration {
+        user: &login.user,
+        database: &login.database,
+        application_name: &application_name,
+        peer: peer.tcp_addr(),
+        tls: stream.is_tls(),
+        state: crate::clients::ClientState::Idle,
+    };
+    let registered = shared.clients.register(who, &*stream);
     // Boxed: the login's futures and the relay's do not share one
     // allocation sized for both.
     let outcome = Box::pin(
@@ -751,11 +772,17 @@ async fn run_session(
             (params, extra),
             *peer,
         )
+        .tracked(&registered)
         .run(&phase),
     )
     .await;
     metrics::gauge!(m::CLIENTS_ACTIVE).decrement(1.0);
     drop(cancel);
+    if registered.killed() {
+        let e = Error::Refused { code: "57P01", message: "terminating connection due to administrator command".into() };
+        client.send_error(Severity::Fatal, &e).await;
+        return End::Failed(e);
+    }
     if let (Some(n), true) = (end_notice(&outcome.end), outcome.client_can_take_error) {
         client.send_failure(Severity::Fatal, &n).await;
     }

@@ -24,6 +24,18 @@ use tokio::net::{TcpStream, UnixStream};
 
 use crate::buffers::{recycled, READ_CHUNK};
 
+/// What a client's TLS session is, for the logs and the admin console.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsInfo {
+    /// `TLSv1.3`, `TLSv1.2`.
+    pub version: &'static str,
+    /// The cipher suite, as rustls names it.
+    pub cipher: String,
+    /// The common name of the client's certificate, when it sent one that
+    /// was verified.
+    pub client_cn: Option<String>,
+}
+
 /// Where a client connected from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Peer {
@@ -32,6 +44,16 @@ pub(crate) enum Peer {
     /// Over the Unix socket, by the process of this user id (from
     /// SO_PEERCRED; `None` if the kernel would not say).
     Unix { uid: Option<u32> },
+}
+
+impl Peer {
+    /// The TCP address (`None` for a Unix-socket client).
+    pub(crate) fn tcp_addr(&self) -> Option<std::net::SocketAddr> {
+        match self {
+            Peer::Tcp(a) => Some(*a),
+            Peer::Unix { .. } => None,
+        }
+    }
 }
 
 impl std::fmt::Display for Peer {
@@ -188,7 +210,7 @@ impl Stream {
 
     /// The TLS session's version, cipher and client certificate name
     /// (`None`: plain text).
-    pub(crate) fn tls_info(&self) -> Option<crate::tls::TlsInfo> {
+    pub(crate) fn tls_info(&self) -> Option<TlsInfo> {
         let tls = self.tls.as_ref()?;
         let version = match tls.conn.protocol_version()? {
             rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3",
@@ -197,10 +219,10 @@ impl Stream {
         };
         let cipher = tls.conn.negotiated_cipher_suite().map(|c| format!("{:?}", c.suite())).unwrap_or_default();
         let client_cn = match &tls.conn {
-            rustls::Connection::Server(_) => self.peer_certificate().and_then(crate::tls::subject_common_name),
+            rustls::Connection::Server(_) => self.peer_certificate().and_then(crate::certificate::subject_common_name),
             rustls::Connection::Client(_) => None,
         };
-        Some(crate::tls::TlsInfo { version, cipher, client_cn })
+        Some(TlsInfo { version, cipher, client_cn })
     }
 
     /// Waits until a read may make progress (at once while decrypted

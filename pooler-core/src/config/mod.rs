@@ -6,14 +6,18 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+mod admin;
 mod auth;
 mod cluster;
+mod metrics;
 mod pool;
 mod routing;
 mod tls;
 
+pub use admin::{AdminConfig, ConsoleRole};
 pub use auth::{AuthConfig, AuthMethod, DEFAULT_AUTH_QUERY};
 pub use cluster::{FailoverConfig, FalsePrimaryRule, HealthConfig, NodeConfig};
+pub use metrics::MetricsConfig;
 pub use pool::{PoolConfig, PoolMode, PoolOverride};
 pub use routing::{BalancePolicy, NodePreference, RoutingConfig, WriteStickiness};
 pub use tls::{ClientTlsConfig, ClientTlsMode, ServerTlsConfig, ServerTlsMode, TlsVersion};
@@ -87,6 +91,12 @@ pub struct Config {
     /// node is the primary and the others are standbys.
     #[serde(default)]
     pub nodes: Vec<NodeConfig>,
+    /// Who may use the admin console.
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// The binary's Prometheus endpoint.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
 }
 
 /// Listener and client-facing settings (`[server]`).
@@ -190,6 +200,8 @@ impl Config {
             client_tls: ClientTlsConfig::default(),
             server_tls: ServerTlsConfig::default(),
             nodes,
+            admin: AdminConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 
@@ -305,6 +317,8 @@ impl Config {
         if self.nodes.is_empty() {
             return Err(invalid("nodes", "at least one [[nodes]] entry is required"));
         }
+        self.admin.validate()?;
+        self.metrics.validate()?;
         let r = &self.routing;
         crate::classify::Classifier::new(&crate::classify::ClassifierLists {
             write_functions: r.write_functions.clone(),

@@ -116,6 +116,8 @@ pub(crate) struct Relay<'a> {
     parked: Vec<Option<Lease>>,
     /// Session mode: the read node chosen for the session.
     session_read_node: Option<usize>,
+    /// Where the admin console sees what this client is doing.
+    client: Option<&'a crate::clients::ClientInfo>,
 }
 
 impl<'a> Relay<'a> {
@@ -169,6 +171,32 @@ impl<'a> Relay<'a> {
             timed,
             parked,
             session_read_node: None,
+            client: None,
+        }
+    }
+
+    /// Reports what the client does (idle, active, waiting, pinned) to
+    /// `client`, the admin console's entry for it.
+    pub(crate) fn tracked(mut self, client: &'a crate::clients::ClientInfo) -> Self {
+        self.client = Some(client);
+        self
+    }
+
+    /// Records the client's state for the console: a relaxed load, and a
+    /// store when it changed (no lock, no clock).
+    #[inline]
+    fn report_state(&self) {
+        use crate::clients::ClientState;
+        if let Some(c) = self.client {
+            let state = match (&self.lease, &self.core.link) {
+                (None, _) => ClientState::Idle,
+                (Some(_), Link::Pinned(_)) => ClientState::Pinned,
+                (Some(_), _) => ClientState::Active,
+            };
+            c.set_state(state);
+            if self.lease.is_some() {
+                c.set_node(self.core.node);
+            }
         }
     }
 
@@ -241,6 +269,9 @@ impl<'a> Relay<'a> {
                 let attached = if !attach || self.attach_now() {
                     Ok(())
                 } else {
+                    if let Some(c) = self.client {
+                        c.set_state(crate::clients::ClientState::Waiting);
+                    }
                     tokio::select! {
                     r = Box::pin(self.attach()) => r,
                     _ = &mut force => return End::ForcedShutdown,
@@ -322,6 +353,7 @@ impl<'a> Relay<'a> {
                 release_memory(self.core.cout);
                 release_memory(&mut self.core.sout);
             }
+            self.report_state();
             let deadline = self.deadline();
             let server = self.lease.as_ref().map(|l| &l.conn_ref().stream);
             let read_client = self.core.sout.len() < HIGH_WATER && self.core.cbuf.len() < HIGH_WATER;

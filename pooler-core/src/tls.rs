@@ -7,8 +7,6 @@
 //! The handshakes themselves run in [`crate::transport`]; the login decides
 //! when (`session`, `backend`).
 
-mod der;
-
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -20,7 +18,7 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 
 use crate::config::{ClientTlsConfig, Config, ServerTlsConfig, ServerTlsMode, TlsVersion};
 
-pub(crate) use der::{end_point, subject_common_name};
+use crate::certificate::end_point;
 
 /// The ALPN protocol name of PostgreSQL (required with direct TLS).
 pub(crate) const ALPN_POSTGRESQL: &[u8] = b"postgresql";
@@ -272,18 +270,6 @@ impl TlsContexts {
         };
         ServerTls { mode, upstream: self.servers.clone() }
     }
-}
-
-/// What a client's TLS session is, for the logs and the admin console.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TlsInfo {
-    /// `TLSv1.3`, `TLSv1.2`.
-    pub version: &'static str,
-    /// The cipher suite, as rustls names it.
-    pub cipher: String,
-    /// The common name of the client's certificate, when it sent one that
-    /// was verified.
-    pub client_cn: Option<String>,
 }
 
 /// Accepts any server certificate: `sslmode` `prefer` and `require`, which

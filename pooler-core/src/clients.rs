@@ -1,0 +1,283 @@
+//! The registry of connected clients: who they are and what they are doing,
+//! for the admin console (`SHOW CLIENTS`, `SHOW POOLS`, `KILL_CLIENT`) and
+//! the metrics. A client registers once at login (one lock); its state then
+//! changes with relaxed atomic stores, never a lock, on the relay's path.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+/// What a client is doing, as `SHOW CLIENTS` tells it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ClientState {
+    /// Logged in, no server connection lent.
+    Idle = 0,
+    /// A server connection is lent for a request or transaction.
+    Active = 1,
+    /// Waiting for a server connection.
+    Waiting = 2,
+    /// Holding its server connection for the session (session mode, or a
+    /// transaction-mode client pinned by session state).
+    Pinned = 3,
+    /// On the admin console.
+    Console = 4,
+}
+
+impl ClientState {
+    fn from_u8(v: u8) -> ClientState {
+        match v {
+            1 => ClientState::Active,
+            2 => ClientState::Waiting,
+            3 => ClientState::Pinned,
+            4 => ClientState::Console,
+            _ => ClientState::Idle,
+        }
+    }
+
+    /// The name shown in `SHOW CLIENTS`' `state` column.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            ClientState::Idle => "idle",
+            ClientState::Active => "active",
+            ClientState::Waiting => "waiting",
+            ClientState::Pinned => "pinned",
+            ClientState::Console => "active",
+        }
+    }
+}
+
+/// One connected client.
+#[derive(Debug)]
+pub(crate) struct ClientInfo {
+    /// The id `SHOW CLIENTS` shows and `KILL_CLIENT` takes; never reused.
+    pub(crate) id: u64,
+    pub(crate) user: String,
+    pub(crate) database: String,
+    pub(crate) application_name: String,
+    /// The client's address (`None`: a Unix socket or unknown).
+    pub(crate) peer: Option<SocketAddr>,
+    /// The pooler's end of the connection.
+    pub(crate) local: Option<SocketAddr>,
+    pub(crate) connected: SystemTime,
+    /// The connection is encrypted (TLS).
+    pub(crate) tls: bool,
+    state: AtomicU8,
+    /// Microseconds since the registry's start when the current wait for a
+    /// server connection began (meaningful while `Waiting`).
+    wait_started_us: AtomicU64,
+    /// The node the client last used.
+    node: AtomicU64,
+    killed: AtomicBool,
+    /// A duplicate of the client's socket: shutting its reading side down
+    /// ends the session at its next read, with no cost on the relay's path.
+    socket: Mutex<Option<socket2::Socket>>,
+    registry_start: Instant,
+}
+
+impl ClientInfo {
+    /// What the client is doing now.
+    pub(crate) fn state(&self) -> ClientState {
+        ClientState::from_u8(self.state.load(Ordering::Relaxed))
+    }
+
+    /// Records what the client is doing (a relaxed load, and a store only
+    /// when it changed).
+    #[inline]
+    pub(crate) fn set_state(&self, state: ClientState) {
+        let v = state as u8;
+        if self.state.load(Ordering::Relaxed) != v {
+            if state == ClientState::Waiting {
+                let us = self.registry_start.elapsed().as_micros() as u64;
+                self.wait_started_us.store(us, Ordering::Relaxed);
+            }
+            self.state.store(v, Ordering::Relaxed);
+        }
+    }
+
+    /// How long the client has been waiting for a server connection (zero
+    /// when it is not waiting).
+    pub(crate) fn waiting_for(&self) -> std::time::Duration {
+        if self.state() != ClientState::Waiting {
+            return std::time::Duration::ZERO;
+        }
+        let since = std::time::Duration::from_micros(self.wait_started_us.load(Ordering::Relaxed));
+        self.registry_start.elapsed().saturating_sub(since)
+    }
+
+    /// Records the node the client is on.
+    #[inline]
+    pub(crate) fn set_node(&self, node: usize) {
+        if self.node.load(Ordering::Relaxed) != node as u64 {
+            self.node.store(node as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// The node the client last used.
+    pub(crate) fn node(&self) -> usize {
+        self.node.load(Ordering::Relaxed) as usize
+    }
+
+    /// An operator killed the session ([`Clients::kill`]).
+    pub(crate) fn killed(&self) -> bool {
+        self.killed.load(Ordering::Relaxed)
+    }
+
+    fn kill(&self) {
+        self.killed.store(true, Ordering::Relaxed);
+        if let Ok(Some(s)) = self.socket.lock().map(|mut s| s.take()) {
+            // The session sees the end of its input at once and ends; the
+            // writing side stays open so it can say why.
+            let _ = s.shutdown(std::net::Shutdown::Read);
+        }
+    }
+}
+
+/// Who the client is, given at registration.
+#[derive(Debug)]
+pub(crate) struct Registration<'a> {
+    pub(crate) user: &'a str,
+    pub(crate) database: &'a str,
+    pub(crate) application_name: &'a str,
+    pub(crate) peer: Option<SocketAddr>,
+    pub(crate) tls: bool,
+    pub(crate) state: ClientState,
+}
+
+/// Every connected client, by id.
+#[derive(Debug)]
+pub(crate) struct Clients {
+    next: AtomicU64,
+    map: Mutex<BTreeMap<u64, Arc<ClientInfo>>>,
+    start: Instant,
+}
+
+impl Default for Clients {
+    fn default() -> Self {
+        Clients { next: AtomicU64::new(1), map: Mutex::new(BTreeMap::new()), start: Instant::now() }
+    }
+}
+
+/// A registered client; dropping it removes the client from the registry.
+#[derive(Debug)]
+pub(crate) struct Registered<'a> {
+    clients: &'a Clients,
+    info: Arc<ClientInfo>,
+}
+
+impl std::ops::Deref for Registered<'_> {
+    type Target = ClientInfo;
+    fn deref(&self) -> &ClientInfo {
+        &self.info
+    }
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut map) = self.clients.map.lock() {
+            map.remove(&self.info.id);
+        }
+    }
+}
+
+impl Clients {
+    /// Registers a client whose connection is `socket`.
+    pub(crate) fn register<'a>(&'a self, who: Registration<'_>, socket: &impl std::os::fd::AsFd) -> Registered<'a> {
+        let sock = socket2::SockRef::from(socket);
+        let local = sock.local_addr().ok().and_then(|a| a.as_socket());
+        let info = Arc::new(ClientInfo {
+            id: self.next.fetch_add(1, Ordering::Relaxed),
+            user: who.user.to_owned(),
+            database: who.database.to_owned(),
+            application_name: who.application_name.to_owned(),
+            peer: who.peer,
+            local,
+            connected: SystemTime::now(),
+            tls: who.tls,
+            state: AtomicU8::new(who.state as u8),
+            wait_started_us: AtomicU64::new(0),
+            node: AtomicU64::new(0),
+            killed: AtomicBool::new(false),
+            // Out of descriptors: the client cannot be killed, but serves.
+            socket: Mutex::new(sock.try_clone().ok()),
+            registry_start: self.start,
+        });
+        if let Ok(mut map) = self.map.lock() {
+            map.insert(info.id, info.clone());
+        }
+        Registered { clients: self, info }
+    }
+
+    /// Every client now, by id.
+    pub(crate) fn all(&self) -> Vec<Arc<ClientInfo>> {
+        self.map.lock().map(|m| m.values().cloned().collect()).unwrap_or_default()
+    }
+
+    /// Ends the session of client `id`. False: no such client.
+    pub(crate) fn kill(&self, id: u64) -> bool {
+        let found = self.map.lock().ok().and_then(|m| m.get(&id).cloned());
+        match found {
+            Some(c) => {
+                c.kill();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Ends the session of every client of `database` except the console
+    /// sessions; how many.
+    pub(crate) fn kill_database(&self, database: &str) -> usize {
+        let victims: Vec<_> =
+            self.all().into_iter().filter(|c| c.database == database && c.state() != ClientState::Console).collect();
+        for c in &victims {
+            c.kill();
+        }
+        victims.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn who(db: &str, state: ClientState) -> Registration<'_> {
+        Registration { user: "u", database: db, application_name: "", peer: None, tls: false, state }
+    }
+
+    #[tokio::test]
+    async fn a_client_is_listed_while_registered_and_killing_it_ends_its_input() {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let _far = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (mut near, _) = listener.accept().await.unwrap();
+        let clients = Clients::default();
+        let r = clients.register(who("app", ClientState::Idle), &near);
+        assert_eq!(clients.all().len(), 1);
+        assert!(r.local.is_some());
+        r.set_state(ClientState::Waiting);
+        assert_eq!(r.state(), ClientState::Waiting);
+        assert!(clients.kill(r.id));
+        assert!(r.killed());
+        let mut buf = [0u8; 8];
+        let n = tokio::time::timeout(std::time::Duration::from_secs(5), near.read(&mut buf)).await.unwrap().unwrap();
+        assert_eq!(n, 0, "a killed client's socket reads as closed");
+        assert!(!clients.kill(r.id + 100));
+        drop(r);
+        assert!(clients.all().is_empty());
+    }
+
+    #[tokio::test]
+    async fn killing_a_database_spares_other_databases_and_consoles() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let _a = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (s, _) = listener.accept().await.unwrap();
+        let clients = Clients::default();
+        let app = clients.register(who("app", ClientState::Idle), &s);
+        let other = clients.register(who("other", ClientState::Idle), &s);
+        let console = clients.register(who("app", ClientState::Console), &s);
+        assert_eq!(clients.kill_database("app"), 1);
+        assert!(app.killed() && !other.killed() && !console.killed());
+    }
+}
