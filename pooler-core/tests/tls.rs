@@ -370,6 +370,9 @@ async fn show_clients_tells_which_clients_run_tls_and_with_what() {
     let (tls_client, conn) = pg.connect(tls_connector(&certs.ca())).await.expect("TLS client");
     tokio::spawn(conn);
     tls_client.simple_query("SELECT 1").await.unwrap();
+    let mut plain = pooler.pg_config("postgres", "postgres");
+    plain.application_name("in-plain-text");
+    let plain_client = connect_with(plain).await.expect("plain-text client (allow)");
     let port = pooler.port();
     let (header, rows) =
         tokio::task::spawn_blocking(move || console::console_psql(&cluster, port, "postgres", "SHOW CLIENTS"))
