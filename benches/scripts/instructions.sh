@@ -9,6 +9,10 @@
 #   e.g. benches/scripts/instructions.sh target/release/pooler 5432 transaction 16 "-M extended"
 #        benches/scripts/instructions.sh target/release/pooler 5432 transaction 8 "-C"
 #
+# POOLER_EXTRA_TOML is appended to the pooler's configuration (e.g. a
+# [client_tls] section; pgbench then takes PGSSLMODE=require from the
+# environment).
+#
 # Needs valgrind and pgbench; the database `postgres` initialised with
 # `pgbench -i -s 1`, reachable as user postgres without a password.
 set -euo pipefail
@@ -27,6 +31,7 @@ method = "trust"
 [[nodes]]
 host = "127.0.0.1"
 port = $pg_port
+${POOLER_EXTRA_TOML:-}
 TOML
 run() { # transactions per client -> total instructions, transactions
   valgrind --tool=callgrind --callgrind-out-file="$work/cg.out" "$bin" --config "$work/pooler.toml" >/dev/null 2>"$work/vg.log" &

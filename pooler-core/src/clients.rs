@@ -61,8 +61,9 @@ pub(crate) struct ClientInfo {
     /// The pooler's end of the connection.
     pub(crate) local: Option<SocketAddr>,
     pub(crate) connected: SystemTime,
-    /// The connection is encrypted (TLS).
-    pub(crate) tls: bool,
+    /// The TLS session (`version/cipher`, as SHOW CLIENTS shows it); `None`:
+    /// plain text.
+    pub(crate) tls: Option<Box<str>>,
     state: AtomicU8,
     /// Microseconds since the registry's start when the current wait for a
     /// server connection began (meaningful while `Waiting`).
@@ -141,7 +142,8 @@ pub(crate) struct Registration<'a> {
     pub(crate) database: &'a str,
     pub(crate) application_name: &'a str,
     pub(crate) peer: Option<SocketAddr>,
-    pub(crate) tls: bool,
+    /// `version/cipher` of the client's TLS session.
+    pub(crate) tls: Option<String>,
     pub(crate) state: ClientState,
 }
 
@@ -194,7 +196,7 @@ impl Clients {
             peer: who.peer,
             local,
             connected: SystemTime::now(),
-            tls: who.tls,
+            tls: who.tls.map(String::into_boxed_str),
             state: AtomicU8::new(who.state as u8),
             wait_started_us: AtomicU64::new(0),
             node: AtomicU64::new(0),
@@ -243,7 +245,7 @@ mod tests {
     use super::*;
 
     fn who(db: &str, state: ClientState) -> Registration<'_> {
-        Registration { user: "u", database: db, application_name: "", peer: None, tls: false, state }
+        Registration { user: "u", database: db, application_name: "", peer: None, tls: None, state }
     }
 
     #[tokio::test]

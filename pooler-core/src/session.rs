@@ -754,7 +754,7 @@ async fn run_session(
         database: &login.database,
         application_name: &application_name,
         peer: peer.tcp_addr(),
-        tls: stream.is_tls(),
+        tls: stream.tls_info().map(|t| t.summary()),
         state: crate::clients::ClientState::Idle,
     };
     let registered = shared.clients.register(who, &*stream);

@@ -36,6 +36,13 @@ pub struct TlsInfo {
     pub client_cn: Option<String>,
 }
 
+impl TlsInfo {
+    /// `version/cipher`, as SHOW CLIENTS shows it.
+    pub fn summary(&self) -> String {
+        format!("{}/{}", self.version, self.cipher)
+    }
+}
+
 /// Where a client connected from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Peer {
@@ -116,10 +123,32 @@ impl From<UnixStream> for Stream {
 struct Io<'a>(&'a Socket);
 
 impl Read for Io<'_> {
+    /// A read shorter than `buf` has drained the socket: as for plaintext
+    /// ([`Stream::read_ready`]), tokio is told so at once, sparing the
+    /// `recv` that would only return EAGAIN after each TLS record.
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self.0 {
-            Socket::Tcp(s) => s.try_read(buf),
-            Socket::Unix(s) => s.try_read(buf),
+        let space = buf.len();
+        let mut got = None;
+        let mut once = || {
+            let n = match self.0 {
+                Socket::Tcp(s) => s.try_read(buf)?,
+                Socket::Unix(s) => s.try_read(buf)?,
+            };
+            got = Some(n);
+            if n > 0 && n < space {
+                Err(io::ErrorKind::WouldBlock.into())
+            } else {
+                Ok(n)
+            }
+        };
+        let res = match self.0 {
+            Socket::Tcp(s) => s.try_io(Interest::READABLE, &mut once),
+            Socket::Unix(s) => s.try_io(Interest::READABLE, &mut once),
+        };
+        match (res, got) {
+            (Ok(n), _) => Ok(n),
+            (Err(e), Some(n)) if e.kind() == io::ErrorKind::WouldBlock => Ok(n),
+            (Err(e), _) => Err(e),
         }
     }
 }

@@ -107,7 +107,7 @@ pub(crate) async fn serve(
         database,
         application_name: "",
         peer: peer.tcp_addr(),
-        tls: false,
+        tls: stream.tls_info().map(|t| t.summary()),
         state: ClientState::Console,
     };
     let registered = shared.clients.register(who, &*stream);

@@ -210,8 +210,9 @@ fn client_row(c: &ClientInfo) -> Vec<Value> {
         format!("{:x}", c.id).into(),
         Value::Null,
         0i64.into(),
-        // TLS to clients is not offered yet: the column is always empty.
-        if c.tls { "TLS" } else { "" }.into(),
+        // pgbouncer's form is version/cipher/key exchange; rustls names the
+        // cipher suite, which for TLS 1.3 leaves the key exchange out.
+        c.tls.as_deref().unwrap_or("").into(),
         c.application_name.as_str().into(),
         0i64.into(),
         c.id.into(),
@@ -779,7 +780,7 @@ mod tests {
             database: "appdb",
             application_name: "psql",
             peer: None,
-            tls: false,
+            tls: None,
             state: ClientState::Waiting,
         };
         let _r = shared.clients.register(who, &s);
