@@ -185,8 +185,10 @@ impl AuthQuery {
     }
 
     /// Whether `user` is a member of `role` (directly or not; a role is a
-    /// member of itself), as the server says, for hba `+role` and
-    /// `samerole`. An unknown user or role is no member.
+    /// member of itself), as the server's `pg_auth_members` says, for hba
+    /// `+role` and `samerole`. As in PostgreSQL's hba check, being a
+    /// superuser makes no one a member (so not `pg_has_role`). An unknown
+    /// user or role is no member.
     pub(crate) async fn is_member(
         &self,
         server: &ServerAddr,
@@ -195,8 +197,10 @@ impl AuthQuery {
         role: &str,
         database: &str,
     ) -> Result<bool, LookupError> {
-        const SQL: &str = "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_roles u, pg_catalog.pg_roles r \
-             WHERE u.rolname = $1 AND r.rolname = $2 AND pg_catalog.pg_has_role(u.oid, r.oid, 'MEMBER'))";
+        const SQL: &str = "WITH RECURSIVE m(roleid) AS (\
+               SELECT oid FROM pg_catalog.pg_roles WHERE rolname = $1 \
+               UNION SELECT a.roleid FROM pg_catalog.pg_auth_members a JOIN m ON a.member = m.roleid) \
+             SELECT EXISTS (SELECT 1 FROM m JOIN pg_catalog.pg_roles r ON r.oid = m.roleid WHERE r.rolname = $2)";
         let rows = self.run(server, auth_secret, database, SQL, &[user, role]).await?;
         Ok(matches!(rows.first().and_then(|r| r.first()), Some(Some(t)) if t == "t"))
     }

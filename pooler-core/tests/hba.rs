@@ -18,13 +18,13 @@ use pooler_testkit::Cluster;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A primary with a database `trustdb` and roles: `ops` (a group),
-/// `opsmember` (in it), `md5user`, `scramuser`, `blocked`, `stranger`.
+/// `opsmember` (in it), `nested` (in opsmember), `md5user`, `scramuser`, `blocked`, `stranger`.
 async fn cluster() -> Cluster {
     tokio::task::spawn_blocking(|| {
         Cluster::builder()
             .init_sql("CREATE DATABASE trustdb")
             .init_sql(
-                "CREATE ROLE ops; CREATE ROLE opsmember LOGIN IN ROLE ops; \
+                "CREATE ROLE ops; CREATE ROLE opsmember LOGIN IN ROLE ops; CREATE ROLE nested LOGIN IN ROLE opsmember; \
                  CREATE ROLE md5user LOGIN; CREATE ROLE scramuser LOGIN; CREATE ROLE blocked LOGIN; \
                  CREATE ROLE stranger LOGIN;",
             )
@@ -141,6 +141,7 @@ async fn hba_lines_choose_the_method_and_refuse_like_postgresql() {
     assert_eq!(first_answer(&pooler, "scramuser", "postgres").await, Ok(10), "from the @file include");
     assert_eq!(first_answer(&pooler, "stranger", "trustdb").await, Ok(0), "trust by database");
     assert_eq!(first_answer(&pooler, "opsmember", "postgres").await, Ok(0), "+ops, asked of the server");
+    assert_eq!(first_answer(&pooler, "nested", "postgres").await, Ok(0), "+ops through opsmember");
 
     // And real logins.
     let c = login(&pooler, "md5user", "postgres", "pw_md5").await.expect("md5 login");
@@ -156,6 +157,12 @@ async fn hba_lines_choose_the_method_and_refuse_like_postgresql() {
     assert_refused(
         &e,
         "pg_hba.conf rejects connection for host \"127.0.0.1\", user \"blocked\", database \"trustdb\", no encryption",
+    );
+    // A superuser is no member of ops (PostgreSQL's hba ignores superuserness).
+    let e = connect_with(pooler.pg_config("postgres", "postgres")).await.unwrap_err();
+    assert_refused(
+        &e,
+        "no pg_hba.conf entry for host \"127.0.0.1\", user \"postgres\", database \"postgres\", no encryption",
     );
     // No line for stranger at 127.0.0.1 outside trustdb.
     let e = login(&pooler, "stranger", "postgres", "strangerpw").await.unwrap_err();

@@ -326,6 +326,12 @@ proptest! {
         }
     }
 
+    /// The same with any text at all (the fuzz entry point's checks).
+    #[test]
+    fn any_text_never_panics(data in proptest::collection::vec(any::<u8>(), 0..300)) {
+        let _ = crate::fuzzing::hba(&data);
+    }
+
     /// Lines built from valid pieces always parse, and each one matches the
     /// connection it describes.
     #[test]
