@@ -598,7 +598,14 @@ async fn negotiate_tls(
         b'N' => return Err(refused("the server does not accept TLS connections".into())),
         // A server too old for SSLRequest answers with an error message.
         b'E' => return Err(refused("the server answered SSLRequest with an error".into())),
-        other => return Err(refused(format!("unexpected answer to SSLRequest: {other:#04x}"))),
+        // Not PostgreSQL (an HTTP server answering "H..."): reported as the
+        // protocol violation it is, as a startup answer would be.
+        other => {
+            return Err(Error::ServerProtocol(ProtocolError::Unexpected {
+                tag: other,
+                context: "in answer to SSLRequest",
+            }))
+        }
     }
     let name = crate::tls::server_name(&addr.host)
         .ok_or_else(|| refused(format!("{:?} is not a valid server name", addr.host)))?;

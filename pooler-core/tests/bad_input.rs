@@ -256,9 +256,17 @@ async fn fake_server(reply: Vec<u8>) -> (u16, tokio::task::JoinHandle<()>) {
             let reply = reply.clone();
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 8192];
-                // Startup packet.
-                if s.read(&mut buf).await.unwrap_or(0) == 0 {
+                // Startup packet (after declining TLS, as PostgreSQL with
+                // ssl = off does: the pooler asks first under sslmode prefer).
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                if n == 0 {
                     return;
+                }
+                if buf[..n] == [0, 0, 0, 8, 4, 210, 22, 47] {
+                    let _ = s.write_all(b"N").await;
+                    if s.read(&mut buf).await.unwrap_or(0) == 0 {
+                        return;
+                    }
                 }
                 let mut hello = bytes::BytesMut::new();
                 hello.extend_from_slice(b"R\0\0\0\x08\0\0\0\0");
