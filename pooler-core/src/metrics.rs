@@ -42,6 +42,15 @@ pub const POOL_SERVERS_IDLE: &str = "pooler_pool_servers_idle";
 /// Gauge per pool: server connections used since the pool began
 /// (checkouts; pgbouncer's `sv_used` means something else and is 0 here).
 pub const POOL_SERVER_ASSIGNMENTS: &str = "pooler_pool_server_assignments";
+/// Counter per pool: transactions its clients ended (SHOW STATS
+/// `total_xact_count`).
+pub const POOL_TRANSACTIONS: &str = "pooler_pool_transactions_total";
+/// Counter per pool: requests answered (ReadyForQuery; `total_query_count`).
+pub const POOL_QUERIES: &str = "pooler_pool_queries_total";
+/// Counter per pool: bytes received from its clients.
+pub const POOL_RECEIVED_BYTES: &str = "pooler_pool_received_bytes_total";
+/// Counter per pool: bytes sent to its clients.
+pub const POOL_SENT_BYTES: &str = "pooler_pool_sent_bytes_total";
 /// Gauge per pool: seconds the longest-waiting client has waited.
 pub const POOL_MAXWAIT_SECONDS: &str = "pooler_pool_maxwait_seconds";
 /// Gauge per node (`node`): 1 when up.

@@ -42,6 +42,47 @@ pub struct PoolStats {
     pub waits: AtomicU64,
     /// Checkouts that gave up after `checkout_timeout`.
     pub timeouts: AtomicU64,
+    /// Microseconds checkouts spent waiting for a free slot.
+    pub wait_us: AtomicU64,
+    /// Transactions the pool's clients ended (ReadyForQuery `I`).
+    pub transactions: AtomicU64,
+    /// Requests answered (ReadyForQuery).
+    pub queries: AtomicU64,
+    /// Bytes the pool's clients sent.
+    pub received: AtomicU64,
+    /// Bytes sent to the pool's clients.
+    pub sent: AtomicU64,
+}
+
+/// What one client's relay counted since it last reported: kept in plain
+/// fields by the relay and added to its pool's [`PoolStats`] when a
+/// connection goes back (every transaction in transaction mode) or the
+/// session ends, so the relay's loop touches no shared counter.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Traffic {
+    pub(crate) transactions: u64,
+    pub(crate) queries: u64,
+    pub(crate) received: u64,
+    pub(crate) sent: u64,
+}
+
+impl PoolStats {
+    /// Adds `t` (and leaves the caller's tally empty).
+    pub(crate) fn record(&self, t: &mut Traffic) {
+        if *t == Traffic::default() {
+            return;
+        }
+        let add = |c: &AtomicU64, v: u64| {
+            if v > 0 {
+                c.fetch_add(v, Ordering::Relaxed);
+            }
+        };
+        add(&self.transactions, t.transactions);
+        add(&self.queries, t.queries);
+        add(&self.received, t.received);
+        add(&self.sent, t.sent);
+        *t = Traffic::default();
+    }
 }
 
 /// What to do to a connection coming back before it is lent again.
@@ -234,7 +275,9 @@ impl Pool {
                 }
             }
         };
-        metrics::histogram!(m::CHECKOUT_WAIT_SECONDS).record(started.elapsed().as_secs_f64());
+        let waited = started.elapsed();
+        self.stats.wait_us.fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
+        metrics::histogram!(m::CHECKOUT_WAIT_SECONDS).record(waited.as_secs_f64());
         Ok(permit)
     }
 

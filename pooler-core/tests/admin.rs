@@ -266,3 +266,38 @@ async fn attach_detach_and_promote_node_through_the_console() {
     let role = nodes.iter().find(|r| r.get::<_, i64>("node") == 1).unwrap().get::<_, String>("role");
     assert_eq!(role, "primary");
 }
+
+/// The `postgres` database's row of `SHOW STATS_TOTALS`, as (column, value).
+fn stats_totals(cluster: &pooler_testkit::Cluster, port: u16) -> std::collections::HashMap<String, i64> {
+    let (header, rows) = console_psql(cluster, port, "grafana", "SHOW STATS_TOTALS").expect("SHOW STATS_TOTALS");
+    let row = rows.iter().find(|r| r[0] == "postgres").expect("a row for database postgres");
+    header.iter().cloned().zip(row.iter().map(|v| v.parse().unwrap_or(-1))).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_stats_counts_transactions_queries_and_bytes_in_transaction_and_session_mode() {
+    let cluster = primary_only().await;
+    for mode in [PoolMode::Transaction, PoolMode::Session] {
+        let mut config = console_config(&cluster);
+        config.pool.mode = mode;
+        let pooler = TestPooler::start(config, None).await;
+        let app = pooler.connect("postgres").await;
+        for i in 0..20 {
+            app.query_one("SELECT $1::int", &[&i]).await.unwrap();
+        }
+        // One explicit transaction of three requests counts once.
+        app.batch_execute("BEGIN").await.unwrap();
+        app.simple_query("SELECT 1").await.unwrap();
+        app.batch_execute("COMMIT").await.unwrap();
+        let port = pooler.port();
+        let stats = tokio::task::block_in_place(|| stats_totals(&cluster, port));
+        // Session mode reports as transactions end; the connection's own
+        // startup queries (tokio-postgres asks none here) would add to both.
+        assert!(stats["xact_count"] >= 21, "{mode:?}: {stats:?}");
+        assert!(stats["query_count"] >= stats["xact_count"] + 2, "{mode:?}: {stats:?}");
+        assert!(stats["bytes_received"] > 20 * 20, "{mode:?}: {stats:?}");
+        assert!(stats["bytes_sent"] > stats["bytes_received"] / 2, "{mode:?}: {stats:?}");
+        assert!(stats["server_assignment_count"] >= 1, "{mode:?}: {stats:?}");
+        drop(app);
+    }
+}

@@ -18,6 +18,10 @@ struct PerPool {
     idle: f64,
     assignments: f64,
     maxwait: f64,
+    transactions: u64,
+    queries: u64,
+    received: u64,
+    sent: u64,
 }
 
 /// Sets every gauge from the state now.
@@ -28,6 +32,10 @@ pub(crate) fn record(shared: &Shared) {
         e.active += p.active_count() as f64;
         e.idle += p.idle_count() as f64;
         e.assignments += p.stats().checkouts.load(Relaxed) as f64;
+        e.transactions += p.stats().transactions.load(Relaxed);
+        e.queries += p.stats().queries.load(Relaxed);
+        e.received += p.stats().received.load(Relaxed);
+        e.sent += p.stats().sent.load(Relaxed);
     }
     for c in shared.clients.all() {
         let e = pools.entry((c.database.clone(), c.user.clone())).or_default();
@@ -46,6 +54,10 @@ pub(crate) fn record(shared: &Shared) {
         metrics::gauge!(m::POOL_SERVERS_IDLE, &labels).set(p.idle);
         metrics::gauge!(m::POOL_SERVER_ASSIGNMENTS, &labels).set(p.assignments);
         metrics::gauge!(m::POOL_MAXWAIT_SECONDS, &labels).set(p.maxwait);
+        metrics::counter!(m::POOL_TRANSACTIONS, &labels).absolute(p.transactions);
+        metrics::counter!(m::POOL_QUERIES, &labels).absolute(p.queries);
+        metrics::counter!(m::POOL_RECEIVED_BYTES, &labels).absolute(p.received);
+        metrics::counter!(m::POOL_SENT_BYTES, &labels).absolute(p.sent);
     }
     let snapshot = shared.router.snapshot();
     let stats = shared.router.node_stats();

@@ -269,32 +269,76 @@ fn servers(shared: &Shared) -> Table {
     t
 }
 
-/// Per database: server assignments (checkouts) and waits, summed over
-/// the database's pools.
-fn per_database(shared: &Shared) -> BTreeMap<String, (u64, u64)> {
+/// What SHOW STATS counts for one database, summed over its pools (every
+/// node, every user).
+#[derive(Clone, Copy, Debug, Default)]
+struct Figures {
+    transactions: u64,
+    queries: u64,
+    assignments: u64,
+    received: u64,
+    sent: u64,
+    wait_us: u64,
+}
+
+impl Figures {
+    /// Each figure divided by `by` (per second, per transaction...).
+    fn per(self, by: u64) -> Figures {
+        let by = by.max(1);
+        Figures {
+            transactions: self.transactions / by,
+            queries: self.queries / by,
+            assignments: self.assignments / by,
+            received: self.received / by,
+            sent: self.sent / by,
+            wait_us: self.wait_us / by,
+        }
+    }
+}
+
+/// Per database: the pools' counters, summed.
+fn per_database(shared: &Shared) -> BTreeMap<String, Figures> {
     use std::sync::atomic::Ordering::Relaxed;
-    let mut out: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    let mut out: BTreeMap<String, Figures> = BTreeMap::new();
     for p in shared.pools.all() {
         let e = out.entry(p.key().database.clone()).or_default();
-        e.0 += p.stats().checkouts.load(Relaxed);
-        e.1 += p.stats().waits.load(Relaxed);
+        let s = p.stats();
+        e.transactions += s.transactions.load(Relaxed);
+        e.queries += s.queries.load(Relaxed);
+        e.assignments += s.checkouts.load(Relaxed);
+        e.received += s.received.load(Relaxed);
+        e.sent += s.sent.load(Relaxed);
+        e.wait_us += s.wait_us.load(Relaxed);
     }
     out
 }
 
-/// The figures of one `SHOW STATS` family row, totals first: server
-/// assignments are counted; transactions, queries, bytes and times are
-/// not measured on the relay's path yet (0).
-fn stats_row(database: String, assignments: u64, averages: Option<u64>) -> Vec<Value> {
+/// The figures of one `SHOW STATS` family row, totals first, then (for
+/// SHOW STATS) the averages per second. Transactions and requests are
+/// counted at each ReadyForQuery the client gets, bytes as they cross the
+/// client's socket, the wait for a free server connection as it happens;
+/// the times spent in transactions and queries are not measured (0: that
+/// takes two clock reads per request on the relay's path), nor are parse
+/// and bind counts.
+fn stats_row(database: String, totals: Figures, averages: Option<Figures>) -> Vec<Value> {
     let mut row: Vec<Value> = vec![database.into()];
     // xact_count, query_count, server_assignment_count, received, sent,
     // xact_time, query_time, wait_time, client_parse, server_parse, bind
-    let figures = |a: u64| -> Vec<Value> {
-        let mut v: Vec<Value> = vec![0i64.into(), 0i64.into(), a.into()];
-        v.extend(std::iter::repeat_with(|| Value::Int(0)).take(8));
+    let figures = |f: Figures| -> Vec<Value> {
+        let mut v: Vec<Value> = vec![
+            f.transactions.into(),
+            f.queries.into(),
+            f.assignments.into(),
+            f.received.into(),
+            f.sent.into(),
+            0i64.into(),
+            0i64.into(),
+            f.wait_us.into(),
+        ];
+        v.extend(std::iter::repeat_with(|| Value::Int(0)).take(3));
         v
     };
-    row.extend(figures(assignments));
+    row.extend(figures(totals));
     if let Some(avg) = averages {
         row.extend(figures(avg));
     }
@@ -342,8 +386,8 @@ fn stats(shared: &Shared) -> Table {
         ("avg_bind_count", Int),
     ]);
     let secs = uptime_secs(shared);
-    for (db, (assignments, _)) in per_database(shared) {
-        t.push(stats_row(db, assignments, Some(assignments / secs)));
+    for (db, f) in per_database(shared) {
+        t.push(stats_row(db, f, Some(f.per(secs))));
     }
     t
 }
@@ -368,8 +412,8 @@ fn stats_columns() -> Vec<(&'static str, Kind)> {
 
 fn stats_totals(shared: &Shared) -> Table {
     let mut t = Table::new(&stats_columns());
-    for (db, (assignments, _)) in per_database(shared) {
-        t.push(stats_row(db, assignments, None));
+    for (db, f) in per_database(shared) {
+        t.push(stats_row(db, f, None));
     }
     t
 }
@@ -377,8 +421,8 @@ fn stats_totals(shared: &Shared) -> Table {
 fn stats_averages(shared: &Shared) -> Table {
     let mut t = Table::new(&stats_columns());
     let secs = uptime_secs(shared);
-    for (db, (assignments, _)) in per_database(shared) {
-        t.push(stats_row(db, assignments / secs, None));
+    for (db, f) in per_database(shared) {
+        t.push(stats_row(db, f.per(secs), None));
     }
     t
 }

@@ -206,6 +206,8 @@ pub(crate) struct Core<'a> {
     /// The pool the client logged in to: its settings apply.
     pub(super) pool: Arc<Pool>,
     pub(super) mode: Mode,
+    /// Transactions, requests and bytes since the last report to a pool.
+    pub(super) tally: crate::pool::Traffic,
     /// Bytes from the client, not yet relayed.
     pub(super) cbuf: &'a mut BytesMut,
     /// Bytes for the client.
@@ -297,6 +299,7 @@ impl<'a> Core<'a> {
             max_message: shared.config.server.max_message_size,
             pool,
             mode: Mode::of(mode, shared.router.balancing()),
+            tally: Default::default(),
             peer: shared.config.server.log_statements.then(|| Box::new(peer)),
             cbuf,
             cout,

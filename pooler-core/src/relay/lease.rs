@@ -277,6 +277,7 @@ impl Relay<'_> {
         let Some(lease) = self.lease.take() else {
             return Ok(());
         };
+        self.report_traffic();
         self.core.released();
         self.core.note_write_stickiness();
         self.core.shared.router.end(self.core.node);
@@ -297,6 +298,7 @@ impl Relay<'_> {
         let Some(mut lease) = self.lease.take() else {
             return Ok(());
         };
+        self.report_traffic();
         self.core.released();
         self.core.note_write_stickiness();
         if self.core.wrote

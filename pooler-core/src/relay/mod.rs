@@ -200,10 +200,24 @@ impl<'a> Relay<'a> {
         }
     }
 
+    /// Adds what the relay counted to the figures of the pool of the node it
+    /// is on (SHOW STATS).
+    fn report_traffic(&mut self) {
+        if self.core.tally == crate::pool::Traffic::default() {
+            return;
+        }
+        let pool = match self.pools.get(self.core.node) {
+            Some(Some(p)) => p,
+            _ => &self.core.pool,
+        };
+        pool.stats().record(&mut self.core.tally);
+    }
+
     /// Relays until the client leaves; the server connection, if one is still
     /// lent, is given back (or closed) before this returns.
     pub(crate) async fn run(mut self, phase: &watch::Receiver<Phase>) -> Outcome {
         let mut end = self.run_loop(phase).await;
+        self.report_traffic();
         if matches!(&end, End::Failed(Error::ServerIo(_) | Error::ServerClosed)) && self.lease.is_some() {
             Box::pin(self.relay_last_words()).await;
         }
@@ -301,8 +315,15 @@ impl<'a> Relay<'a> {
                     return End::Failed(e);
                 }
             }
+            let queued = self.core.cout.len();
             if let Err(e) = self.stream.flush(self.core.cout) {
                 return End::Failed(Error::ClientIo(e));
+            }
+            self.core.tally.sent += (queued - self.core.cout.len()) as u64;
+            if self.core.mode == Mode::Session && self.core.tally.transactions > 0 {
+                // A session's connection goes back only at its end: its
+                // figures are reported as its transactions end instead.
+                self.report_traffic();
             }
             if let Some(l) = &mut self.lease {
                 if let Err(e) = l.conn().stream.flush(&mut self.core.sout) {
@@ -387,8 +408,11 @@ impl<'a> Relay<'a> {
                 }
                 Event::ClientReadable(r) => match r.and_then(|()| self.stream.read_ready(self.core.cbuf)) {
                     Ok(Some(0)) => return End::ClientClosed,
-                    Ok(Some(_)) if self.timed => self.last_client_activity = Instant::now(),
-                    Ok(Some(_)) => {}
+                    Ok(Some(n)) if self.timed => {
+                        self.core.tally.received += n as u64;
+                        self.last_client_activity = Instant::now();
+                    }
+                    Ok(Some(n)) => self.core.tally.received += n as u64,
                     Ok(None) => {}
                     Err(e) => return End::Failed(Error::ClientIo(e)),
                 },

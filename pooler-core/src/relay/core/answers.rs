@@ -175,6 +175,12 @@ impl Core<'_> {
                 self.last_words = fatal.then(|| body.into());
             }
             if forward {
+                if t == tag::READY_FOR_QUERY {
+                    self.tally.queries += 1;
+                    if self.status == TransactionStatus::Idle {
+                        self.tally.transactions += 1;
+                    }
+                }
                 self.cout.extend_from_slice(&srv.buf[..total]);
             }
             srv.buf.advance(total);
