@@ -183,7 +183,7 @@ impl Upstream {
             config.alpn_protocols = vec![ALPN_POSTGRESQL.to_vec()];
             Ok(Arc::new(config))
         };
-        let unchecked = Some(build(Arc::new(Unchecked(provider())))?);
+        let unchecked = Some(build(Arc::new(Lenient { chain: None, provider: provider() }))?);
         let (chain_only, full) = match &s.ca_file {
             Some(ca) => {
                 let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
@@ -195,7 +195,8 @@ impl Upstream {
                     key: "server_tls.ca_file",
                     source: rustls::Error::General(e.to_string()),
                 })?;
-                (Some(build(Arc::new(ChainOnly(webpki.clone())))?), Some(build(webpki)?))
+                let chain_only = Lenient { chain: Some(webpki.clone()), provider: provider() };
+                (Some(build(Arc::new(chain_only))?), Some(build(webpki)?))
             }
             None => (None, None),
         };
@@ -272,54 +273,20 @@ impl TlsContexts {
     }
 }
 
-/// Accepts any server certificate: `sslmode` `prefer` and `require`, which
-/// encrypt without authenticating (as libpq does). Handshake signatures are
-/// still checked, so the peer holds the key of the certificate it sent.
+/// The server-certificate checks that are not rustls's own full check:
+/// none at all (`sslmode` `prefer` and `require`, which encrypt without
+/// authenticating, as libpq does) or the chain without the name
+/// (`verify-ca`: a node addressed by an IP its certificate does not list is
+/// still trusted). Handshake signatures are checked either way, so the peer
+/// holds the key of the certificate it sent.
 #[derive(Debug)]
-struct Unchecked(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for Unchecked {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
+struct Lenient {
+    /// `None`: no check of the certificate; `Some`: the chain's.
+    chain: Option<Arc<rustls::client::WebPkiServerVerifier>>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
 }
 
-/// `verify-ca`: the chain must lead to a trusted CA; the name is not
-/// checked (a node addressed by an IP its certificate does not list is
-/// still trusted).
-#[derive(Debug)]
-struct ChainOnly(Arc<rustls::client::WebPkiServerVerifier>);
-
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for Lenient {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -328,7 +295,10 @@ impl ServerCertVerifier for ChainOnly {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self.0.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
+        let Some(chain) = &self.chain else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
             Err(rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName))
             | Err(rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForNameContext { .. })) => {
                 Ok(ServerCertVerified::assertion())
@@ -343,7 +313,7 @@ impl ServerCertVerifier for ChainOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn verify_tls13_signature(
@@ -352,11 +322,11 @@ impl ServerCertVerifier for ChainOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
+        self.provider.signature_verification_algorithms.supported_schemes()
     }
 }
 
