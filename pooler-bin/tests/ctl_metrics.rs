@@ -140,6 +140,11 @@ fn ctl_shows_tables_and_json_runs_actions_and_metrics_change_under_load() {
     assert_eq!(sample(&after, "pooler_node_up", "node=\"0\""), Some(1.0));
     let assignments = sample(&after, "pooler_pool_server_assignments", "database=\"postgres\"").unwrap();
     assert!(assignments >= 20.0, "{assignments}");
+    // The SHOW STATS figures, as counters: 20 Queries, 20 transactions.
+    let transactions = sample(&after, "pooler_pool_transactions_total", "database=\"postgres\"").unwrap_or(0.0);
+    assert!(transactions >= 20.0, "{transactions}");
+    let sent = sample(&after, "pooler_pool_sent_bytes_total", "database=\"postgres\"").unwrap_or(0.0);
+    assert!(sent > 0.0, "{sent}");
 
     // Actions: a stats user is refused, an admin is obeyed.
     let refused = ctl(port, "grafana", &["disable", "postgres"]);

@@ -9,7 +9,9 @@ pub const CLIENT_CONNECTIONS: &str = "pooler_client_connections_total";
 pub const CLIENTS_ACTIVE: &str = "pooler_clients_active";
 /// Counter: client connections refused because `max_client_connections` was reached.
 pub const CLIENTS_REFUSED: &str = "pooler_clients_refused_total";
-/// Counter: client logins that failed authentication.
+/// Counter: client logins that failed authentication, by `reason`:
+/// `password` (a wrong password or an unknown user), `refused` (hba,
+/// certificate, peer and TLS refusals), `other`.
 pub const AUTH_FAILURES: &str = "pooler_auth_failures_total";
 /// Counter: server connections opened.
 pub const SERVER_CONNECTIONS_OPENED: &str = "pooler_server_connections_opened_total";
@@ -25,6 +27,12 @@ pub const CHECKOUT_TIMEOUTS: &str = "pooler_checkout_timeouts_total";
 pub const CHECKOUT_WAIT_SECONDS: &str = "pooler_checkout_wait_seconds";
 /// Counter: cancel requests forwarded to a server.
 pub const CANCELS_FORWARDED: &str = "pooler_cancels_forwarded_total";
+/// Counter: failovers started (the failover hook run for a primary seen
+/// down).
+pub const FAILOVERS: &str = "pooler_failovers_total";
+/// Histogram: seconds each health check took, by `node` and `outcome`
+/// (`ok`, `failed`).
+pub const HEALTH_CHECK_SECONDS: &str = "pooler_health_check_seconds";
 /// Counter: logins refused after authentication, by `reason` (`console`:
 /// not an admin or stats user; `disabled`: the database was disabled).
 pub const LOGINS_REFUSED: &str = "pooler_logins_refused_total";

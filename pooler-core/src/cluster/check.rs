@@ -300,7 +300,13 @@ pub(crate) async fn bounded(
     node: usize,
     timeout: Duration,
 ) -> Result<Observation, CheckError> {
-    tokio::time::timeout(timeout, check.check(node)).await.unwrap_or(Err(CheckError::TimedOut { after: timeout }))
+    let started = std::time::Instant::now();
+    let r =
+        tokio::time::timeout(timeout, check.check(node)).await.unwrap_or(Err(CheckError::TimedOut { after: timeout }));
+    let outcome = if r.is_ok() { "ok" } else { "failed" };
+    metrics::histogram!(crate::metrics::HEALTH_CHECK_SECONDS, "node" => node.to_string(), "outcome" => outcome)
+        .record(started.elapsed().as_secs_f64());
+    r
 }
 
 /// Checks `node` every period, or at once when asked, until dropped.

@@ -269,6 +269,7 @@ async fn perform(cluster: &Cluster, hooks: &Hooks, machine: &mut Machine, action
         Action::Failover { failed, new_main } => {
             let ctx = FailoverContext { subject: info(failed), new_main: info(new_main), old_primary: info(failed) };
             tracing::warn!(failed, new_main, "primary down: running the failover hook");
+            metrics::counter!(crate::metrics::FAILOVERS).increment(1);
             let outcome = hooks.failover.failover(&ctx).await;
             let next = apply_now(cluster, machine, Event::FailoverDone { failed, outcome });
             // The new primary is taken when a check sees it out of recovery.

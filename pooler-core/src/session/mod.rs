@@ -140,7 +140,7 @@ pub(crate) async fn serve(stream: Stream, peer: Peer, shared: Arc<Shared>) {
         }
     }
     if let Err(e) = check_transport(&client, &shared, &user, &database) {
-        metrics::counter!(m::AUTH_FAILURES).increment(1);
+        metrics::counter!(m::AUTH_FAILURES, "reason" => refusal_reason(&e)).increment(1);
         tracing::info!(client = %peer, %user, error = %e, "connection refused");
         client.send_error(Severity::Fatal, &e).await;
         return;
@@ -151,7 +151,7 @@ pub(crate) async fn serve(stream: Stream, peer: Peer, shared: Arc<Shared>) {
         Ok(Ok(key)) => key,
         Ok(Err(Error::ClientIo(_))) => return,
         Ok(Err(e)) => {
-            metrics::counter!(m::AUTH_FAILURES).increment(1);
+            metrics::counter!(m::AUTH_FAILURES, "reason" => refusal_reason(&e)).increment(1);
             tracing::info!(client = %peer, %user, error = %e, "authentication failed");
             client.send_error(Severity::Fatal, &e).await;
             return;
@@ -190,6 +190,15 @@ pub(crate) async fn serve(stream: Stream, peer: Peer, shared: Arc<Shared>) {
             tracing::info!(client = %peer, %user, %database, reason = %end, "client disconnected");
         }
         _ => {}
+    }
+}
+
+/// The `reason` label of a refused login (`pooler_auth_failures_total`).
+fn refusal_reason(e: &Error) -> &'static str {
+    match e {
+        Error::ClientAuth { .. } => "password",
+        Error::Refused { code: "28000", .. } => "refused",
+        _ => "other",
     }
 }
 
