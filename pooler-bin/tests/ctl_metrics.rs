@@ -126,6 +126,8 @@ fn ctl_shows_tables_and_json_runs_actions_and_metrics_change_under_load() {
         "pooler_client_connections_total",
         "pooler_checkouts_total",
         "pooler_checkout_wait_seconds_bucket",
+        "pooler_query_duration_seconds_bucket",
+        "pooler_transaction_duration_seconds_bucket",
         "pooler_pool_servers_idle",
         "pooler_pool_clients_waiting",
         "pooler_node_up",
@@ -145,6 +147,9 @@ fn ctl_shows_tables_and_json_runs_actions_and_metrics_change_under_load() {
     assert!(transactions >= 20.0, "{transactions}");
     let sent = sample(&after, "pooler_pool_sent_bytes_total", "database=\"postgres\"").unwrap_or(0.0);
     assert!(sent > 0.0, "{sent}");
+    // With the endpoint on, requests and transactions are timed.
+    let timed = sample(&after, "pooler_transaction_duration_seconds_count", "").unwrap_or(0.0);
+    assert!(timed >= 20.0, "transactions timed: {timed}");
 
     // Actions: a stats user is refused, an admin is obeyed.
     let refused = ctl(port, "grafana", &["disable", "postgres"]);

@@ -27,6 +27,12 @@ pub const CHECKOUT_TIMEOUTS: &str = "pooler_checkout_timeouts_total";
 pub const CHECKOUT_WAIT_SECONDS: &str = "pooler_checkout_wait_seconds";
 /// Counter: cancel requests forwarded to a server.
 pub const CANCELS_FORWARDED: &str = "pooler_cancels_forwarded_total";
+/// Histogram: seconds from a request's first bytes relayed to the server
+/// to its ReadyForQuery (with `metrics.durations`).
+pub const QUERY_SECONDS: &str = "pooler_query_duration_seconds";
+/// Histogram: seconds from a transaction's first request relayed to the
+/// server to the ReadyForQuery that ends it (with `metrics.durations`).
+pub const TRANSACTION_SECONDS: &str = "pooler_transaction_duration_seconds";
 /// Counter: failovers started (the failover hook run for a primary seen
 /// down).
 pub const FAILOVERS: &str = "pooler_failovers_total";

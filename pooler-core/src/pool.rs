@@ -52,6 +52,10 @@ pub struct PoolStats {
     pub received: AtomicU64,
     /// Bytes sent to the pool's clients.
     pub sent: AtomicU64,
+    /// Microseconds of the requests timed (`metrics.durations`).
+    pub query_us: AtomicU64,
+    /// Microseconds of the transactions timed (`metrics.durations`).
+    pub transaction_us: AtomicU64,
 }
 
 /// What one client's relay counted since it last reported: kept in plain
@@ -64,6 +68,8 @@ pub(crate) struct Traffic {
     pub(crate) queries: u64,
     pub(crate) received: u64,
     pub(crate) sent: u64,
+    pub(crate) query_us: u64,
+    pub(crate) transaction_us: u64,
 }
 
 impl PoolStats {
@@ -81,6 +87,8 @@ impl PoolStats {
         add(&self.queries, t.queries);
         add(&self.received, t.received);
         add(&self.sent, t.sent);
+        add(&self.query_us, t.query_us);
+        add(&self.transaction_us, t.transaction_us);
         *t = Traffic::default();
     }
 }

@@ -280,6 +280,7 @@ async fn show_stats_counts_transactions_queries_and_bytes_in_transaction_and_ses
     for mode in [PoolMode::Transaction, PoolMode::Session] {
         let mut config = console_config(&cluster);
         config.pool.mode = mode;
+        config.metrics.durations = Some(true);
         let pooler = TestPooler::start(config, None).await;
         let app = pooler.connect("postgres").await;
         for i in 0..20 {
@@ -298,6 +299,8 @@ async fn show_stats_counts_transactions_queries_and_bytes_in_transaction_and_ses
         assert!(stats["bytes_received"] > 20 * 20, "{mode:?}: {stats:?}");
         assert!(stats["bytes_sent"] > stats["bytes_received"] / 2, "{mode:?}: {stats:?}");
         assert!(stats["server_assignment_count"] >= 1, "{mode:?}: {stats:?}");
+        // metrics.durations on: the times are summed too (microseconds).
+        assert!(stats["xact_time"] > 0 && stats["query_time"] > 0, "{mode:?}: {stats:?}");
         drop(app);
     }
 }

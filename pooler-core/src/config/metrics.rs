@@ -14,6 +14,11 @@ pub struct MetricsConfig {
     /// Address of the HTTP endpoint (`host:port`) serving `/metrics` and
     /// `/health`. Unset (the default): no endpoint.
     pub listen: Option<String>,
+    /// Time each request and transaction (from the moment it is relayed to
+    /// the server to its ReadyForQuery) into the `pooler_query_duration_seconds`
+    /// and `pooler_transaction_duration_seconds` histograms: two clock reads
+    /// per request. Unset: on when `listen` is set.
+    pub durations: Option<bool>,
 }
 
 impl MetricsConfig {
@@ -25,6 +30,12 @@ impl MetricsConfig {
                 s.parse().map(Some).map_err(|e| invalid("metrics.listen", format!("{s:?} is not host:port ({e})")))
             }
         }
+    }
+
+    /// Whether requests and transactions are timed (`durations`, by default
+    /// whether the endpoint is on).
+    pub fn times_requests(&self) -> bool {
+        self.durations.unwrap_or(self.listen.is_some())
     }
 
     pub(super) fn validate(&self) -> Result<(), ConfigError> {

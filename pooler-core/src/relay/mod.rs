@@ -118,6 +118,49 @@ pub(crate) struct Relay<'a> {
     session_read_node: Option<usize>,
     /// Where the admin console sees what this client is doing.
     client: Option<&'a crate::clients::ClientInfo>,
+    /// Request and transaction clocks (`metrics.durations`; `None`: off,
+    /// and the loop reads no clock for them).
+    timing: Option<Box<Timing>>,
+}
+
+/// When the request and the transaction now running started.
+#[derive(Debug, Default)]
+struct Timing {
+    request: Option<Instant>,
+    transaction: Option<Instant>,
+}
+
+impl Timing {
+    /// A request's bytes are on their way to the server.
+    fn sent(&mut self) {
+        if self.request.is_none() {
+            let now = Instant::now();
+            self.request = Some(now);
+            self.transaction.get_or_insert(now);
+        }
+    }
+
+    /// The server's answers moved the tally from `before` (requests,
+    /// transactions) to `after`; the times go into it too (SHOW STATS
+    /// `query_time`, `xact_time`) and into the histograms.
+    fn answered(&mut self, before: (u64, u64), after: &mut crate::pool::Traffic) {
+        if after.queries == before.0 {
+            return;
+        }
+        let now = Instant::now();
+        if let Some(started) = self.request.take() {
+            let took = now - started;
+            after.query_us += took.as_micros() as u64;
+            metrics::histogram!(crate::metrics::QUERY_SECONDS).record(took.as_secs_f64());
+        }
+        if after.transactions != before.1 {
+            if let Some(started) = self.transaction.take() {
+                let took = now - started;
+                after.transaction_us += took.as_micros() as u64;
+                metrics::histogram!(crate::metrics::TRANSACTION_SECONDS).record(took.as_secs_f64());
+            }
+        }
+    }
 }
 
 impl<'a> Relay<'a> {
@@ -172,6 +215,7 @@ impl<'a> Relay<'a> {
             parked,
             session_read_node: None,
             client: None,
+            timing: shared.config.metrics.times_requests().then(Box::default),
         }
     }
 
@@ -311,8 +355,12 @@ impl<'a> Relay<'a> {
                 }
             }
             if self.core.cout.len() < HIGH_WATER {
+                let before = (self.core.tally.queries, self.core.tally.transactions);
                 if let Err(e) = self.relay_server_messages() {
                     return End::Failed(e);
+                }
+                if let Some(t) = self.timing.as_deref_mut() {
+                    t.answered(before, &mut self.core.tally);
                 }
             }
             let queued = self.core.cout.len();
@@ -324,6 +372,9 @@ impl<'a> Relay<'a> {
                 // A session's connection goes back only at its end: its
                 // figures are reported as its transactions end instead.
                 self.report_traffic();
+            }
+            if let (Some(t), false) = (self.timing.as_deref_mut(), self.core.sout.is_empty()) {
+                t.sent();
             }
             if let Some(l) = &mut self.lease {
                 if let Err(e) = l.conn().stream.flush(&mut self.core.sout) {
