@@ -226,7 +226,11 @@ fn pooler_toml(setup: &Setup, clients: usize) -> (String, String) {
         )),
         _ => {}
     }
-    rest.push_str("[server_tls]\nsslmode = \"disable\"\n");
+    if setup.transport == Transport::Tls {
+        // As pgbouncer's server_tls_sslmode = disable (plain TCP runs leave
+        // the default, so binaries from before TLS run the same file).
+        rest.push_str("[server_tls]\nsslmode = \"disable\"\n");
+    }
     rest.push_str(&nodes);
     (server, rest)
 }
