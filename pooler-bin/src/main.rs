@@ -162,17 +162,35 @@ impl Signals {
     }
 
     /// Resolves on SIGTERM or SIGINT. SIGHUP (which would otherwise kill the
-    /// process, and which pgbouncer users send to reload) is caught and logged:
-    /// configuration reload is not built yet.
-    async fn shutdown(mut self) {
+    /// process, and which pgbouncer users send to reload) re-reads what can
+    /// be re-read today: the TLS certificate, key and CA files and the hba
+    /// file (connected clients keep their sessions). The configuration file
+    /// itself is not re-read yet: other changes need a restart, and the log
+    /// says so.
+    async fn shutdown(mut self, pooler: &Pooler) {
         loop {
             tokio::select! {
                 _ = self.term.recv() => return tracing::info!("SIGTERM received"),
                 _ = self.int.recv() => return tracing::info!("SIGINT received"),
-                _ = self.hup.recv() => tracing::warn!("SIGHUP received: configuration reload is not supported yet; nothing changed"),
+                _ = self.hup.recv() => reload_files(pooler),
             }
         }
     }
+}
+
+/// SIGHUP: the TLS files and the hba file read again; an error keeps what
+/// was in force.
+fn reload_files(pooler: &Pooler) {
+    match pooler.reload_tls() {
+        Ok(()) => {}
+        Err(e) => tracing::error!(error = %e, "SIGHUP: TLS files not reloaded; the ones in force stay"),
+    }
+    match pooler.reload_access() {
+        Ok(true) => tracing::info!("SIGHUP: hba file reloaded"),
+        Ok(false) => {}
+        Err(e) => tracing::error!(error = %e, "SIGHUP: hba file not reloaded; the rules in force stay"),
+    }
+    tracing::warn!("SIGHUP: the configuration file is not re-read yet; other changes need a restart");
 }
 
 /// `pooler check`: validates what starting validates, short of binding the
@@ -207,7 +225,7 @@ async fn serve(config: Config) -> Result<()> {
     let (pooler, listener) = prepare(config).await?;
     let pooler = std::sync::Arc::new(pooler);
     let endpoint = endpoint::start(&pooler).await?;
-    pooler.run(listener, signals.shutdown()).await;
+    pooler.run(listener, signals.shutdown(&pooler)).await;
     if let Some(e) = endpoint {
         e.abort();
     }
@@ -249,7 +267,7 @@ async fn demo(port: u16, mode: PoolMode, load_balance: bool) -> Result<()> {
     println!("    psql -h 127.0.0.1 -p {port} -U postgres postgres");
     println!();
     println!("Press Ctrl-C to stop; the cluster and its files are removed.");
-    pooler.run(listener, signals.shutdown()).await;
+    pooler.run(listener, signals.shutdown(&pooler)).await;
     tokio::task::spawn_blocking(move || drop(cluster)).await.ok();
     println!("demo cluster stopped and removed");
     Ok(())

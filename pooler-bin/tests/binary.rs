@@ -375,3 +375,38 @@ fn clusters_of_killed_processes_are_reaped_by_the_next_start() {
     let _ = Command::new("kill").arg("-INT").arg(second.id().to_string()).status();
     assert!(second.wait().unwrap().success());
 }
+
+#[test]
+fn sighup_rereads_the_hba_file_and_a_broken_one_leaves_the_rules_in_force() {
+    let cluster = Cluster::builder().start().unwrap();
+    let dir = TempDir::new("sighup-hba");
+    let port = pooler_testkit::free_port().unwrap();
+    let hba = dir.join("hba.conf");
+    std::fs::write(&hba, "host all all 127.0.0.1/32 trust\n").unwrap();
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\nshutdown_timeout = \"5s\"\n[auth]\nmethod = \"trust\"\nhba_file = \"{}\"\n\n[[nodes]]\nhost = \"127.0.0.1\"\nport = {}\n",
+        hba.display(),
+        cluster.primary().port()
+    );
+    let mut running = Running::start(&write_config(&dir, &config), port);
+    psql(port, "SELECT 1");
+    // A broken file is refused on SIGHUP: the rules in force stay.
+    std::fs::write(&hba, "host all all 127.0.0.1/32 bogus\n").unwrap();
+    running.signal("HUP");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(running.child.try_wait().unwrap().is_none(), "SIGHUP with a broken hba file stopped the pooler");
+    psql(port, "SELECT 1");
+    // A valid one takes effect for new logins.
+    std::fs::write(&hba, "host all all 127.0.0.1/32 reject\n").unwrap();
+    running.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let refused = loop {
+        match pooler_testkit::psql_at(port, "postgres", "postgres", "SELECT 1") {
+            Err(e) if e.to_string().contains("pg_hba.conf rejects connection") => break true,
+            _ if Instant::now() > deadline => break false,
+            _ => std::thread::sleep(Duration::from_millis(50)),
+        }
+    };
+    assert!(refused, "after SIGHUP the reject rule applies to new logins");
+    running.signal("TERM");
+}
