@@ -1,6 +1,6 @@
 //! What operators change while the pooler runs, short of the configuration:
-//! databases disabled for new clients, a requested shutdown, and the hooks
-//! node promotion runs with. Written by the admin console, read at login
+//! databases disabled for new clients, paused databases, a requested
+//! shutdown, and the hooks node promotion runs with. Written by the admin console, read at login
 //! and by the accept loop.
 
 use std::collections::HashSet;
@@ -29,6 +29,8 @@ pub(crate) struct Control {
     disabled: RwLock<HashSet<String>>,
     shutdown: watch::Sender<Option<ShutdownMode>>,
     hooks: Mutex<Option<Arc<crate::cluster::Hooks>>>,
+    /// The paused databases (`PAUSE`); every pool holds the same gate.
+    pub(crate) pause: Arc<crate::pause::PauseGate>,
     /// When the pooler was built.
     pub(crate) started: SystemTime,
 }
@@ -39,6 +41,7 @@ impl Default for Control {
             disabled: RwLock::default(),
             shutdown: watch::channel(None).0,
             hooks: Mutex::new(None),
+            pause: Arc::default(),
             started: SystemTime::now(),
         }
     }

@@ -49,6 +49,7 @@ mod listen;
 mod lsn;
 pub mod metrics;
 mod params;
+mod pause;
 mod pool;
 mod prepared;
 mod protocol;

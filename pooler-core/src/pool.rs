@@ -12,6 +12,7 @@ use crate::backend::{Lifelines, LoginInfo, ServerAddr, ServerConn};
 use crate::config::PoolConfig;
 use crate::error::Error;
 use crate::metrics as m;
+use crate::pause::PauseGate;
 use crate::protocol::TransactionStatus;
 
 /// Longest time the reset of a returned connection may take before the
@@ -133,6 +134,8 @@ pub struct Pool {
     /// `RECONNECT`: connections opened before `born` plus this many
     /// nanoseconds are closed instead of reused (0: none).
     reconnect_mark: AtomicU64,
+    /// `PAUSE`: no connection is lent while the pool's database is paused.
+    gate: Arc<PauseGate>,
 }
 
 /// One idle server connection, as `SHOW SERVERS` lists it.
@@ -174,10 +177,11 @@ impl Pool {
         addr: ServerAddr,
         login: LoginInfo,
         settings: PoolConfig,
-        (max_message, lifelines): (usize, Arc<Lifelines>),
+        (max_message, lifelines, gate): (usize, Arc<Lifelines>, Arc<PauseGate>),
     ) -> Pool {
         Pool {
             lifelines,
+            gate,
             defaults: Mutex::new(None),
             born: Instant::now(),
             reconnect_mark: AtomicU64::new(0),
@@ -246,16 +250,25 @@ impl Pool {
     /// client waits for a free slot in arrival order; after `reserve_timeout`
     /// it may also take a reserve slot; after `checkout_timeout` it gets
     /// [`Error::PoolTimeout`].
+    ///
+    /// While the pool's database is paused (`PAUSE`) it waits, without a
+    /// timeout, until `RESUME`.
     pub(crate) async fn checkout(&self) -> Result<Lease, Error> {
-        let permit = match self.slots.clone().try_acquire_owned() {
-            Ok(p) => {
-                // No wait, no clock read.
-                metrics::histogram!(m::CHECKOUT_WAIT_SECONDS).record(0.0);
-                p
+        loop {
+            let permit = match self.slots.clone().try_acquire_owned() {
+                Ok(p) => {
+                    // No wait, no clock read.
+                    metrics::histogram!(m::CHECKOUT_WAIT_SECONDS).record(0.0);
+                    p
+                }
+                Err(_) => Box::pin(self.wait_for_permit()).await?,
+            };
+            if !self.gate.holds_after_taking(&self.key.database) {
+                return self.lend(permit).await;
             }
-            Err(_) => Box::pin(self.wait_for_permit()).await?,
-        };
-        self.lend(permit).await
+            drop(permit);
+            Box::pin(self.gate.wait(&self.key.database)).await;
+        }
     }
 
     /// The slow path of [`Pool::checkout`]: every slot is taken; wait up to
@@ -292,10 +305,11 @@ impl Pool {
     /// Takes a connection only if a slot is free now (`Ok(None)` otherwise):
     /// for a client that already holds another connection and must not wait
     /// for a second one while holding the first.
+    /// Paused counts as no free slot.
     pub(crate) async fn try_checkout(&self) -> Result<Option<Lease>, Error> {
         match self.slots.clone().try_acquire_owned() {
-            Ok(permit) => self.lend(permit).await.map(Some),
-            Err(_) => Ok(None),
+            Ok(permit) if !self.gate.holds_after_taking(&self.key.database) => self.lend(permit).await.map(Some),
+            _ => Ok(None),
         }
     }
 
@@ -304,6 +318,9 @@ impl Pool {
     /// [`Pool::checkout`] (which waits, checks or opens as needed).
     pub(crate) fn checkout_now(&self) -> Option<Lease> {
         let permit = self.slots.clone().try_acquire_owned().ok()?;
+        if self.gate.holds_after_taking(&self.key.database) {
+            return None;
+        }
         let mut idle = self.idle.lock().ok()?;
         let conn = idle.last()?;
         if self.check_due(conn) || !self.reusable(conn) || !conn.is_alive() {
@@ -399,7 +416,11 @@ impl Pool {
 
     /// Opens connections until `min_size` are open, without ever holding a
     /// slot a client is waiting for.
+    /// Nothing is opened while the database is paused.
     pub(crate) async fn prewarm(&self) {
+        if self.gate.holds(&self.key.database) {
+            return;
+        }
         while self.idle_count() + self.active_count() < self.settings.min_size {
             let Ok(permit) = self.slots.clone().try_acquire_owned() else {
                 return;
@@ -586,12 +607,14 @@ pub struct Pools {
     max_message: usize,
     /// Per node: its open server connections, whatever the pool.
     lifelines: DashMap<usize, Arc<Lifelines>>,
+    /// The paused databases (`PAUSE`), which every pool obeys.
+    gate: Arc<PauseGate>,
 }
 
 impl Pools {
     /// An empty set of pools with these settings.
-    pub(crate) fn new(settings: PoolConfig, max_message: usize) -> Pools {
-        Pools { map: DashMap::new(), settings, max_message, lifelines: DashMap::new() }
+    pub(crate) fn new(settings: PoolConfig, max_message: usize, gate: Arc<PauseGate>) -> Pools {
+        Pools { map: DashMap::new(), settings, max_message, lifelines: DashMap::new(), gate }
     }
 
     /// The pool for `key`, created if needed (with the settings for its user
@@ -605,7 +628,13 @@ impl Pools {
             .or_insert_with(|| {
                 let settings = self.settings.effective(&key.user, &key.database);
                 let lifelines = self.lifelines.entry(key.node).or_default().clone();
-                Arc::new(Pool::new(key, addr.clone(), login(), settings, (self.max_message, lifelines)))
+                Arc::new(Pool::new(
+                    key,
+                    addr.clone(),
+                    login(),
+                    settings,
+                    (self.max_message, lifelines, self.gate.clone()),
+                ))
             })
             .clone()
     }
@@ -626,6 +655,16 @@ impl Pools {
             p.close_idle();
         }
         self.lifelines.get(&node).map(|l| l.cut_all()).unwrap_or(0)
+    }
+
+    /// Server connections lent out now by the pools of `database` (`None`:
+    /// every pool): what `PAUSE` waits for.
+    pub(crate) fn lent_for(&self, database: Option<&str>) -> usize {
+        self.map
+            .iter()
+            .filter(|e| database.is_none_or(|d| e.key().database == d))
+            .map(|e| e.value().active_count())
+            .sum()
     }
 
     /// Every pool now.

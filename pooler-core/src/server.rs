@@ -403,7 +403,8 @@ fn assemble(config: Config, passwords: Option<PasswordFile>, given: Hooks) -> Re
         failover: given.failover.unwrap_or_else(|| Arc::new(crate::cluster::CommandHook::new(&config.failover))),
     };
     let functions = Arc::new(crate::classify::catalog::FunctionCatalog::new(config.routing.function_cache_ttl));
-    let pools = Arc::new(Pools::new(config.pool.clone(), config.server.max_message_size));
+    let control = crate::control::Control::default();
+    let pools = Arc::new(Pools::new(config.pool.clone(), config.server.max_message_size, control.pause.clone()));
     let hba = config.auth.hba_file.as_deref().map(crate::hba::HbaRules::load).transpose()?.map(Arc::new);
     let auth_query = crate::auth_query::AuthQuery::from_config(&config.auth, config.server.max_message_size);
     let shared = Shared {
@@ -422,7 +423,7 @@ fn assemble(config: Config, passwords: Option<PasswordFile>, given: Hooks) -> Re
         functions,
         tls,
         clients: Default::default(),
-        control: Default::default(),
+        control,
     };
     Ok(Pooler { shared: Arc::new(shared), phase_tx, hooks: Arc::new(hooks) })
 }

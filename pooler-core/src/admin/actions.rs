@@ -41,8 +41,15 @@ impl Executor for Pooler<'_> {
         let (shared, actor, peer) = (self.shared, self.actor, self.peer.as_str());
         match command {
             Command::Show(what) => Ok(Answer::Rows(super::views::show(shared, *what))),
-            Command::Pause(_) => Err(not_yet("PAUSE")),
-            Command::Resume(_) => Err(not_yet("RESUME")),
+            Command::Pause(db) => Box::pin(pause(shared, db.as_deref(), actor, peer)).await,
+            Command::Resume(db) => {
+                if let Some(d) = db {
+                    refuse_console(d)?;
+                }
+                shared.control.pause.resume(db.as_deref()).map_err(|e| CommandError::new("55000", e.to_string()))?;
+                tracing::warn!(actor, client = %peer, database = ?db, "admin: RESUME");
+                Ok(Answer::Done)
+            }
             Command::Suspend => Err(not_yet("SUSPEND")),
             Command::WaitClose(_) => Err(not_yet("WAIT_CLOSE")),
             Command::Reload => Err(not_yet("RELOAD (configuration reload)")),
@@ -110,6 +117,47 @@ impl Executor for Pooler<'_> {
             }
         }
     }
+}
+
+/// `PAUSE [db]`: no server connection is lent for `db` (every database)
+/// from now on; returns once every connection lent out has come back (the
+/// transactions running finish; in session mode, the sessions), after
+/// closing the idle ones, so that whatever runs after `RESUME` opens fresh
+/// connections, to the nodes configured then. A `RESUME` while it waits
+/// ends the wait with an error.
+async fn pause(shared: &Shared, db: Option<&str>, actor: &str, peer: &str) -> Result<Answer, CommandError> {
+    if let Some(d) = db {
+        refuse_console(d)?;
+    }
+    let gate = &shared.control.pause;
+    let mut changes = gate.subscribe();
+    changes.borrow_and_update();
+    gate.pause(db);
+    let started = std::time::Instant::now();
+    tracing::warn!(actor, client = %peer, database = ?db, "admin: PAUSE; waiting for lent server connections to come back");
+    let mut report = std::time::Duration::from_secs(5);
+    loop {
+        let lent = shared.pools.lent_for(db);
+        if lent == 0 {
+            break;
+        }
+        let still = db.map_or_else(|| gate.all_paused(), |d| gate.holds(d));
+        if !still {
+            return Err(CommandError::new("57014", "PAUSE canceled: RESUME was run while it waited"));
+        }
+        if started.elapsed() >= report {
+            tracing::warn!(database = ?db, lent, waited = ?started.elapsed(), "PAUSE still waiting for server connections in use");
+            report += std::time::Duration::from_secs(5);
+        }
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(10), changes.changed()).await;
+    }
+    let mut closed = 0;
+    for p in shared.pools.all().iter().filter(|p| db.is_none_or(|d| p.key().database == d)) {
+        closed += p.idle_count();
+        p.close_idle();
+    }
+    tracing::warn!(actor, database = ?db, waited_ms = started.elapsed().as_millis() as u64, idle_closed = closed, "admin: PAUSE done; paused");
+    Ok(Answer::Done)
 }
 
 /// The console itself cannot be killed or disabled from itself.

@@ -488,7 +488,7 @@ fn databases(shared: &Shared) -> Table {
             servers.into(),
             0i64.into(),
             clients.into(),
-            0i64.into(),
+            (!console && shared.control.pause.holds(&db)).into(),
             shared.control.is_disabled(&db).into(),
         ]);
     }
@@ -652,7 +652,8 @@ fn version() -> Table {
 fn state(shared: &Shared) -> Table {
     let mut t = Table::new(&[("key", Text), ("value", Text)]);
     let running = *shared.phase.borrow() == crate::runtime::Phase::Running;
-    for (k, v) in [("active", if running { "yes" } else { "no" }), ("paused", "no"), ("suspended", "no")] {
+    let paused = if shared.control.pause.all_paused() { "yes" } else { "no" };
+    for (k, v) in [("active", if running { "yes" } else { "no" }), ("paused", paused), ("suspended", "no")] {
         t.push(vec![k.into(), v.into()]);
     }
     t
