@@ -162,11 +162,9 @@ impl Signals {
     }
 
     /// Resolves on SIGTERM or SIGINT. SIGHUP (which would otherwise kill the
-    /// process, and which pgbouncer users send to reload) re-reads what can
-    /// be re-read today: the TLS certificate, key and CA files and the hba
-    /// file (connected clients keep their sessions). The configuration file
-    /// itself is not re-read yet: other changes need a restart, and the log
-    /// says so.
+    /// process, and which pgbouncer users send to reload) reloads the
+    /// configuration file, as the console's RELOAD does: connected clients
+    /// keep their sessions; an invalid file changes nothing.
     async fn shutdown(mut self, pooler: &Pooler) {
         loop {
             tokio::select! {
@@ -178,9 +176,17 @@ impl Signals {
     }
 }
 
-/// SIGHUP: the TLS files and the hba file read again; an error keeps what
-/// was in force.
+/// SIGHUP: the configuration file read again and applied (with the files
+/// it names); an error keeps what was in force. Without a file (the demo),
+/// the TLS and hba files are read again.
 fn reload_files(pooler: &Pooler) {
+    match pooler.reload_file() {
+        Ok(report) => return tracing::info!(%report, "SIGHUP: configuration reloaded"),
+        Err(pooler_core::ReloadError::NoFile) => {}
+        Err(e) => {
+            return tracing::error!(error = %e, "SIGHUP: configuration not reloaded; the one in force stays");
+        }
+    }
     match pooler.reload_tls() {
         Ok(()) => {}
         Err(e) => tracing::error!(error = %e, "SIGHUP: TLS files not reloaded; the ones in force stay"),
@@ -190,7 +196,6 @@ fn reload_files(pooler: &Pooler) {
         Ok(false) => {}
         Err(e) => tracing::error!(error = %e, "SIGHUP: hba file not reloaded; the rules in force stay"),
     }
-    tracing::warn!("SIGHUP: the configuration file is not re-read yet; other changes need a restart");
 }
 
 /// `pooler check`: validates what starting validates, short of binding the
@@ -208,8 +213,12 @@ fn check(path: &Path) -> Result<()> {
 /// Builds the pooler and binds its listeners (TCP and, with
 /// `server.unix_socket_dir`, the Unix socket): everything that can fail at
 /// start.
-async fn prepare(config: Config) -> Result<(Pooler, Listeners)> {
-    let pooler = Pooler::new(config.clone()).context("cannot start")?;
+async fn prepare(config: Config, file: Option<&Path>) -> Result<(Pooler, Listeners)> {
+    let mut builder = Pooler::builder(config.clone());
+    if let Some(path) = file {
+        builder = builder.config_file(path);
+    }
+    let pooler = builder.build().context("cannot start")?;
     let listeners = Listeners::bind(&config).await.context("cannot listen")?;
     if let Some(addr) = listeners.tcp_addr() {
         tracing::info!(%addr, "listening");
@@ -220,9 +229,9 @@ async fn prepare(config: Config) -> Result<(Pooler, Listeners)> {
     Ok((pooler, listeners))
 }
 
-async fn serve(config: Config) -> Result<()> {
+async fn serve(config: Config, file: Option<&Path>) -> Result<()> {
     let signals = Signals::install()?;
-    let (pooler, listener) = prepare(config).await?;
+    let (pooler, listener) = prepare(config, file).await?;
     let pooler = std::sync::Arc::new(pooler);
     let endpoint = endpoint::start(&pooler).await?;
     pooler.run(listener, signals.shutdown(&pooler)).await;
@@ -254,7 +263,7 @@ async fn demo(port: u16, mode: PoolMode, load_balance: bool) -> Result<()> {
     config.validate()?;
     // Bind before telling anyone to connect; on failure the cluster is still
     // dropped (stopped and removed) on the way out.
-    let (pooler, listener) = prepare(config).await?;
+    let (pooler, listener) = prepare(config, None).await?;
     println!("primary  on 127.0.0.1:{}", cluster.primary().port());
     for s in cluster.standbys() {
         println!("standby  on 127.0.0.1:{} (streaming from the primary)", s.port());
@@ -295,8 +304,8 @@ fn main() -> Result<()> {
     let rt = builder.enable_all().build().context("cannot start the runtime")?;
     rt.block_on(async {
         match cmd {
-            Command::Run(_) => match config {
-                Some(c) => serve(c).await,
+            Command::Run(path) => match config {
+                Some(c) => serve(c, Some(&path)).await,
                 None => Ok(()),
             },
             Command::Demo { port, mode, load_balance } => demo(port, mode, load_balance).await,

@@ -35,7 +35,7 @@ pub(crate) async fn login_method(
     database: &str,
 ) -> Result<HbaMethod, Error> {
     let Some(rules) = shared.hba.load_full() else {
-        return Ok(match shared.config.auth.method {
+        return Ok(match shared.config().auth.method {
             AuthMethod::Trust => HbaMethod::Trust,
             AuthMethod::Md5 => HbaMethod::Md5,
             AuthMethod::ScramSha256 => HbaMethod::ScramSha256,
@@ -105,7 +105,8 @@ async fn membership(
             rules.origin()
         )));
     };
-    let auth_secret = shared.passwords.as_ref().and_then(|p| p.get(aq.auth_user()));
+    let passwords = shared.passwords();
+    let auth_secret = passwords.as_ref().and_then(|p| p.get(aq.auth_user()));
     aq.is_member(server, auth_secret, user, role, database).await.map_err(|e| {
         tracing::warn!(%user, role, error = %e, "role membership lookup failed");
         refused(format!("could not check the membership of user \"{user}\" in role \"{role}\""))
@@ -117,14 +118,15 @@ async fn membership(
 /// no secret (the login then fails as a wrong password does). A lookup
 /// that cannot be made refuses the login; it is logged without secrets.
 pub(crate) async fn user_secret(shared: &Shared, user: &str, database: &str) -> Result<Option<UserSecret>, Error> {
-    if let Some(s) = shared.passwords.as_ref().and_then(|p| p.get(user)) {
+    if let Some(s) = shared.passwords().as_ref().and_then(|p| p.get(user)) {
         return Ok(Some(s.clone()));
     }
     let Some(aq) = shared.auth_query.as_ref() else { return Ok(None) };
     let Some(server) = shared.nodes.get(shared.router.primary()) else {
         return Err(Error::Refused { code: "08001", message: "no backend node is configured".into() });
     };
-    let auth_secret = shared.passwords.as_ref().and_then(|p| p.get(aq.auth_user()));
+    let passwords = shared.passwords();
+    let auth_secret = passwords.as_ref().and_then(|p| p.get(aq.auth_user()));
     let (secret, fresh) = aq.secret(server, auth_secret, user, database).await.map_err(|e| {
         tracing::warn!(%user, auth_user = aq.auth_user(), error = %e, "auth_query lookup failed");
         e.into_client_error(user)
@@ -145,7 +147,7 @@ pub(crate) fn reload(shared: &Shared) -> Result<bool, HbaError> {
     if let Some(aq) = &shared.auth_query {
         aq.forget_all();
     }
-    let Some(path) = &shared.config.auth.hba_file else { return Ok(false) };
+    let Some(path) = &shared.config().auth.hba_file else { return Ok(false) };
     let rules = HbaRules::reload(path)?;
     shared.hba.store(Some(Arc::new(rules)));
     Ok(true)

@@ -5,8 +5,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use dashmap::DashMap;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::backend::{Lifelines, LoginInfo, ServerAddr, ServerConn};
 use crate::config::PoolConfig;
@@ -14,6 +15,7 @@ use crate::error::Error;
 use crate::metrics as m;
 use crate::pause::PauseGate;
 use crate::protocol::TransactionStatus;
+use crate::slots::Slots;
 
 /// Longest time the reset of a returned connection may take before the
 /// connection is closed instead.
@@ -116,11 +118,12 @@ pub struct Pool {
     key: PoolKey,
     addr: ServerAddr,
     login: Mutex<LoginInfo>,
-    settings: PoolConfig,
+    /// Swapped by a reload.
+    settings: ArcSwap<PoolConfig>,
     max_message: usize,
-    slots: Arc<Semaphore>,
+    slots: Slots,
     /// Extra slots for clients that waited `reserve_timeout`.
-    reserve: Arc<Semaphore>,
+    reserve: Slots,
     idle: Mutex<Vec<ServerConn>>,
     stats: PoolStats,
     /// The node's connections, to cut when it is marked down.
@@ -185,12 +188,12 @@ impl Pool {
             defaults: Mutex::new(None),
             born: Instant::now(),
             reconnect_mark: AtomicU64::new(0),
-            slots: Arc::new(Semaphore::new(settings.size)),
-            reserve: Arc::new(Semaphore::new(settings.reserve_size)),
+            slots: Slots::new(settings.size),
+            reserve: Slots::new(settings.reserve_size),
             key,
             addr,
             login: Mutex::new(login),
-            settings,
+            settings: ArcSwap::from_pointee(settings),
             max_message,
             idle: Mutex::new(Vec::new()),
             stats: PoolStats::default(),
@@ -204,8 +207,35 @@ impl Pool {
 
     /// The settings in force for this pool (per-database and per-user
     /// overrides applied).
-    pub fn settings(&self) -> &PoolConfig {
-        &self.settings
+    pub fn settings(&self) -> Arc<PoolConfig> {
+        self.settings.load_full()
+    }
+
+    /// Puts `settings` in force (a reload): sizes change at once when they
+    /// grow and as connections come back when they shrink; the rest applies
+    /// from the next checkout or check-in.
+    pub(crate) fn reconfigure(&self, settings: PoolConfig) {
+        self.slots.resize(settings.size);
+        self.reserve.resize(settings.reserve_size);
+        self.settings.store(Arc::new(settings));
+        // Smaller: idle connections past the new size close now (lent ones
+        // as they come back, in `checkin_idle`).
+        let extra: Vec<ServerConn> = match self.idle.lock() {
+            Ok(mut idle) => {
+                let room = self.capacity().saturating_sub(self.active_count());
+                let excess = idle.len().saturating_sub(room);
+                idle.drain(..excess).collect()
+            }
+            Err(_) => Vec::new(),
+        };
+        for c in extra {
+            self.discard(c);
+        }
+    }
+
+    /// Connections the pool may hold, idle and lent, reserve included.
+    fn capacity(&self) -> usize {
+        self.slots.size() + self.reserve.size()
     }
 
     /// Counters.
@@ -242,8 +272,7 @@ impl Pool {
 
     /// Connections lent to clients now (reserve included).
     pub fn active_count(&self) -> usize {
-        self.settings.size - self.slots.available_permits() + self.settings.reserve_size
-            - self.reserve.available_permits()
+        self.slots.lent() + self.reserve.lent()
     }
 
     /// Takes a connection: an idle one if any is healthy, else a new one. A
@@ -255,7 +284,7 @@ impl Pool {
     /// timeout, until `RESUME`.
     pub(crate) async fn checkout(&self) -> Result<Lease, Error> {
         loop {
-            let permit = match self.slots.clone().try_acquire_owned() {
+            let permit = match self.slots.try_acquire() {
                 Ok(p) => {
                     // No wait, no clock read.
                     metrics::histogram!(m::CHECKOUT_WAIT_SECONDS).record(0.0);
@@ -275,12 +304,12 @@ impl Pool {
     /// `checkout_timeout` for one.
     async fn wait_for_permit(&self) -> Result<OwnedSemaphorePermit, Error> {
         let started = Instant::now();
-        let permit = match self.slots.clone().try_acquire_owned() {
+        let permit = match self.slots.try_acquire() {
             Ok(p) => p,
             Err(_) => {
                 self.stats.waits.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!(m::CHECKOUT_WAITS).increment(1);
-                match tokio::time::timeout(self.settings.checkout_timeout, self.wait_for_slot()).await {
+                match tokio::time::timeout(self.settings.load().checkout_timeout, self.wait_for_slot()).await {
                     Ok(Some(p)) => p,
                     Ok(None) => return Err(Error::Shutdown),
                     Err(_) => {
@@ -290,7 +319,7 @@ impl Pool {
                             user: self.key.user.clone(),
                             database: self.key.database.clone(),
                             waited_ms: started.elapsed().as_millis() as u64,
-                            size: self.settings.size,
+                            size: self.settings.load().size,
                         });
                     }
                 }
@@ -307,7 +336,7 @@ impl Pool {
     /// for a second one while holding the first.
     /// Paused counts as no free slot.
     pub(crate) async fn try_checkout(&self) -> Result<Option<Lease>, Error> {
-        match self.slots.clone().try_acquire_owned() {
+        match self.slots.try_acquire() {
             Ok(permit) if !self.gate.holds_after_taking(&self.key.database) => self.lend(permit).await.map(Some),
             _ => Ok(None),
         }
@@ -317,7 +346,7 @@ impl Pool {
     /// slot and an idle connection that needs no check query. `None`: use
     /// [`Pool::checkout`] (which waits, checks or opens as needed).
     pub(crate) fn checkout_now(&self) -> Option<Lease> {
-        let permit = self.slots.clone().try_acquire_owned().ok()?;
+        let permit = self.slots.try_acquire().ok()?;
         if self.gate.holds_after_taking(&self.key.database) {
             return None;
         }
@@ -341,7 +370,8 @@ impl Pool {
 
     /// `check_query` must run on `conn` before it is lent (idle past `check_delay`).
     fn check_due(&self, conn: &ServerConn) -> bool {
-        !self.settings.check_query.is_empty() && conn.idle_since.elapsed() >= self.settings.check_delay
+        let s = self.settings.load();
+        !s.check_query.is_empty() && conn.idle_since.elapsed() >= s.check_delay
     }
 
     /// A connection for the holder of `permit`: an idle healthy one, or a new one.
@@ -361,20 +391,24 @@ impl Pool {
     /// Waits for a regular slot; after `reserve_timeout`, for either a regular
     /// or a reserve slot. `None`: the pool is closed.
     async fn wait_for_slot(&self) -> Option<OwnedSemaphorePermit> {
-        let regular = self.slots.clone().acquire_owned();
+        let regular = self.slots.acquire();
         tokio::pin!(regular);
-        if self.settings.reserve_size == 0 {
-            return regular.await.ok();
+        let reserve_timeout = {
+            let s = self.settings.load();
+            (s.reserve_size > 0).then_some(s.reserve_timeout)
+        };
+        let Some(reserve_timeout) = reserve_timeout else {
+            return regular.await;
+        };
+        tokio::select! {
+            p = &mut regular => return p,
+            _ = tokio::time::sleep(reserve_timeout) => {}
         }
         tokio::select! {
-            p = &mut regular => return p.ok(),
-            _ = tokio::time::sleep(self.settings.reserve_timeout) => {}
-        }
-        tokio::select! {
-            p = &mut regular => p.ok(),
-            p = self.reserve.clone().acquire_owned() => {
+            p = &mut regular => p,
+            p = self.reserve.acquire() => {
                 tracing::info!(pool = ?self.key, "pool exhausted: lending a reserve connection");
-                p.ok()
+                p
             }
         }
     }
@@ -385,8 +419,12 @@ impl Pool {
             Ok(l) => l.clone(),
             Err(_) => return Err(Error::ServerAuth("login information unavailable".into())),
         };
-        let mut conn = ServerConn::connect(&self.addr, &login, self.settings.connect_timeout, self.max_message).await?;
-        conn.hold_lifeline(&self.lifelines, self.settings.tcp_user_timeout);
+        let (connect_timeout, tcp_user_timeout) = {
+            let s = self.settings.load();
+            (s.connect_timeout, s.tcp_user_timeout)
+        };
+        let mut conn = ServerConn::connect(&self.addr, &login, connect_timeout, self.max_message).await?;
+        conn.hold_lifeline(&self.lifelines, tcp_user_timeout);
         if let Ok(mut d) = self.defaults.lock() {
             if d.as_deref() != Some(&conn.initial_params) {
                 *d = Some(Arc::new(conn.initial_params.clone()));
@@ -402,8 +440,11 @@ impl Pool {
         if !self.check_due(conn) {
             return true;
         }
-        let q = self.settings.check_query.clone();
-        match tokio::time::timeout(self.settings.connect_timeout, conn.simple_query(&q)).await {
+        let (q, timeout) = {
+            let s = self.settings.load();
+            (s.check_query.clone(), s.connect_timeout)
+        };
+        match tokio::time::timeout(timeout, conn.simple_query(&q)).await {
             Ok(Ok(TransactionStatus::Idle)) => true,
             Ok(Ok(_)) => false,
             Ok(Err(e)) => {
@@ -421,8 +462,8 @@ impl Pool {
         if self.gate.holds(&self.key.database) {
             return;
         }
-        while self.idle_count() + self.active_count() < self.settings.min_size {
-            let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+        while self.idle_count() + self.active_count() < self.settings.load().min_size {
+            let Ok(permit) = self.slots.try_acquire() else {
                 return;
             };
             match self.open().await {
@@ -452,8 +493,9 @@ impl Pool {
     fn reusable(&self, conn: &ServerConn) -> bool {
         // One clock read for both limits.
         let now = std::time::Instant::now();
-        now.saturating_duration_since(conn.created()) < self.settings.server_lifetime
-            && now.saturating_duration_since(conn.idle_since) < self.settings.server_idle_timeout
+        let s = self.settings.load();
+        now.saturating_duration_since(conn.created()) < s.server_lifetime
+            && now.saturating_duration_since(conn.idle_since) < s.server_idle_timeout
             && !self.reconnect_due(conn)
     }
 
@@ -504,13 +546,22 @@ impl Pool {
     pub(crate) fn checkin_idle(&self, lease: Lease) {
         let Lease { mut conn, _permit } = lease;
         let now = Instant::now();
-        if now.saturating_duration_since(conn.created()) >= self.settings.server_lifetime || self.reconnect_due(&conn) {
+        if now.saturating_duration_since(conn.created()) >= self.settings.load().server_lifetime
+            || self.reconnect_due(&conn)
+        {
             self.discard(conn);
             return;
         }
         conn.idle_since = now;
         conn.release_buffer();
+        let capacity = self.capacity();
         match self.idle.lock() {
+            // Past the size (a reload shrank the pool): closed. `active_count`
+            // still counts this connection.
+            Ok(idle) if idle.len() + self.active_count() > capacity => {
+                drop(idle);
+                self.discard(conn);
+            }
             Ok(mut idle) => idle.push(conn),
             Err(_) => self.discard(conn),
         }
@@ -528,7 +579,7 @@ impl Pool {
             return;
         }
         let Lease { mut conn, _permit } = lease;
-        if conn.created().elapsed() >= self.settings.server_lifetime {
+        if conn.created().elapsed() >= self.settings.load().server_lifetime {
             self.discard(conn);
             return;
         }
@@ -551,7 +602,8 @@ impl Pool {
 
     /// Rolls back an open transaction and runs the reset statements.
     async fn reset(&self, conn: &mut ServerConn, status: TransactionStatus, reset: Reset) -> Result<(), Error> {
-        let list = if reset == Reset::Full { &self.settings.reset_query_list[..] } else { &[] };
+        let settings = self.settings.load();
+        let list = if reset == Reset::Full { &settings.reset_query_list[..] } else { &[] };
         if !list.is_empty() {
             // What the reset drops is the pooler's to forget too.
             conn.statements.clear();
@@ -599,11 +651,20 @@ impl Pool {
     }
 }
 
+impl Drop for Pool {
+    /// Ends a resize still waiting for permits to come back.
+    fn drop(&mut self) {
+        self.slots.close();
+        self.reserve.close();
+    }
+}
+
 /// All pools, created on first use.
 #[derive(Debug)]
 pub struct Pools {
     map: DashMap<PoolKey, Arc<Pool>>,
-    settings: PoolConfig,
+    /// Swapped by a reload ([`Pools::reconfigure`]).
+    settings: ArcSwap<PoolConfig>,
     max_message: usize,
     /// Per node: its open server connections, whatever the pool.
     lifelines: DashMap<usize, Arc<Lifelines>>,
@@ -614,7 +675,13 @@ pub struct Pools {
 impl Pools {
     /// An empty set of pools with these settings.
     pub(crate) fn new(settings: PoolConfig, max_message: usize, gate: Arc<PauseGate>) -> Pools {
-        Pools { map: DashMap::new(), settings, max_message, lifelines: DashMap::new(), gate }
+        Pools {
+            map: DashMap::new(),
+            settings: ArcSwap::from_pointee(settings),
+            max_message,
+            lifelines: DashMap::new(),
+            gate,
+        }
     }
 
     /// The pool for `key`, created if needed (with the settings for its user
@@ -626,7 +693,7 @@ impl Pools {
         self.map
             .entry(key.clone())
             .or_insert_with(|| {
-                let settings = self.settings.effective(&key.user, &key.database);
+                let settings = self.settings.load().effective(&key.user, &key.database);
                 let lifelines = self.lifelines.entry(key.node).or_default().clone();
                 Arc::new(Pool::new(
                     key,
@@ -667,6 +734,15 @@ impl Pools {
             .sum()
     }
 
+    /// Puts `settings` in force (a reload): every pool takes the settings
+    /// for its user and database, new pools too.
+    pub(crate) fn reconfigure(&self, settings: PoolConfig) {
+        for p in self.all() {
+            p.reconfigure(settings.effective(&p.key.user, &p.key.database));
+        }
+        self.settings.store(Arc::new(settings));
+    }
+
     /// Every pool now.
     pub fn all(&self) -> Vec<Arc<Pool>> {
         self.map.iter().map(|e| e.value().clone()).collect()
@@ -678,7 +754,7 @@ impl Pools {
     pub(crate) fn prune(&self) {
         for p in self.all() {
             p.prune();
-            if p.settings.min_size > 0 {
+            if p.settings.load().min_size > 0 {
                 tokio::spawn(async move { p.prewarm().await });
             }
         }
@@ -687,7 +763,7 @@ impl Pools {
 
     /// How often [`Pools::prune`] should run.
     pub(crate) fn prune_interval(&self) -> Duration {
-        (self.settings.server_idle_timeout.min(self.settings.server_lifetime) / 4)
-            .clamp(Duration::from_millis(100), Duration::from_secs(10))
+        let s = self.settings.load();
+        (s.server_idle_timeout.min(s.server_lifetime) / 4).clamp(Duration::from_millis(100), Duration::from_secs(10))
     }
 }

@@ -30,8 +30,11 @@ pub(crate) struct StatementDef {
     /// Some server accepted it: a Parse of it can be answered without a
     /// server connection (the server would accept it again).
     pub(crate) valid: std::sync::atomic::AtomicBool,
-    /// What the router makes of its text, decided once.
+    /// What the router makes of its text, decided once...
     pub(crate) class: crate::classify::Classification,
+    /// ...under this generation of the routing lists (a reload that
+    /// changes them makes `class` stale).
+    pub(crate) generation: u64,
 }
 
 /// Every statement some client has prepared, by content. Entries are weak: a
@@ -47,13 +50,14 @@ impl Registry {
     pub(crate) fn intern(
         &self,
         body: &[u8],
+        generation: u64,
         classify: impl FnOnce() -> crate::classify::Classification,
     ) -> Arc<StatementDef> {
-        if let Some(def) = self.by_body.get(body).and_then(|w| w.upgrade()) {
+        if let Some(def) = self.by_body.get(body).and_then(|w| w.upgrade()).filter(|d| d.generation == generation) {
             return def;
         }
         let mut entry = self.by_body.entry(Bytes::copy_from_slice(body)).or_default();
-        if let Some(def) = entry.upgrade() {
+        if let Some(def) = entry.upgrade().filter(|d| d.generation == generation) {
             return def;
         }
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
@@ -63,6 +67,7 @@ impl Registry {
             body: Bytes::copy_from_slice(body),
             valid: Default::default(),
             class: classify(),
+            generation,
         });
         *entry = Arc::downgrade(&def);
         def
@@ -206,9 +211,9 @@ mod tests {
     #[test]
     fn same_text_and_types_share_one_server_name() {
         let r = Registry::default();
-        let a = r.intern(b"SELECT 1\0\0\0", any);
-        let b = r.intern(b"SELECT 1\0\0\0", any);
-        let c = r.intern(b"SELECT 1\0\0\x01\0\0\0\x17", any);
+        let a = r.intern(b"SELECT 1\0\0\0", 0, any);
+        let b = r.intern(b"SELECT 1\0\0\0", 0, any);
+        let c = r.intern(b"SELECT 1\0\0\x01\0\0\0\x17", 0, any);
         assert_eq!(a.id, b.id);
         assert_ne!(a.id, c.id);
         assert_eq!(a.server_name, format!("_pooler_{}", a.id));
@@ -220,7 +225,7 @@ mod tests {
     #[test]
     fn server_cache_evicts_least_recently_used() {
         let r = Registry::default();
-        let defs: Vec<_> = (0..3).map(|i| r.intern(format!("SELECT {i}\0\0\0").as_bytes(), any)).collect();
+        let defs: Vec<_> = (0..3).map(|i| r.intern(format!("SELECT {i}\0\0\0").as_bytes(), 0, any)).collect();
         let mut s = ServerStatements::default();
         assert!(s.add(&defs[0], 2).is_none());
         assert!(s.add(&defs[1], 2).is_none());
@@ -235,7 +240,7 @@ mod tests {
     #[test]
     fn client_names_resolve_only_in_their_own_map() {
         let r = Registry::default();
-        let def = r.intern(b"SELECT 1\0\0\0", any);
+        let def = r.intern(b"SELECT 1\0\0\0", 0, any);
         let mut a = ClientStatements::default();
         let b = ClientStatements::default();
         a.insert(b"s1", def.clone());

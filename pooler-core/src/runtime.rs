@@ -32,8 +32,15 @@ pub(crate) enum Phase {
 /// What every session shares.
 #[derive(Debug)]
 pub(crate) struct Shared {
-    pub(crate) config: Arc<Config>,
-    pub(crate) passwords: Option<PasswordFile>,
+    /// The configuration in force; a reload swaps it whole ([`Shared::config`]).
+    pub(crate) live_config: arc_swap::ArcSwap<Config>,
+    /// The password file in force; a reload swaps it whole.
+    pub(crate) live_passwords: arc_swap::ArcSwapOption<PasswordFile>,
+    /// The password file was given in memory (a reload keeps it rather
+    /// than read `auth.password_file`).
+    pub(crate) passwords_in_memory: bool,
+    /// The file `RELOAD` reads again (`None`: built from memory).
+    pub(crate) config_file: Option<std::path::PathBuf>,
     pub(crate) pools: Arc<Pools>,
     pub(crate) cancels: Arc<CancelRegistry>,
     pub(crate) nodes: Vec<ServerAddr>,
@@ -91,6 +98,17 @@ impl ParamSets {
 }
 
 impl Shared {
+    /// The configuration in force now. Read it where it is used: a reload
+    /// may put another one in place at any time.
+    pub(crate) fn config(&self) -> arc_swap::Guard<Arc<Config>> {
+        self.live_config.load()
+    }
+
+    /// The password file in force now (`None`: none is configured).
+    pub(crate) fn passwords(&self) -> Option<Arc<PasswordFile>> {
+        self.live_passwords.load_full()
+    }
+
     /// Forwards a client's CancelRequest to the server connection serving the
     /// client that holds `key`; an unknown key or wrong secret does nothing,
     /// as in PostgreSQL.
@@ -111,7 +129,7 @@ impl Shared {
     /// The Query that answers `SHOW pool_nodes` for a session on `node`.
     pub(crate) fn show_pool_nodes(&self, node: usize) -> bytes::BytesMut {
         let snapshot = self.router.snapshot();
-        crate::show::rewrite(&snapshot, &self.router.node_stats(), &self.config.health, node)
+        crate::show::rewrite(&snapshot, &self.router.node_stats(), &self.config().health, node)
     }
 
     /// A session could not reach `node`, or lost its connection there: the

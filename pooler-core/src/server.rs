@@ -91,6 +91,7 @@ pub struct PoolerBuilder {
     health_check: Option<Arc<dyn HealthCheck>>,
     failover_hook: Option<Arc<dyn FailoverHook>>,
     routing_policy: Option<Arc<dyn RoutingPolicy>>,
+    config_file: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for PoolerBuilder {
@@ -144,17 +145,26 @@ impl PoolerBuilder {
         self
     }
 
+    /// Names the file the configuration came from: the admin console's
+    /// `RELOAD` (and [`Pooler::reload_file`]) read it again. Default: none,
+    /// and `RELOAD` answers that there is no file to read.
+    pub fn config_file(mut self, path: impl Into<std::path::PathBuf>) -> PoolerBuilder {
+        self.config_file = Some(path.into());
+        self
+    }
+
     /// Validates the configuration, loads the password file unless one was
     /// given, and builds the pooler. Nothing runs before [`Pooler::run`]: no
     /// connection is opened and no task spawned here.
     pub fn build(self) -> Result<Pooler, StartError> {
+        let in_memory = self.passwords.is_some();
         let passwords = match (self.passwords, &self.config.auth.password_file) {
             (Some(p), _) => Some(p),
             (None, Some(path)) => Some(PasswordFile::load(path)?),
             (None, None) => None,
         };
         let hooks = Hooks { check: self.health_check, failover: self.failover_hook, policy: self.routing_policy };
-        assemble(self.config, passwords, hooks)
+        assemble(self.config, Passwords { file: passwords, in_memory, config_file: self.config_file }, hooks)
     }
 }
 
@@ -162,7 +172,14 @@ impl Pooler {
     /// A builder for a pooler serving `config`; see [`PoolerBuilder`] for
     /// what it can take and the defaults.
     pub fn builder(config: Config) -> PoolerBuilder {
-        PoolerBuilder { config, passwords: None, health_check: None, failover_hook: None, routing_policy: None }
+        PoolerBuilder {
+            config,
+            passwords: None,
+            health_check: None,
+            failover_hook: None,
+            routing_policy: None,
+            config_file: None,
+        }
     }
 
     /// Validates `config` and loads its password file, with the built-in
@@ -175,7 +192,7 @@ impl Pooler {
     /// no password file, whatever `auth.password_file` says). Kept for
     /// existing callers; [`PoolerBuilder::passwords`] does the same.
     pub fn with_passwords(config: Config, passwords: Option<PasswordFile>) -> Result<Pooler, StartError> {
-        assemble(config, passwords, Hooks::default())
+        assemble(config, Passwords { file: passwords, in_memory: true, config_file: None }, Hooks::default())
     }
 
     /// Re-reads `auth.hba_file` and swaps the new rules in for the next
@@ -185,6 +202,28 @@ impl Pooler {
     /// of the whole configuration calls for its hba part.
     pub fn reload_access(&self) -> Result<bool, crate::HbaError> {
         crate::access::reload(&self.shared)
+    }
+
+    /// Puts `config` in force without a restart, without dropping a
+    /// client: validated first, with every file it names (password file,
+    /// hba file, certificates) loaded, then applied whole (see
+    /// [`ReloadReport`] for what changed and what needs a restart). On an
+    /// error nothing changes and the configuration in force stays.
+    ///
+    /// [`ReloadReport`]: crate::ReloadReport
+    pub fn reload(&self, config: Config) -> Result<crate::ReloadReport, crate::ReloadError> {
+        let report = crate::reload::apply(&self.shared, config)?;
+        tracing::info!(%report, "configuration reloaded");
+        Ok(report)
+    }
+
+    /// [`Pooler::reload`] of the file named by
+    /// [`PoolerBuilder::config_file`], read again now.
+    pub fn reload_file(&self) -> Result<crate::ReloadReport, crate::ReloadError> {
+        let path = self.shared.config_file.as_deref().ok_or(crate::ReloadError::NoFile)?;
+        let report = crate::reload::from_file(&self.shared, path)?;
+        tracing::info!(file = %path.display(), %report, "configuration reloaded");
+        Ok(report)
     }
 
     /// The shared context (the crate's own tests and fuzz entry points).
@@ -266,14 +305,14 @@ impl Pooler {
     /// or malformed file) nothing changes. The TLS modes stay those of the
     /// configuration in force.
     pub fn reload_tls(&self) -> Result<(), crate::TlsError> {
-        self.shared.tls.reload(&self.shared.config)?;
+        self.shared.tls.reload(&self.shared.config())?;
         tracing::info!("TLS certificates reloaded");
         Ok(())
     }
 
-    /// The configuration in force.
-    pub fn config(&self) -> &Config {
-        &self.shared.config
+    /// The configuration in force (the one the last reload put in place).
+    pub fn config(&self) -> Arc<Config> {
+        self.shared.live_config.load_full()
     }
 
     /// Sets the gauges a metrics scrape reads (per pool: clients active and
@@ -301,7 +340,7 @@ impl Pooler {
     /// [`Listeners::bind`]: crate::Listeners::bind
     pub async fn run(&self, listeners: impl Into<crate::Listeners>, shutdown: impl Future<Output = ()>) {
         let listener = listeners.into();
-        let max_clients = self.shared.config.server.max_client_connections;
+        let max_clients = self.shared.config().server.max_client_connections;
         let slots = Arc::new(Semaphore::new(max_clients));
         let maintenance = tokio::spawn(maintain(self.shared.clone()));
         // Which node is the primary, which are up and how far behind: needed as
@@ -352,7 +391,7 @@ impl Pooler {
             tracing::info!("shutting down: no new clients; waiting for transactions to finish");
             let _ = self.phase_tx.send(Phase::Draining);
         }
-        let timeout = self.shared.config.server.shutdown_timeout;
+        let timeout = self.shared.config().server.shutdown_timeout;
         if tokio::time::timeout(timeout, slots.acquire_many(all)).await.is_err() {
             tracing::warn!(?timeout, "shutdown timeout reached; closing remaining clients");
             let _ = self.phase_tx.send(Phase::Force);
@@ -377,9 +416,18 @@ struct Hooks {
     policy: Option<Arc<dyn RoutingPolicy>>,
 }
 
+/// The password file, whether it was given in memory (a reload then keeps
+/// it), and the configuration file a reload reads.
+struct Passwords {
+    file: Option<PasswordFile>,
+    in_memory: bool,
+    config_file: Option<std::path::PathBuf>,
+}
+
 /// Validates `config` (knowing whether the password file is in memory) and
 /// puts the pooler together.
-fn assemble(config: Config, passwords: Option<PasswordFile>, given: Hooks) -> Result<Pooler, StartError> {
+fn assemble(config: Config, given_passwords: Passwords, given: Hooks) -> Result<Pooler, StartError> {
+    let Passwords { file: passwords, in_memory, config_file } = given_passwords;
     match passwords {
         Some(_) => config.validate_with_passwords_in_memory()?,
         None => config.validate()?,
@@ -414,8 +462,10 @@ fn assemble(config: Config, passwords: Option<PasswordFile>, given: Hooks) -> Re
         param_sets: ParamSets::default(),
         router,
         pools,
-        config,
-        passwords,
+        live_config: arc_swap::ArcSwap::new(config),
+        live_passwords: arc_swap::ArcSwapOption::new(passwords.map(Arc::new)),
+        passwords_in_memory: in_memory,
+        config_file,
         cancels: Arc::new(CancelRegistry::new()),
         nodes,
         phase,

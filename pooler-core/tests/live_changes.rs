@@ -21,6 +21,12 @@ struct WriteLoad {
 
 impl WriteLoad {
     async fn start(pooler: &TestPooler, clients: usize, table: &str) -> WriteLoad {
+        WriteLoad::holding(pooler, clients, table, 0).await
+    }
+
+    /// Each transaction also sleeps `hold_ms` on the server, holding its
+    /// connection (the pool is then full).
+    async fn holding(pooler: &TestPooler, clients: usize, table: &str, hold_ms: u32) -> WriteLoad {
         let stop = Arc::new(AtomicBool::new(false));
         let commits = Arc::new(AtomicU64::new(0));
         let errors = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -29,12 +35,16 @@ impl WriteLoad {
             let client = pooler.connect("postgres").await;
             let (stop, commits, errors) = (stop.clone(), commits.clone(), errors.clone());
             let sql = format!("INSERT INTO {table} (client) VALUES ($1)");
+            let hold = format!("SELECT pg_sleep({})", f64::from(hold_ms) / 1000.0);
             tasks.push(tokio::spawn(async move {
                 let c = c as i32;
                 while !stop.load(Ordering::Relaxed) {
                     let r = async {
                         client.batch_execute("BEGIN").await?;
                         client.execute(&sql, &[&c]).await?;
+                        if hold_ms > 0 {
+                            client.batch_execute(&hold).await?;
+                        }
                         client.batch_execute("COMMIT").await
                     }
                     .await;
@@ -166,4 +176,192 @@ async fn pause_waits_for_an_open_transaction_to_end_and_new_clients_wait_connect
     let n: i64 = tokio::time::timeout(Duration::from_secs(5), waiting).await.unwrap().unwrap().unwrap().get(0);
     assert_eq!(n, 2);
     tokio::time::timeout(Duration::from_secs(5), next).await.unwrap().unwrap().expect("the old client goes on");
+}
+
+/// A configuration file for `cluster`'s nodes (weights as given), trust
+/// authentication, `ops` as the admin, with `extra` TOML appended.
+fn config_text(cluster: &pooler_testkit::Cluster, weights: &[f64], extra: &str) -> String {
+    let mut t = String::from(
+        "[server]\nlog_connections = false\n[auth]\nmethod = \"trust\"\n[admin]\nadmin_users = [\"ops\"]\n\
+         [health]\nperiod = \"100ms\"\n",
+    );
+    t.push_str(extra);
+    for (n, w) in cluster.nodes().zip(weights.iter().chain(std::iter::repeat(&1.0))) {
+        t.push_str(&format!("\n[[nodes]]\nhost = \"{}\"\nport = {}\nweight = {w}\n", n.host(), n.port()));
+    }
+    t
+}
+
+/// A pooler built from the file `text` is written to, which RELOAD reads again.
+async fn from_file(path: &std::path::Path, text: &str) -> TestPooler {
+    std::fs::write(path, text).unwrap();
+    let config = pooler_core::Config::load(path).expect("valid configuration");
+    TestPooler::start_built(pooler_core::Pooler::builder(config).config_file(path)).await
+}
+
+/// `RELOAD` on the console.
+async fn reload(ops: &tokio_postgres::Client) -> Result<(), tokio_postgres::Error> {
+    ops.simple_query("RELOAD").await.map(|_| ())
+}
+
+/// Removes a test's directory when the test ends.
+struct Cleanup(std::path::PathBuf);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A directory of its own for a test's files.
+fn tempdir(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("pooler-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The pool's size as SHOW POOLS... reports it through SHOW DATABASES.
+async fn pool_size(ops: &tokio_postgres::Client) -> i64 {
+    let dbs = ops.query("SHOW DATABASES", &[]).await.unwrap();
+    dbs.iter().find(|r| r.get::<_, &str>("name") == "postgres").map(|r| r.get::<_, i64>("pool_size")).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_grows_and_shrinks_a_pool_under_load_without_a_client_error() {
+    let cluster = primary_only().await;
+    let port = cluster.primary().port();
+    cluster.primary().psql("postgres", "CREATE TABLE resized (client int)").unwrap();
+    let dir = tempdir("reload-size");
+    let _cleanup = Cleanup(dir.clone());
+    let path = dir.join("pooler.toml");
+    let text = |size: usize| config_text(&cluster, &[], &format!("[pool]\nmode = \"transaction\"\nsize = {size}\n"));
+    let pooler = from_file(&path, &text(2)).await;
+    let ops = connect_with(pooler.pg_config("ops", "pooler")).await.expect("console");
+    // Each transaction holds its connection a while, so the pool is full.
+    let load = WriteLoad::holding(&pooler, 12, "resized", 50).await;
+    assert!(eventually(Duration::from_secs(10), || server_sessions(port) == 2).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(server_sessions(port), 2, "never more than the pool size");
+
+    std::fs::write(&path, text(6)).unwrap();
+    reload(&ops).await.expect("RELOAD");
+    assert_eq!(pool_size(&ops).await, 6);
+    assert!(eventually(Duration::from_secs(10), || server_sessions(port) == 6).await, "the pool grew at once");
+
+    std::fs::write(&path, text(3)).unwrap();
+    reload(&ops).await.expect("RELOAD");
+    assert!(
+        eventually(Duration::from_secs(10), || server_sessions(port) <= 3).await,
+        "the pool shrank as connections came back"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(server_sessions(port) <= 3, "and stays within its new size");
+    let load = load.finish().await;
+    assert!(load.errors.is_empty(), "no client saw an error: {:?}", load.errors);
+    assert!(load.commits > 20, "the load ran: {}", load.commits);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_of_an_invalid_file_changes_nothing_and_reports_what_needs_a_restart() {
+    let cluster = primary_only().await;
+    let dir = tempdir("reload-invalid");
+    let _cleanup = Cleanup(dir.clone());
+    let path = dir.join("pooler.toml");
+    let text = config_text(&cluster, &[], "[pool]\nmode = \"transaction\"\nsize = 4\n");
+    let pooler = from_file(&path, &text).await;
+    let app = pooler.connect("postgres").await;
+    let ops = connect_with(pooler.pg_config("ops", "pooler")).await.expect("console");
+
+    for broken in [
+        text.replace("size = 4", "size = \"many\""),
+        text.replace("[pool]", "[pool]\nno_such_setting = 1"),
+        text.replace("method = \"trust\"", "method = \"trust\"\nhba_file = \"/nonexistent/hba.conf\""),
+    ] {
+        std::fs::write(&path, &broken).unwrap();
+        let e = reload(&ops).await.expect_err("an invalid file is refused");
+        assert_eq!(sqlstate(&e).as_deref(), Some("F0000"), "{e}");
+        assert!(message(&e).contains("in force stays"), "{}", message(&e));
+        assert_eq!(pool_size(&ops).await, 4, "nothing changed");
+        app.simple_query("SELECT 1").await.expect("clients go on");
+    }
+
+    // A listen address cannot move while the pooler runs: reported, and the
+    // rest of the file still applies.
+    let moved = text.replace("log_connections = false", "log_connections = false\nlisten = \"127.0.0.1:1\"");
+    std::fs::write(&path, moved.replace("size = 4", "size = 5")).unwrap();
+    let notices = notices_of(&cluster, &pooler, "RELOAD").await;
+    assert!(
+        notices.contains("pool.size") && notices.contains("need a restart") && notices.contains("server.listen"),
+        "{notices}"
+    );
+    assert_eq!(pool_size(&ops).await, 5);
+    let config = pooler.pooler.config();
+    assert_ne!(config.server.listen, "127.0.0.1:1", "the address in force is still the old one");
+    connect_with(pooler.pg_config("postgres", "postgres")).await.expect("new clients still come in");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_reweights_the_nodes_and_a_newly_listed_write_function_goes_to_the_primary_even_when_prepared_before() {
+    let cluster = replicated(1).await;
+    cluster
+        .primary()
+        .psql(
+            "postgres",
+            "CREATE FUNCTION where_am_i() RETURNS boolean LANGUAGE sql STABLE AS 'SELECT pg_is_in_recovery()'",
+        )
+        .unwrap();
+    cluster.wait_for_replication(Duration::from_secs(10)).unwrap();
+    let dir = tempdir("reload-routing");
+    let _cleanup = Cleanup(dir.clone());
+    let path = dir.join("pooler.toml");
+    let routing = |list: &str| {
+        format!("[pool]\nmode = \"transaction\"\n[routing]\nload_balance = true\nwrite_functions = [{list}]\n")
+    };
+    // All reads on the primary at first.
+    let pooler = from_file(&path, &config_text(&cluster, &[1.0, 0.0], &routing(""))).await;
+    let app = pooler.connect("postgres").await;
+    let prepared = app.prepare("SELECT where_am_i()").await.unwrap();
+    let on_standby = |rows: Vec<bool>| rows.iter().filter(|&&b| b).count();
+    let mut seen = Vec::new();
+    for _ in 0..20 {
+        seen.push(app.query_one(&prepared, &[]).await.unwrap().get::<_, bool>(0));
+    }
+    assert_eq!(on_standby(seen), 0, "weight 0: no read on the standby");
+
+    // Re-weighted: reads go to the standby.
+    std::fs::write(&path, config_text(&cluster, &[0.0, 1.0], &routing(""))).unwrap();
+    let notices = notices_of(&cluster, &pooler, "RELOAD").await;
+    assert!(notices.contains("nodes[0].weight") && notices.contains("nodes[1].weight"), "{notices}");
+    let mut seen = Vec::new();
+    for _ in 0..20 {
+        seen.push(app.query_one(&prepared, &[]).await.unwrap().get::<_, bool>(0));
+    }
+    assert_eq!(on_standby(seen), 20, "weight 0 on the primary: every read on the standby");
+
+    // Listed as a write function: the statement prepared before the reload,
+    // and new ones, go to the primary.
+    std::fs::write(&path, config_text(&cluster, &[0.0, 1.0], &routing("\"where_am_i\""))).unwrap();
+    let notices = notices_of(&cluster, &pooler, "RELOAD").await;
+    assert!(notices.contains("routing.write_functions"), "{notices}");
+    for _ in 0..10 {
+        assert!(!app.query_one(&prepared, &[]).await.unwrap().get::<_, bool>(0), "prepared before: primary");
+        assert!(!app.query_one("SELECT where_am_i()", &[]).await.unwrap().get::<_, bool>(0), "new: primary");
+        let simple = app.simple_query("SELECT where_am_i()").await.unwrap();
+        let value = simple.iter().find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+            _ => None,
+        });
+        assert_eq!(value.as_deref(), Some("f"), "simple protocol: primary");
+    }
+}
+
+/// Runs `sql` on the console as `ops` with psql; what psql printed, the
+/// notices included (it must succeed).
+async fn notices_of(cluster: &pooler_testkit::Cluster, pooler: &TestPooler, sql: &str) -> String {
+    let port = pooler.port().to_string();
+    let args = ["-X", "-h", "127.0.0.1", "-p", &port, "-U", "ops", "-d", "pooler", "-c", sql];
+    let out = run_client(cluster, "psql", &args, None);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{sql}: {text}");
+    text
 }

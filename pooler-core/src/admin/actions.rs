@@ -52,7 +52,21 @@ impl Executor for Pooler<'_> {
             }
             Command::Suspend => Err(not_yet("SUSPEND")),
             Command::WaitClose(_) => Err(not_yet("WAIT_CLOSE")),
-            Command::Reload => Err(not_yet("RELOAD (configuration reload)")),
+            Command::Reload => {
+                let Some(path) = shared.config_file.as_deref() else {
+                    return Err(CommandError::new("55000", crate::reload::ReloadError::NoFile.to_string()));
+                };
+                match crate::reload::from_file(shared, path) {
+                    Ok(report) => {
+                        tracing::warn!(actor, client = %peer, file = %path.display(), %report, "admin: RELOAD");
+                        Ok(Answer::Notice(report.to_string()))
+                    }
+                    Err(e) => {
+                        tracing::error!(actor, client = %peer, file = %path.display(), error = %e, "admin: RELOAD failed; the configuration in force stays");
+                        Err(CommandError::new("F0000", format!("{e}; the configuration in force stays")))
+                    }
+                }
+            }
             Command::RecoverNode(_) => Err(not_yet("RECOVER NODE")),
             Command::Set { key, .. } => Err(CommandError::new(
                 "55P02",

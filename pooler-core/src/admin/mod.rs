@@ -55,7 +55,7 @@ pub(crate) use gauges::record as record_gauges;
 /// Decides what an authenticated `user` asking for `database` gets.
 pub(crate) fn on_login(shared: &Shared, user: &str, database: &str) -> Login {
     if is_console(database) {
-        return match shared.config.admin.role_of(user) {
+        return match shared.config().admin.role_of(user) {
             Some(role) => Login::Console(role),
             None => {
                 metrics::counter!(crate::metrics::LOGINS_REFUSED, "reason" => "console").increment(1);

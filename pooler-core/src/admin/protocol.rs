@@ -39,6 +39,8 @@ pub(crate) enum Answer {
     Rows(Table),
     /// Done, nothing to show.
     Done,
+    /// Done, with a notice for the operator (what a RELOAD changed).
+    Notice(String),
 }
 
 /// Runs commands against the pooler (or a fake, in tests).
@@ -222,6 +224,10 @@ impl Console {
                 table::command_complete(out, "SHOW");
             }
             Answer::Done => table::command_complete(out, c.name()),
+            Answer::Notice(text) => {
+                w::notice(out, &text);
+                table::command_complete(out, c.name());
+            }
         }
     }
 
@@ -284,7 +290,7 @@ impl Console {
                 // now gives them (SHOW is allowed to every console user).
                 Some(c @ Command::Show(_)) => match exec.run(c).await? {
                     Answer::Rows(t) => table::row_description(out, &t, &Formats::default()),
-                    Answer::Done => table::empty_message(out, b'n'),
+                    Answer::Done | Answer::Notice(_) => table::empty_message(out, b'n'),
                 },
                 _ => table::empty_message(out, b'n'),
             }

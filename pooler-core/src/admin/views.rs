@@ -107,7 +107,7 @@ fn mode_of(shared: &Shared, database: &str, user: &str, known: Option<crate::con
     if super::is_console(database) {
         return "statement".into();
     }
-    known.unwrap_or_else(|| shared.config.pool.mode_for(user, database)).to_string()
+    known.unwrap_or_else(|| shared.config().pool.mode_for(user, database)).to_string()
 }
 
 fn pools(shared: &Shared) -> Table {
@@ -435,7 +435,7 @@ fn stats_averages(shared: &Shared) -> Table {
 
 /// Every database the pooler knows: configured overrides, pools, clients.
 fn known_databases(shared: &Shared) -> Vec<String> {
-    let mut names: std::collections::BTreeSet<String> = shared.config.pool.databases.keys().cloned().collect();
+    let mut names: std::collections::BTreeSet<String> = shared.config().pool.databases.keys().cloned().collect();
     names.extend(shared.pools.all().iter().map(|p| p.key().database.clone()));
     names.extend(shared.clients.all().iter().map(|c| c.database.clone()));
     names.insert("pooler".into());
@@ -468,7 +468,7 @@ fn databases(shared: &Shared) -> Table {
     let primary = primary.nodes.get(primary.primary);
     for db in known_databases(shared) {
         let console = super::is_console(&db);
-        let s = shared.config.pool.effective("", &db);
+        let s = shared.config().pool.effective("", &db);
         let servers: usize =
             pools.iter().filter(|p| p.key().database == db).map(|p| p.active_count() + p.idle_count()).sum();
         let clients = clients.iter().filter(|c| c.database == db).count();
@@ -508,15 +508,15 @@ fn users(shared: &Shared) -> Table {
     ]);
     let pools = shared.pools.all();
     let clients = shared.clients.all();
-    let mut names: std::collections::BTreeSet<String> = shared.config.pool.users.keys().cloned().collect();
+    let mut names: std::collections::BTreeSet<String> = shared.config().pool.users.keys().cloned().collect();
     names.extend(pools.iter().map(|p| p.key().user.clone()));
     names.extend(clients.iter().map(|c| c.user.clone()));
     for user in names {
-        let s = shared.config.pool.effective(&user, "");
+        let s = shared.config().pool.effective(&user, "");
         let servers: usize =
             pools.iter().filter(|p| p.key().user == user).map(|p| p.active_count() + p.idle_count()).sum();
         let n = clients.iter().filter(|c| c.user == user).count();
-        let override_mode = shared.config.pool.users.get(&user).and_then(|o| o.mode);
+        let override_mode = shared.config().pool.users.get(&user).and_then(|o| o.mode);
         t.push(vec![
             user.clone().into(),
             s.size.into(),
@@ -593,7 +593,7 @@ fn settings(c: &crate::Config) -> Vec<(&'static str, String, String)> {
 
 fn config(shared: &Shared) -> Table {
     let mut t = Table::new(&[("key", Text), ("value", Text), ("default", Text), ("changeable", Text)]);
-    for (key, value, default) in settings(&shared.config) {
+    for (key, value, default) in settings(&shared.config()) {
         // Nothing changes live yet: configuration reload is a later step.
         t.push(vec![key.into(), value.into(), default.into(), "no".into()]);
     }
@@ -751,7 +751,7 @@ fn pool_nodes(shared: &Shared) -> Table {
     let snapshot = shared.router.snapshot();
     let stats = shared.router.node_stats();
     let total: f64 = snapshot.nodes.iter().map(|n| n.weight.max(0.0)).sum();
-    let by_time = shared.config.health.lag_threshold_bytes == 0 && !shared.config.health.lag_threshold.is_zero();
+    let by_time = shared.config().health.lag_threshold_bytes == 0 && !shared.config().health.lag_threshold.is_zero();
     for n in &snapshot.nodes {
         let weight = if total > 0.0 { n.weight.max(0.0) / total } else { 0.0 };
         let delay = if by_time { format!("{:.6} second", n.lag_time.as_secs_f64()) } else { n.lag_bytes.to_string() };

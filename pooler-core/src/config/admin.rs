@@ -8,7 +8,7 @@ use super::{invalid, ConfigError};
 /// `pooler` (also answering to `pgbouncer`) on the pooler's listener;
 /// users log in to it as to any database (same authentication), then these
 /// lists decide what they may do.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     /// Users who may run every console command, the ones that change state

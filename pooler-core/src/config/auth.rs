@@ -38,7 +38,7 @@ pub enum AuthMethod {
 }
 
 /// Authentication settings (`[auth]`).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     /// Method clients must use when no `hba_file` is set.

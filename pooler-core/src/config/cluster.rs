@@ -10,7 +10,7 @@ use super::duration;
 /// Health checks and replication lag (`[health]`). They run while
 /// `routing.load_balance` is on: a node that fails its check, or a standby
 /// that lags past a threshold, leaves the read set until it is back.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HealthConfig {
     /// Time between checks of each node [health_check_period / sr_check_period].
@@ -45,7 +45,7 @@ pub struct HealthConfig {
 
 /// Failover (`[failover]`): commands run when the primary is down, with
 /// pgpool's placeholders (see docs/CONFIG.md).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FailoverConfig {
     /// Run once when the primary is found down [failover_command]; it should
@@ -134,7 +134,7 @@ impl Default for HealthConfig {
 }
 
 /// One PostgreSQL server (`[[nodes]]`).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeConfig {
     /// Host name or IP address, or the directory of the node's Unix socket

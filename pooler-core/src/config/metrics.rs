@@ -8,7 +8,7 @@ use super::{invalid, ConfigError};
 
 /// Prometheus / OpenMetrics endpoint (`[metrics]`), served by the binary
 /// (an embedding service installs its own recorder and ignores this).
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
     /// Address of the HTTP endpoint (`host:port`) serving `/metrics` and

@@ -35,7 +35,7 @@ impl std::fmt::Display for PoolMode {
 /// Settings that may differ per database or per user (`[pool.databases.NAME]`,
 /// `[pool.users.NAME]`). A user's entry wins over a database's, which wins
 /// over `[pool]`.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PoolOverride {
     /// Pooling mode for this database or user.
@@ -45,7 +45,7 @@ pub struct PoolOverride {
 }
 
 /// Backend pool settings (`[pool]`).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PoolConfig {
     /// Pooling mode.

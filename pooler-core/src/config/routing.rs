@@ -67,7 +67,7 @@ impl<'de> Deserialize<'de> for NodePreference {
 }
 
 /// Read/write routing (`[routing]`). Names in brackets are pgpool's.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RoutingConfig {
     /// Send reads to standbys [load_balance_mode]. Transaction and statement

@@ -92,7 +92,7 @@ pub enum TlsVersion {
 }
 
 /// TLS towards clients (`[client_tls]`).
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClientTlsConfig {
     /// What clients must do; `disable` by default.
@@ -110,7 +110,7 @@ pub struct ClientTlsConfig {
 }
 
 /// TLS towards servers and health checks (`[server_tls]`).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerTlsConfig {
     /// How to connect, for nodes without their own `sslmode`; `prefer` by

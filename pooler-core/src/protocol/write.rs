@@ -57,6 +57,17 @@ pub fn error_response(buf: &mut BytesMut, severity: Severity, code: &str, msg: &
     });
 }
 
+/// NoticeResponse (severity NOTICE, SQLSTATE 00000) with `msg`.
+pub fn notice(buf: &mut BytesMut, msg: &str) {
+    message(buf, b'N', |b| {
+        for (field, value) in [(b'S', "NOTICE"), (b'V', "NOTICE"), (b'C', "00000"), (b'M', msg)] {
+            b.put_u8(field);
+            cstr(b, value.as_bytes());
+        }
+        b.put_u8(0);
+    });
+}
+
 /// AuthenticationOk.
 pub fn auth_ok(buf: &mut BytesMut) {
     message(buf, b'R', |b| b.put_i32(0));

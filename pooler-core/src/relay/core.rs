@@ -265,6 +265,8 @@ pub(crate) struct Core<'a> {
     /// repeated one is not read again. A few entries, replaced in turn.
     pub(super) plain: Vec<(Box<[u8]>, Classification)>,
     pub(super) plain_next: usize,
+    /// The router's generation `plain` was classified under.
+    pub(super) plain_generation: u64,
     /// Where each client message is looked at (reused).
     pub(super) scratch: Vec<u8>,
     /// What the session's writes did to its reads.
@@ -296,11 +298,11 @@ impl<'a> Core<'a> {
     ) -> Core<'a> {
         Core {
             shared,
-            max_message: shared.config.server.max_message_size,
+            max_message: shared.config().server.max_message_size,
             pool,
             mode: Mode::of(mode, shared.router.balancing()),
             tally: Default::default(),
-            peer: shared.config.server.log_statements.then(|| Box::new(peer)),
+            peer: shared.config().server.log_statements.then(|| Box::new(peer)),
             cbuf,
             cout,
             sout: BytesMut::new(),
@@ -326,6 +328,7 @@ impl<'a> Core<'a> {
             unnamed_class: None,
             plain: Vec::new(),
             plain_next: 0,
+            plain_generation: shared.router.generation(),
             scratch: Vec::new(),
             stickiness: Stickiness::Balanced,
             in_block: false,
@@ -572,7 +575,7 @@ impl<'a> Core<'a> {
     /// ends a request, or is logged).
     fn gathered_in_session(&self, t: u8) -> bool {
         matches!(t, tag::QUERY | b'S' | b'F' | tag::TERMINATE)
-            || (t == tag::PARSE && self.shared.config.server.log_statements)
+            || (t == tag::PARSE && self.shared.config().server.log_statements)
     }
 
     /// Session mode: notes what a message of type `t` sent to the server
@@ -593,7 +596,7 @@ impl<'a> Core<'a> {
     /// answer it will get. Only `SHOW pool_nodes` is rewritten.
     fn session_message(&mut self, t: u8, total: usize) {
         let body = &self.cbuf[HEADER_LEN..total];
-        if self.shared.config.server.log_statements {
+        if self.shared.config().server.log_statements {
             log_statement(self.peer.as_deref(), t, body);
         }
         if t == b'S' {
@@ -610,7 +613,7 @@ impl<'a> Core<'a> {
     }
 
     fn client_message(&mut self, t: u8, frame: &[u8], srv: &mut ServerView<'_>) -> Result<(), Error> {
-        if matches!(t, tag::QUERY | tag::PARSE) && self.shared.config.server.log_statements {
+        if matches!(t, tag::QUERY | tag::PARSE) && self.shared.config().server.log_statements {
             log_statement(self.peer.as_deref(), t, &frame[HEADER_LEN..]);
         }
         let body = &frame[HEADER_LEN..];
@@ -670,8 +673,9 @@ impl<'a> Core<'a> {
                     self.refuse_statement(Kind::Parse, "42P05", &message, srv);
                     return Ok(());
                 }
-                let classifier = self.shared.router.classifier();
-                let def = self.shared.statements.intern(rest, || classifier.classify(sql));
+                let classifier = self.shared.router.classifier_now();
+                let generation = self.shared.router.generation();
+                let def = self.shared.statements.intern(rest, generation, || classifier.classify(sql));
                 if !self.effective_now(sql, def.class).is_read_only() {
                     self.wrote = true;
                     self.note_function_ddl(sql);
@@ -688,7 +692,7 @@ impl<'a> Core<'a> {
                 let b = Bind::parse(body).map_err(bad)?;
                 match self.statements.get(b.statement).cloned() {
                     Some(def) if !b.statement.is_empty() => {
-                        if !self.effective_now(statement_sql(&def), def.class).is_read_only() {
+                        if !self.effective_now(statement_sql(&def), self.def_class(&def)).is_read_only() {
                             self.wrote = true;
                         }
                         self.ensure_prepared(&def, srv);

@@ -128,7 +128,7 @@ impl Relay<'_> {
                 self.core.shared.backend_failed(primary, &e);
                 // One bound for the whole request, waits before included.
                 let wait =
-                    self.core.shared.config.failover.search_primary_node_timeout.saturating_sub(started.elapsed());
+                    self.core.shared.config().failover.search_primary_node_timeout.saturating_sub(started.elapsed());
                 let Some(n) = Box::pin(self.core.shared.cluster.wait_for_primary_after(primary, wait)).await else {
                     return Err(e);
                 };
@@ -244,7 +244,7 @@ impl Relay<'_> {
         if router.snapshot().primary_available() {
             return Ok(());
         }
-        let wait = self.core.shared.config.failover.search_primary_node_timeout;
+        let wait = self.core.shared.config().failover.search_primary_node_timeout;
         if self.core.shared.cluster.wait_for_primary(wait).await {
             return Ok(());
         }

@@ -215,7 +215,7 @@ impl<'a> Relay<'a> {
             parked,
             session_read_node: None,
             client: None,
-            timing: shared.config.metrics.times_requests().then(Box::default),
+            timing: shared.config().metrics.times_requests().then(Box::default),
         }
     }
 

@@ -12,10 +12,11 @@
 //! [`Snapshot`] (an atomic pointer swap); counters and replay positions are
 //! atomics written by the sessions that learn something.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use rand::RngExt;
 
 mod policy;
@@ -30,7 +31,8 @@ use crate::topology::{Role, Snapshot, Status, Topology};
 /// What the router knows and counts about one node.
 #[derive(Debug)]
 struct Node {
-    weight: f64,
+    /// The configured weight, as f64 bits (a reload changes it).
+    weight: AtomicU64,
     /// Requests (transactions or autocommit statements) routed here.
     routed: AtomicU64,
     /// Of those, reads.
@@ -77,9 +79,18 @@ pub struct NodeStats {
 /// Chooses nodes for requests.
 #[derive(Debug)]
 pub struct Router {
-    classifier: Classifier,
+    /// Built from the routing lists; a reload swaps it.
+    classifier: ArcSwap<Classifier>,
+    /// Bumped when a reload changes the classifier: what was classified
+    /// before is classified again.
+    generation: AtomicU64,
     nodes: Vec<Node>,
-    config: RoutingConfig,
+    /// `[routing]`; a reload swaps it.
+    config: ArcSwap<RoutingConfig>,
+    /// `routing.load_balance` with more than one node (read per request).
+    balancing: AtomicBool,
+    /// `routing.read_your_writes` while balancing.
+    read_your_writes: AtomicBool,
     started: Instant,
     /// The cluster as last published by the controller (read only here).
     topology: Arc<Topology>,
@@ -99,16 +110,12 @@ impl Router {
     /// the cluster controller publishes to.
     pub fn with_topology(config: &Config, topology: Arc<Topology>) -> Result<Router, PatternError> {
         let r = &config.routing;
-        let classifier = Classifier::new(&ClassifierLists {
-            write_functions: r.write_functions.clone(),
-            read_only_functions: r.read_only_functions.clone(),
-            primary_patterns: r.primary_patterns.clone(),
-        })?;
+        let classifier = classifier_of(r)?;
         let nodes = config
             .nodes
             .iter()
             .map(|n| Node {
-                weight: n.weight,
+                weight: AtomicU64::new(n.weight.to_bits()),
                 routed: AtomicU64::new(0),
                 reads: AtomicU64::new(0),
                 outstanding: AtomicI64::new(0),
@@ -117,7 +124,52 @@ impl Router {
                 warned_ms: AtomicU64::new(0),
             })
             .collect();
-        Ok(Router { classifier, nodes, config: r.clone(), started: Instant::now(), topology, policy: None })
+        let balancing = r.load_balance && config.nodes.len() > 1;
+        Ok(Router {
+            classifier: ArcSwap::from_pointee(classifier),
+            generation: AtomicU64::new(0),
+            balancing: AtomicBool::new(balancing),
+            read_your_writes: AtomicBool::new(balancing && r.read_your_writes),
+            nodes,
+            config: ArcSwap::from_pointee(r.clone()),
+            started: Instant::now(),
+            topology,
+            policy: None,
+        })
+    }
+
+    /// Puts `config`'s `[routing]` and node weights in force (a reload);
+    /// the node list itself is fixed. When the function lists or patterns
+    /// changed, what was classified under the old ones is classified again
+    /// ([`Router::generation`]). On an invalid pattern nothing changes.
+    pub(crate) fn reconfigure(&self, config: &Config) -> Result<(), PatternError> {
+        let r = &config.routing;
+        let old = self.config.load();
+        let lists_changed = old.write_functions != r.write_functions
+            || old.read_only_functions != r.read_only_functions
+            || old.primary_patterns != r.primary_patterns;
+        if lists_changed {
+            self.classifier.store(Arc::new(classifier_of(r)?));
+            self.generation.fetch_add(1, Ordering::SeqCst);
+        }
+        for (node, n) in self.nodes.iter().zip(&config.nodes) {
+            node.weight.store(n.weight.to_bits(), Ordering::Relaxed);
+        }
+        let balancing = r.load_balance && self.nodes.len() > 1;
+        self.config.store(Arc::new(r.clone()));
+        self.read_your_writes.store(balancing && r.read_your_writes, Ordering::Relaxed);
+        self.balancing.store(balancing, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Changes each time a reload puts new routing lists in place: a
+    /// classification made under another generation is stale.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
+    }
+
+    fn weight(&self, i: usize) -> f64 {
+        self.nodes.get(i).map(|n| f64::from_bits(n.weight.load(Ordering::Relaxed))).unwrap_or(0.0)
     }
 
     /// Lets `policy` choose read nodes (see [`RoutingPolicy`] for when it is
@@ -147,19 +199,25 @@ impl Router {
         &self.topology
     }
 
-    /// The classifier built from the routing lists.
-    pub fn classifier(&self) -> &Classifier {
-        &self.classifier
+    /// The classifier built from the routing lists in force.
+    pub fn classifier(&self) -> Arc<Classifier> {
+        self.classifier.load_full()
+    }
+
+    /// [`Router::classifier`] for one use, without touching its reference
+    /// count (the relay asks for every statement).
+    pub(crate) fn classifier_now(&self) -> arc_swap::Guard<Arc<Classifier>> {
+        self.classifier.load()
     }
 
     /// True when reads may leave the primary at all.
     pub fn balancing(&self) -> bool {
-        self.config.load_balance && self.nodes.len() > 1
+        self.balancing.load(Ordering::Relaxed)
     }
 
     /// True when a session's reads must wait for its writes to be replayed.
     pub fn read_your_writes(&self) -> bool {
-        self.balancing() && self.config.read_your_writes
+        self.read_your_writes.load(Ordering::Relaxed)
     }
 
     fn now_ms(&self) -> u64 {
@@ -179,7 +237,7 @@ impl Router {
     }
 
     fn usable(&self, s: &Snapshot, i: usize) -> bool {
-        self.nodes.get(i).is_some_and(|n| n.weight > 0.0) && self.in_read_set(s, i)
+        self.weight(i) > 0.0 && self.in_read_set(s, i)
     }
 
     /// The node for a read-only request of a client of `database` and
@@ -249,11 +307,11 @@ impl Router {
         if !self.balancing() {
             return primary;
         }
-        let preference = self
-            .config
+        let config = self.config.load();
+        let preference = config
             .application_preference
             .get(application)
-            .or_else(|| self.config.database_preference.get(database))
+            .or_else(|| config.database_preference.get(database))
             .copied();
         let replayed = |i: usize| self.has_replayed(s, i, min_lsn);
         match preference {
@@ -265,7 +323,7 @@ impl Router {
         }
         let standby_only = preference == Some(NodePreference::Standby);
         // With prefer_lowest_lag, only the standbys lagging least are candidates.
-        let least_lag = if self.config.prefer_lowest_lag {
+        let least_lag = if config.prefer_lowest_lag {
             (0..self.nodes.len())
                 .filter(|&i| i != primary && self.usable(s, i) && replayed(i))
                 .filter_map(|i| s.nodes.get(i).map(|n| n.lag_bytes))
@@ -281,9 +339,9 @@ impl Router {
                     && (i == primary || least_lag.is_none_or(|m| s.nodes.get(i).is_some_and(|n| n.lag_bytes <= m)))
             })
         };
-        let chosen = match self.config.policy {
+        let chosen = match config.policy {
             BalancePolicy::WeightedRandom => {
-                let total: f64 = candidates().map(|i| self.nodes[i].weight).sum();
+                let total: f64 = candidates().map(|i| self.weight(i)).sum();
                 if total <= 0.0 {
                     None
                 } else {
@@ -291,7 +349,7 @@ impl Router {
                     let mut pick = None;
                     for i in candidates() {
                         pick = Some(i);
-                        x -= self.nodes[i].weight;
+                        x -= self.weight(i);
                         if x < 0.0 {
                             break;
                         }
@@ -300,9 +358,8 @@ impl Router {
                 }
             }
             BalancePolicy::LeastOutstanding => candidates().min_by(|&a, &b| {
-                let load = |i: usize| {
-                    (self.nodes[i].outstanding.load(Ordering::Relaxed).max(0) as f64 + 1.0) / self.nodes[i].weight
-                };
+                let load =
+                    |i: usize| (self.nodes[i].outstanding.load(Ordering::Relaxed).max(0) as f64 + 1.0) / self.weight(i);
                 load(a).total_cmp(&load(b))
             }),
         };
@@ -343,9 +400,9 @@ impl Router {
             return;
         }
         if let Some(n) = self.nodes.get(node) {
-            let until = self.now_ms() + self.config.failed_node_retry.as_millis() as u64;
+            let until = self.now_ms() + self.config.load().failed_node_retry.as_millis() as u64;
             if n.down_until_ms.swap(until, Ordering::Relaxed) <= self.now_ms() {
-                tracing::warn!(node, retry_in = ?self.config.failed_node_retry, "node left out of the read set: connection failed");
+                tracing::warn!(node, retry_in = ?self.config.load().failed_node_retry, "node left out of the read set: connection failed");
             }
         }
     }
@@ -395,18 +452,33 @@ impl Router {
 
     /// Session mode: a read node per request rather than per session.
     pub fn statement_level(&self) -> bool {
-        self.config.statement_level_load_balance
+        self.config.load().statement_level_load_balance
     }
 
     /// What a write does to the rest of a session's balancing.
     pub fn write_stickiness(&self) -> crate::config::WriteStickiness {
-        self.config.disable_load_balance_on_write
+        self.config.load().disable_load_balance_on_write
     }
 
     /// How long a failed node stays out of the read set.
     pub fn failed_node_retry(&self) -> Duration {
-        self.config.failed_node_retry
+        self.config.load().failed_node_retry
     }
+}
+
+/// Whether `[routing]`'s patterns compile (a reload checks before it
+/// changes anything).
+pub(crate) fn check_patterns(r: &RoutingConfig) -> Result<(), PatternError> {
+    classifier_of(r).map(|_| ())
+}
+
+/// The classifier for `[routing]`'s lists and patterns.
+fn classifier_of(r: &RoutingConfig) -> Result<Classifier, PatternError> {
+    Classifier::new(&ClassifierLists {
+        write_functions: r.write_functions.clone(),
+        read_only_functions: r.read_only_functions.clone(),
+        primary_patterns: r.primary_patterns.clone(),
+    })
 }
 
 #[cfg(test)]

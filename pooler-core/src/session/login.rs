@@ -18,7 +18,7 @@ use super::Client;
 /// the user. (Unix-socket clients are local; TLS does not apply to them, as
 /// in PostgreSQL.)
 pub(super) fn check_transport(client: &Client, shared: &Shared, user: &str, database: &str) -> Result<(), Error> {
-    let mode = shared.config.client_tls.sslmode;
+    let mode = shared.config().client_tls.sslmode;
     if matches!(client.peer, Peer::Unix { .. }) {
         return Ok(());
     }

@@ -103,7 +103,7 @@ impl Client {
 /// Serves one accepted client connection to the end.
 pub(crate) async fn serve(stream: Stream, peer: Peer, shared: Arc<Shared>) {
     let mut client = Client { stream, buf: BytesMut::new(), out: BytesMut::new(), peer, channel_binding: None };
-    let login_timeout = shared.config.server.client_login_timeout;
+    let login_timeout = shared.config().server.client_login_timeout;
     // The login's steps are boxed: the task of an idle client keeps only
     // what its relay needs, not room for every step it went through.
     let startup = match tokio::time::timeout(login_timeout, Box::pin(read_startup(&mut client, &shared))).await {
@@ -118,7 +118,7 @@ pub(crate) async fn serve(stream: Stream, peer: Peer, shared: Arc<Shared>) {
         }
         // PostgreSQL closes such a connection without a word.
         Err(_) => {
-            if shared.config.server.log_connections {
+            if shared.config().server.log_connections {
                 let reason = "timeout expired while waiting for the startup packet";
                 tracing::info!(client = %peer, reason, "client disconnected");
             }
@@ -131,7 +131,7 @@ pub(crate) async fn serve(stream: Stream, peer: Peer, shared: Arc<Shared>) {
         return;
     };
     let database = startup.param("database").filter(|d| !d.is_empty()).unwrap_or(&user).to_owned();
-    if shared.config.server.log_connections {
+    if shared.config().server.log_connections {
         match client.stream.tls_info() {
             Some(t) => {
                 tracing::info!(client = %peer, %user, %database, tls = t.version, cipher = %t.cipher, "client connected")
@@ -159,7 +159,7 @@ pub(crate) async fn serve(stream: Stream, peer: Peer, shared: Arc<Shared>) {
         // PostgreSQL only logs "canceling authentication due to timeout" and
         // closes; the client gets nothing.
         Err(_) => {
-            if shared.config.server.log_connections {
+            if shared.config().server.log_connections {
                 let reason = "timeout expired during authentication";
                 tracing::info!(client = %peer, %user, %database, reason, "client disconnected");
             }
@@ -186,7 +186,7 @@ pub(crate) async fn serve(stream: Stream, peer: Peer, shared: Arc<Shared>) {
         End::ServerFatal(_) => {
             tracing::warn!(client = %peer, %user, %database, reason = %end, "session ended by the server");
         }
-        _ if shared.config.server.log_connections => {
+        _ if shared.config().server.log_connections => {
             tracing::info!(client = %peer, %user, %database, reason = %end, "client disconnected");
         }
         _ => {}
@@ -230,9 +230,9 @@ async fn open_session(
     // A plain session-mode client needs the primary for its whole session:
     // during a failover it waits (bounded) for the new one.
     let plain_session =
-        shared.config.pool.mode_for(&user, &database) == PoolMode::Session && !shared.router.balancing();
+        shared.config().pool.mode_for(&user, &database) == PoolMode::Session && !shared.router.balancing();
     if plain_session && !shared.router.snapshot().primary_available() {
-        let wait = shared.config.failover.search_primary_node_timeout;
+        let wait = shared.config().failover.search_primary_node_timeout;
         if !Box::pin(shared.cluster.wait_for_primary(wait)).await {
             // Nothing is sent to a primary marked down (a hung one would
             // hold the login for as long as it hangs).
@@ -319,7 +319,7 @@ async fn open_session(
         // that answers, a new one after a failover or this one back.
         Err(e) if e.is_unavailable() => {
             shared.backend_failed(node, &e);
-            let wait = shared.config.failover.search_primary_node_timeout;
+            let wait = shared.config().failover.search_primary_node_timeout;
             let found = Box::pin(shared.cluster.wait_for_primary_after(node, wait)).await;
             let retry = found.and_then(|n| shared.nodes.get(n).map(|a| (n, a)));
             let Some((n, addr)) = retry else {

@@ -23,14 +23,14 @@ impl Core<'_> {
             },
             _ => return false,
         };
-        matches!(self.shared.router.classifier().classify(sql).kind, crate::classify::Kind::Begin { .. })
+        matches!(self.shared.router.classifier_now().classify(sql).kind, crate::classify::Kind::Begin { .. })
     }
 
     /// Whether the request at the front of the client buffer only reads:
     /// `None` while it has not fully arrived. A request is a Query, a
     /// FunctionCall, or extended-protocol messages up to Sync.
     pub(in crate::relay) fn front_is_read(&self, wants: &mut Vec<Want>) -> Option<bool> {
-        let classifier = self.shared.router.classifier();
+        let classifier = self.shared.router.classifier_now();
         let mut unnamed = self.unnamed_class;
         let mut all_read = true;
         let mut pos = 0;
@@ -68,7 +68,9 @@ impl Core<'_> {
                     let c = if b.statement.is_empty() {
                         unnamed
                     } else {
-                        self.statements.get(b.statement).map(|d| self.effective(statement_sql(d), d.class, wants))
+                        self.statements
+                            .get(b.statement)
+                            .map(|d| self.effective(statement_sql(d), self.def_class(d), wants))
                     };
                     all_read &= c.is_some_and(|c| read(&c));
                 }
@@ -89,13 +91,13 @@ impl Core<'_> {
         let router = &self.shared.router;
         if c.kind != Kind::Read
             || !c.flags.contains(Flags::UNLISTED_FUNCTION)
-            || !self.shared.config.routing.function_volatility
+            || !self.shared.config().routing.function_volatility
             || !router.balancing()
-            || !router.classifier().asks_catalog()
+            || !router.classifier_now().asks_catalog()
         {
             return c;
         }
-        let names = router.classifier().unlisted_calls(sql);
+        let names = router.classifier_now().unlisted_calls(sql);
         let write = Classification { kind: Kind::Write, flags: c.flags | Flags::WRITE_FUNCTION };
         match self.shared.functions.verdict(&self.login.database, &names, Instant::now()) {
             Verdict::Read => c,
@@ -141,15 +143,29 @@ impl Core<'_> {
     }
 
     /// The class of `sql` when it was seen before and found to do nothing to
-    /// session state (so its facts need no second look).
+    /// session state (so its facts need no second look). Nothing is known
+    /// once a reload changed the routing lists.
     pub(super) fn known_plain(&self, sql: &[u8]) -> Option<Classification> {
+        if self.plain_generation != self.shared.router.generation() {
+            return None;
+        }
         self.plain.iter().find(|(k, _)| **k == *sql).map(|(_, c)| *c)
+    }
+
+    /// The class of a prepared statement: the one decided when it was
+    /// prepared, unless a reload changed the routing lists since.
+    pub(super) fn def_class(&self, d: &crate::prepared::StatementDef) -> Classification {
+        if d.generation == self.shared.router.generation() {
+            d.class
+        } else {
+            self.shared.router.classifier_now().classify(statement_sql(d))
+        }
     }
 
     /// The class of `sql`: remembered (a plain statement, classified when
     /// first seen, possibly just now by [`Relay::query_facts`]), else computed.
     pub(super) fn class_of(&self, sql: &[u8]) -> Classification {
-        self.known_plain(sql).unwrap_or_else(|| self.shared.router.classifier().classify(sql))
+        self.known_plain(sql).unwrap_or_else(|| self.shared.router.classifier_now().classify(sql))
     }
 
     /// Remembers `sql` as plain (see [`Relay::known_plain`]).
@@ -158,7 +174,12 @@ impl Core<'_> {
         if sql.len() > 4096 || crate::show::is_show_pool_nodes(sql) {
             return;
         }
-        let entry = (Box::from(sql), self.shared.router.classifier().classify(sql));
+        let generation = self.shared.router.generation();
+        if self.plain_generation != generation {
+            self.plain.clear();
+            self.plain_generation = generation;
+        }
+        let entry = (Box::from(sql), self.shared.router.classifier_now().classify(sql));
         if self.plain.len() < ENTRIES {
             self.plain.push(entry);
         } else {

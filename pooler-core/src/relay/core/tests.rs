@@ -152,7 +152,7 @@ struct Session<'a> {
 impl<'a> Session<'a> {
     fn new(shared: &'a Shared, bufs: (&'a mut BytesMut, &'a mut BytesMut)) -> Session<'a> {
         let params = Arc::new(vec![("application_name".to_string(), "t".to_string())]);
-        let mode = shared.config.pool.mode;
+        let mode = shared.config().pool.mode;
         Session {
             core: Core::new(
                 shared,
