@@ -743,6 +743,13 @@ impl Pools {
         self.settings.store(Arc::new(settings));
     }
 
+    /// Node `node` left the configuration: its idle connections close now,
+    /// lent ones when they come back (their transactions finish). How many
+    /// idle ones were closed.
+    pub(crate) fn retire_node(&self, node: usize) -> usize {
+        self.all().iter().filter(|p| p.key.node == node).map(|p| p.reconnect()).sum()
+    }
+
     /// Every pool now.
     pub fn all(&self) -> Vec<Arc<Pool>> {
         self.map.iter().map(|e| e.value().clone()).collect()

@@ -14,6 +14,10 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 
+/// Most node indexes a pooler gives out over its life: a reload that adds
+/// nodes past it needs a restart (indexes of removed nodes are not reused).
+pub const MAX_NODE_SLOTS: usize = 128;
+
 /// A node's role, as the pooler holds it (`role` in `SHOW pool_nodes`) or as
 /// the node itself last said (`pg_role`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,6 +56,10 @@ pub enum Status {
     /// until it returns as a streaming standby (with `failover.auto_failback`)
     /// or an operator attaches it.
     Quarantine,
+    /// Taken out of `[[nodes]]` by a configuration reload: never checked or
+    /// used again; its connections closed as they came back. The index is
+    /// not reused.
+    Removed,
 }
 
 impl Status {
@@ -62,6 +70,7 @@ impl Status {
             Status::Up => "up",
             Status::Down => "down",
             Status::Quarantine => "quarantine",
+            Status::Removed => "removed",
         }
     }
 }
@@ -139,7 +148,7 @@ pub(crate) fn primary_available(nodes: &[NodeState], primary: usize) -> bool {
     nodes.get(primary).is_some_and(|n| match n.status {
         Status::Waiting => n.pg_role != Role::Standby,
         Status::Up => n.pg_role == Role::Primary,
-        Status::Down | Status::Quarantine => false,
+        Status::Down | Status::Quarantine | Status::Removed => false,
     })
 }
 

@@ -311,7 +311,7 @@ pub(crate) async fn bounded(
 
 /// Checks `node` every period, or at once when asked, until dropped.
 pub(crate) async fn run(cluster: Arc<super::Cluster>, check: Arc<dyn HealthCheck>, node: usize) {
-    let cfg = cluster.config.health.clone();
+    let cfg = cluster.config.load().health.clone();
     let Some(now) = cluster.check_now.get(node).cloned() else {
         return;
     };

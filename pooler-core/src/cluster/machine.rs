@@ -68,6 +68,10 @@ pub(crate) enum Event {
     Attach { node: usize },
     /// An operator's switchover made `node` a primary (it answered as one).
     Promoted { node: usize },
+    /// A reload changed the node list: `nodes` is every slot (the old
+    /// ones first, at their indexes, then the new ones); `removed` says
+    /// which slots left the configuration.
+    Reconfigure { nodes: Vec<crate::config::NodeConfig>, removed: Vec<bool> },
     /// Time passes (the search for a primary has a deadline).
     Tick,
 }
@@ -205,6 +209,11 @@ impl Machine {
         let before = (self.primary, self.nodes.clone());
         let mut out = Outcome { actions: Vec::new(), changed: false, result: Ok(()) };
         match event {
+            Event::Checked { node, .. } | Event::BackendError { node, .. }
+                if self.nodes.get(node).is_some_and(|n| n.status == Status::Removed) =>
+            {
+                tracing::debug!(node, "event about a removed node ignored");
+            }
             Event::Checked { node, result } if node < self.nodes.len() => {
                 self.check_asked[node] = false;
                 match result {
@@ -236,12 +245,13 @@ impl Machine {
             Event::Detach { node } => out.result = self.detach(node),
             Event::Attach { node } => out.result = self.attach(node, &mut out.actions),
             Event::Promoted { node } => {
-                if node < self.nodes.len() {
+                if self.nodes.get(node).is_some_and(|n| n.status != Status::Removed) {
                     self.switch_primary(node, "switchover by the operator", &mut out.actions);
                 } else {
                     out.result = Err(NodeCommandError::UnknownNode(node));
                 }
             }
+            Event::Reconfigure { nodes, removed } => self.reconfigure(&nodes, &removed, &mut out),
             Event::Tick => {}
             Event::Checked { node, .. } | Event::BackendError { node, .. } => {
                 tracing::debug!(node, "event about an unknown node ignored");
@@ -365,7 +375,7 @@ impl Machine {
                     out.actions.push(Action::Failback { node: i });
                 }
             }
-            Status::Up => {}
+            Status::Up | Status::Removed => {}
         }
     }
 
@@ -546,13 +556,71 @@ impl Machine {
         if self.nodes[old].status != Status::Quarantine {
             self.set_status(old, Status::Quarantine, "former primary: kept out until it returns as a standby", true);
         }
-        for j in (0..self.nodes.len()).filter(|&j| j != old && j != new) {
+        for j in (0..self.nodes.len()).filter(|&j| j != old && j != new && self.nodes[j].status != Status::Removed) {
             actions.push(Action::Follow { standby: j, new_main: new, old_primary: old });
         }
     }
 
+    /// The node list changed (see [`Event::Reconfigure`]): new slots wait
+    /// for their first check; removed ones leave for good, and when the
+    /// primary is among them, writes wait for the node that answers as a
+    /// primary next (every node is checked now). No hook runs: the operator
+    /// changed the list on purpose.
+    fn reconfigure(&mut self, nodes: &[crate::config::NodeConfig], removed: &[bool], out: &mut Outcome) {
+        for (i, n) in nodes.iter().enumerate() {
+            if i >= self.nodes.len() {
+                self.nodes.push(NodeState {
+                    id: i,
+                    host: n.host.clone(),
+                    port: n.port,
+                    weight: n.weight,
+                    role: Role::Unknown,
+                    status: Status::Waiting,
+                    pg_up: false,
+                    pg_role: Role::Unknown,
+                    lag_bytes: 0,
+                    lag_time: Duration::ZERO,
+                    lagging: false,
+                    lsn: 0,
+                    replication_state: String::new(),
+                    sync_state: String::new(),
+                    operator_detached: false,
+                    last_status_change: self.now.wall,
+                    cause: "added by a configuration reload".into(),
+                });
+                self.seen.push(None);
+                self.warned.push(false);
+                self.former.push(false);
+                self.check_asked.push(true);
+                self.rules.application_names.push(n.application_name.clone());
+                tracing::warn!(node = i, host = %n.host, port = n.port, "node added by a configuration reload");
+                out.actions.push(Action::CheckNow(i));
+                continue;
+            }
+            self.nodes[i].weight = n.weight;
+            self.rules.application_names[i].clone_from(&n.application_name);
+            if !removed.get(i).copied().unwrap_or(false) || self.nodes[i].status == Status::Removed {
+                continue;
+            }
+            self.set_status(i, Status::Removed, "removed from the configuration by a reload", true);
+            let n = &mut self.nodes[i];
+            n.pg_up = false;
+            n.lagging = false;
+            self.seen[i] = None;
+            if i == self.primary {
+                tracing::warn!(node = i, "the primary was removed from the configuration: writes wait for a node that answers as the primary");
+                self.primary_lost_at.get_or_insert(self.now.mono);
+                self.failover_ran_for = Some(i);
+                for j in (0..self.nodes.len()).filter(|&j| j != i && self.nodes[j].status != Status::Removed) {
+                    self.check_asked[j] = true;
+                    out.actions.push(Action::CheckNow(j));
+                }
+            }
+        }
+    }
+
     fn detach(&mut self, i: usize) -> Result<(), NodeCommandError> {
-        if i >= self.nodes.len() {
+        if i >= self.nodes.len() || self.nodes[i].status == Status::Removed {
             return Err(NodeCommandError::UnknownNode(i));
         }
         if i == self.primary {
@@ -566,7 +634,7 @@ impl Machine {
     }
 
     fn attach(&mut self, i: usize, actions: &mut Vec<Action>) -> Result<(), NodeCommandError> {
-        if i >= self.nodes.len() {
+        if i >= self.nodes.len() || self.nodes[i].status == Status::Removed {
             return Err(NodeCommandError::UnknownNode(i));
         }
         let n = &mut self.nodes[i];
@@ -606,7 +674,8 @@ impl Machine {
 
     fn set_status(&mut self, i: usize, status: Status, cause: &str, warn: bool) {
         let n = &mut self.nodes[i];
-        if n.status == status {
+        // Removed is for good.
+        if n.status == status || n.status == Status::Removed {
             return;
         }
         let was = n.status;

@@ -77,7 +77,9 @@ pub(crate) struct Command {
 /// when a node leaves service.
 #[derive(Debug)]
 pub(crate) struct Cluster {
-    config: Arc<Config>,
+    /// The configuration in force (a reload swaps it; its node list is
+    /// every slot, removed ones included).
+    config: arc_swap::ArcSwap<Config>,
     topology: Arc<Topology>,
     pools: Arc<Pools>,
     tx: mpsc::UnboundedSender<Command>,
@@ -100,9 +102,12 @@ impl Cluster {
     pub(crate) fn new(config: Arc<Config>, topology: Arc<Topology>, pools: Arc<Pools>) -> Cluster {
         let (tx, rx) = mpsc::unbounded_channel();
         Cluster {
-            check_now: config.nodes.iter().map(|_| Arc::new(Notify::new())).collect(),
+            // One per slot a reload may ever add (see MAX_NODE_SLOTS).
+            check_now: (0..crate::topology::MAX_NODE_SLOTS.max(config.nodes.len()))
+                .map(|_| Arc::new(Notify::new()))
+                .collect(),
             checked: config.nodes.len() > 1,
-            config,
+            config: arc_swap::ArcSwap::new(config),
             topology,
             pools,
             tx,
@@ -136,6 +141,21 @@ impl Cluster {
         self.topology.wait_for_primary_after(failed, timeout).await
     }
 
+    /// More than one node: health checks run (a reload cannot change that).
+    pub(crate) fn checked(&self) -> bool {
+        self.checked
+    }
+
+    /// A reload changed the node list: `config` (its nodes are every slot)
+    /// is in force from now on, and the controller adds and removes nodes
+    /// as `removed` says (see [`machine`]).
+    pub(crate) fn reconfigure(&self, config: Arc<Config>, removed: Vec<bool>) {
+        let nodes = config.nodes.clone();
+        self.config.store(config);
+        let event = Event::Reconfigure { nodes, removed };
+        let _ = self.tx.send(Command { event, reply: None });
+    }
+
     /// Sends an operator's command and waits for the controller's answer.
     pub(crate) async fn command(&self, event: Event) -> Result<(), NodeCommandError> {
         let (reply, answer) = oneshot::channel();
@@ -158,7 +178,15 @@ fn publish(cluster: &Cluster, snapshot: Snapshot) {
         .filter(|n| !in_service(n.status) && before.nodes.get(n.id).is_some_and(|b| in_service(b.status)))
         .map(|n| n.id)
         .collect();
+    let (removed, left): (Vec<usize>, Vec<usize>) =
+        left.into_iter().partition(|&i| snapshot.nodes[i].status == Status::Removed);
     cluster.topology.publish(snapshot);
+    // A node removed from the configuration drains: its transactions
+    // finish, and each connection closes when it comes back.
+    for node in removed {
+        let idle = cluster.pools.retire_node(node);
+        tracing::warn!(node, idle_closed = idle, "node removed: its connections close as their transactions end");
+    }
     // Nothing new goes to a node out of service, and what was sent to it
     // fails now rather than whenever a hung server answers.
     for node in left {
@@ -187,12 +215,14 @@ pub(crate) async fn run(cluster: Arc<Cluster>, hooks: Arc<Hooks>) {
     let Some(mut rx) = cluster.rx.lock().ok().and_then(|mut r| r.take()) else {
         return;
     };
-    let mut machine = Machine::new(&cluster.config, Now::read());
+    let mut machine = Machine::new(&cluster.config.load(), Now::read());
     machine.set_promotes(hooks.failover.promotes());
     let mut tasks = tokio::task::JoinSet::new();
+    // Per node, its checker (to stop when a reload removes the node).
+    let mut checkers = Vec::new();
     if cluster.checked {
-        for node in 0..cluster.config.nodes.len() {
-            tasks.spawn(check::run(cluster.clone(), hooks.check.clone(), node));
+        for node in 0..cluster.config.load().nodes.len() {
+            checkers.push(Some(tasks.spawn(check::run(cluster.clone(), hooks.check.clone(), node))));
         }
     }
     let mut tick = tokio::time::interval(Duration::from_millis(500));
@@ -205,6 +235,20 @@ pub(crate) async fn run(cluster: Arc<Cluster>, hooks: Arc<Hooks>) {
             },
             _ = tick.tick() => Command { event: Event::Tick, reply: None },
         };
+        if let Event::Reconfigure { nodes, removed } = &command.event {
+            if cluster.checked {
+                for node in checkers.len()..nodes.len() {
+                    checkers.push(Some(tasks.spawn(check::run(cluster.clone(), hooks.check.clone(), node))));
+                }
+                for (node, checker) in checkers.iter_mut().enumerate() {
+                    if removed.get(node).copied().unwrap_or(false) {
+                        if let Some(c) = checker.take() {
+                            c.abort();
+                        }
+                    }
+                }
+            }
+        }
         let outcome = machine.apply(command.event, Now::read());
         if outcome.changed {
             publish(&cluster, machine.snapshot());
@@ -240,7 +284,8 @@ fn apply_now(cluster: &Cluster, machine: &mut Machine, event: Event) -> Vec<Acti
 
 /// Carries out one action; returns the actions its result led to.
 async fn perform(cluster: &Cluster, hooks: &Hooks, machine: &mut Machine, action: Action) -> Vec<Action> {
-    let info = |i: usize| NodeInfo::of(i, &cluster.config.nodes[i]);
+    let config = cluster.config.load_full();
+    let info = |i: usize| NodeInfo::of(i, &config.nodes[i]);
     match action {
         Action::CheckNow(node) => {
             if let Some(n) = cluster.check_now.get(node) {
@@ -250,7 +295,7 @@ async fn perform(cluster: &Cluster, hooks: &Hooks, machine: &mut Machine, action
         Action::AskPositions { failed, candidates } => {
             // Every candidate at once, each bounded by the check timeout: the
             // failover waits for the slowest answer, not for their sum.
-            let timeout = cluster.config.health.timeout;
+            let timeout = config.health.timeout;
             let mut looks = tokio::task::JoinSet::new();
             for &j in &candidates {
                 let check = hooks.check.clone();
@@ -302,7 +347,7 @@ async fn perform(cluster: &Cluster, hooks: &Hooks, machine: &mut Machine, action
 pub(crate) async fn promote(cluster: &Cluster, hooks: &Hooks, node: usize) -> Result<(), NodeCommandError> {
     let snapshot = cluster.topology.current();
     let primary = snapshot.primary;
-    if node >= snapshot.nodes.len() {
+    if snapshot.nodes.get(node).is_none_or(|n| n.status == Status::Removed) {
         return Err(NodeCommandError::UnknownNode(node));
     }
     if node == primary {
@@ -311,15 +356,16 @@ pub(crate) async fn promote(cluster: &Cluster, hooks: &Hooks, node: usize) -> Re
     if !hooks.failover.promotes() {
         return Err(NodeCommandError::NoHook);
     }
-    let info = |i: usize| NodeInfo::of(i, &cluster.config.nodes[i]);
+    let config = cluster.config.load_full();
+    let info = |i: usize| NodeInfo::of(i, &config.nodes[i]);
     let ctx = FailoverContext { subject: info(primary), new_main: info(node), old_primary: info(primary) };
     tracing::warn!(node, primary, "switchover requested by the operator: running the failover hook");
     if let HookOutcome::Failed { reason } = hooks.failover.failover(&ctx).await {
         return Err(NodeCommandError::HookFailed(reason));
     }
-    let deadline = tokio::time::Instant::now() + cluster.config.failover.command_timeout;
+    let deadline = tokio::time::Instant::now() + config.failover.command_timeout;
     while tokio::time::Instant::now() < deadline {
-        let seen = check::bounded(hooks.check.as_ref(), node, cluster.config.health.timeout).await;
+        let seen = check::bounded(hooks.check.as_ref(), node, config.health.timeout).await;
         if matches!(seen, Ok(o) if !o.in_recovery) {
             return cluster.command(Event::Promoted { node }).await;
         }
