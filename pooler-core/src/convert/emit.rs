@@ -219,7 +219,10 @@ impl Toml {
     /// `s` became the key at `slot`, with a difference the comment states.
     pub fn partial(&mut self, slot: Slot, s: &Setting, message: impl Into<String>) {
         let message = one_line(&message.into());
-        self.comment(slot, &format!("{} = {} ({}): {message}", s.key, s.shown(), s.at));
+        // Replaces the plain "from this line" comment, if any.
+        let plain = format!("{} = {} ({})", s.key, s.shown(), s.at);
+        self.tables[slot.table].lines[slot.line].comments.retain(|c| *c != plain);
+        self.comment(slot, &format!("{plain}: {message}"));
         self.notes.push(Note {
             kind: NoteKind::Partial,
             setting: setting_name(s),
@@ -243,6 +246,13 @@ impl Toml {
 
     /// The TOML text and the notes.
     pub fn finish(mut self) -> Conversion {
+        // Notes in source order (file, then line), defaults last.
+        self.notes.sort_by(|a, b| match (&a.location, &b.location) {
+            (Some(x), Some(y)) => location_order(x).cmp(&location_order(y)),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => std::cmp::Ordering::Equal,
+        });
         let mut out = String::new();
         out.push_str(&format!("# Converted from {} ({}) by `pooler convert`.\n", self.file, self.source));
         out.push_str("# Check it with `pooler check --config FILE` before use (docs/MIGRATION.md).\n");
@@ -295,13 +305,6 @@ impl Toml {
                 out.push_str(&format!("{p}{} = {}\n", key(&l.key), l.value.render()));
             }
         }
-        // Notes in source order (file, then line), defaults last.
-        self.notes.sort_by(|a, b| match (&a.location, &b.location) {
-            (Some(x), Some(y)) => location_order(x).cmp(&location_order(y)),
-            (Some(_), None) => std::cmp::Ordering::Less,
-            (None, Some(_)) => std::cmp::Ordering::Greater,
-            (None, None) => std::cmp::Ordering::Equal,
-        });
         Conversion { source: self.source, toml: out, notes: self.notes }
     }
 }

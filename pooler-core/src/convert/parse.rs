@@ -196,12 +196,12 @@ fn single_quoted(s: &str) -> Option<(String, &str)> {
                 out.push('\'');
             }
             '\'' => return Some((out, &s[i + 1..])),
-            '\\' => match iter.next() {
-                Some((_, 'n')) => out.push('\n'),
-                Some((_, 't')) => out.push('\t'),
-                Some((_, c)) => out.push(c),
-                None => out.push('\\'),
-            },
+            // `\'` is a quote; any other backslash stays, as pgpool keeps it
+            // (its regular-expression lists need `\*`, `\;`).
+            '\\' if iter.peek().map(|&(_, c)| c) == Some('\'') => {
+                iter.next();
+                out.push('\'');
+            }
             c => out.push(c),
         }
     }

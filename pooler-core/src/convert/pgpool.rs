@@ -709,7 +709,7 @@ fn failover(cx: &mut Cx) {
         let slot = cx.put("failover", k, Value::Str(s.value.clone()), &s);
         let (unknown, main) = placeholders(&s.value);
         if main {
-            cx.t.partial(slot, &s, "%M is the old primary's id here; in pgpool the old main node (the lowest live id), the same unless the primary was not node 0's lowest");
+            cx.t.partial(slot, &s, "%M is the old primary's id here; in pgpool it is the old main node (the lowest live node id), which differs when the primary was not the lowest live node");
         }
         if !unknown.is_empty() {
             let list = unknown.iter().map(|c| format!("%{c}")).collect::<Vec<_>>().join(", ");
@@ -901,7 +901,199 @@ fn reason(k: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
+    use crate::config::{Config, FalsePrimaryRule, PoolMode, ServerTlsMode, WriteStickiness};
+
+    /// A streaming-replication pgpool.conf as the pgpool-II 4.x sample and
+    /// its users write it.
+    const STREAMING: &str = r#"# ----------------------------
+# pgPool-II configuration file
+# ----------------------------
+backend_clustering_mode = 'streaming_replication'
+listen_addresses = '*'
+port = 9999
+unix_socket_directories = '/var/run/postgresql'
+backend_hostname0 = 'pg-a.internal'
+backend_port0 = 5432
+backend_weight0 = 0
+backend_data_directory0 = '/var/lib/postgresql/16/main'
+backend_flag0 = 'ALLOW_TO_FAILOVER'
+backend_application_name0 = 'pg_a'
+backend_hostname1 = 'pg-b.internal'
+backend_port1 = 5433
+backend_weight1 = 2
+backend_data_directory1 = '/var/lib/postgresql/16/main'
+backend_flag1 = 'DISALLOW_TO_FAILOVER'
+backend_application_name1 = 'pg_b'
+enable_pool_hba = on
+pool_passwd = 'pool_passwd'
+num_init_children = 100
+max_pool = 4
+child_life_time = '5min'
+connection_life_time = 600
+client_idle_limit = 0
+connection_cache = on
+reset_query_list = 'ABORT; DISCARD ALL'
+load_balance_mode = on
+statement_level_load_balance = on
+disable_load_balance_on_write = 'trans_transaction'
+write_function_list = 'nextval,setval,audit_.*'
+primary_routing_query_pattern_list = 'SELECT .* FOR UPDATE\;;.*pg_advisory_lock.*'
+database_redirect_preference_list = 'reports:standby,postgres:primary,tenant_[0-9]+:1'
+sr_check_period = 5
+sr_check_user = 'pgpool'
+sr_check_password = 'very-secret'
+health_check_period = '10s'
+health_check_timeout = 20
+health_check_user = 'pgpool'
+health_check_max_retries = 3
+health_check_retry_delay = 2
+connect_timeout = 10000
+delay_threshold = 10000000
+delay_threshold_by_time = '2s'
+failover_command = '/etc/pgpool-II/failover.sh %d %h %p %D %m %H %M %P %r %R %N %S %a'
+follow_primary_command = '/etc/pgpool-II/follow_primary.sh %d %h %p %D %m %H %M %P %r %R'
+failback_command = ''
+failover_on_backend_error = off
+auto_failback = on
+search_primary_node_timeout = 0
+detach_false_primary = on
+ssl = on
+ssl_key = 'server.key'
+ssl_cert = 'server.crt'
+ssl_ciphers = 'HIGH:MEDIUM:+3DES:!aNULL'
+use_watchdog = on
+wd_lifecheck_method = 'heartbeat'
+heartbeat_hostname0 = 'pg-a.internal'
+recovery_user = 'postgres'
+recovery_1st_stage_command = 'recovery_1st_stage'
+memory_cache_enabled = off
+log_connections = on
+logging_collector = on
+"#;
+
+    fn config(c: &Conversion) -> Config {
+        match Config::from_toml(&c.toml) {
+            Ok(cfg) => cfg,
+            Err(e) => panic!("{e}\n{}", c.toml),
+        }
+    }
+
+    fn note<'a>(c: &'a Conversion, setting: &str) -> &'a crate::convert::Note {
+        c.notes.iter().find(|n| n.setting == setting).unwrap_or_else(|| panic!("no note for {setting}: {:#?}", c.notes))
+    }
+
+    #[test]
+    fn a_streaming_replication_pgpool_conf_converts_to_a_config_that_loads() {
+        let c = convert(STREAMING, Path::new("/etc/pgpool-II/pgpool.conf")).unwrap();
+        let cfg = config(&c);
+        let nodes: Vec<(&str, u16, f64)> = cfg.nodes.iter().map(|n| (n.host.as_str(), n.port, n.weight)).collect();
+        assert_eq!(nodes, [("pg-a.internal", 5432, 0.0), ("pg-b.internal", 5433, 2.0)]);
+        assert_eq!(cfg.nodes[1].data_dir.as_deref(), Some("/var/lib/postgresql/16/main"));
+        assert_eq!(cfg.nodes[1].application_name.as_deref(), Some("pg_b"));
+        assert_eq!(cfg.server.listen, "0.0.0.0:9999");
+        assert_eq!(cfg.server.unix_socket_dir, Some(PathBuf::from("/var/run/postgresql")));
+        assert_eq!(cfg.server.max_client_connections, 100);
+        assert_eq!((cfg.pool.mode, cfg.pool.size), (PoolMode::Session, 100));
+        assert_eq!(cfg.pool.server_idle_timeout, Duration::from_secs(300));
+        assert_eq!(cfg.pool.reset_query_list, ["DISCARD ALL"]);
+        assert!(cfg.routing.load_balance);
+        assert!(cfg.routing.statement_level_load_balance);
+        assert_eq!(cfg.routing.disable_load_balance_on_write, WriteStickiness::TransTransaction);
+        assert_eq!(cfg.routing.write_functions, ["nextval", "setval", "audit_.*"]);
+        assert_eq!(cfg.routing.primary_patterns, ["^(?:SELECT .* FOR UPDATE;)$", "^(?:.*pg_advisory_lock.*)$"]);
+        assert_eq!(cfg.routing.database_preference.len(), 2, "the regex name is left out");
+        assert_eq!(note(&c, "database_redirect_preference_list").kind, NoteKind::Partial);
+        assert_eq!(cfg.health.period, Duration::from_secs(5));
+        assert_eq!(cfg.health.timeout, Duration::from_secs(20));
+        assert_eq!(cfg.health.user, "pgpool");
+        assert_eq!((cfg.health.max_retries, cfg.health.retry_delay), (3, Duration::from_secs(2)));
+        assert_eq!(cfg.health.connect_timeout, Duration::from_secs(10));
+        assert_eq!(cfg.health.lag_threshold_bytes, 10_000_000);
+        assert_eq!(cfg.health.lag_threshold, Duration::from_secs(2));
+        assert_eq!(cfg.failover.command, "/etc/pgpool-II/failover.sh %d %h %p %D %m %H %M %P %r %R %N %S %a");
+        assert!(cfg.failover.follow_primary_command.starts_with("/etc/pgpool-II/follow_primary.sh %d"));
+        assert!(cfg.failover.failback_command.is_empty());
+        assert!(!cfg.failover.failover_on_backend_error);
+        assert!(cfg.failover.auto_failback);
+        assert!(cfg.failover.search_primary_node_timeout > Duration::from_secs(86_400 * 365));
+        assert_eq!(cfg.failover.false_primary, FalsePrimaryRule::MostStandbys);
+        assert_eq!(cfg.auth.hba_file, Some(PathBuf::from("/etc/pgpool-II/pool_hba.conf")));
+        assert_eq!(cfg.auth.password_file, Some(PathBuf::from("/etc/pgpool-II/pool_passwd")));
+        assert_eq!(cfg.client_tls.cert_file, Some(PathBuf::from("/etc/pgpool-II/server.crt")));
+        assert_eq!(cfg.server_tls.sslmode, ServerTlsMode::Prefer);
+        assert!(cfg.server.log_connections);
+        // %a is not ours: named; %M maps only partly.
+        assert!(c
+            .notes
+            .iter()
+            .any(|n| n.setting == "failover_command" && n.kind == NoteKind::Unmapped && n.message.contains("%a")));
+        assert!(c.notes.iter().any(|n| n.setting == "failover_command" && n.kind == NoteKind::Partial));
+        for k in ["use_watchdog", "wd_lifecheck_method", "heartbeat_hostname0"] {
+            assert!(note(&c, k).message.contains("watchdog"), "{k}");
+        }
+        for k in ["recovery_user", "recovery_1st_stage_command"] {
+            assert!(note(&c, k).message.contains("not yet"), "{k}");
+        }
+        assert_eq!(note(&c, "backend_flag1").kind, NoteKind::Unmapped);
+        assert_eq!(note(&c, "sr_check_password").kind, NoteKind::Unmapped);
+        assert!(!c.toml.contains("very-secret"), "a password is never copied\n{}", c.toml);
+        assert_eq!(note(&c, "ssl_ciphers").kind, NoteKind::Unmapped);
+        assert_eq!(note(&c, "logging_collector").kind, NoteKind::Unmapped);
+        assert_eq!(note(&c, "health_check_period").kind, NoteKind::Partial, "5 s and 10 s: one period");
+    }
+
+    #[test]
+    fn pgpools_defaults_are_kept_where_ours_differ() {
+        let c = convert("backend_hostname0 = 'db0'\nbackend_hostname1 = 'db1'\n", Path::new("pgpool.conf")).unwrap();
+        let cfg = config(&c);
+        assert_eq!(cfg.server.listen, "127.0.0.1:9999");
+        assert_eq!(cfg.server.max_client_connections, 32);
+        assert_eq!(cfg.server.client_login_timeout, Duration::from_secs(60));
+        assert!(cfg.routing.load_balance, "pgpool-II 4's load_balance_mode is on");
+        assert!(cfg.failover.failover_on_backend_error);
+        assert!(!cfg.failover.auto_failback);
+        assert_eq!(cfg.failover.search_primary_node_timeout, Duration::from_secs(300));
+        assert_eq!(cfg.health.period, Duration::from_secs(10));
+        assert_eq!((cfg.health.timeout, cfg.health.max_retries), (Duration::from_secs(20), 0));
+        assert_eq!(cfg.health.lag_threshold_bytes, 0);
+        assert_eq!(cfg.pool.server_idle_timeout, Duration::from_secs(300));
+        assert_eq!(cfg.server_tls.sslmode, ServerTlsMode::Disable);
+        assert!(!cfg.server.log_connections);
+        assert!(c.notes.iter().filter(|n| n.kind == NoteKind::DefaultKept).count() >= 10, "{:#?}", c.notes);
+        assert_eq!(c.unmapped(), 0, "{:#?}", c.notes);
+    }
+
+    #[test]
+    fn gaps_in_node_ids_and_units_are_explained() {
+        let conf = "backend_hostname0 = 'a'\nbackend_hostname2 = 'c'\nbackend_port2 = 5434\n\
+                    backend_port5 = 1\nhealth_check_period = 0\nsr_check_period = 0\nchild_life_time = 0\n\
+                    connect_timeout = '3s'\nclient_idle_limit = '1min'\nunix_socket_directories = '/tmp,/run/pg'\n\
+                    database_redirect_preference_list = 'app:2'\n";
+        let c = convert(conf, Path::new("p.conf")).unwrap();
+        let cfg = config(&c);
+        assert_eq!(cfg.nodes.len(), 2);
+        assert!(note(&c, "backend_hostname2").message.contains("node 1 here"));
+        assert_eq!(note(&c, "backend_port5").kind, NoteKind::Unmapped);
+        assert_eq!(note(&c, "health_check_period").kind, NoteKind::Unmapped);
+        assert_eq!(cfg.health.period, Duration::from_secs(2));
+        assert!(cfg.pool.server_idle_timeout > Duration::from_secs(86_400 * 365));
+        assert_eq!(cfg.pool.connect_timeout, Duration::from_secs(3));
+        assert_eq!(cfg.pool.client_idle_timeout, Duration::from_secs(60));
+        assert_eq!(cfg.pool.idle_transaction_timeout, Duration::from_secs(60));
+        assert_eq!(note(&c, "unix_socket_directories").kind, NoteKind::Partial);
+        assert_eq!(cfg.routing.database_preference.get("app"), Some(&crate::config::NodePreference::Node(1)));
+    }
+
+    #[test]
+    fn no_backend_is_an_error() {
+        let e = convert("port = 9999\n", Path::new("p.conf")).unwrap_err().to_string();
+        assert!(e.contains("backend_hostname0"), "{e}");
+        let e = convert("port = 'x\n", Path::new("p.conf")).unwrap_err().to_string();
+        assert!(e.starts_with("p.conf:1:"), "{e}");
+    }
 
     #[test]
     fn node_keys_split_into_name_and_id() {
