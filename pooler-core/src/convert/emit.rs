@@ -240,7 +240,7 @@ impl Toml {
     }
 
     /// A comment naming the source line above the key at `slot`.
-    pub fn from_line(&mut self, slot: Slot, s: &Setting) {
+    pub fn cite_line(&mut self, slot: Slot, s: &Setting) {
         self.comment(slot, &format!("{} = {} ({})", s.key, s.shown(), s.at));
     }
 

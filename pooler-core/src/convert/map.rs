@@ -56,7 +56,7 @@ impl Cx {
     /// Writes `key` with a comment naming the source line.
     pub fn put(&mut self, table: &str, key: &str, value: Value, s: &Setting) -> Slot {
         let slot = self.t.set(table, key, value);
-        self.t.from_line(slot, s);
+        self.t.cite_line(slot, s);
         slot
     }
 

@@ -158,17 +158,17 @@ fn listeners(cx: &mut Cx) -> String {
     let listen = format!("{}:{p}", host.as_deref().unwrap_or("127.0.0.1"));
     let slot = cx.t.set("server", "listen", Value::Str(listen));
     if let Some((_, s)) = &port {
-        cx.t.from_line(slot, s);
+        cx.t.cite_line(slot, s);
     }
     match (&addr, &why) {
         (Some(s), Some(w)) => cx.t.partial(slot, s, w.clone()),
-        (Some(s), None) if host.is_some() => cx.t.from_line(slot, s),
+        (Some(s), None) if host.is_some() => cx.t.cite_line(slot, s),
         _ => {}
     }
     if host.is_none() {
         let slot = cx.t.set("server", "listen_tcp", Value::Bool(false));
         match &addr {
-            Some(s) => cx.t.from_line(slot, s),
+            Some(s) => cx.t.cite_line(slot, s),
             None => cx.t.default_kept(slot, "listen_addr", "pgbouncer then listens on its Unix socket only"),
         }
     }
@@ -295,7 +295,7 @@ fn pool(cx: &mut Cx, dbs: &[Db]) -> Option<String> {
         match get("pool_size").map(|v| (values::integer(&v).filter(|n| (1..=100_000).contains(n)), v)) {
             Some((Some(n), v)) => {
                 let slot = cx.t.set(&table, "size", Value::Int(n));
-                cx.t.from_line(slot, &param(&d.s, "pool_size", &v));
+                cx.t.cite_line(slot, &param(&d.s, "pool_size", &v));
             }
             Some((None, v)) => cx.t.unmapped(&param(&d.s, "pool_size", &v), "not a pool size from 1 to 100000"),
             None if global_size != default_size => {
@@ -307,7 +307,7 @@ fn pool(cx: &mut Cx, dbs: &[Db]) -> Option<String> {
         match get("pool_mode").map(|m| m.to_ascii_lowercase()) {
             Some(m) if valid_mode(&m) => {
                 let slot = cx.t.set(&table, "mode", Value::Str(m.clone()));
-                cx.t.from_line(slot, &param(&d.s, "pool_mode", &m));
+                cx.t.cite_line(slot, &param(&d.s, "pool_mode", &m));
             }
             Some(m) => cx.t.unmapped(&param(&d.s, "pool_mode", &m), "not session, transaction or statement"),
             None if star_mode.is_some() && Some(&global_mode) != default_mode.as_ref() => {
@@ -390,7 +390,7 @@ fn pool(cx: &mut Cx, dbs: &[Db]) -> Option<String> {
         let list = if v.is_empty() { Vec::new() } else { vec![v.to_owned()] };
         let slot = cx.t.set("pool", "reset_query_list", Value::List(list));
         if global_mode == "session" {
-            cx.t.from_line(slot, &s);
+            cx.t.cite_line(slot, &s);
         } else {
             cx.t.partial(
                 slot,
@@ -499,11 +499,11 @@ fn users(cx: &mut Cx) {
             match p.as_str() {
                 "pool_mode" if matches!(v.to_ascii_lowercase().as_str(), "session" | "transaction" | "statement") => {
                     let slot = cx.t.set(&table, "mode", Value::Str(v.to_ascii_lowercase()));
-                    cx.t.from_line(slot, &ps);
+                    cx.t.cite_line(slot, &ps);
                 }
                 "pool_size" if values::integer(&v).is_some_and(|n| (1..=100_000).contains(&n)) => {
                     let slot = cx.t.set(&table, "size", Value::Int(values::integer(&v).unwrap_or(1)));
-                    cx.t.from_line(slot, &ps);
+                    cx.t.cite_line(slot, &ps);
                 }
                 "max_user_connections" => cx.t.unmapped(&ps, "no limit across pools: pool.size bounds each pool"),
                 _ => cx.t.unmapped(&ps, "no equivalent per user"),
@@ -541,7 +541,7 @@ fn auth(cx: &mut Cx) {
             Some(h) if !h.value.trim().is_empty() => {
                 let p = cx.path(h.value.trim());
                 let slot = cx.t.set("auth", "hba_file", Value::Str(p));
-                cx.t.from_line(slot, s);
+                cx.t.cite_line(slot, s);
                 cx.t.partial(
                     slot,
                     h,
@@ -575,7 +575,7 @@ fn auth(cx: &mut Cx) {
         Some(s) if !s.value.trim().is_empty() => {
             let p = cx.path(s.value.trim());
             let slot = cx.t.set("auth", "password_file", Value::Str(p));
-            cx.t.from_line(slot, &s);
+            cx.t.cite_line(slot, &s);
             cx.t.comment(
                 slot,
                 "userlist.txt's \"user\" \"secret\" lines are read as they are (plaintext, md5 or SCRAM secrets)",
@@ -627,7 +627,7 @@ fn tls(cx: &mut Cx) {
             if old {
                 cx.t.partial(slot, &s, "TLS 1.0 and 1.1 are not offered: TLS 1.2 and 1.3 only");
             } else {
-                cx.t.from_line(slot, &s);
+                cx.t.cite_line(slot, &s);
             }
         }
     }
@@ -654,7 +654,7 @@ fn admin_and_logs(cx: &mut Cx) {
                 if cb.unwrap_or(true) != db.unwrap_or(true) {
                     cx.t.partial(slot, s, "one setting logs both connections and disconnections");
                 } else {
-                    cx.t.from_line(slot, s);
+                    cx.t.cite_line(slot, s);
                 }
             }
         }

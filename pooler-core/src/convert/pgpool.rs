@@ -111,7 +111,7 @@ fn nodes(cx: &mut Cx) -> Vec<u32> {
             slot
         } else {
             let slot = cx.t.set_in(t, "host", Value::Str(h.to_owned()));
-            cx.t.from_line(slot, &host);
+            cx.t.cite_line(slot, &host);
             slot
         };
         if i as u32 != id {
@@ -125,7 +125,7 @@ fn nodes(cx: &mut Cx) -> Vec<u32> {
             Some(s) => match s.value.trim().parse::<u16>() {
                 Ok(p) if p > 0 => {
                     let slot = cx.t.set_in(t, "port", Value::Int(u64::from(p)));
-                    cx.t.from_line(slot, &s);
+                    cx.t.cite_line(slot, &s);
                 }
                 _ => cx.t.unmapped(&s, "not a port number: 5432 is used"),
             },
@@ -137,7 +137,7 @@ fn nodes(cx: &mut Cx) -> Vec<u32> {
             match s.value.trim().parse::<f64>() {
                 Ok(w) if w.is_finite() && w >= 0.0 => {
                     let slot = cx.t.set_in(t, "weight", Value::Float(w));
-                    cx.t.from_line(slot, &s);
+                    cx.t.cite_line(slot, &s);
                 }
                 _ => cx.t.unmapped(&s, "not a weight (a number >= 0): 1 is used"),
             }
@@ -145,13 +145,13 @@ fn nodes(cx: &mut Cx) -> Vec<u32> {
         if let Some(s) = get("backend_data_directory") {
             if !s.value.is_empty() {
                 let slot = cx.t.set_in(t, "data_dir", Value::Str(s.value.clone()));
-                cx.t.from_line(slot, &s);
+                cx.t.cite_line(slot, &s);
             }
         }
         if let Some(s) = get("backend_application_name") {
             if !s.value.is_empty() {
                 let slot = cx.t.set_in(t, "application_name", Value::Str(s.value.clone()));
-                cx.t.from_line(slot, &s);
+                cx.t.cite_line(slot, &s);
             }
         }
         if let Some(s) = get("backend_flag") {
@@ -247,18 +247,18 @@ fn listeners(cx: &mut Cx) {
     }
     let slot = cx.t.set("server", "listen", Value::Str(format!("{}:{p}", host.as_deref().unwrap_or("127.0.0.1"))));
     match &port {
-        Some(s) => cx.t.from_line(slot, s),
+        Some(s) => cx.t.cite_line(slot, s),
         None => cx.t.default_kept(slot, "port", "pgpool-II listens on 9999 by default; ours on 6432"),
     }
     match (&addr, why) {
         (Some(s), Some(w)) => cx.t.partial(slot, s, w),
-        (Some(s), None) => cx.t.from_line(slot, s),
+        (Some(s), None) => cx.t.cite_line(slot, s),
         (None, _) => cx.t.default_kept(slot, "listen_addresses", "pgpool-II's default is localhost"),
     }
     if host.is_none() {
         let slot = cx.t.set("server", "listen_tcp", Value::Bool(false));
         if let Some(s) = &addr {
-            cx.t.from_line(slot, s);
+            cx.t.cite_line(slot, s);
         }
     }
     let dir = cx.take("unix_socket_directories").or_else(|| cx.take("socket_dir"));
@@ -273,7 +273,7 @@ fn listeners(cx: &mut Cx) {
                     if dirs.len() > 1 {
                         cx.t.partial(slot, &s, format!("one socket directory: {d} (not {})", dirs[1..].join(", ")));
                     } else {
-                        cx.t.from_line(slot, &s);
+                        cx.t.cite_line(slot, &s);
                     }
                 }
             }
@@ -305,7 +305,7 @@ fn pool(cx: &mut Cx) {
         if values::boolean(&s.value) == Some(false) {
             cx.t.unmapped(&s, "off has no equivalent: a server connection is always kept for the next client");
         } else {
-            cx.t.from_line(slot, &s);
+            cx.t.cite_line(slot, &s);
         }
     }
     let children = cx.take("num_init_children");
@@ -345,7 +345,7 @@ fn pool(cx: &mut Cx) {
         let items: Vec<String> =
             values::list(&s.value, ';').into_iter().filter(|q| !q.eq_ignore_ascii_case("abort")).collect();
         let slot = cx.t.set("pool", "reset_query_list", Value::List(items));
-        cx.t.from_line(slot, &s);
+        cx.t.cite_line(slot, &s);
         cx.t.comment(slot, "an open transaction is always rolled back first: ABORT is not needed");
     }
     // Idle server connections: child_life_time (an idle process exits with
@@ -437,7 +437,7 @@ fn auth(cx: &mut Cx) {
         Some(s) => {
             let p = cx.path(s.value.trim());
             let slot = cx.t.set("auth", "password_file", Value::Str(p));
-            cx.t.from_line(slot, &s);
+            cx.t.cite_line(slot, &s);
             cx.t.comment(slot, note);
         }
         None => {
@@ -524,7 +524,7 @@ fn routing(cx: &mut Cx, ids: &[u32]) {
             }
         }
         match (wrote, skipped.is_empty()) {
-            (Some(slot), true) => cx.t.from_line(slot, &s),
+            (Some(slot), true) => cx.t.cite_line(slot, &s),
             (Some(slot), false) => cx.t.partial(
                 slot,
                 &s,
@@ -595,7 +595,7 @@ fn health(cx: &mut Cx) {
                 }
             } else {
                 for s in given {
-                    cx.t.from_line(slot, s);
+                    cx.t.cite_line(slot, s);
                 }
             }
             if sr.is_none() && hc.as_ref().and_then(|s| values::duration(&s.value, Unit::S)).is_none_or(|d| d.is_zero())
@@ -623,14 +623,14 @@ fn health(cx: &mut Cx) {
     match (&sr_user, &hc_user) {
         (Some(s), Some(h)) if s.value != h.value => {
             let slot = cx.t.set("health", "user", Value::Str(s.value.clone()));
-            cx.t.from_line(slot, s);
+            cx.t.cite_line(slot, s);
             cx.t.partial(slot, h, "one role for both checks: sr_check_user's, which must read pg_stat_replication");
         }
         (Some(s), other) | (None, other @ Some(s)) => {
             let slot = cx.t.set("health", "user", Value::Str(s.value.clone()));
-            cx.t.from_line(slot, s);
+            cx.t.cite_line(slot, s);
             if let Some(o) = other.as_ref().filter(|o| o.at != s.at) {
-                cx.t.from_line(slot, o);
+                cx.t.cite_line(slot, o);
             }
         }
         (None, None) => {}
@@ -670,8 +670,8 @@ fn health(cx: &mut Cx) {
             let b = cx.t.set("health", "connect_timeout", Value::Str(v));
             match &ct {
                 Some(s) => {
-                    cx.t.from_line(a, s);
-                    cx.t.from_line(b, s);
+                    cx.t.cite_line(a, s);
+                    cx.t.cite_line(b, s);
                 }
                 None => {
                     cx.t.default_kept(a, "connect_timeout", "pgpool-II waits 10 s for a server connection by default");
@@ -790,11 +790,11 @@ fn tls(cx: &mut Cx) {
                 "TLS offered, plain text accepted; pgpool requires it only through hostssl lines of pool_hba.conf",
             );
             let slot = cx.t.set("server_tls", "sslmode", Value::Str("prefer".into()));
-            cx.t.from_line(slot, &s);
+            cx.t.cite_line(slot, &s);
         }
         Some(s) => {
             let slot = cx.t.set("server_tls", "sslmode", Value::Str("disable".into()));
-            cx.t.from_line(slot, &s);
+            cx.t.cite_line(slot, &s);
             cx.t.comment(slot, "pgpool-II uses TLS towards the servers only with ssl = on");
         }
         None => {
