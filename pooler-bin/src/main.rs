@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use pooler_core::config::{AuthMethod, NodeConfig, PoolMode};
+use pooler_core::convert::Source;
 use pooler_core::{Config, Listeners, Pooler};
 
 const USAGE: &str = "\
@@ -22,6 +23,9 @@ USAGE:
                                 --load-balance sends reads to both nodes
     pooler ctl [--host H] [--port P] [--user U] [--json] COMMAND
                                 run an admin console command (pooler ctl --help)
+    pooler convert FILE [--from pgbouncer|pgpool]
+                                print the equivalent of a pgbouncer.ini or a
+                                pgpool.conf as our TOML (docs/MIGRATION.md)
     pooler --version
 
 Options: --log-format text|json (default text; no colours unless on a terminal).
@@ -30,6 +34,7 @@ Logging follows RUST_LOG (default: info), e.g. RUST_LOG=pooler_core=debug.
 
 enum Command {
     Ctl(ctl::Ctl),
+    Convert { file: PathBuf, from: Option<Source> },
     Run(PathBuf),
     Check(PathBuf),
     Demo { port: u16, mode: PoolMode, load_balance: bool },
@@ -71,11 +76,39 @@ fn parse_ctl(mut args: impl Iterator<Item = String>) -> Result<Command> {
     Ok(Command::Ctl(c))
 }
 
+fn parse_convert(mut args: impl Iterator<Item = String>) -> Result<Command> {
+    let mut file = None;
+    let mut from = None;
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "-h" | "--help" => {
+                print!("{USAGE}");
+                std::process::exit(0);
+            }
+            "--from" => {
+                from = Some(match args.next().as_deref() {
+                    Some("pgbouncer") => Source::Pgbouncer,
+                    Some("pgpool") | Some("pgpool-II") => Source::Pgpool,
+                    other => bail!("--from: expected pgbouncer or pgpool, got {other:?}"),
+                })
+            }
+            _ if file.is_none() && !a.starts_with('-') => file = Some(PathBuf::from(a)),
+            other => bail!("unknown argument {other:?}\n\n{USAGE}"),
+        }
+    }
+    let file = file.context("pooler convert needs a file: pooler convert pgbouncer.ini")?;
+    Ok(Command::Convert { file, from })
+}
+
 fn parse_args() -> Result<(Command, LogFormat)> {
     let mut args = std::env::args().skip(1).peekable();
     if args.peek().map(String::as_str) == Some("ctl") {
         args.next();
         return Ok((parse_ctl(args)?, LogFormat::Text));
+    }
+    if args.peek().map(String::as_str) == Some("convert") {
+        args.next();
+        return Ok((parse_convert(args)?, LogFormat::Text));
     }
     let mut log_format = LogFormat::Text;
     let mut config = None;
@@ -210,6 +243,37 @@ fn check(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// `pooler convert`: the TOML on standard output, a one-line summary (and
+/// whether the result loads as it is) on standard error.
+fn convert(file: &Path, from: Option<Source>) -> Result<()> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let source = match from {
+        Some(s) => s,
+        None => Source::detect(&text, file).with_context(|| {
+            format!(
+                "cannot tell whether {} is a pgbouncer.ini or a pgpool.conf: add --from pgbouncer or --from pgpool",
+                file.display()
+            )
+        })?,
+    };
+    // Relative file names in it are relative to its directory: made absolute,
+    // they stay right wherever the TOML is written.
+    let path = std::path::absolute(file).unwrap_or_else(|_| file.to_owned());
+    let c = pooler_core::convert::convert(source, &text, &path)
+        .with_context(|| format!("cannot convert {} as a {source} file", file.display()))?;
+    print!("{}", c.toml);
+    eprintln!(
+        "{}: {} settings have no equivalent, {} map only partly (see the comments in the output)",
+        file.display(),
+        c.unmapped(),
+        c.partial()
+    );
+    if let Err(e) = Config::from_toml(&c.toml) {
+        eprintln!("the output does not load as it is, edit it first: {e}");
+    }
+    Ok(())
+}
+
 /// Builds the pooler and binds its listeners (TCP and, with
 /// `server.unix_socket_dir`, the Unix socket): everything that can fail at
 /// start.
@@ -287,6 +351,9 @@ fn main() -> Result<()> {
     if let Command::Check(path) = &cmd {
         return check(path);
     }
+    if let Command::Convert { file, from } = &cmd {
+        return convert(file, *from);
+    }
     if let Command::Ctl(c) = &cmd {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         return rt.block_on(ctl::run(c));
@@ -309,7 +376,7 @@ fn main() -> Result<()> {
                 None => Ok(()),
             },
             Command::Demo { port, mode, load_balance } => demo(port, mode, load_balance).await,
-            Command::Check(_) | Command::Ctl(_) => Ok(()),
+            Command::Check(_) | Command::Ctl(_) | Command::Convert { .. } => Ok(()),
         }
     })
 }

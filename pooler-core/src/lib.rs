@@ -43,6 +43,7 @@ mod clients;
 mod cluster;
 pub mod config;
 mod control;
+pub mod convert;
 mod error;
 mod hba;
 mod listen;
