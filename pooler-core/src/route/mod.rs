@@ -12,7 +12,7 @@
 //! [`Snapshot`] (an atomic pointer swap); counters and replay positions are
 //! atomics written by the sessions that learn something.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -84,7 +84,10 @@ pub struct Router {
     /// Bumped when a reload changes the classifier: what was classified
     /// before is classified again.
     generation: AtomicU64,
+    /// One per slot a reload may ever add (MAX_NODE_SLOTS); the first
+    /// `count` are the configured nodes (removed ones included).
     nodes: Vec<Node>,
+    count: AtomicUsize,
     /// `[routing]`; a reload swaps it.
     config: ArcSwap<RoutingConfig>,
     /// `routing.load_balance` with more than one node (read per request).
@@ -111,11 +114,12 @@ impl Router {
     pub fn with_topology(config: &Config, topology: Arc<Topology>) -> Result<Router, PatternError> {
         let r = &config.routing;
         let classifier = classifier_of(r)?;
-        let nodes = config
-            .nodes
-            .iter()
-            .map(|n| Node {
-                weight: AtomicU64::new(n.weight.to_bits()),
+        let weights = config.nodes.iter().map(|n| n.weight);
+        let spare = crate::topology::MAX_NODE_SLOTS.saturating_sub(config.nodes.len());
+        let nodes = weights
+            .chain(std::iter::repeat_n(0.0, spare))
+            .map(|weight| Node {
+                weight: AtomicU64::new(weight.to_bits()),
                 routed: AtomicU64::new(0),
                 reads: AtomicU64::new(0),
                 outstanding: AtomicI64::new(0),
@@ -128,6 +132,7 @@ impl Router {
         Ok(Router {
             classifier: ArcSwap::from_pointee(classifier),
             generation: AtomicU64::new(0),
+            count: AtomicUsize::new(config.nodes.len()),
             balancing: AtomicBool::new(balancing),
             read_your_writes: AtomicBool::new(balancing && r.read_your_writes),
             nodes,
@@ -155,7 +160,9 @@ impl Router {
         for (node, n) in self.nodes.iter().zip(&config.nodes) {
             node.weight.store(n.weight.to_bits(), Ordering::Relaxed);
         }
-        let balancing = r.load_balance && self.nodes.len() > 1;
+        let count = config.nodes.len().min(self.nodes.len());
+        self.count.store(count, Ordering::Relaxed);
+        let balancing = r.load_balance && count > 1;
         self.config.store(Arc::new(r.clone()));
         self.read_your_writes.store(balancing && r.read_your_writes, Ordering::Relaxed);
         self.balancing.store(balancing, Ordering::Relaxed);
@@ -166,6 +173,11 @@ impl Router {
     /// classification made under another generation is stale.
     pub(crate) fn generation(&self) -> u64 {
         self.generation.load(Ordering::Relaxed)
+    }
+
+    /// Node slots in use.
+    fn count(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
     }
 
     fn weight(&self, i: usize) -> f64 {
@@ -324,7 +336,7 @@ impl Router {
         let standby_only = preference == Some(NodePreference::Standby);
         // With prefer_lowest_lag, only the standbys lagging least are candidates.
         let least_lag = if config.prefer_lowest_lag {
-            (0..self.nodes.len())
+            (0..self.count())
                 .filter(|&i| i != primary && self.usable(s, i) && replayed(i))
                 .filter_map(|i| s.nodes.get(i).map(|n| n.lag_bytes))
                 .min()
@@ -332,7 +344,7 @@ impl Router {
             None
         };
         let candidates = move || {
-            (0..self.nodes.len()).filter(move |&i| {
+            (0..self.count()).filter(move |&i| {
                 (!standby_only || i != primary)
                     && self.usable(s, i)
                     && replayed(i)
@@ -412,7 +424,7 @@ impl Router {
     /// be reached. `None` when there is none.
     pub fn fallback_node(&self, exclude: usize) -> Option<usize> {
         let s = self.topology.guard();
-        (0..self.nodes.len()).find(|&i| i != exclude && self.in_read_set(&s, i))
+        (0..self.count()).find(|&i| i != exclude && self.in_read_set(&s, i))
     }
 
     /// `node` is known to have replayed WAL up to `lsn`.
@@ -515,7 +527,7 @@ mod tests {
     }
 
     fn spread(r: &Router, n: usize) -> Vec<usize> {
-        let mut counts = vec![0; r.nodes.len()];
+        let mut counts = vec![0; r.count()];
         for _ in 0..n {
             counts[r.read_node("db", "app", 0)] += 1;
         }
