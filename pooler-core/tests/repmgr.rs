@@ -18,16 +18,12 @@ use std::time::{Duration, Instant};
 use common::*;
 use pooler_core::config::{NodeConfig, PoolMode};
 use pooler_core::{Config, Status};
-use pooler_testkit::{RepmgrBuilder, RepmgrCluster, RepmgrFailover};
+use pooler_testkit::{RepmgrCluster, RepmgrFailover};
 
 /// A repmgr cluster of a primary and two standbys with an `items` table, or
 /// `None` (the test is skipped, with the reason printed) when repmgr cannot
 /// be installed here.
 async fn repmgr_cluster(failover: RepmgrFailover) -> Option<RepmgrCluster> {
-    repmgr_cluster_with(RepmgrCluster::builder().failover(failover)).await
-}
-
-async fn repmgr_cluster_with(builder: RepmgrBuilder) -> Option<RepmgrCluster> {
     if let Err(e) = pooler_testkit::repmgr_bin_dir() {
         match std::env::var("POOLER_TEST_SKIP_REPMGR") {
             Ok(why) if matches!(e, pooler_testkit::Error::RepmgrNotFound(_)) => {
@@ -37,7 +33,10 @@ async fn repmgr_cluster_with(builder: RepmgrBuilder) -> Option<RepmgrCluster> {
             _ => panic!("{e}: run the tests with scripts/test.sh, which installs it"),
         }
     }
-    let builder = builder.standbys(2).init_sql("CREATE TABLE items (id serial PRIMARY KEY, v int, phase text)");
+    let builder = RepmgrCluster::builder()
+        .failover(failover)
+        .standbys(2)
+        .init_sql("CREATE TABLE items (id serial PRIMARY KEY, v int, phase text)");
     let cluster = tokio::task::spawn_blocking(move || builder.start().expect("start the repmgr cluster"))
         .await
         .expect("cluster task");
