@@ -5,6 +5,7 @@
 #     procps for /bin/kill;
 #   - the `postgres` OS user when run as root (PostgreSQL refuses to run as
 #     root; the tests start it as that user, or as $POOLER_TEST_PG_USER);
+#   - repmgr (postgresql-<major>-repmgr, the major version the tests use);
 #   - psycopg 3, the Python driver one end-to-end test drives, in a virtualenv
 #     at .venv/ (git-ignored), handed to the tests as $POOLER_TEST_PYTHON.
 # System packages are installed with apt-get, as root or through sudo.
@@ -48,11 +49,52 @@ if ! command -v python3 >/dev/null 2>&1; then
 elif [ ! -x .venv/bin/python ] && ! python3 -c "import ensurepip, venv" >/dev/null 2>&1; then
   need+=(python3-venv)
 fi
-if [ ${#need[@]} -gt 0 ]; then
-  echo "scripts/test.sh: installing ${need[*]}" >&2
-  as_root apt-get update
+apt_updated=
+apt_install() {
+  echo "scripts/test.sh: installing $*" >&2
+  if [ -z "$apt_updated" ]; then
+    as_root apt-get update
+    apt_updated=1
+  fi
   as_root apt-get install -y --no-install-recommends \
-    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "${need[@]}"
+    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "$@"
+}
+if [ ${#need[@]} -gt 0 ]; then
+  apt_install "${need[@]}"
+fi
+
+# repmgr and repmgrd for tests/repmgr.rs, from the package matching the
+# PostgreSQL major version the tests use ($POOLER_PG_BIN, else the newest
+# /usr/lib/postgresql/<major>/bin, as pooler-testkit picks it), where the
+# testkit looks for them. When no such package exists in the apt sources,
+# the repmgr tests are skipped, saying why ($POOLER_TEST_SKIP_REPMGR);
+# otherwise a missing repmgr fails them.
+if [ -n "${POOLER_PG_BIN:-}" ] && [ -x "$POOLER_PG_BIN/initdb" ]; then
+  pg_bin=$POOLER_PG_BIN
+else
+  pg_bin=$(ls /usr/lib/postgresql/*/bin/initdb 2>/dev/null | sort -t/ -k5,5n | tail -n 1)
+  pg_bin=${pg_bin%/initdb}
+fi
+pg_major=$("$pg_bin/postgres" --version | sed -n 's/.*(PostgreSQL) \([0-9][0-9]*\).*/\1/p')
+if [ ! -x "$pg_bin/repmgr" ] || [ ! -x "$pg_bin/repmgrd" ]; then
+  repmgr_pkg="postgresql-$pg_major-repmgr"
+  if ! command -v apt-get >/dev/null 2>&1; then
+    POOLER_TEST_SKIP_REPMGR="no apt-get here to install $repmgr_pkg; install repmgr for PostgreSQL $pg_major into $pg_bin"
+  else
+    if [ -z "$apt_updated" ]; then
+      as_root apt-get update
+      apt_updated=1
+    fi
+    if apt-cache show "$repmgr_pkg" >/dev/null 2>&1; then
+      apt_install "$repmgr_pkg"
+    else
+      POOLER_TEST_SKIP_REPMGR="no $repmgr_pkg package in the apt sources"
+    fi
+  fi
+  if [ -n "${POOLER_TEST_SKIP_REPMGR:-}" ]; then
+    echo "scripts/test.sh: the repmgr tests will be skipped: $POOLER_TEST_SKIP_REPMGR" >&2
+    export POOLER_TEST_SKIP_REPMGR
+  fi
 fi
 
 # Servers refuse to run as root: the test harness runs them as this user.

@@ -3,19 +3,23 @@
 # standby follow the new primary with `repmgr standby follow` on its host.
 #
 #   [failover]
-#   follow_primary_command = "/path/to/repmgr_follow.sh %d %h %m %H"
+#   follow_primary_command = "/path/to/repmgr_follow.sh %d %h %p %m %H %r"
 #
-# repmgr finds the new primary itself; --wait lets it wait for the promotion
-# to be visible. A standby whose timeline forked needs `repmgr node rejoin
-# --force-rewind` instead (see docs/FAILOVER.md).
+# Arguments: standby node index, host, port; new primary node index, host,
+# port (pooler node indexes). The pooler runs this once the new primary
+# answers as one, so the follow target is named (--upstream-node-id) rather
+# than searched for. On PostgreSQL 13+ repmgr re-points the standby with a
+# reload; it waits up to standby_follow_timeout for it to stream. A standby
+# whose timeline forked needs `repmgr node rejoin --force-rewind`, or a
+# rebuild with repmgr_recover.sh.
 #
-# Environment: REPMGR_CONF, PG_OS_USER, SSH_OPTS as in repmgr_failover.sh.
+# Environment: as in repmgr_common.sh.
 set -eu
-id=$1 host=$2 new_id=$3 new_host=$4
-conf=${REPMGR_CONF:-/etc/repmgr.conf}
-os_user=${PG_OS_USER:-postgres}
-ssh_opts=${SSH_OPTS:--o BatchMode=yes -o ConnectTimeout=10}
+id=$1 host=$2 port=$3 new_id=$4 new_host=$5 new_port=$6
+. "$(dirname "$0")/repmgr_common.sh"
+conf=$(repmgr_conf "$id")
 
-echo "follow: node $id ($host) follows node $new_id ($new_host)"
-# shellcheck disable=SC2086
-ssh $ssh_opts "$os_user@$host" repmgr -f "$conf" standby follow --wait --log-to-file
+echo "follow: node $id (repmgr node $(repmgr_id "$id"), $host:$port) follows node $new_id" \
+    "(repmgr node $(repmgr_id "$new_id"), $new_host:$new_port)"
+on_host "$host" "$repmgr" -f "$conf" standby follow --upstream-node-id="$(repmgr_id "$new_id")"
+echo "follow: node $id streams from node $new_id"

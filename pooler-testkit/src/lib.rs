@@ -19,6 +19,10 @@
 //! is a cache and may be deleted at any time. Clusters left behind by a process
 //! that died without dropping them (killed on a timeout) are stopped and
 //! removed by the next process that starts a cluster.
+//!
+//! [`RepmgrCluster`] is the same made the repmgr way (repmgr must be
+//! installed): `primary register`, `standby clone` and `standby register`,
+//! repmgrd per node on demand.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
@@ -28,6 +32,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+mod repmgr;
+pub use repmgr::{repmgr_bin_dir, RepmgrBuilder, RepmgrCluster, RepmgrFailover};
 
 /// Why a cluster operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -65,12 +72,15 @@ pub enum Error {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// repmgr is not installed for the PostgreSQL version in use.
+    #[error("repmgr not found at {0} (install the repmgr package matching the PostgreSQL major version, e.g. apt-get install postgresql-15-repmgr; scripts/test.sh does)")]
+    RepmgrNotFound(PathBuf),
     /// A condition was not reached in time.
     #[error("timed out waiting for {0}")]
     Timeout(String),
 }
 
-fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
     let what = what.into();
     move |source| Error::Io { what, source }
 }
@@ -113,7 +123,7 @@ pub fn psql_at(port: u16, user: &str, db: &str, sql: &str) -> Result<String, Err
     psql_with(&pg_bin_dir()?, port, user, db, sql)
 }
 
-fn psql_with(bin: &Path, port: u16, user: &str, db: &str, sql: &str) -> Result<String, Error> {
+pub(crate) fn psql_with(bin: &Path, port: u16, user: &str, db: &str, sql: &str) -> Result<String, Error> {
     let mut cmd = Command::new(bin.join("psql"));
     let port = port.to_string();
     cmd.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-A", "-t", "-h", "127.0.0.1", "-p", &port])
@@ -132,7 +142,7 @@ pub fn free_port() -> Result<u16, Error> {
     Ok(l.local_addr().map_err(io("read the free port"))?.port())
 }
 
-fn running_as_root() -> bool {
+pub(crate) fn running_as_root() -> bool {
     std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
 }
 
@@ -150,7 +160,7 @@ pub fn server_os_user() -> Option<(String, u32, u32)> {
     })
 }
 
-fn server_user_checked() -> Result<Option<(String, u32, u32)>, Error> {
+pub(crate) fn server_user_checked() -> Result<Option<(String, u32, u32)>, Error> {
     match server_os_user() {
         Some(u) => Ok(Some(u)),
         None if running_as_root() => {
@@ -217,20 +227,7 @@ impl ClusterBuilder {
         let bin = pg_bin_dir()?;
         let user = server_user_checked()?;
         reap_orphans(&bin, &user);
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let nanos =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-        let dir = std::env::temp_dir().join(format!(
-            "pooler-testkit-{}-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed),
-            nanos % 1_000_000_000
-        ));
-        std::fs::create_dir_all(&dir).map_err(io(format!("create {}", dir.display())))?;
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).map_err(io("chmod cluster dir"))?;
-        if let Some((_, uid, gid)) = &user {
-            std::os::unix::fs::chown(&dir, Some(*uid), Some(*gid)).map_err(io("chown cluster dir"))?;
-        }
+        let dir = make_cluster_dir(&user)?;
         let mut cluster = Cluster { dir, bin, user, nodes: Vec::new(), keep: false };
         // From here on, Drop cleans up whatever was started.
         let primary = cluster.create_primary(&self)?;
@@ -349,7 +346,7 @@ impl Cluster {
             std::os::unix::fs::chown(&sockets, Some(*uid), Some(*gid)).map_err(io("chown socket dir"))?;
         }
         let mut node = self.node("primary", 0);
-        let template = self.template()?;
+        let template = template_data_dir(&self.bin, &self.user, &self.dir)?;
         copy_as(&template, &node.data_dir, &self.user)?;
         let mut conf = String::from("\n# pooler-testkit\n");
         for (k, v) in [
@@ -397,60 +394,58 @@ impl Cluster {
         start_on_free_port(&mut node)?;
         Ok(node)
     }
+}
 
-    /// An initdb'd data directory shared by every cluster of this user and
-    /// PostgreSQL version, made once (initdb is the slow part of a start).
-    fn template(&self) -> Result<PathBuf, Error> {
-        let uid = self
-            .user
-            .as_ref()
-            .map(|u| u.1)
-            .unwrap_or_else(|| std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(0));
-        let tag: u64 = self
-            .bin
-            .to_string_lossy()
-            .bytes()
-            .fold(1469598103934665603u64, |h, b| (h ^ b as u64).wrapping_mul(1099511628211));
-        let root = std::env::temp_dir().join(format!("pooler-testkit-template-{uid}-{tag:x}"));
-        let data = root.join("data");
-        if data.join("PG_VERSION").exists() && root.join("complete").exists() {
-            return Ok(data);
-        }
-        // Build it under a unique name, then rename into place; the loser of a
-        // race uses the winner's.
-        let staging = self.dir.join("template-staging");
-        std::fs::create_dir_all(&staging).map_err(io("create template staging dir"))?;
-        if let Some((_, uid, gid)) = &self.user {
-            std::os::unix::fs::chown(&staging, Some(*uid), Some(*gid)).map_err(io("chown staging"))?;
-        }
-        let mut cmd = self.server_cmd("initdb");
-        cmd.arg("-D").arg(staging.join("data")).args([
-            "--no-sync",
-            "-U",
-            "postgres",
-            "-A",
-            "trust",
-            "-E",
-            "UTF8",
-            "--locale=C",
-        ]);
-        run(cmd)?;
-        std::fs::write(staging.join("complete"), b"").map_err(io("mark template complete"))?;
-        match std::fs::rename(&staging, &root) {
-            Ok(()) => {}
-            Err(_) if root.join("complete").exists() => {
-                let _ = std::fs::remove_dir_all(&staging);
-            }
-            Err(e) => {
-                // A half-made leftover from a killed run: replace it.
-                let _ = std::fs::remove_dir_all(&root);
-                std::fs::rename(&staging, &root)
-                    .map_err(|_| Error::Io { what: "install template".into(), source: e })?;
-            }
-        }
-        let _ = std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755));
-        Ok(data)
+/// An initdb'd data directory shared by every cluster of this user and
+/// PostgreSQL version, made once (initdb is the slow part of a start);
+/// `scratch` is the calling cluster's own dir, where it is built.
+pub(crate) fn template_data_dir(
+    bin: &Path,
+    user: &Option<(String, u32, u32)>,
+    scratch: &Path,
+) -> Result<PathBuf, Error> {
+    let uid =
+        user.as_ref().map(|u| u.1).unwrap_or_else(|| std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(0));
+    let tag: u64 =
+        bin.to_string_lossy().bytes().fold(1469598103934665603u64, |h, b| (h ^ b as u64).wrapping_mul(1099511628211));
+    let root = std::env::temp_dir().join(format!("pooler-testkit-template-{uid}-{tag:x}"));
+    let data = root.join("data");
+    if data.join("PG_VERSION").exists() && root.join("complete").exists() {
+        return Ok(data);
     }
+    // Build it under a unique name, then rename into place; the loser of a
+    // race uses the winner's.
+    let staging = scratch.join("template-staging");
+    std::fs::create_dir_all(&staging).map_err(io("create template staging dir"))?;
+    if let Some((_, uid, gid)) = user {
+        std::os::unix::fs::chown(&staging, Some(*uid), Some(*gid)).map_err(io("chown staging"))?;
+    }
+    let mut cmd = server_command(bin, "initdb", user, scratch);
+    cmd.arg("-D").arg(staging.join("data")).args([
+        "--no-sync",
+        "-U",
+        "postgres",
+        "-A",
+        "trust",
+        "-E",
+        "UTF8",
+        "--locale=C",
+    ]);
+    run(cmd)?;
+    std::fs::write(staging.join("complete"), b"").map_err(io("mark template complete"))?;
+    match std::fs::rename(&staging, &root) {
+        Ok(()) => {}
+        Err(_) if root.join("complete").exists() => {
+            let _ = std::fs::remove_dir_all(&staging);
+        }
+        Err(e) => {
+            // A half-made leftover from a killed run: replace it.
+            let _ = std::fs::remove_dir_all(&root);
+            std::fs::rename(&staging, &root).map_err(|_| Error::Io { what: "install template".into(), source: e })?;
+        }
+    }
+    let _ = std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755));
+    Ok(data)
 }
 
 impl Drop for Cluster {
@@ -612,10 +607,29 @@ impl Node {
     }
 }
 
+/// A new, empty cluster dir in the temp dir, owned by the server user; its
+/// name carries this process's pid so [`reap_orphans`] can tell an orphan.
+pub(crate) fn make_cluster_dir(user: &Option<(String, u32, u32)>) -> Result<PathBuf, Error> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let dir = std::env::temp_dir().join(format!(
+        "pooler-testkit-{}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        nanos % 1_000_000_000
+    ));
+    std::fs::create_dir_all(&dir).map_err(io(format!("create {}", dir.display())))?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).map_err(io("chmod cluster dir"))?;
+    if let Some((_, uid, gid)) = user {
+        std::os::unix::fs::chown(&dir, Some(*uid), Some(*gid)).map_err(io("chown cluster dir"))?;
+    }
+    Ok(dir)
+}
+
 /// Stops and deletes clusters left behind by test processes that died without
 /// dropping them (killed on a timeout, say): their directory names carry the
 /// owner's pid, so a cluster whose owner is gone is an orphan.
-fn reap_orphans(bin: &Path, user: &Option<(String, u32, u32)>) {
+pub(crate) fn reap_orphans(bin: &Path, user: &Option<(String, u32, u32)>) {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
@@ -627,6 +641,13 @@ fn reap_orphans(bin: &Path, user: &Option<(String, u32, u32)>) {
                 continue;
             }
             let dir = e.path();
+            // A repmgr cluster's daemons first (their pid files are in the
+            // cluster dir), so none restarts or promotes a node meanwhile.
+            for f in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                if f.file_name().to_str().is_some_and(|n| n.ends_with(".repmgrd.pid")) {
+                    repmgr::kill_repmgrd_from_pid_file(&f.path());
+                }
+            }
             for sub in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
                 if sub.path().join("postmaster.pid").exists() {
                     let mut c = server_command(bin, "pg_ctl", user, &dir);
@@ -663,7 +684,7 @@ fn start_on_free_port(node: &mut Node) -> Result<(), Error> {
     Err(last.unwrap_or(Error::Timeout("a free port".into())))
 }
 
-fn server_command(bin: &Path, program: &str, user: &Option<(String, u32, u32)>, home: &Path) -> Command {
+pub(crate) fn server_command(bin: &Path, program: &str, user: &Option<(String, u32, u32)>, home: &Path) -> Command {
     let mut c = Command::new(bin.join(program));
     for v in ["PGDATA", "PGHOST", "PGPORT", "PGUSER", "PGDATABASE", "PGPASSWORD", "PGOPTIONS", "PGSERVICE"] {
         c.env_remove(v);
@@ -675,7 +696,7 @@ fn server_command(bin: &Path, program: &str, user: &Option<(String, u32, u32)>, 
     c
 }
 
-fn describe(cmd: &Command) -> String {
+pub(crate) fn describe(cmd: &Command) -> String {
     let mut s = cmd.get_program().to_string_lossy().into_owned();
     for a in cmd.get_args() {
         s.push(' ');
@@ -685,7 +706,7 @@ fn describe(cmd: &Command) -> String {
 }
 
 /// Runs a command to completion; a non-zero exit is an error with stderr.
-fn run(mut cmd: Command) -> Result<Output, Error> {
+pub(crate) fn run(mut cmd: Command) -> Result<Output, Error> {
     let command = describe(&cmd);
     let out = cmd
         .stdin(Stdio::null())
@@ -703,14 +724,14 @@ fn run(mut cmd: Command) -> Result<Output, Error> {
     Ok(out)
 }
 
-fn append(path: &Path, text: &str) -> Result<(), Error> {
+pub(crate) fn append(path: &Path, text: &str) -> Result<(), Error> {
     use std::io::Write;
     let mut f = std::fs::OpenOptions::new().append(true).open(path).map_err(io(format!("open {}", path.display())))?;
     f.write_all(text.as_bytes()).map_err(io(format!("write {}", path.display())))
 }
 
 /// Copies a data directory (as the server user, keeping modes) to `to`.
-fn copy_as(from: &Path, to: &Path, user: &Option<(String, u32, u32)>) -> Result<(), Error> {
+pub(crate) fn copy_as(from: &Path, to: &Path, user: &Option<(String, u32, u32)>) -> Result<(), Error> {
     let mut cmd = Command::new("cp");
     cmd.arg("-a").arg(from).arg(to);
     if let Some((_, uid, gid)) = user {
