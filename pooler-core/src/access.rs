@@ -97,7 +97,7 @@ async fn membership(
     role: &str,
     database: &str,
 ) -> Result<bool, Error> {
-    let lookup = shared.auth_query.as_ref().zip(shared.nodes.get(shared.router.primary()));
+    let lookup = shared.auth_query.as_ref().zip(shared.node(shared.router.primary()));
     let Some((aq, server)) = lookup else {
         tracing::warn!(%user, role, line, "hba rules need a role membership; set auth.auth_user so the pooler can ask");
         return Err(refused(format!(
@@ -107,7 +107,7 @@ async fn membership(
     };
     let passwords = shared.passwords();
     let auth_secret = passwords.as_ref().and_then(|p| p.get(aq.auth_user()));
-    aq.is_member(server, auth_secret, user, role, database).await.map_err(|e| {
+    aq.is_member(&server, auth_secret, user, role, database).await.map_err(|e| {
         tracing::warn!(%user, role, error = %e, "role membership lookup failed");
         refused(format!("could not check the membership of user \"{user}\" in role \"{role}\""))
     })
@@ -122,12 +122,12 @@ pub(crate) async fn user_secret(shared: &Shared, user: &str, database: &str) -> 
         return Ok(Some(s.clone()));
     }
     let Some(aq) = shared.auth_query.as_ref() else { return Ok(None) };
-    let Some(server) = shared.nodes.get(shared.router.primary()) else {
+    let Some(server) = shared.node(shared.router.primary()) else {
         return Err(Error::Refused { code: "08001", message: "no backend node is configured".into() });
     };
     let passwords = shared.passwords();
     let auth_secret = passwords.as_ref().and_then(|p| p.get(aq.auth_user()));
-    let (secret, fresh) = aq.secret(server, auth_secret, user, database).await.map_err(|e| {
+    let (secret, fresh) = aq.secret(&server, auth_secret, user, database).await.map_err(|e| {
         tracing::warn!(%user, auth_user = aq.auth_user(), error = %e, "auth_query lookup failed");
         e.into_client_error(user)
     })?;

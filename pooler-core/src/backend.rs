@@ -43,6 +43,10 @@ impl std::fmt::Display for ServerAddr {
     }
 }
 
+/// Every node's address by index, shared by the sessions and the health
+/// checks; a reload that adds nodes swaps in a longer list.
+pub(crate) type NodeAddrs = std::sync::Arc<arc_swap::ArcSwap<Vec<ServerAddr>>>;
+
 impl ServerAddr {
     /// A server at `host:port` reached in plain text.
     #[cfg(test)]

@@ -80,6 +80,11 @@ pub enum Error {
     /// The pooler is shutting down.
     #[error("the pooler is shutting down")]
     Shutdown,
+    /// The database was paused (`PAUSE`) while a checkout took its slot:
+    /// nothing was sent; the caller waits for `RESUME` and chooses the node
+    /// again (it may have changed meanwhile). Never reported to a client.
+    #[error("the database is paused")]
+    Paused,
     /// No node answered as the primary within
     /// `failover.search_primary_node_timeout`: nothing was sent anywhere.
     #[error("no primary is available: node {node} is {status} and no other node answers as the primary (waited {waited_ms} ms)")]
@@ -294,6 +299,7 @@ impl Error {
             Error::ClientAuth { .. } => ("28P01", Side::Client, No, Words::Own(self)),
             Error::PoolTimeout { .. } => ("53300", Side::Pooler, Safe, Words::Own(self)),
             Error::Shutdown => ("57P01", Side::Pooler, Safe, Words::Own(self)),
+            Error::Paused => ("57P03", Side::Pooler, Safe, Words::Own(self)),
             Error::NoPrimary { .. } => ("57P03", Side::Pooler, Safe, Words::Own(self)),
             Error::ResponseTimeout { .. } => (CONNECTION_FAILURE, Side::Server, Unknown, Words::Own(self)),
             Error::Refused { code, message } => (*code, Side::Client, No, Words::Given(message)),
@@ -394,10 +400,11 @@ mod tests {
             Error::NoPrimary { .. } => 12,
             Error::ResponseTimeout { .. } => 13,
             Error::Refused { .. } => 14,
+            Error::Paused => 15,
         }
     }
 
-    const VARIANTS: usize = 15;
+    const VARIANTS: usize = 16;
 
     /// What an error should mean for the client.
     struct Expected {
@@ -486,6 +493,7 @@ mod tests {
                 ),
             ),
             (Error::Shutdown, e("57P01", Pooler, (Safe, Safe), "the pooler is shutting down", Some("the pooler is shutting down"))),
+            (Error::Paused, e("57P03", Pooler, (Safe, Safe), "the database is paused", Some("the database is paused"))),
             (
                 Error::NoPrimary { node: 0, status: "down", waited_ms: 7 },
                 e(

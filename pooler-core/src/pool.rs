@@ -280,24 +280,22 @@ impl Pool {
     /// it may also take a reserve slot; after `checkout_timeout` it gets
     /// [`Error::PoolTimeout`].
     ///
-    /// While the pool's database is paused (`PAUSE`) it waits, without a
-    /// timeout, until `RESUME`.
+    /// While the pool's database is paused (`PAUSE`) it lends nothing:
+    /// [`Error::Paused`], for the caller to wait at the gate
+    /// ([`crate::pause::PauseGate::wait`]) and choose the node again.
     pub(crate) async fn checkout(&self) -> Result<Lease, Error> {
-        loop {
-            let permit = match self.slots.try_acquire() {
-                Ok(p) => {
-                    // No wait, no clock read.
-                    metrics::histogram!(m::CHECKOUT_WAIT_SECONDS).record(0.0);
-                    p
-                }
-                Err(_) => Box::pin(self.wait_for_permit()).await?,
-            };
-            if !self.gate.holds_after_taking(&self.key.database) {
-                return self.lend(permit).await;
+        let permit = match self.slots.try_acquire() {
+            Ok(p) => {
+                // No wait, no clock read.
+                metrics::histogram!(m::CHECKOUT_WAIT_SECONDS).record(0.0);
+                p
             }
-            drop(permit);
-            Box::pin(self.gate.wait(&self.key.database)).await;
+            Err(_) => Box::pin(self.wait_for_permit()).await?,
+        };
+        if self.gate.holds_after_taking(&self.key.database) {
+            return Err(Error::Paused);
         }
+        self.lend(permit).await
     }
 
     /// The slow path of [`Pool::checkout`]: every slot is taken; wait up to
@@ -554,14 +552,12 @@ impl Pool {
         }
         conn.idle_since = now;
         conn.release_buffer();
-        let capacity = self.capacity();
+        // A reload shrank the pool and it is still over its new size: closed.
+        if self.slots.owes() || self.reserve.owes() {
+            self.discard(conn);
+            return;
+        }
         match self.idle.lock() {
-            // Past the size (a reload shrank the pool): closed. `active_count`
-            // still counts this connection.
-            Ok(idle) if idle.len() + self.active_count() > capacity => {
-                drop(idle);
-                self.discard(conn);
-            }
             Ok(mut idle) => idle.push(conn),
             Err(_) => self.discard(conn),
         }

@@ -15,7 +15,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::auth::PasswordFile;
-use crate::config::Config;
+use crate::config::{Config, NodeConfig, NodePreference};
 use crate::runtime::Shared;
 
 /// What a reload changed, and what it could not.
@@ -86,6 +86,8 @@ pub(crate) fn from_file(shared: &Shared, path: &Path) -> Result<ReloadReport, Re
 
 /// Applies `new` as the module doc says: all or nothing.
 pub(crate) fn apply(shared: &Shared, new: Config) -> Result<ReloadReport, ReloadError> {
+    // One reload at a time; the lock holds which node slots were removed.
+    let mut removed = shared.removed_nodes.lock().unwrap_or_else(|e| e.into_inner());
     let old = shared.config();
     // The password file given in memory stays; one named by the file is read again.
     let passwords = match &new.auth.password_file {
@@ -100,10 +102,24 @@ pub(crate) fn apply(shared: &Shared, new: Config) -> Result<ReloadReport, Reload
     }
     let hba = new.auth.hba_file.as_deref().map(crate::hba::HbaRules::load).transpose()?.map(Arc::new);
     crate::route::check_patterns(&new.routing).map_err(|e| ReloadError::Routing(e.to_string()))?;
-    let report = compare(&old, &new);
-    let new = merged(&old, new);
+    let mut report = compare(&old, &new);
+    let plan = plan_nodes(&old.nodes, &removed, &new.nodes, shared.cluster.checked());
+    report.applied.extend(plan.applied.iter().cloned());
+    report.needs_restart.extend(plan.needs_restart.iter().cloned());
+    let new = merged(&old, new, &plan);
     // Everything that can fail has been loaded; the last one swaps itself in.
     shared.tls.reload(&new)?;
+    let nodes_changed = plan.changed;
+    if nodes_changed {
+        // New slots get their address; the others keep theirs (and their pools).
+        let mut addrs = Vec::clone(&shared.node_addrs.load());
+        for i in addrs.len()..new.nodes.len() {
+            if let Some(a) = crate::backend::ServerAddr::of_node(&new, i, &shared.tls) {
+                addrs.push(a);
+            }
+        }
+        shared.node_addrs.store(Arc::new(addrs));
+    }
     shared.router.reconfigure(&new).map_err(|e| ReloadError::Routing(e.to_string()))?;
     shared.pools.reconfigure(new.pool.clone());
     if let Some(p) = passwords {
@@ -124,12 +140,18 @@ pub(crate) fn apply(shared: &Shared, new: Config) -> Result<ReloadReport, Reload
     }
     // What needs a restart kept its old value above, so what the pooler
     // reports (SHOW CONFIG) is what is in force.
-    shared.live_config.store(Arc::new(new));
+    let new = Arc::new(new);
+    shared.live_config.store(new.clone());
+    if nodes_changed {
+        *removed = plan.removed.clone();
+        shared.cluster.reconfigure(new, plan.removed);
+    }
     Ok(report)
 }
 
-/// `new`, with the settings that need a restart kept at their `old` value.
-fn merged(old: &Config, mut new: Config) -> Config {
+/// `new`, with the settings that need a restart kept at their `old` value
+/// and the node list as `plan` maps it onto the slots.
+fn merged(old: &Config, mut new: Config, plan: &NodePlan) -> Config {
     let (o, n) = (&old.server, &mut new.server);
     n.listen.clone_from(&o.listen);
     n.listen_tcp = o.listen_tcp;
@@ -138,12 +160,11 @@ fn merged(old: &Config, mut new: Config) -> Config {
     n.max_client_connections = o.max_client_connections;
     n.max_message_size = o.max_message_size;
     n.worker_threads = o.worker_threads;
-    // Weights apply; everything else about nodes is fixed.
-    let weights: Vec<f64> = new.nodes.iter().map(|n| n.weight).collect();
-    new.nodes.clone_from(&old.nodes);
-    if weights.len() == new.nodes.len() {
-        for (n, w) in new.nodes.iter_mut().zip(weights) {
-            n.weight = w;
+    new.nodes.clone_from(&plan.slots);
+    // A preference for a node names it by its place in the file: now its slot.
+    for p in new.routing.database_preference.values_mut().chain(new.routing.application_preference.values_mut()) {
+        if let NodePreference::Node(j) = p {
+            *j = plan.slot_of.get(*j).copied().unwrap_or(*j);
         }
     }
     new.health.clone_from(&old.health);
@@ -297,39 +318,113 @@ fn compare(old: &Config, new: &Config) -> ReloadReport {
             prefer_sync_standbys,
         ]
     );
-    if old.nodes.len() != new.nodes.len() {
-        r.needs_restart.push(format!("nodes (from {} to {} nodes)", old.nodes.len(), new.nodes.len()));
-    }
-    for (i, (o, n)) in old.nodes.iter().zip(&new.nodes).enumerate() {
-        if o.weight != n.weight {
-            if old.nodes.len() == new.nodes.len() {
-                r.applied.push(format!("nodes[{i}].weight"));
-            } else {
-                r.needs_restart.push(format!("nodes[{i}].weight"));
-            }
-        }
-        for (what, differs) in [
-            ("host", o.host != n.host),
-            ("port", o.port != n.port),
-            ("data_dir", o.data_dir != n.data_dir),
-            ("application_name", o.application_name != n.application_name),
-            ("sslmode", o.sslmode != n.sslmode),
-        ] {
-            if differs {
-                r.needs_restart.push(format!("nodes[{i}].{what}"));
-            }
-        }
-    }
     r
+}
+
+/// How a reloaded node list maps onto the node slots in force: a node
+/// keeps its slot (its index, its pools) while its host and port stay in
+/// the list; a new address gets a new slot at the end; a slot whose
+/// address left the list is removed (never reused).
+#[derive(Debug, Clone, Default, PartialEq)]
+struct NodePlan {
+    /// Every slot after the reload.
+    slots: Vec<NodeConfig>,
+    /// Per slot: removed.
+    removed: Vec<bool>,
+    /// Per node of the new file: its slot.
+    slot_of: Vec<usize>,
+    /// Anything about the nodes changed (the controller must hear of it).
+    changed: bool,
+    applied: Vec<String>,
+    needs_restart: Vec<String>,
+}
+
+/// The [`NodePlan`] from `old` slots (`removed` as they are) to the nodes
+/// of `new`. `checked`: the pooler runs health checks (it started with
+/// more than one node); without them adding or removing needs a restart.
+fn plan_nodes(old: &[NodeConfig], removed: &[bool], new: &[NodeConfig], checked: bool) -> NodePlan {
+    let gone = |i: usize| removed.get(i).copied().unwrap_or(false);
+    let mut plan = NodePlan { slots: old.to_vec(), removed: (0..old.len()).map(gone).collect(), ..NodePlan::default() };
+    let mut kept = vec![false; old.len()];
+    let mut added = Vec::new();
+    for n in new {
+        let found = (0..old.len()).find(|&i| !gone(i) && !kept[i] && old[i].host == n.host && old[i].port == n.port);
+        match found {
+            Some(i) => {
+                kept[i] = true;
+                plan.slot_of.push(i);
+                let slot = &mut plan.slots[i];
+                for (what, differs) in [
+                    ("weight", slot.weight != n.weight),
+                    ("data_dir", slot.data_dir != n.data_dir),
+                    ("application_name", slot.application_name != n.application_name),
+                ] {
+                    if differs {
+                        plan.applied.push(format!("nodes[{i}].{what}"));
+                        plan.changed = true;
+                    }
+                }
+                if slot.sslmode != n.sslmode {
+                    plan.needs_restart.push(format!("nodes[{i}].sslmode"));
+                }
+                let sslmode = slot.sslmode;
+                *slot = n.clone();
+                slot.sslmode = sslmode;
+            }
+            None => {
+                plan.slot_of.push(old.len() + added.len());
+                added.push(n.clone());
+            }
+        }
+    }
+    let dropped: Vec<usize> = (0..old.len()).filter(|&i| !gone(i) && !kept[i]).collect();
+    if added.is_empty() && dropped.is_empty() {
+        return plan;
+    }
+    let total = old.len() + added.len();
+    let refused = if !checked {
+        Some("the pooler started with one node (no health checks run)".to_string())
+    } else if total > crate::topology::MAX_NODE_SLOTS {
+        Some(format!("a pooler gives out at most {} node indexes", crate::topology::MAX_NODE_SLOTS))
+    } else if dropped.len() == (0..old.len()).filter(|&i| !gone(i)).count() && added.is_empty() {
+        Some("no node would be left".to_string())
+    } else {
+        None
+    };
+    if let Some(why) = refused {
+        plan.needs_restart.push(format!("nodes (added or removed: {why})"));
+        // The kept nodes' changes still apply; the list stays as it is (a
+        // preference for a node not added names no slot: the primary).
+        return plan;
+    }
+    plan.changed = true;
+    for i in dropped {
+        plan.removed[i] = true;
+        plan.applied.push(format!("nodes: node {i} ({}:{}) removed, its connections drain", old[i].host, old[i].port));
+    }
+    for (k, n) in added.into_iter().enumerate() {
+        let i = old.len() + k;
+        plan.applied.push(format!("nodes: node {i} ({}:{}) added", n.host, n.port));
+        plan.slots.push(n);
+        plan.removed.push(false);
+    }
+    plan
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::NodeConfig;
+
+    fn node(port: u16) -> NodeConfig {
+        NodeConfig::new("127.0.0.1", port)
+    }
 
     fn two_nodes() -> Config {
-        Config::with_nodes(vec![NodeConfig::new("127.0.0.1", 5432), NodeConfig::new("127.0.0.1", 5433)])
+        Config::with_nodes(vec![node(5432), node(5433)])
+    }
+
+    fn plan(old: &Config, new: &Config) -> NodePlan {
+        plan_nodes(&old.nodes, &[], &new.nodes, true)
     }
 
     #[test]
@@ -337,6 +432,9 @@ mod tests {
         let r = compare(&two_nodes(), &two_nodes());
         assert!(r.is_unchanged(), "{r}");
         assert_eq!(r.to_string(), "no setting changed");
+        let p = plan(&two_nodes(), &two_nodes());
+        assert!(!p.changed && p.applied.is_empty() && p.needs_restart.is_empty(), "{p:?}");
+        assert_eq!(p.slot_of, [0, 1]);
     }
 
     #[test]
@@ -347,30 +445,62 @@ mod tests {
         new.nodes[1].weight = 0.25;
         new.routing.write_functions.push("audit".into());
         new.server.listen = "127.0.0.1:7000".into();
-        new.nodes[1].port = 6000;
         new.failover.command = "promote %m".into();
         let r = compare(&old, &new);
-        assert_eq!(r.applied, ["pool.size", "routing.write_functions", "nodes[1].weight"]);
-        assert_eq!(r.needs_restart, ["server.listen", "failover.command", "nodes[1].port"]);
+        assert_eq!(r.applied, ["pool.size", "routing.write_functions"]);
+        assert_eq!(r.needs_restart, ["server.listen", "failover.command"]);
         assert!(r.to_string().contains("need a restart"), "{r}");
+        let p = plan(&old, &new);
+        assert_eq!(p.applied, ["nodes[1].weight"]);
         // What is in force afterwards keeps the fixed settings' old values.
-        let m = merged(&old, new);
+        let m = merged(&old, new, &p);
         assert_eq!((m.pool.size, m.nodes[1].weight), (3, 0.25));
-        assert_eq!((m.server.listen.as_str(), m.nodes[1].port), (old.server.listen.as_str(), 5433));
+        assert_eq!(m.server.listen, old.server.listen);
         assert!(m.failover.command.is_empty());
     }
 
     #[test]
-    fn a_different_node_count_needs_a_restart_and_keeps_the_old_nodes() {
+    fn nodes_keep_their_index_by_address_new_ones_come_last_and_gone_ones_are_removed_for_good() {
+        let old = Config::with_nodes(vec![node(1), node(2), node(3)]);
+        // Node 1 leaves, node 4 arrives, the others move in the file.
+        let mut new = Config::with_nodes(vec![node(3), node(4), node(2)]);
+        new.routing.database_preference.insert("reports".into(), NodePreference::Node(1));
+        let p = plan(&old, &new);
+        assert!(p.changed);
+        assert_eq!(p.slot_of, [2, 3, 1]);
+        assert_eq!(p.removed, [true, false, false, false]);
+        assert_eq!(p.slots.iter().map(|n| n.port).collect::<Vec<_>>(), [1, 2, 3, 4]);
+        assert_eq!(
+            p.applied,
+            ["nodes: node 0 (127.0.0.1:1) removed, its connections drain", "nodes: node 3 (127.0.0.1:4) added"]
+        );
+        let m = merged(&old, new, &p);
+        assert_eq!(m.routing.database_preference["reports"], NodePreference::Node(3), "the file's node 1 is slot 3");
+        // A removed address that comes back gets a new slot.
+        let again = Config::with_nodes(vec![node(1), node(2), node(3), node(4)]);
+        let p2 = plan_nodes(&p.slots, &p.removed, &again.nodes, true);
+        assert_eq!(p2.slot_of, [4, 1, 2, 3]);
+        assert_eq!(p2.removed, [true, false, false, false, false]);
+    }
+
+    #[test]
+    fn without_health_checks_or_past_the_slot_limit_the_node_list_needs_a_restart() {
+        let one = Config::with_nodes(vec![node(1)]);
+        let p = plan_nodes(&one.nodes, &[], &two_nodes().nodes, false);
+        assert!(!p.changed && p.needs_restart[0].starts_with("nodes (added or removed"), "{p:?}");
+        assert_eq!(p.slots.len(), 1);
+        let many: Vec<NodeConfig> = (1..=crate::topology::MAX_NODE_SLOTS as u16 + 1).map(node).collect();
+        let p = plan(&two_nodes(), &Config::with_nodes(many));
+        assert!(!p.changed && !p.needs_restart.is_empty(), "{p:?}");
+    }
+
+    #[test]
+    fn a_changed_sslmode_on_a_kept_node_needs_a_restart_and_keeps_the_old_one() {
         let old = two_nodes();
         let mut new = two_nodes();
-        new.nodes.push(NodeConfig::new("127.0.0.1", 5434));
-        new.nodes[0].weight = 2.0;
-        let r = compare(&old, &new);
-        assert!(r.applied.is_empty(), "{r}");
-        assert_eq!(r.needs_restart, ["nodes (from 2 to 3 nodes)", "nodes[0].weight"]);
-        let m = merged(&old, new);
-        assert_eq!(m.nodes.len(), 2);
-        assert_eq!(m.nodes[0].weight, 1.0);
+        new.nodes[0].sslmode = Some(crate::config::ServerTlsMode::Require);
+        let p = plan(&old, &new);
+        assert_eq!(p.needs_restart, ["nodes[0].sslmode"]);
+        assert_eq!(p.slots[0].sslmode, None);
     }
 }

@@ -39,11 +39,15 @@ pub(crate) struct Shared {
     /// The password file was given in memory (a reload keeps it rather
     /// than read `auth.password_file`).
     pub(crate) passwords_in_memory: bool,
+    /// Per node slot, removed by a reload; held while a reload runs (one
+    /// at a time).
+    pub(crate) removed_nodes: std::sync::Mutex<Vec<bool>>,
     /// The file `RELOAD` reads again (`None`: built from memory).
     pub(crate) config_file: Option<std::path::PathBuf>,
     pub(crate) pools: Arc<Pools>,
     pub(crate) cancels: Arc<CancelRegistry>,
-    pub(crate) nodes: Vec<ServerAddr>,
+    /// Every node's address by index ([`Shared::node`]); a reload adds to it.
+    pub(crate) node_addrs: crate::backend::NodeAddrs,
     pub(crate) phase: watch::Receiver<Phase>,
     /// Prepared statements of transaction-mode clients, by content.
     pub(crate) statements: crate::prepared::Registry,
@@ -102,6 +106,16 @@ impl Shared {
     /// may put another one in place at any time.
     pub(crate) fn config(&self) -> arc_swap::Guard<Arc<Config>> {
         self.live_config.load()
+    }
+
+    /// The address of node `node` (`None`: no such node).
+    pub(crate) fn node(&self, node: usize) -> Option<ServerAddr> {
+        self.node_addrs.load().get(node).cloned()
+    }
+
+    /// How many node slots there are (removed nodes included).
+    pub(crate) fn node_count(&self) -> usize {
+        self.node_addrs.load().len()
     }
 
     /// The password file in force now (`None`: none is configured).

@@ -433,8 +433,10 @@ fn assemble(config: Config, given_passwords: Passwords, given: Hooks) -> Result<
         None => config.validate()?,
     }
     let tls = crate::tls::TlsContexts::load(&config)?;
-    let nodes = ServerAddr::of_nodes(&config, &tls);
+    let nodes: crate::backend::NodeAddrs =
+        Arc::new(arc_swap::ArcSwap::from_pointee(ServerAddr::of_nodes(&config, &tls)));
     let (phase_tx, phase) = watch::channel(Phase::Running);
+    let node_count = config.nodes.len();
     let config = Arc::new(config);
     let topology = Arc::new(Topology::new(Snapshot::initial(&config, std::time::SystemTime::now())));
     let mut router = crate::route::Router::with_topology(&config, topology.clone()).map_err(|e| {
@@ -445,9 +447,9 @@ fn assemble(config: Config, given_passwords: Passwords, given: Hooks) -> Result<
     }
     router.set_policy(given.policy);
     let hooks = crate::cluster::Hooks {
-        check: given
-            .check
-            .unwrap_or_else(|| Arc::new(crate::cluster::SqlHealthCheck::with_tls(&config, passwords.as_ref(), &tls))),
+        check: given.check.unwrap_or_else(|| {
+            Arc::new(crate::cluster::SqlHealthCheck::with_nodes(&config, passwords.as_ref(), nodes.clone()))
+        }),
         failover: given.failover.unwrap_or_else(|| Arc::new(crate::cluster::CommandHook::new(&config.failover))),
     };
     let functions = Arc::new(crate::classify::catalog::FunctionCatalog::new(config.routing.function_cache_ttl));
@@ -465,9 +467,10 @@ fn assemble(config: Config, given_passwords: Passwords, given: Hooks) -> Result<
         live_config: arc_swap::ArcSwap::new(config),
         live_passwords: arc_swap::ArcSwapOption::new(passwords.map(Arc::new)),
         passwords_in_memory: in_memory,
+        removed_nodes: std::sync::Mutex::new(vec![false; node_count]),
         config_file,
         cancels: Arc::new(CancelRegistry::new()),
-        nodes,
+        node_addrs: nodes,
         phase,
         statements: Default::default(),
         functions,

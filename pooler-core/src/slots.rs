@@ -21,6 +21,8 @@ pub(crate) struct Slots {
     sizes: Arc<Mutex<Sizes>>,
     /// The size asked for, readable without the lock.
     target: AtomicUsize,
+    /// What a shrink still owes, readable without the lock.
+    owed: Arc<AtomicUsize>,
 }
 
 #[derive(Debug, Default)]
@@ -40,12 +42,19 @@ impl Slots {
             semaphore: Arc::new(Semaphore::new(size)),
             sizes: Arc::new(Mutex::new(Sizes { total: size, ..Sizes::default() })),
             target: AtomicUsize::new(size),
+            owed: Arc::default(),
         }
     }
 
     /// The size asked for (what a shrink still owes is not in it).
     pub(crate) fn size(&self) -> usize {
         self.target.load(Ordering::Relaxed)
+    }
+
+    /// A shrink is waiting for permits to come back: a connection given
+    /// back now should be closed rather than kept idle.
+    pub(crate) fn owes(&self) -> bool {
+        self.owed.load(Ordering::Relaxed) > 0
     }
 
     /// Permits held now.
@@ -76,13 +85,15 @@ impl Slots {
             s.owed -= forgiven;
             grow -= forgiven;
             s.total += grow;
+            self.owed.store(s.owed, Ordering::Relaxed);
             self.semaphore.add_permits(grow);
         } else if size < now {
             s.owed += now - size;
+            self.owed.store(s.owed, Ordering::Relaxed);
             if !s.shrinking {
                 s.shrinking = true;
-                let (semaphore, sizes) = (self.semaphore.clone(), self.sizes.clone());
-                tokio::spawn(shrink(semaphore, sizes));
+                let (semaphore, sizes, owed) = (self.semaphore.clone(), self.sizes.clone(), self.owed.clone());
+                tokio::spawn(shrink(semaphore, sizes, owed));
             }
         }
     }
@@ -94,7 +105,7 @@ impl Slots {
 }
 
 /// Takes and forgets permits until nothing is owed.
-async fn shrink(semaphore: Arc<Semaphore>, sizes: Arc<Mutex<Sizes>>) {
+async fn shrink(semaphore: Arc<Semaphore>, sizes: Arc<Mutex<Sizes>>, owed: Arc<AtomicUsize>) {
     loop {
         {
             let Ok(mut s) = sizes.lock() else { return };
@@ -108,6 +119,7 @@ async fn shrink(semaphore: Arc<Semaphore>, sizes: Arc<Mutex<Sizes>>) {
         if s.owed > 0 {
             s.owed -= 1;
             s.total -= 1;
+            owed.store(s.owed, Ordering::Relaxed);
             permit.forget();
         }
     }

@@ -84,6 +84,11 @@ struct Finished {
     commits: u64,
 }
 
+/// `f`, or a panic after 30 s (a hang fails the test instead of CI).
+async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(30), f).await.expect("hung for 30 s")
+}
+
 /// Sessions on the server other than the one asking.
 fn server_sessions(port: u16) -> i64 {
     pooler_testkit::psql_at(
@@ -120,7 +125,7 @@ async fn pause_holds_new_transactions_closes_server_connections_and_resume_lets_
     assert!(eventually(Duration::from_secs(10), || load.commits() > 200).await, "the load runs");
 
     let ops = connect_with(pooler.pg_config("ops", "pooler")).await.expect("console");
-    ops.simple_query("PAUSE postgres").await.expect("PAUSE");
+    within(ops.simple_query("PAUSE postgres")).await.expect("PAUSE");
     // Paused: every transaction that ran has ended, none starts, and the
     // server connections are closed.
     let (held, commits) = (rows(port, "paused_writes"), load.commits());
@@ -155,7 +160,7 @@ async fn pause_waits_for_an_open_transaction_to_end_and_new_clients_wait_connect
 
     let ops = connect_with(pooler.pg_config("ops", "pooler")).await.expect("console");
     let pause = tokio::spawn(async move {
-        ops.simple_query("PAUSE").await.expect("PAUSE");
+        within(ops.simple_query("PAUSE")).await.expect("PAUSE");
         ops
     });
     tokio::time::sleep(Duration::from_millis(400)).await;
@@ -181,12 +186,18 @@ async fn pause_waits_for_an_open_transaction_to_end_and_new_clients_wait_connect
 /// A configuration file for `cluster`'s nodes (weights as given), trust
 /// authentication, `ops` as the admin, with `extra` TOML appended.
 fn config_text(cluster: &pooler_testkit::Cluster, weights: &[f64], extra: &str) -> String {
+    let nodes: Vec<_> = cluster.nodes().zip(weights.iter().copied().chain(std::iter::repeat(1.0))).collect();
+    config_of(&nodes, extra)
+}
+
+/// [`config_text`] for these nodes, with these weights.
+fn config_of(nodes: &[(&pooler_testkit::Node, f64)], extra: &str) -> String {
     let mut t = String::from(
         "[server]\nlog_connections = false\n[auth]\nmethod = \"trust\"\n[admin]\nadmin_users = [\"ops\"]\n\
          [health]\nperiod = \"100ms\"\n",
     );
     t.push_str(extra);
-    for (n, w) in cluster.nodes().zip(weights.iter().chain(std::iter::repeat(&1.0))) {
+    for (n, w) in nodes {
         t.push_str(&format!("\n[[nodes]]\nhost = \"{}\"\nport = {}\nweight = {w}\n", n.host(), n.port()));
     }
     t
@@ -364,4 +375,102 @@ async fn notices_of(cluster: &pooler_testkit::Cluster, pooler: &TestPooler, sql:
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{sql}: {text}");
     text
+}
+
+fn server_port_of(messages: &[tokio_postgres::SimpleQueryMessage]) -> u16 {
+    messages
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).and_then(|v| v.parse().ok()),
+            _ => None,
+        })
+        .expect("a port")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_004_glue_pause_promote_edit_reload_resume_loses_no_write_and_leaves_the_old_primary_untouched() {
+    let cluster = replicated(1).await;
+    let (old, new) = (cluster.primary(), &cluster.standbys()[0]);
+    old.psql("postgres", "CREATE TABLE glue (client int)").unwrap();
+    cluster.wait_for_replication(Duration::from_secs(10)).unwrap();
+    let dir = tempdir("seed-004");
+    let _cleanup = Cleanup(dir.clone());
+    let path = dir.join("pooler.toml");
+    let extra = "[pool]\nmode = \"transaction\"\nsize = 4\n";
+    let pooler = from_file(&path, &config_of(&[(old, 1.0), (new, 1.0)], extra)).await;
+    let load = WriteLoad::start(&pooler, 8, "glue").await;
+    assert!(eventually(Duration::from_secs(10), || load.commits() > 100).await, "the load runs");
+
+    // The glue, as a repmgr promote_command would run it around `repmgr
+    // standby promote`: PAUSE, promote, point the configuration at the new
+    // primary, RELOAD, RESUME. The old primary stays up (the worst case:
+    // it would still take writes).
+    let ops = connect_with(pooler.pg_config("ops", "pooler")).await.expect("console");
+    within(ops.simple_query("PAUSE")).await.expect("PAUSE");
+    let on_old = rows(old.port(), "glue");
+    cluster.wait_for_replication(Duration::from_secs(10)).unwrap();
+    new.promote().unwrap();
+    std::fs::write(&path, config_of(&[(new, 1.0)], extra)).unwrap();
+    let notices = notices_of(&cluster, &pooler, "RELOAD").await;
+    assert!(notices.contains("node 0") && notices.contains("removed"), "{notices}");
+    ops.simple_query("RESUME").await.expect("RESUME");
+    let resumed = load.commits();
+    assert!(eventually(Duration::from_secs(15), || load.commits() > resumed + 200).await, "writes go on after RESUME");
+
+    let load = load.finish().await;
+    assert!(load.errors.is_empty(), "no client saw an error: {:?}", load.errors);
+    assert_eq!(rows(old.port(), "glue"), on_old, "nothing reached the old primary after PAUSE");
+    assert_eq!(rows(new.port(), "glue") as u64, load.commits, "every acknowledged write is on the new primary, once");
+    let sessions = old
+        .psql("postgres", "SELECT usename, application_name, state, backend_start, query FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()")
+        .unwrap();
+    assert_eq!(server_sessions(old.port()), 0, "the pooler holds no connection to the old primary: {sessions}");
+    let snapshot = pooler.pooler.cluster();
+    assert_eq!((snapshot.primary, snapshot.nodes[0].status), (1, pooler_core::Status::Removed));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_adds_a_node_that_serves_once_checked_and_a_removed_one_drains_its_open_transaction() {
+    let cluster = replicated(2).await;
+    let (primary, s1, s2) = (cluster.primary(), &cluster.standbys()[0], &cluster.standbys()[1]);
+    let dir = tempdir("reload-nodes");
+    let _cleanup = Cleanup(dir.clone());
+    let path = dir.join("pooler.toml");
+    let extra = "[pool]\nmode = \"transaction\"\n[routing]\nload_balance = true\n";
+    // Reads only on the standby (the primary's weight is 0).
+    let pooler = from_file(&path, &config_of(&[(primary, 0.0), (s1, 1.0)], extra)).await;
+    let app = pooler.connect("postgres").await;
+    let reader = pooler.connect("postgres").await;
+    assert_eq!(server_port_of(&reader.simple_query("SELECT inet_server_port()").await.unwrap()), s1.port());
+    app.batch_execute("BEGIN READ ONLY").await.unwrap();
+    assert_eq!(server_port_of(&app.simple_query("SELECT inet_server_port()").await.unwrap()), s1.port());
+
+    std::fs::write(&path, config_of(&[(primary, 0.0), (s2, 1.0)], extra)).unwrap();
+    let notices = notices_of(&cluster, &pooler, "RELOAD").await;
+    assert!(notices.contains("node 1") && notices.contains("node 2") && notices.contains("added"), "{notices}");
+    // The transaction in progress on the removed node finishes there.
+    assert_eq!(server_port_of(&app.simple_query("SELECT inet_server_port()").await.unwrap()), s1.port());
+    app.batch_execute("COMMIT").await.expect("the open transaction commits");
+    assert!(
+        eventually(Duration::from_secs(10), || server_sessions(s1.port()) == 0).await,
+        "the removed node's connections close as they come back"
+    );
+    // Reads move to the new node once it is checked; never to the removed one.
+    let mut on_new = false;
+    for _ in 0..100 {
+        let port = server_port_of(&reader.simple_query("SELECT inet_server_port()").await.unwrap());
+        assert_ne!(port, s1.port(), "no read on the removed node");
+        if port == s2.port() {
+            on_new = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(on_new, "the added node serves reads");
+    assert_eq!(server_sessions(s1.port()), 0);
+    let snapshot = pooler.pooler.cluster();
+    assert_eq!(
+        snapshot.nodes.iter().map(|n| n.status).collect::<Vec<_>>(),
+        [pooler_core::Status::Up, pooler_core::Status::Removed, pooler_core::Status::Up]
+    );
 }

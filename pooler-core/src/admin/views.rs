@@ -617,7 +617,7 @@ fn lists(shared: &Shared) -> Table {
         ("login_clients", waiting),
         ("free_servers", idle),
         ("used_servers", used),
-        ("nodes", shared.nodes.len()),
+        ("nodes", shared.node_count()),
     ] {
         t.push(vec![name.into(), n.into()]);
     }

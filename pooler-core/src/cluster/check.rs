@@ -173,6 +173,12 @@ pub trait HealthCheck: Send + Sync + 'static {
     /// `Ok` is what the node said; its `in_recovery` decides the node's
     /// role. `Err` is a failed look, whichever the variant.
     fn check(&self, node: usize) -> CheckFuture<'_>;
+
+    /// A configuration reload removed `node`: it is never checked again;
+    /// drop whatever is kept for it (a connection). Default: nothing.
+    fn node_removed(&self, node: usize) {
+        let _ = node;
+    }
 }
 
 /// The built-in check: on a connection kept per node, logged in as
@@ -181,7 +187,8 @@ pub trait HealthCheck: Send + Sync + 'static {
 /// WAL receiver and (on a primary) `pg_stat_replication`.
 #[derive(Debug)]
 pub struct SqlHealthCheck {
-    nodes: Vec<ServerAddr>,
+    /// The nodes' addresses; shared with the pooler, whose reload adds nodes.
+    nodes: crate::backend::NodeAddrs,
     login: LoginInfo,
     connect_timeout: Duration,
     max_message: usize,
@@ -216,18 +223,20 @@ impl SqlHealthCheck {
             tracing::error!(error = %e, "health checks: TLS files unusable; nodes that need them will fail");
             crate::tls::TlsContexts::plain()
         });
-        SqlHealthCheck::with_tls(config, passwords, &tls)
+        let nodes = Arc::new(arc_swap::ArcSwap::from_pointee(ServerAddr::of_nodes(config, &tls)));
+        SqlHealthCheck::with_nodes(config, passwords, nodes)
     }
 
-    /// [`SqlHealthCheck::new`] with the pooler's own TLS contexts.
-    pub(crate) fn with_tls(
+    /// [`SqlHealthCheck::new`] over the pooler's own node addresses (with
+    /// its TLS contexts), which a reload may add to.
+    pub(crate) fn with_nodes(
         config: &crate::Config,
         passwords: Option<&crate::auth::PasswordFile>,
-        tls: &crate::tls::TlsContexts,
+        nodes: crate::backend::NodeAddrs,
     ) -> SqlHealthCheck {
         let h = &config.health;
         SqlHealthCheck {
-            nodes: ServerAddr::of_nodes(config, tls),
+            nodes,
             login: LoginInfo {
                 user: h.user.clone(),
                 database: h.database.clone(),
@@ -236,12 +245,16 @@ impl SqlHealthCheck {
             },
             connect_timeout: h.connect_timeout.min(h.timeout),
             max_message: config.server.max_message_size,
-            conns: config.nodes.iter().map(|_| tokio::sync::Mutex::new(None)).collect(),
+            // One per slot a reload may ever add.
+            conns: (0..crate::topology::MAX_NODE_SLOTS.max(config.nodes.len()))
+                .map(|_| tokio::sync::Mutex::new(None))
+                .collect(),
         }
     }
 
     async fn look(&self, node: usize) -> Result<Observation, CheckError> {
-        let (Some(addr), Some(slot)) = (self.nodes.get(node), self.conns.get(node)) else {
+        let addr = self.nodes.load().get(node).cloned();
+        let (Some(addr), Some(slot)) = (addr, self.conns.get(node)) else {
             return Err(CheckError::Connect { reason: format!("node {node} is not configured") });
         };
         let mut slot = slot.lock().await;
@@ -249,7 +262,7 @@ impl SqlHealthCheck {
         // connection instead of leaving a half-read answer for the next one.
         let mut conn = match slot.take() {
             Some(c) if c.is_alive() => c,
-            _ => ServerConn::connect(addr, &self.login, self.connect_timeout, self.max_message)
+            _ => ServerConn::connect(&addr, &self.login, self.connect_timeout, self.max_message)
                 .await
                 .map_err(|e| CheckError::connecting(e, self.connect_timeout))?,
         };
@@ -262,6 +275,15 @@ impl SqlHealthCheck {
 impl HealthCheck for SqlHealthCheck {
     fn check(&self, node: usize) -> CheckFuture<'_> {
         Box::pin(self.look(node))
+    }
+
+    /// Closes the connection kept for `node` (its checker has stopped; a
+    /// look still running keeps it until that look ends, and then it is
+    /// never used again).
+    fn node_removed(&self, node: usize) {
+        if let Some(conn) = self.conns.get(node).and_then(|c| c.try_lock().ok()).and_then(|mut c| c.take()) {
+            tokio::spawn(conn.close());
+        }
     }
 }
 

@@ -973,6 +973,47 @@ mod tests {
         assert_eq!((m.primary(), m.nodes[1].status), (2, Status::Quarantine));
     }
 
+    fn reconfigure(m: &mut Machine, ports: &[u16], removed: &[bool]) -> Vec<Action> {
+        let nodes = ports.iter().map(|&p| NodeConfig::new("127.0.0.1", p)).collect();
+        m.apply(Event::Reconfigure { nodes, removed: removed.to_vec() }, t0()).actions
+    }
+
+    #[test]
+    fn a_reload_adds_nodes_that_wait_for_a_check_and_removes_nodes_for_good() {
+        let mut m = healthy();
+        let actions = reconfigure(&mut m, &[5432, 5433, 5434, 5435], &[false, false, true, false]);
+        assert_eq!(status(&m), [Status::Up, Status::Up, Status::Removed, Status::Waiting]);
+        assert_eq!(actions, [Action::CheckNow(3)], "the new node is checked at once");
+        check(&mut m, 3, standby(100, 5432));
+        check(&mut m, 2, standby(100, 5432));
+        assert_eq!(m.nodes[2].status, Status::Removed, "a check of a removed node changes nothing");
+        assert_eq!(m.nodes[3].status, Status::Up);
+        assert!(m.attach(2, &mut Vec::new()).is_err(), "a removed node cannot be attached");
+        // The primary failing now: the removed node is no candidate.
+        let actions = check(&mut m, 0, err("refused"));
+        assert!(
+            actions.iter().any(|a| matches!(a, Action::AskPositions { candidates, .. } if candidates == &[1, 3])),
+            "{actions:?}"
+        );
+    }
+
+    #[test]
+    fn removing_the_primary_runs_no_hook_and_writes_move_to_the_node_that_answers_as_primary() {
+        let mut m = healthy();
+        // Promoted elsewhere (seed 004's glue) before the reload removes node 0.
+        check(&mut m, 1, primary(120));
+        assert_eq!((m.primary(), m.nodes[1].status), (0, Status::Quarantine), "two primaries: the current one stays");
+        let actions = reconfigure(&mut m, &[5432, 5433, 5434], &[true, false, false]);
+        assert!(actions.iter().all(|a| matches!(a, Action::CheckNow(_))), "no failover: {actions:?}");
+        assert!(!m.snapshot().primary_available(), "writes wait");
+        check(&mut m, 1, primary(121));
+        assert_eq!(m.primary(), 1);
+        assert!(m.snapshot().primary_available());
+        assert_eq!(m.nodes[0].status, Status::Removed, "the old primary stays removed");
+        check(&mut m, 0, primary(200));
+        assert_eq!(m.primary(), 1, "whatever the removed node says");
+    }
+
     #[test]
     fn two_primaries_with_most_standbys_picks_the_one_standbys_follow() {
         let mut m = machine(3, |c| c.failover.false_primary = FalsePrimaryRule::MostStandbys);

@@ -244,6 +244,7 @@ pub(crate) async fn run(cluster: Arc<Cluster>, hooks: Arc<Hooks>) {
                     if removed.get(node).copied().unwrap_or(false) {
                         if let Some(c) = checker.take() {
                             c.abort();
+                            hooks.check.node_removed(node);
                         }
                     }
                 }

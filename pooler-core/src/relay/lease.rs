@@ -13,12 +13,12 @@ impl Relay<'_> {
         if let Some(Some(p)) = self.pools.get(node) {
             return p.clone();
         }
-        let Some(addr) = self.core.shared.nodes.get(node) else {
+        let Some(addr) = self.core.shared.node(node) else {
             return self.core.pool.clone();
         };
         let key = PoolKey { node, user: self.core.login.user.clone(), database: self.core.login.database.clone() };
         let login = &self.core.login;
-        let p = self.core.shared.pools.get(key, addr, || login.clone());
+        let p = self.core.shared.pools.get(key, &addr, || login.clone());
         if let Some(k) = login.client_key {
             p.learn_client_key(k);
         }
@@ -30,8 +30,25 @@ impl Relay<'_> {
 
     /// Takes a server connection on the node the next request should run on,
     /// and brings its session to what the client expects: the same
-    /// parameters, no other client's leftovers.
+    /// parameters, no other client's leftovers. While the client's database
+    /// is paused (`PAUSE`) it waits, without a timeout, and chooses the node
+    /// once resumed (a RELOAD meanwhile may have moved the primary).
     pub(super) async fn attach(&mut self) -> Result<(), Error> {
+        loop {
+            if self.core.shared.control.pause.holds(&self.core.login.database) {
+                let shared = self.core.shared;
+                Box::pin(shared.control.pause.wait(&self.core.login.database)).await;
+            }
+            match self.attach_once().await {
+                Err(Error::Paused) => continue,
+                r => return r,
+            }
+        }
+    }
+
+    /// [`Relay::attach`], once: [`Error::Paused`] when a checkout found the
+    /// database paused.
+    async fn attach_once(&mut self) -> Result<(), Error> {
         let started = Instant::now();
         let router = &self.core.shared.router;
         let mut wants = Vec::new();

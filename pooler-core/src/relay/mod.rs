@@ -177,7 +177,7 @@ impl<'a> Relay<'a> {
         (params, extra): (Settings, Settings),
         peer: crate::transport::Peer,
     ) -> Self {
-        let mut pools = vec![None; shared.nodes.len().max(1)];
+        let mut pools = vec![None; shared.node_count().max(1)];
         if let Some(slot) = pools.get_mut(node) {
             *slot = Some(pool.clone());
         }
@@ -576,7 +576,7 @@ impl<'a> Relay<'a> {
         let catalog = self.core.shared.functions.clone();
         let database = self.core.login.database.clone();
         let names = catalog.start_lookup(&database, &names, Instant::now());
-        let Some(addr) = self.core.shared.nodes.get(self.core.shared.router.primary()).cloned() else { return };
+        let Some(addr) = self.core.shared.node(self.core.shared.router.primary()) else { return };
         if names.is_empty() {
             return;
         }
@@ -742,7 +742,8 @@ pub(crate) fn fuzz(mode: u8, client: &[u8], server: &[u8], chunk: usize) -> bool
     let shared = pooler.shared();
     let login = LoginInfo { user: "u".into(), database: "d".into(), secret: None, client_key: None };
     let key = crate::pool::PoolKey { node: 0, user: "u".into(), database: "d".into() };
-    let pool = shared.pools.get(key, &shared.nodes[0], || login.clone());
+    let addr = shared.node(0).expect("a test pooler has a node");
+    let pool = shared.pools.get(key, &addr, || login.clone());
     let (mut cbuf, mut cout) = (BytesMut::new(), BytesMut::new());
     let params = std::sync::Arc::new(Vec::new());
     let peer = crate::transport::Peer::Tcp(std::net::SocketAddr::from(([127, 0, 0, 1], 1)));

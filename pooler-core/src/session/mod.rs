@@ -218,8 +218,30 @@ struct Opened {
 
 /// After authentication: take a server connection and finish the client's
 /// startup. Its own future (boxed by the caller) ends before the relay starts,
-/// so an idle client's task does not keep room for it.
+/// so an idle client's task does not keep room for it. While the database
+/// is paused (`PAUSE`) the login waits, connected, and chooses its node once
+/// resumed.
 async fn open_session(
+    client: &mut Client,
+    shared: &Arc<Shared>,
+    startup: &StartupMessage,
+    user: String,
+    database: String,
+    client_key: Option<[u8; 32]>,
+) -> Result<Opened, End> {
+    loop {
+        // A login that needs no server connection is answered even while
+        // paused; one that does waits here.
+        match open_session_once(client, shared, startup, user.clone(), database.clone(), client_key).await {
+            Err(End::Failed(Error::Paused)) => Box::pin(shared.control.pause.wait(&database)).await,
+            r => return r,
+        }
+    }
+}
+
+/// [`open_session`], once: `End::Failed(Error::Paused)` (nothing sent to the
+/// client) when a checkout found the database paused.
+async fn open_session_once(
     client: &mut Client,
     shared: &Arc<Shared>,
     startup: &StartupMessage,
@@ -255,7 +277,7 @@ async fn open_session(
             node = n;
         }
     }
-    let Some(addr) = shared.nodes.get(node) else {
+    let Some(addr) = shared.node(node) else {
         let e = Error::Refused { code: "08001", message: "no backend node is configured".into() };
         client.send_error(Severity::Fatal, &e).await;
         return Err(End::Failed(e));
@@ -269,7 +291,7 @@ async fn open_session(
         }
     };
     let login = LoginInfo { secret, user: user.clone(), database: database.clone(), client_key };
-    let pool = shared.pools.get(key, addr, || login.clone());
+    let pool = shared.pools.get(key, &addr, || login.clone());
     if let Some(key) = client_key {
         pool.learn_client_key(key);
     }
@@ -284,17 +306,18 @@ async fn open_session(
     let mut pool = pool;
     let mut lease = match checkout {
         Ok(l) => l,
+        Err(Error::Paused) => return Err(End::Failed(Error::Paused)),
         // Transaction-pooled (or load-balanced) clients need the primary only
         // for writes: while it is unreachable they may log in on a standby.
         Err(e) if e.is_unavailable() && (pool.settings().mode != PoolMode::Session || shared.router.balancing()) => {
             let first = shared.backend_failed(node, &e);
-            let fallback = shared.router.fallback_node(node).and_then(|n| shared.nodes.get(n).map(|a| (n, a)));
+            let fallback = shared.router.fallback_node(node).and_then(|n| shared.node(n).map(|a| (n, a)));
             let Some((n, addr)) = fallback else {
                 client.send_error(Severity::Fatal, &e).await;
                 return Err(End::Failed(e));
             };
             let key = PoolKey { node: n, user: user.clone(), database: database.clone() };
-            let standby_pool = shared.pools.get(key, addr, || login.clone());
+            let standby_pool = shared.pools.get(key, &addr, || login.clone());
             if let Some(key) = client_key {
                 standby_pool.learn_client_key(key);
             }
@@ -309,6 +332,7 @@ async fn open_session(
                     pool = standby_pool;
                     l
                 }
+                Err(Error::Paused) => return Err(End::Failed(Error::Paused)),
                 Err(_) => {
                     client.send_error(Severity::Fatal, &e).await;
                     return Err(End::Failed(e));
@@ -321,19 +345,20 @@ async fn open_session(
             shared.backend_failed(node, &e);
             let wait = shared.config().failover.search_primary_node_timeout;
             let found = Box::pin(shared.cluster.wait_for_primary_after(node, wait)).await;
-            let retry = found.and_then(|n| shared.nodes.get(n).map(|a| (n, a)));
+            let retry = found.and_then(|n| shared.node(n).map(|a| (n, a)));
             let Some((n, addr)) = retry else {
                 client.send_error(Severity::Fatal, &e).await;
                 return Err(End::Failed(e));
             };
             let key = PoolKey { node: n, user: user.clone(), database: database.clone() };
-            pool = shared.pools.get(key, addr, || login.clone());
+            pool = shared.pools.get(key, &addr, || login.clone());
             if let Some(key) = client_key {
                 pool.learn_client_key(key);
             }
             node = n;
             match Box::pin(pool.checkout()).await {
                 Ok(l) => l,
+                Err(Error::Paused) => return Err(End::Failed(Error::Paused)),
                 Err(e) => {
                     client.send_error(Severity::Fatal, &e).await;
                     return Err(End::Failed(e));

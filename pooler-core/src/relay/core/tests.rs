@@ -28,7 +28,7 @@ fn login() -> LoginInfo {
 
 fn pool(shared: &Shared) -> Arc<Pool> {
     let key = PoolKey { node: 0, user: "app".into(), database: "app".into() };
-    shared.pools.get(key, &shared.nodes[0], login)
+    shared.pools.get(key, &shared.node(0).unwrap(), login)
 }
 
 /// The protocol state of one server connection.
