@@ -292,6 +292,16 @@ impl Pooler {
         crate::cluster::promote(&self.shared.cluster, &self.hooks, node).await
     }
 
+    /// Online recovery (pgpool's `pcp_recovery_node`): detaches `node`,
+    /// runs `[recovery] command` to rebuild it as a standby of the current
+    /// primary, waits (`recovery.stream_timeout`) until it answers as a
+    /// standby that streams, and attaches it again. On a failure the node
+    /// stays detached. Needs [`Pooler::run`] to be running.
+    pub async fn recover_node(&self, node: usize) -> Result<(), NodeCommandError> {
+        let recovery = self.shared.config().recovery.clone();
+        crate::cluster::recover(&self.shared.cluster, &self.hooks, node, &recovery).await
+    }
+
     /// Index of the node that takes writes now (the first node until the
     /// cluster controller finds another primary).
     pub fn primary_node(&self) -> usize {

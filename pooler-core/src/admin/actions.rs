@@ -30,7 +30,9 @@ fn node_error(e: NodeCommandError) -> CommandError {
         NodeCommandError::UnknownNode(_) => "22023",
         NodeCommandError::IsPrimary(_) | NodeCommandError::AlreadyPrimary(_) => "55000",
         NodeCommandError::NotRunning => "57P03",
-        NodeCommandError::NoHook => "55000",
+        NodeCommandError::NoHook | NodeCommandError::NoRecoveryCommand => "55000",
+        NodeCommandError::NoPrimary => "57P03",
+        NodeCommandError::Busy(_) => "55006",
         _ => "XX000",
     };
     CommandError::new(code, e.to_string())
@@ -67,7 +69,13 @@ impl Executor for Pooler<'_> {
                     }
                 }
             }
-            Command::RecoverNode(_) => Err(not_yet("RECOVER NODE")),
+            Command::RecoverNode(n) => {
+                let hooks = shared.control.hooks().ok_or_else(|| node_error(NodeCommandError::NotRunning))?;
+                tracing::warn!(actor, client = %peer, node = n, "admin: RECOVER NODE");
+                let recovery = shared.config().recovery.clone();
+                crate::cluster::recover(&shared.cluster, &hooks, *n, &recovery).await.map_err(node_error)?;
+                Ok(Answer::Done)
+            }
             Command::Set { key, .. } => Err(CommandError::new(
                 "55P02",
                 format!("parameter \"{key}\" cannot be changed while the pooler runs (no setting can yet)"),

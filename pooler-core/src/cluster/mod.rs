@@ -19,6 +19,7 @@
 mod check;
 mod hook;
 pub(crate) mod machine;
+mod recover;
 mod report;
 
 use std::sync::Arc;
@@ -30,6 +31,7 @@ pub use check::{CheckError, CheckFuture, HealthCheck, Observation, ReplicaState,
 pub use hook::{CommandHook, FailoverContext, FailoverHook, HookFailure, HookFuture, HookOutcome, NodeInfo};
 
 pub use crate::topology::{NodeState, Role, Snapshot, Status};
+pub(crate) use recover::recover;
 pub(crate) use report::BackendError;
 
 use crate::config::Config;
@@ -63,6 +65,19 @@ pub enum NodeCommandError {
     /// The hook succeeded but the node never answered as a primary.
     #[error("node {0} never answered as a primary; writes stay where they were")]
     NeverPromoted(usize),
+    /// `RECOVER NODE` with no `[recovery] command` configured.
+    #[error("no recovery command is configured ([recovery] command)")]
+    NoRecoveryCommand,
+    /// No primary is available to rebuild a node from.
+    #[error("no primary is available to rebuild the node from")]
+    NoPrimary,
+    /// A recovery of this node is already running.
+    #[error("node {0} is already being recovered")]
+    Busy(usize),
+    /// The recovery command succeeded but the node never answered as a
+    /// streaming standby within `recovery.stream_timeout`; it stays detached.
+    #[error("node {0} never answered as a streaming standby after the recovery command; it stays detached")]
+    NeverStreamed(usize),
 }
 
 /// A request to the controller.
@@ -87,6 +102,8 @@ pub(crate) struct Cluster {
     check_now: Vec<Arc<Notify>>,
     /// More than one node: health checks run, so the state can change.
     checked: bool,
+    /// Nodes an online recovery is rebuilding now.
+    recovering: std::sync::Mutex<std::collections::HashSet<usize>>,
 }
 
 impl std::fmt::Debug for Command {
@@ -108,6 +125,7 @@ impl Cluster {
                 .collect(),
             checked: config.nodes.len() > 1,
             config: arc_swap::ArcSwap::new(config),
+            recovering: Default::default(),
             topology,
             pools,
             tx,

@@ -88,6 +88,36 @@ pub struct FailoverConfig {
     pub prefer_sync_standbys: bool,
 }
 
+/// Online recovery (`[recovery]`): what `RECOVER NODE n` runs to rebuild a
+/// node as a standby of the current primary (pgpool's
+/// `recovery_1st_stage_command` and `pcp_recovery_node`, in one command).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecoveryConfig {
+    /// The command, with the failover commands' placeholders: `%d`, `%h`,
+    /// `%p`, `%D` the node to rebuild; `%m`, `%H`, `%r`, `%R` the current
+    /// primary. Empty: `RECOVER NODE` is refused.
+    pub command: String,
+    /// Longest the command may run before it is killed (a base backup of a
+    /// large database takes a while).
+    #[serde(deserialize_with = "duration")]
+    pub command_timeout: Duration,
+    /// After the command: how long the node has to answer as a standby
+    /// whose WAL receiver streams, before the recovery counts as failed.
+    #[serde(deserialize_with = "duration")]
+    pub stream_timeout: Duration,
+}
+
+impl Default for RecoveryConfig {
+    fn default() -> Self {
+        RecoveryConfig {
+            command: String::new(),
+            command_timeout: Duration::from_secs(600),
+            stream_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
 /// Which node keeps the writes when two nodes answer as a primary at once
 /// (`failover.false_primary`). The other is quarantined: no reads, no writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]

@@ -16,7 +16,7 @@ mod tls;
 
 pub use admin::{AdminConfig, ConsoleRole};
 pub use auth::{AuthConfig, AuthMethod, DEFAULT_AUTH_QUERY};
-pub use cluster::{FailoverConfig, FalsePrimaryRule, HealthConfig, NodeConfig};
+pub use cluster::{FailoverConfig, FalsePrimaryRule, HealthConfig, NodeConfig, RecoveryConfig};
 pub use metrics::MetricsConfig;
 pub use pool::{PoolConfig, PoolMode, PoolOverride};
 pub use routing::{BalancePolicy, NodePreference, RoutingConfig, WriteStickiness};
@@ -81,6 +81,9 @@ pub struct Config {
     /// What to do when the primary fails.
     #[serde(default)]
     pub failover: FailoverConfig,
+    /// How `RECOVER NODE` rebuilds a node.
+    #[serde(default)]
+    pub recovery: RecoveryConfig,
     /// TLS towards clients.
     #[serde(default)]
     pub client_tls: ClientTlsConfig,
@@ -197,6 +200,7 @@ impl Config {
             routing: RoutingConfig::default(),
             health: HealthConfig::default(),
             failover: FailoverConfig::default(),
+            recovery: RecoveryConfig::default(),
             client_tls: ClientTlsConfig::default(),
             server_tls: ServerTlsConfig::default(),
             nodes,
