@@ -302,6 +302,12 @@ impl Pooler {
         crate::cluster::recover(&self.shared.cluster, &self.hooks, node, &recovery).await
     }
 
+    /// `database` is paused (`PAUSE` on the admin console): its clients'
+    /// next transactions wait for `RESUME`.
+    pub fn is_paused(&self, database: &str) -> bool {
+        self.shared.control.pause.holds(database)
+    }
+
     /// Index of the node that takes writes now (the first node until the
     /// cluster controller finds another primary).
     pub fn primary_node(&self) -> usize {

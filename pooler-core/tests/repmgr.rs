@@ -24,6 +24,14 @@ use pooler_testkit::{RepmgrCluster, RepmgrFailover};
 /// `None` (the test is skipped, with the reason printed) when repmgr cannot
 /// be installed here.
 async fn repmgr_cluster(failover: RepmgrFailover) -> Option<RepmgrCluster> {
+    repmgr_cluster_with(failover, |b| b).await
+}
+
+/// [`repmgr_cluster`], with the builder adjusted by `f` first.
+async fn repmgr_cluster_with(
+    failover: RepmgrFailover,
+    f: impl FnOnce(pooler_testkit::RepmgrBuilder) -> pooler_testkit::RepmgrBuilder,
+) -> Option<RepmgrCluster> {
     if let Err(e) = pooler_testkit::repmgr_bin_dir() {
         match std::env::var("POOLER_TEST_SKIP_REPMGR") {
             Ok(why) if matches!(e, pooler_testkit::Error::RepmgrNotFound(_)) => {
@@ -33,10 +41,10 @@ async fn repmgr_cluster(failover: RepmgrFailover) -> Option<RepmgrCluster> {
             _ => panic!("{e}: run the tests with scripts/test.sh, which installs it"),
         }
     }
-    let builder = RepmgrCluster::builder()
+    let builder = f(RepmgrCluster::builder()
         .failover(failover)
         .standbys(2)
-        .init_sql("CREATE TABLE items (id serial PRIMARY KEY, v int, phase text)");
+        .init_sql("CREATE TABLE items (id serial PRIMARY KEY, v int, phase text)"));
     let cluster = tokio::task::spawn_blocking(move || builder.start().expect("start the repmgr cluster"))
         .await
         .expect("cluster task");
@@ -364,4 +372,194 @@ async fn repmgr_recover_sh_rebuilds_a_diverged_old_primary_and_a_wiped_standby_f
         let line = show.lines().find(|l| l.contains(name)).unwrap_or_default();
         assert!(line.contains("standby") && line.contains("running") && line.contains("node2"), "{show}");
     }
+}
+
+/// The pooler's configuration file for `cluster` (the [`repmgr_config`]
+/// settings, `ops` as the console admin, load balancing with `weights`):
+/// what RELOAD reads and the glue edits.
+fn repmgr_config_text(cluster: &RepmgrCluster, weights: &[f64], extra: &str) -> String {
+    let mut t = String::from(
+        "[server]\nlog_connections = false\n[auth]\nmethod = \"trust\"\n[admin]\nadmin_users = [\"ops\"]\n\
+         [pool]\nmode = \"transaction\"\n[health]\nperiod = \"100ms\"\nmax_retries = 1\nretry_delay = \"100ms\"\n\
+         [failover]\nsearch_primary_node_timeout = \"60s\"\ncommand_timeout = \"120s\"\n",
+    );
+    t.push_str(extra);
+    for (n, w) in cluster.nodes().iter().zip(weights.iter().chain(std::iter::repeat(&1.0))) {
+        t.push_str(&format!(
+            "\n[[nodes]]\nhost = \"{}\"\nport = {}\nweight = {w}\ndata_dir = \"{}\"\n",
+            n.host(),
+            n.port(),
+            n.data_dir().display()
+        ));
+    }
+    t
+}
+
+/// A directory the server OS user may write to (the glue edits the
+/// pooler's configuration file as that user), removed when dropped.
+struct SharedDir(std::path::PathBuf);
+
+impl SharedDir {
+    fn new(tag: &str) -> SharedDir {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("pooler-repmgr-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        SharedDir(dir)
+    }
+
+    /// Writes `text` to `name`, writable by anyone.
+    fn write(&self, name: &str, text: &str) -> std::path::PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.0.join(name);
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+        path
+    }
+}
+
+impl Drop for SharedDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Seed 004's glue with repmgr: repmgrd's promote_command is
+/// `repmgr_promote_glue.sh`, which PAUSEs the pooler, runs `repmgr standby
+/// promote`, removes the dead primary from the pooler's configuration file,
+/// RELOADs and RESUMEs. Idle clients' writes go to the promoted node; the
+/// old primary, back as a primary, gets none: the pooler no longer knows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repmgrd_runs_the_pause_promote_reload_resume_glue_and_writes_resume_on_the_promoted_node_only() {
+    let dir = SharedDir::new("glue");
+    let pooler_port = pooler_testkit::free_port().unwrap();
+    let path = dir.0.join("pooler.toml");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/failover/repmgr_promote_glue.sh");
+    let bin = pooler_testkit::pg_bin_dir().unwrap();
+    let glue = format!(
+        "POOLER_CONSOLE=\"host=127.0.0.1 port={pooler_port} user=ops dbname=pooler\" POOLER_CONFIG={} PGBIN={} sh {script} {{conf}}",
+        path.display(),
+        bin.display()
+    );
+    let Some(mut cluster) = repmgr_cluster_with(RepmgrFailover::Automatic, |b| b.promote_command(&glue)).await else {
+        return;
+    };
+    tokio::task::block_in_place(|| {
+        cluster.start_repmgrd(1)?;
+        cluster.start_repmgrd(2)
+    })
+    .expect("start repmgrd on the standbys");
+    dir.write("pooler.toml", &repmgr_config_text(&cluster, &[], ""));
+    let config = Config::load(&path).expect("a valid configuration");
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", pooler_port)).await.unwrap();
+    let pooler =
+        TestPooler::serve_on(pooler_core::Pooler::builder(config).config_file(&path).build().unwrap(), listener.into())
+            .await;
+    let mut idle = Vec::new();
+    for i in 0..3 {
+        let c = pooler.connect("postgres").await;
+        c.execute("INSERT INTO items (v, phase) VALUES ($1, 'before')", &[&i]).await.unwrap();
+        idle.push(c);
+    }
+    tokio::task::block_in_place(|| cluster.wait_for_replication(Duration::from_secs(30))).unwrap();
+
+    let died = Instant::now();
+    tokio::task::block_in_place(|| cluster.kill_node(0)).unwrap();
+    let (took, port, failed) = first_write(&idle[0], died).await;
+    println!(
+        "repmgrd with the glue: primary death to first successful write through the pooler: {} ms",
+        took.as_millis()
+    );
+    assert_eq!(failed, 0, "the idle client's first write after the death succeeded");
+    let new = index_of(&cluster, port);
+    assert!(new == 1 || new == 2, "the write ran on the promoted standby, not node {new}");
+    // The glue ran: the pooler's file no longer names the old primary, and
+    // the RELOAD removed it.
+    let p = pooler.pooler.clone();
+    assert!(
+        eventually(Duration::from_secs(30), || p.cluster().nodes[0].status == Status::Removed).await,
+        "{:?}\n{}",
+        p.cluster().nodes[0],
+        std::fs::read_to_string(cluster.repmgr_log(new)).unwrap_or_default()
+    );
+    let file = std::fs::read_to_string(&path).unwrap();
+    assert!(!file.contains(&format!("port = {}\n", cluster.node(0).port())), "{file}");
+    assert!(!p.is_paused("postgres"), "the glue resumed the pooler");
+    for (i, c) in idle.iter().enumerate().skip(1) {
+        let port: i32 = c
+            .query_one("INSERT INTO items (v, phase) VALUES ($1, 'after') RETURNING inet_server_port()", &[&(i as i32)])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(port, cluster.node(new).port() as i32, "idle client {i} writes to the promoted node");
+    }
+    // The old primary comes back as a primary: the pooler does not know it.
+    let old = cluster.node(0).clone();
+    tokio::task::block_in_place(|| old.start()).expect("restart the old primary");
+    let client = pooler.connect("postgres").await;
+    for i in 0..30 {
+        let port: i32 = client
+            .query_one("INSERT INTO items (v, phase) VALUES ($1, 'after') RETURNING inet_server_port()", &[&(3000 + i)])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(port, cluster.node(new).port() as i32, "write {i}");
+    }
+    assert_eq!(rows_on(&cluster, 0, "after"), 0, "no post-failover row on the old primary");
+}
+
+/// RECOVER NODE through `repmgr_recover.sh` (`repmgr standby clone
+/// --force`): a standby killed and wiped is rebuilt from the primary,
+/// registered again, attached, and serves reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recover_node_through_repmgr_standby_clone_brings_a_wiped_standby_back_behind_the_pooler() {
+    let Some(cluster) = repmgr_cluster(RepmgrFailover::Manual).await else { return };
+    let dir = SharedDir::new("recover");
+    let recovery = format!(
+        "[routing]\nload_balance = true\n[recovery]\ncommand = '{}'\nstream_timeout = \"60s\"\n",
+        repmgr_script(&cluster, "repmgr_recover.sh", "%d %h %p %m %H %r")
+    );
+    // Reads only on the standbys.
+    let path = dir.write("pooler.toml", &repmgr_config_text(&cluster, &[0.0, 0.0, 1.0], &recovery));
+    let config = Config::load(&path).expect("a valid configuration");
+    let pooler = TestPooler::start_built(pooler_core::Pooler::builder(config).config_file(&path)).await;
+    let app = pooler.connect("postgres").await;
+    let read = || async {
+        let row = app.query_one("SELECT inet_server_port()", &[]).await.expect("a read");
+        row.get::<_, i32>(0) as u16
+    };
+    assert_eq!(read().await, cluster.node(2).port());
+
+    tokio::task::block_in_place(|| cluster.kill_node(2)).unwrap();
+    let data = cluster.node(2).data_dir().to_path_buf();
+    for entry in std::fs::read_dir(&data).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            std::fs::remove_dir_all(&path).unwrap();
+        } else {
+            std::fs::remove_file(&path).unwrap();
+        }
+    }
+    let p = pooler.pooler.clone();
+    assert!(eventually(Duration::from_secs(10), || p.cluster().nodes[2].status == Status::Down).await);
+    app.execute("INSERT INTO items (v, phase) VALUES (7, 'after')", &[]).await.unwrap();
+
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(120), p.recover_node(2))
+        .await
+        .expect("RECOVER NODE returns")
+        .unwrap_or_else(|e| panic!("RECOVER NODE: {e}\n{}", cluster.cluster_show()));
+    println!("RECOVER NODE through repmgr standby clone: {} ms", started.elapsed().as_millis());
+    assert!(eventually(Duration::from_secs(10), || p.cluster().nodes[2].status == Status::Up).await);
+    let mut back = false;
+    for _ in 0..50 {
+        if read().await == cluster.node(2).port() {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(back, "the rebuilt standby serves reads again");
+    assert_eq!(rows_on(&cluster, 2, "after"), 1, "with what was written while it was gone");
+    assert!(cluster.cluster_show().contains("node3"), "{}", cluster.cluster_show());
 }
