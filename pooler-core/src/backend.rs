@@ -461,6 +461,11 @@ impl ServerConn {
         (&mut self.buf, &mut self.statements, &mut self.params)
     }
 
+    /// The read buffer's capacity (what it holds in memory).
+    pub(crate) fn buffer_capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
     /// Frees the read buffer's memory when nothing is buffered (idle in the pool).
     pub(crate) fn release_buffer(&mut self) {
         if self.buf.is_empty() && self.buf.capacity() > 0 {

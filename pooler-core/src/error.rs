@@ -80,6 +80,17 @@ pub enum Error {
     /// The pooler is shutting down.
     #[error("the pooler is shutting down")]
     Shutdown,
+    /// The relay buffers hold more than `server.max_memory`: no new login
+    /// or transaction until memory is given back (nothing was sent).
+    #[error("out of memory: the pooler's connection buffers hold {held} bytes, past server.max_memory ({limit} bytes); waited {waited_ms} ms")]
+    OutOfMemory {
+        /// Bytes held when refused.
+        held: usize,
+        /// The limit in force.
+        limit: usize,
+        /// How long the request waited for memory.
+        waited_ms: u64,
+    },
     /// The database was paused (`PAUSE`) while a checkout took its slot:
     /// nothing was sent; the caller waits for `RESUME` and chooses the node
     /// again (it may have changed meanwhile). Never reported to a client.
@@ -300,6 +311,7 @@ impl Error {
             Error::PoolTimeout { .. } => ("53300", Side::Pooler, Safe, Words::Own(self)),
             Error::Shutdown => ("57P01", Side::Pooler, Safe, Words::Own(self)),
             Error::Paused => ("57P03", Side::Pooler, Safe, Words::Own(self)),
+            Error::OutOfMemory { .. } => ("53200", Side::Pooler, Safe, Words::Own(self)),
             Error::NoPrimary { .. } => ("57P03", Side::Pooler, Safe, Words::Own(self)),
             Error::ResponseTimeout { .. } => (CONNECTION_FAILURE, Side::Server, Unknown, Words::Own(self)),
             Error::Refused { code, message } => (*code, Side::Client, No, Words::Given(message)),
@@ -401,10 +413,11 @@ mod tests {
             Error::ResponseTimeout { .. } => 13,
             Error::Refused { .. } => 14,
             Error::Paused => 15,
+            Error::OutOfMemory { .. } => 16,
         }
     }
 
-    const VARIANTS: usize = 16;
+    const VARIANTS: usize = 17;
 
     /// What an error should mean for the client.
     struct Expected {
@@ -493,6 +506,16 @@ mod tests {
                 ),
             ),
             (Error::Shutdown, e("57P01", Pooler, (Safe, Safe), "the pooler is shutting down", Some("the pooler is shutting down"))),
+            (
+                Error::OutOfMemory { held: 10, limit: 8, waited_ms: 3 },
+                e(
+                    "53200",
+                    Pooler,
+                    (Safe, Safe),
+                    "out of memory: the pooler's connection buffers hold 10 bytes, past server.max_memory (8 bytes); waited 3 ms",
+                    Some("out of memory: the pooler's connection buffers hold 10 bytes, past server.max_memory (8 bytes); waited 3 ms"),
+                ),
+            ),
             (Error::Paused, e("57P03", Pooler, (Safe, Safe), "the database is paused", Some("the database is paused"))),
             (
                 Error::NoPrimary { node: 0, status: "down", waited_ms: 7 },

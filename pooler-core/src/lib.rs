@@ -48,6 +48,7 @@ mod error;
 mod hba;
 mod listen;
 mod lsn;
+mod memory;
 pub mod metrics;
 mod params;
 mod pause;

@@ -42,6 +42,11 @@ pub const HEALTH_CHECK_SECONDS: &str = "pooler_health_check_seconds";
 /// Counter: logins refused after authentication, by `reason` (`console`:
 /// not an admin or stats user; `disabled`: the database was disabled).
 pub const LOGINS_REFUSED: &str = "pooler_logins_refused_total";
+/// Counter: logins and transactions refused (53200) because the buffers
+/// held more than `server.max_memory`.
+pub const MEMORY_REFUSALS: &str = "pooler_memory_refusals_total";
+/// Counter: configuration reloads, by `outcome` (`applied`, `failed`).
+pub const RELOADS: &str = "pooler_reloads_total";
 
 // Gauges set at each scrape from the pooler's state (`Pooler::record_gauges`).
 
@@ -86,3 +91,8 @@ pub const NODE_READS: &str = "pooler_node_routed_reads";
 pub const NODE_STATUS_AGE_SECONDS: &str = "pooler_node_status_age_seconds";
 /// Gauge: published cluster snapshots (every node flip and failover moves it).
 pub const CLUSTER_GENERATION: &str = "pooler_cluster_generation";
+/// Gauge: bytes the relay buffers of every client and server connection
+/// hold (what `server.max_memory` limits).
+pub const BUFFER_BYTES: &str = "pooler_buffer_bytes";
+/// Gauge: `server.max_memory` in force (0: no limit).
+pub const MAX_MEMORY_BYTES: &str = "pooler_max_memory_bytes";

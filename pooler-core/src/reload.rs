@@ -81,11 +81,22 @@ pub enum ReloadError {
 
 /// Reads `path` and applies it ([`apply`]).
 pub(crate) fn from_file(shared: &Shared, path: &Path) -> Result<ReloadReport, ReloadError> {
-    apply(shared, Config::load(path)?)
+    counted(Config::load(path).map_err(ReloadError::from).and_then(|c| apply_whole(shared, c)))
 }
 
 /// Applies `new` as the module doc says: all or nothing.
 pub(crate) fn apply(shared: &Shared, new: Config) -> Result<ReloadReport, ReloadError> {
+    counted(apply_whole(shared, new))
+}
+
+/// Counts a reload's outcome (`pooler_reloads_total`).
+fn counted(r: Result<ReloadReport, ReloadError>) -> Result<ReloadReport, ReloadError> {
+    let outcome = if r.is_ok() { "applied" } else { "failed" };
+    metrics::counter!(crate::metrics::RELOADS, "outcome" => outcome).increment(1);
+    r
+}
+
+fn apply_whole(shared: &Shared, new: Config) -> Result<ReloadReport, ReloadError> {
     // One reload at a time; the lock holds which node slots were removed.
     let mut removed = shared.removed_nodes.lock().unwrap_or_else(|e| e.into_inner());
     let old = shared.config();
@@ -122,6 +133,7 @@ pub(crate) fn apply(shared: &Shared, new: Config) -> Result<ReloadReport, Reload
     }
     shared.router.reconfigure(&new).map_err(|e| ReloadError::Routing(e.to_string()))?;
     shared.pools.reconfigure(new.pool.clone());
+    shared.memory.set_limit(new.server.max_memory);
     if let Some(p) = passwords {
         // Pools open their next connections with the secrets read now.
         let users: std::collections::BTreeSet<String> =

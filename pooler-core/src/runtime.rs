@@ -68,6 +68,8 @@ pub(crate) struct Shared {
     pub(crate) tls: crate::tls::TlsContexts,
     /// Every connected client (the admin console's views, KILL_CLIENT).
     pub(crate) clients: crate::clients::Clients,
+    /// The relay buffers' memory and `server.max_memory`.
+    pub(crate) memory: crate::memory::MemoryBudget,
     /// What operators change at run time (disabled databases, shutdown).
     pub(crate) control: crate::control::Control,
 }

@@ -453,6 +453,7 @@ fn assemble(config: Config, given_passwords: Passwords, given: Hooks) -> Result<
         Arc::new(arc_swap::ArcSwap::from_pointee(ServerAddr::of_nodes(&config, &tls)));
     let (phase_tx, phase) = watch::channel(Phase::Running);
     let node_count = config.nodes.len();
+    let max_memory = config.server.max_memory;
     let config = Arc::new(config);
     let topology = Arc::new(Topology::new(Snapshot::initial(&config, std::time::SystemTime::now())));
     let mut router = crate::route::Router::with_topology(&config, topology.clone()).map_err(|e| {
@@ -492,6 +493,7 @@ fn assemble(config: Config, given_passwords: Passwords, given: Hooks) -> Result<
         functions,
         tls,
         clients: Default::default(),
+        memory: crate::memory::MemoryBudget::new(max_memory),
         control,
     };
     Ok(Pooler { shared: Arc::new(shared), phase_tx, hooks: Arc::new(hooks) })

@@ -474,3 +474,60 @@ async fn reload_adds_a_node_that_serves_once_checked_and_a_removed_one_drains_it
         [pooler_core::Status::Up, pooler_core::Status::Removed, pooler_core::Status::Up]
     );
 }
+
+/// A row of SHOW MEM: (used, free).
+async fn mem_row(ops: &tokio_postgres::Client, name: &str) -> (i64, i64) {
+    let rows = ops.query("SHOW MEM", &[]).await.unwrap();
+    let r = rows.iter().find(|r| r.get::<_, &str>("name") == name).expect("a SHOW MEM row");
+    (r.get("used"), r.get("free"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_max_memory_new_logins_and_transactions_get_53200_and_running_ones_go_on_until_memory_comes_back() {
+    let cluster = primary_only().await;
+    let mut config = trust_config(&cluster);
+    config.admin.admin_users = vec!["ops".into()];
+    config.pool.mode = PoolMode::Transaction;
+    config.pool.checkout_timeout = Duration::from_millis(300);
+    config.server.max_memory = 48 << 10;
+    let pooler = TestPooler::start(config, None).await;
+    let ops = connect_with(pooler.pg_config("ops", "pooler")).await.expect("console");
+    let idle = pooler.connect("postgres").await;
+    let big = pooler.connect("postgres").await;
+    assert_eq!(mem_row(&ops, "max_memory").await.0, 48 << 10);
+
+    // A transaction open holds its buffers (a large result streams through them).
+    big.batch_execute("BEGIN").await.unwrap();
+    let n: i32 = big.query_one("SELECT length(repeat('x', 300000))", &[]).await.unwrap().get(0);
+    assert_eq!(n, 300000);
+    let ops_ref = &ops;
+    assert!(
+        eventually_async(Duration::from_secs(5), || async move { mem_row(ops_ref, "buffers").await.0 > 48 << 10 })
+            .await,
+        "the open transaction's buffers are counted: {:?}",
+        mem_row(&ops, "buffers").await
+    );
+
+    // Past the limit: a new login is refused...
+    let e = connect_with(pooler.pg_config("postgres", "postgres")).await.err().expect("refused");
+    assert_eq!(sqlstate(&e).as_deref(), Some("53200"), "{e}");
+    assert!(message(&e).contains("server.max_memory"), "{}", message(&e));
+    // ...a new transaction waits, then is refused...
+    let started = std::time::Instant::now();
+    let e = idle.simple_query("SELECT 1").await.expect_err("refused");
+    assert_eq!(sqlstate(&e).as_deref(), Some("53200"), "{e}");
+    assert!(started.elapsed() >= Duration::from_millis(250), "it waited first");
+    // ...and the transaction running goes on to its end.
+    big.simple_query("SELECT 1").await.expect("the running transaction goes on");
+    big.batch_execute("COMMIT").await.expect("and commits");
+    assert!(mem_row(&ops, "memory_refusals").await.0 >= 2);
+
+    // Memory given back: new work is admitted again.
+    assert!(
+        eventually_async(Duration::from_secs(5), || async move { mem_row(ops_ref, "buffers").await.0 <= 48 << 10 })
+            .await
+    );
+    let again = connect_with(pooler.pg_config("postgres", "postgres")).await.expect("admitted again");
+    again.simple_query("SELECT 1").await.expect("a transaction runs");
+    big.simple_query("SELECT 1").await.expect("so does the big client's next one");
+}

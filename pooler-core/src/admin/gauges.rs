@@ -62,6 +62,8 @@ pub(crate) fn record(shared: &Shared) {
     let snapshot = shared.router.snapshot();
     let stats = shared.router.node_stats();
     metrics::gauge!(m::CLUSTER_GENERATION).set(snapshot.generation as f64);
+    metrics::gauge!(m::BUFFER_BYTES).set(shared.memory.held() as f64);
+    metrics::gauge!(m::MAX_MEMORY_BYTES).set(shared.memory.limit() as f64);
     for n in &snapshot.nodes {
         let node = n.id.to_string();
         let labels = [("node", node.clone())];

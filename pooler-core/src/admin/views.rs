@@ -640,6 +640,12 @@ fn mem(shared: &Shared) -> Table {
     ] {
         t.push(vec![name.into(), size.into(), used.into(), 0i64.into(), (size * used).into()]);
     }
+    // The relay buffers, in bytes, against server.max_memory (free: what is
+    // left under it; 0 without a limit), and the work refused past it.
+    let (held, limit) = (shared.memory.held(), shared.memory.limit());
+    t.push(vec!["buffers".into(), 1i64.into(), held.into(), limit.saturating_sub(held).into(), held.into()]);
+    t.push(vec!["max_memory".into(), 1i64.into(), limit.into(), 0i64.into(), limit.into()]);
+    t.push(vec!["memory_refusals".into(), 0i64.into(), shared.memory.refusals().into(), 0i64.into(), 0i64.into()]);
     t
 }
 

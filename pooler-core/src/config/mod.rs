@@ -136,6 +136,14 @@ pub struct ServerConfig {
     /// Threads of the binary's runtime; 0: one per CPU core. The library
     /// runs on whatever runtime its caller gives it and ignores this.
     pub worker_threads: usize,
+    /// Most memory the relay buffers of every client and server connection
+    /// may hold together (bytes, or with a unit: "512MB", "1GB"; 1 kB =
+    /// 1024 bytes as in PostgreSQL); 0: no limit. Past it, new logins get
+    /// FATAL 53200 and new transactions wait (up to `pool.checkout_timeout`)
+    /// for memory to be given back, then get ERROR 53200; transactions
+    /// running go on.
+    #[serde(deserialize_with = "byte_size")]
+    pub max_memory: usize,
 }
 
 impl Default for ServerConfig {
@@ -152,6 +160,7 @@ impl Default for ServerConfig {
             log_connections: true,
             log_statements: false,
             worker_threads: 0,
+            max_memory: 0,
         }
     }
 }
@@ -463,6 +472,38 @@ fn octal_mode<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     }
 }
 
+/// A size in bytes: an integer, or a string with a PostgreSQL-style unit
+/// (B, kB, MB, GB, TB; 1024-based).
+pub(crate) fn parse_byte_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let n: usize =
+        number.parse().map_err(|_| format!("invalid size {s:?}: expected a number and a unit such as 512MB"))?;
+    let scale: usize = match unit.trim() {
+        "" | "B" => 1,
+        "kB" | "KB" | "KiB" => 1 << 10,
+        "MB" | "MiB" => 1 << 20,
+        "GB" | "GiB" => 1 << 30,
+        "TB" | "TiB" => 1 << 40,
+        other => return Err(format!("invalid size unit {other:?} in {s:?}: use B, kB, MB, GB or TB")),
+    };
+    n.checked_mul(scale).ok_or_else(|| format!("size {s:?} is too large"))
+}
+
+fn byte_size<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Number(u64),
+        Text(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Number(n) => usize::try_from(n).map_err(|_| serde::de::Error::custom("size too large")),
+        Raw::Text(s) => parse_byte_size(&s).map_err(serde::de::Error::custom),
+    }
+}
+
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
     parse_duration(&s).map_err(serde::de::Error::custom)
@@ -571,6 +612,21 @@ mod tests {
         assert!(err.contains("track_extra_parameters[0]"), "{err}");
         let err = Config::from_toml(&format!("{MINIMAL}[pool.databases.d]\nsize = 0\n")).unwrap_err().to_string();
         assert!(err.contains("pool.databases.d.size"), "{err}");
+    }
+
+    #[test]
+    fn sizes_parse_as_numbers_or_with_postgres_units() {
+        assert_eq!(parse_byte_size("4096").unwrap(), 4096);
+        assert_eq!(parse_byte_size("64kB").unwrap(), 64 << 10);
+        assert_eq!(parse_byte_size("512MB").unwrap(), 512 << 20);
+        assert_eq!(parse_byte_size("1 GB").unwrap(), 1 << 30);
+        assert!(parse_byte_size("12 parsecs").is_err());
+        assert!(parse_byte_size("MB").is_err());
+        assert!(parse_byte_size("99999999999999999TB").is_err());
+        let c = Config::from_toml(&format!("{MINIMAL}[server]\nmax_memory = \"256MB\"\n")).unwrap();
+        assert_eq!(c.server.max_memory, 256 << 20);
+        let c = Config::from_toml(&format!("{MINIMAL}[server]\nmax_memory = 1000000\n")).unwrap();
+        assert_eq!(c.server.max_memory, 1_000_000);
     }
 
     #[test]

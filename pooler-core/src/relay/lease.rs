@@ -34,6 +34,9 @@ impl Relay<'_> {
     /// is paused (`PAUSE`) it waits, without a timeout, and chooses the node
     /// once resumed (a RELOAD meanwhile may have moved the primary).
     pub(super) async fn attach(&mut self) -> Result<(), Error> {
+        if self.core.shared.memory.over() {
+            Box::pin(self.wait_for_memory()).await?;
+        }
         loop {
             if self.core.shared.control.pause.holds(&self.core.login.database) {
                 let shared = self.core.shared;
@@ -44,6 +47,24 @@ impl Relay<'_> {
                 r => return r,
             }
         }
+    }
+
+    /// Past `server.max_memory`: waits (up to `pool.checkout_timeout`) for
+    /// the buffers to give memory back, else [`Error::OutOfMemory`].
+    async fn wait_for_memory(&self) -> Result<(), Error> {
+        let memory = &self.core.shared.memory;
+        let started = Instant::now();
+        let timeout = self.core.pool.settings().checkout_timeout;
+        while memory.over() {
+            if started.elapsed() >= timeout {
+                memory.refused();
+                let (held, limit) = (memory.held(), memory.limit());
+                tracing::warn!(held, limit, "memory limit reached: a transaction is refused (53200)");
+                return Err(Error::OutOfMemory { held, limit, waited_ms: started.elapsed().as_millis() as u64 });
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
     }
 
     /// [`Relay::attach`], once: [`Error::Paused`] when a checkout found the
@@ -205,6 +226,9 @@ impl Relay<'_> {
     /// already has the client's settings. False: nothing was taken; attach
     /// the long way.
     pub(super) fn attach_now(&mut self) -> bool {
+        if self.core.shared.memory.over() {
+            return false;
+        }
         let router = &self.core.shared.router;
         // With balancing on, reads are routed (a routing policy's too): never here.
         if router.balancing() || self.parks() {

@@ -121,6 +121,8 @@ pub(crate) struct Relay<'a> {
     /// Request and transaction clocks (`metrics.durations`; `None`: off,
     /// and the loop reads no clock for them).
     timing: Option<Box<Timing>>,
+    /// What this session's buffers hold, counted in `server.max_memory`.
+    memory: crate::memory::Account<'a>,
 }
 
 /// When the request and the transaction now running started.
@@ -216,6 +218,7 @@ impl<'a> Relay<'a> {
             session_read_node: None,
             client: None,
             timing: shared.config().metrics.times_requests().then(Box::default),
+            memory: crate::memory::Account::new(&shared.memory),
         }
     }
 
@@ -425,6 +428,9 @@ impl<'a> Relay<'a> {
                 release_memory(self.core.cout);
                 release_memory(&mut self.core.sout);
             }
+            let server_buf = self.lease.as_ref().map_or(0, |l| l.conn_ref().buffer_capacity());
+            self.memory
+                .sync(self.core.cbuf.capacity() + self.core.cout.capacity() + self.core.sout.capacity() + server_buf);
             self.report_state();
             let deadline = self.deadline();
             let server = self.lease.as_ref().map(|l| &l.conn_ref().stream);

@@ -229,6 +229,13 @@ async fn open_session(
     database: String,
     client_key: Option<[u8; 32]>,
 ) -> Result<Opened, End> {
+    if shared.memory.over() {
+        shared.memory.refused();
+        let e = Error::OutOfMemory { held: shared.memory.held(), limit: shared.memory.limit(), waited_ms: 0 };
+        tracing::warn!(user, database, "memory limit reached: a login is refused (53200)");
+        client.send_error(Severity::Fatal, &e).await;
+        return Err(End::Failed(e));
+    }
     loop {
         // A login that needs no server connection is answered even while
         // paused; one that does waits here.
