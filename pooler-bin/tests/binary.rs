@@ -410,3 +410,41 @@ fn sighup_rereads_the_hba_file_and_a_broken_one_leaves_the_rules_in_force() {
     assert!(refused, "after SIGHUP the reject rule applies to new logins");
     running.signal("TERM");
 }
+
+#[test]
+fn sighup_reloads_the_configuration_file_and_a_broken_one_changes_nothing() {
+    let cluster = Cluster::builder().start().unwrap();
+    let dir = TempDir::new("sighup-config");
+    let port = pooler_testkit::free_port().unwrap();
+    let with_size = |size: usize| {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\nshutdown_timeout = \"5s\"\n[auth]\nmethod = \"trust\"\n\
+             [admin]\nadmin_users = [\"postgres\"]\n[pool]\nsize = {size}\n\n[[nodes]]\nhost = \"127.0.0.1\"\nport = {}\n",
+            cluster.primary().port()
+        )
+    };
+    let path = write_config(&dir, &with_size(7));
+    let mut running = Running::start(&path, port);
+    let size_now = || {
+        let out = pooler_testkit::psql_at(port, "postgres", "pooler", "SHOW DATABASES").unwrap();
+        // The first data row is the console's; find the pooled database's.
+        out.lines().find(|l| l.starts_with("postgres|")).map(|l| l.split('|').nth(5).unwrap_or("").to_string())
+    };
+    psql(port, "SELECT 1");
+    assert_eq!(size_now().as_deref(), Some("7"));
+    std::fs::write(&path, with_size(3)).unwrap();
+    running.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while size_now().as_deref() != Some("3") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(size_now().as_deref(), Some("3"), "SIGHUP applied the new pool size");
+    // A broken file: logged, nothing changes, the pooler keeps serving.
+    std::fs::write(&path, "[pool]\nsize = \"lots\"\n").unwrap();
+    running.signal("HUP");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(running.child.try_wait().unwrap().is_none(), "a broken file stopped the pooler");
+    assert_eq!(size_now().as_deref(), Some("3"));
+    psql(port, "SELECT 1");
+    running.signal("TERM");
+}
