@@ -139,6 +139,49 @@ pub struct Pool {
     reconnect_mark: AtomicU64,
     /// `PAUSE`: no connection is lent while the pool's database is paused.
     gate: Arc<PauseGate>,
+    /// Bumped by each reload of `settings` (sessions keep a copy).
+    generation: AtomicU64,
+    /// What every checkout and check-in reads of `settings`, as atomics.
+    hot: HotSettings,
+}
+
+/// The settings read on every checkout and check-in, kept as atomics so the
+/// hot path does not load the whole `PoolConfig` (updated with it).
+#[derive(Debug)]
+struct HotSettings {
+    lifetime_ns: AtomicU64,
+    idle_timeout_ns: AtomicU64,
+    check_delay_ns: AtomicU64,
+    check_query: std::sync::atomic::AtomicBool,
+}
+
+impl HotSettings {
+    fn of(s: &PoolConfig) -> HotSettings {
+        let h = HotSettings {
+            lifetime_ns: AtomicU64::new(0),
+            idle_timeout_ns: AtomicU64::new(0),
+            check_delay_ns: AtomicU64::new(0),
+            check_query: Default::default(),
+        };
+        h.set(s);
+        h
+    }
+
+    fn set(&self, s: &PoolConfig) {
+        let ns = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.lifetime_ns.store(ns(s.server_lifetime), Ordering::Relaxed);
+        self.idle_timeout_ns.store(ns(s.server_idle_timeout), Ordering::Relaxed);
+        self.check_delay_ns.store(ns(s.check_delay), Ordering::Relaxed);
+        self.check_query.store(!s.check_query.is_empty(), Ordering::Relaxed);
+    }
+
+    fn lifetime(&self) -> Duration {
+        Duration::from_nanos(self.lifetime_ns.load(Ordering::Relaxed))
+    }
+
+    fn idle_timeout(&self) -> Duration {
+        Duration::from_nanos(self.idle_timeout_ns.load(Ordering::Relaxed))
+    }
 }
 
 /// One idle server connection, as `SHOW SERVERS` lists it.
@@ -185,6 +228,8 @@ impl Pool {
         Pool {
             lifelines,
             gate,
+            generation: AtomicU64::new(0),
+            hot: HotSettings::of(&settings),
             defaults: Mutex::new(None),
             born: Instant::now(),
             reconnect_mark: AtomicU64::new(0),
@@ -217,7 +262,9 @@ impl Pool {
     pub(crate) fn reconfigure(&self, settings: PoolConfig) {
         self.slots.resize(settings.size);
         self.reserve.resize(settings.reserve_size);
+        self.hot.set(&settings);
         self.settings.store(Arc::new(settings));
+        self.generation.fetch_add(1, Ordering::Release);
         // Smaller: idle connections past the new size close now (lent ones
         // as they come back, in `checkin_idle`).
         let extra: Vec<ServerConn> = match self.idle.lock() {
@@ -231,6 +278,11 @@ impl Pool {
         for c in extra {
             self.discard(c);
         }
+    }
+
+    /// Changes with every reload of the settings ([`Pool::settings`]).
+    pub(crate) fn settings_generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// Connections the pool may hold, idle and lent, reserve included.
@@ -307,7 +359,10 @@ impl Pool {
             Err(_) => {
                 self.stats.waits.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!(m::CHECKOUT_WAITS).increment(1);
-                match tokio::time::timeout(self.settings.load().checkout_timeout, self.wait_for_slot()).await {
+                // Read first: a guard held across the wait would keep one of
+                // arc-swap's few per-thread slots for as long as it lasts.
+                let timeout = self.settings.load().checkout_timeout;
+                match tokio::time::timeout(timeout, self.wait_for_slot()).await {
                     Ok(Some(p)) => p,
                     Ok(None) => return Err(Error::Shutdown),
                     Err(_) => {
@@ -368,8 +423,8 @@ impl Pool {
 
     /// `check_query` must run on `conn` before it is lent (idle past `check_delay`).
     fn check_due(&self, conn: &ServerConn) -> bool {
-        let s = self.settings.load();
-        !s.check_query.is_empty() && conn.idle_since.elapsed() >= s.check_delay
+        self.hot.check_query.load(Ordering::Relaxed)
+            && conn.idle_since.elapsed() >= Duration::from_nanos(self.hot.check_delay_ns.load(Ordering::Relaxed))
     }
 
     /// A connection for the holder of `permit`: an idle healthy one, or a new one.
@@ -491,9 +546,8 @@ impl Pool {
     fn reusable(&self, conn: &ServerConn) -> bool {
         // One clock read for both limits.
         let now = std::time::Instant::now();
-        let s = self.settings.load();
-        now.saturating_duration_since(conn.created()) < s.server_lifetime
-            && now.saturating_duration_since(conn.idle_since) < s.server_idle_timeout
+        now.saturating_duration_since(conn.created()) < self.hot.lifetime()
+            && now.saturating_duration_since(conn.idle_since) < self.hot.idle_timeout()
             && !self.reconnect_due(conn)
     }
 
@@ -544,9 +598,7 @@ impl Pool {
     pub(crate) fn checkin_idle(&self, lease: Lease) {
         let Lease { mut conn, _permit } = lease;
         let now = Instant::now();
-        if now.saturating_duration_since(conn.created()) >= self.settings.load().server_lifetime
-            || self.reconnect_due(&conn)
-        {
+        if now.saturating_duration_since(conn.created()) >= self.hot.lifetime() || self.reconnect_due(&conn) {
             self.discard(conn);
             return;
         }
@@ -575,7 +627,7 @@ impl Pool {
             return;
         }
         let Lease { mut conn, _permit } = lease;
-        if conn.created().elapsed() >= self.settings.load().server_lifetime {
+        if conn.created().elapsed() >= self.hot.lifetime() {
             self.discard(conn);
             return;
         }

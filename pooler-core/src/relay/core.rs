@@ -205,6 +205,10 @@ pub(crate) struct Core<'a> {
     pub(super) shared: &'a Shared,
     /// The pool the client logged in to: its settings apply.
     pub(super) pool: Arc<Pool>,
+    /// The login pool's settings, as of [`Core::refresh_settings`] (a
+    /// reload swaps them; the relay looks once per wake-up).
+    pub(super) settings: Arc<crate::config::PoolConfig>,
+    settings_generation: u64,
     pub(super) mode: Mode,
     /// Transactions, requests and bytes since the last report to a pool.
     pub(super) tally: crate::pool::Traffic,
@@ -281,6 +285,20 @@ pub(crate) struct Core<'a> {
 }
 
 impl<'a> Core<'a> {
+    /// Takes the pool's settings again if a reload changed them (one
+    /// relaxed load when it did not).
+    /// True when they changed.
+    #[inline]
+    pub(in crate::relay) fn refresh_settings(&mut self) -> bool {
+        let g = self.pool.settings_generation();
+        if g == self.settings_generation {
+            return false;
+        }
+        self.settings = self.pool.settings();
+        self.settings_generation = g;
+        true
+    }
+
     /// A client that has just logged in, on `node`, with the reported
     /// `params` it was told and the unreported `extra` settings, known to
     /// the client by `client_pid`.
@@ -299,6 +317,8 @@ impl<'a> Core<'a> {
         Core {
             shared,
             max_message: shared.config().server.max_message_size,
+            settings: pool.settings(),
+            settings_generation: pool.settings_generation(),
             pool,
             mode: Mode::of(mode, shared.router.balancing()),
             tally: Default::default(),
@@ -574,8 +594,7 @@ impl<'a> Core<'a> {
     /// Session mode: whether a message of type `t` is gathered whole (it
     /// ends a request, or is logged).
     fn gathered_in_session(&self, t: u8) -> bool {
-        matches!(t, tag::QUERY | b'S' | b'F' | tag::TERMINATE)
-            || (t == tag::PARSE && self.shared.config().server.log_statements)
+        matches!(t, tag::QUERY | b'S' | b'F' | tag::TERMINATE) || (t == tag::PARSE && self.peer.is_some())
     }
 
     /// Session mode: notes what a message of type `t` sent to the server
@@ -596,7 +615,7 @@ impl<'a> Core<'a> {
     /// answer it will get. Only `SHOW pool_nodes` is rewritten.
     fn session_message(&mut self, t: u8, total: usize) {
         let body = &self.cbuf[HEADER_LEN..total];
-        if self.shared.config().server.log_statements {
+        if self.peer.is_some() {
             log_statement(self.peer.as_deref(), t, body);
         }
         if t == b'S' {
@@ -613,7 +632,7 @@ impl<'a> Core<'a> {
     }
 
     fn client_message(&mut self, t: u8, frame: &[u8], srv: &mut ServerView<'_>) -> Result<(), Error> {
-        if matches!(t, tag::QUERY | tag::PARSE) && self.shared.config().server.log_statements {
+        if matches!(t, tag::QUERY | tag::PARSE) && self.peer.is_some() {
             log_statement(self.peer.as_deref(), t, &frame[HEADER_LEN..]);
         }
         let body = &frame[HEADER_LEN..];

@@ -54,7 +54,7 @@ impl Relay<'_> {
     async fn wait_for_memory(&self) -> Result<(), Error> {
         let memory = &self.core.shared.memory;
         let started = Instant::now();
-        let timeout = self.core.pool.settings().checkout_timeout;
+        let timeout = self.core.settings.checkout_timeout;
         while memory.over() {
             if started.elapsed() >= timeout {
                 memory.refused();

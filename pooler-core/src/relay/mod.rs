@@ -165,6 +165,14 @@ impl Timing {
     }
 }
 
+/// Whether the relay watches client and server timeouts: never in session
+/// mode (the connection is the client's, as on a direct one), else when one
+/// is set.
+fn timed(dedicated: bool, s: &crate::config::PoolConfig) -> bool {
+    !dedicated
+        && (!s.client_idle_timeout.is_zero() || !s.idle_transaction_timeout.is_zero() || !s.response_timeout.is_zero())
+}
+
 impl<'a> Relay<'a> {
     /// Starts with the connection used for the client's login.
     #[allow(clippy::too_many_arguments)]
@@ -188,12 +196,7 @@ impl<'a> Relay<'a> {
         }
         let parked = (0..pools.len()).map(|_| None).collect();
         let dedicated = Mode::of(mode, shared.router.balancing()) == Mode::Session;
-        // Session mode has no client timeouts: the connection is the
-        // client's, as on a direct one.
-        let timed = !dedicated
-            && (!pool.settings().client_idle_timeout.is_zero()
-                || !pool.settings().idle_transaction_timeout.is_zero()
-                || !pool.settings().response_timeout.is_zero());
+        let timed = timed(dedicated, &pool.settings());
         let params = shared.param_sets.share(params);
         let mut core =
             Core::new(shared, pool, mode, (cbuf, cout), node, login, (params, extra), cancel.key().pid, peer);
@@ -311,6 +314,10 @@ impl<'a> Relay<'a> {
         let mut drain = std::pin::pin!(drain_rx.wait_for(|p| *p != Phase::Running));
         let mut draining = false;
         loop {
+            if self.core.refresh_settings() {
+                // A reload changed the pool's settings: its timeouts apply now.
+                self.timed = timed(self.core.mode == Mode::Session, &self.core.settings);
+            }
             // A client message waits and no server connection is lent: take one.
             if self.lease.is_none() && !self.core.cbuf.is_empty() {
                 if let Err(e) = self.core.answer_locally() {
@@ -524,7 +531,7 @@ impl<'a> Relay<'a> {
     /// When the client (or, with `response_timeout`, the server) has been
     /// silent too long, by the configured timeouts.
     fn deadline(&self) -> Option<Instant> {
-        let s = &self.core.pool.settings();
+        let s = &self.core.settings;
         if self.lease.is_some() && self.core.server_owes() && !s.response_timeout.is_zero() {
             // Client traffic counts too: during COPY FROM STDIN the server
             // owes its answer only once the data ends.
@@ -558,9 +565,7 @@ impl<'a> Relay<'a> {
             return None;
         }
         if self.lease.is_some() && self.core.server_owes() {
-            return Some(Error::ResponseTimeout {
-                waited_ms: self.core.pool.settings().response_timeout.as_millis() as u64,
-            });
+            return Some(Error::ResponseTimeout { waited_ms: self.core.settings.response_timeout.as_millis() as u64 });
         }
         Some(if self.lease.is_some() {
             Error::Refused {
@@ -587,7 +592,7 @@ impl<'a> Relay<'a> {
             return;
         }
         let login = self.core.login.clone();
-        let timeout = self.core.pool.settings().connect_timeout;
+        let timeout = self.core.settings.connect_timeout;
         let max = self.core.max_message;
         tokio::spawn(async move {
             let ask = async {

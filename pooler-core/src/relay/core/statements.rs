@@ -28,7 +28,7 @@ impl Core<'_> {
     /// pooler answers it itself (`DEALLOCATE` of a pooled statement).
     pub(super) fn query_facts(&mut self, sql: &[u8], may_answer: bool, srv: &mut ServerView<'_>) -> bool {
         let f = facts::analyze(sql);
-        let tracked = self.pool.settings().track_extra_parameters.iter().any(|name| facts::mentions(sql, name));
+        let tracked = self.settings.track_extra_parameters.iter().any(|name| facts::mentions(sql, name));
         if !tracked && f.is_plain() {
             self.remember_plain(sql);
             return false;
@@ -66,7 +66,7 @@ impl Core<'_> {
                 self.dirty.push(p);
             }
         }
-        for name in &self.pool.settings().track_extra_parameters {
+        for name in &self.settings.track_extra_parameters {
             if facts::mentions(sql, name) && !self.dirty.iter().any(|d| d.eq_ignore_ascii_case(name)) {
                 self.dirty.push(name.to_ascii_lowercase());
             }
@@ -102,7 +102,7 @@ impl Core<'_> {
         undo: Option<ParseUndo>,
         srv: &mut ServerView<'_>,
     ) {
-        let capacity = self.pool.settings().prepared_statement_cache_size;
+        let capacity = self.settings.prepared_statement_cache_size;
         if let Some(old) = srv.statements.add(def, capacity) {
             w::describe_or_close(&mut self.sout, b'C', b'S', &old.server_name);
             self.queue.push_back(Pending { kind: Kind::Close, hidden: true, synthetic: None, parse: None });
