@@ -162,27 +162,44 @@ impl Snapshot {
             .nodes
             .iter()
             .enumerate()
-            .map(|(id, n)| NodeState {
-                id,
-                host: n.host.clone(),
-                port: n.port,
-                weight: n.weight,
-                role: if id == 0 { Role::Primary } else { Role::Unknown },
-                status: if checked { Status::Waiting } else { Status::Up },
-                pg_up: !checked,
-                pg_role: if checked { Role::Unknown } else { Role::Primary },
-                lag_bytes: 0,
-                lag_time: Duration::ZERO,
-                lagging: false,
-                lsn: 0,
-                replication_state: String::new(),
-                sync_state: String::new(),
-                operator_detached: false,
-                last_status_change: now,
-                cause: "configured".into(),
+            .map(|(id, n)| {
+                let mut s = NodeState::unchecked(id, n, now, "configured");
+                if id == 0 {
+                    s.role = Role::Primary;
+                }
+                if !checked {
+                    (s.status, s.pg_up, s.pg_role) = (Status::Up, true, Role::Primary);
+                }
+                s
             })
             .collect();
         Snapshot { generation: 0, primary: 0, nodes }
+    }
+}
+
+impl NodeState {
+    /// Node `id` as configured by `n`, before any check: waiting, role
+    /// unknown, since `now` for `cause`.
+    pub(crate) fn unchecked(id: usize, n: &crate::config::NodeConfig, now: SystemTime, cause: &str) -> NodeState {
+        NodeState {
+            id,
+            host: n.host.clone(),
+            port: n.port,
+            weight: n.weight,
+            role: Role::Unknown,
+            status: Status::Waiting,
+            pg_up: false,
+            pg_role: Role::Unknown,
+            lag_bytes: 0,
+            lag_time: Duration::ZERO,
+            lagging: false,
+            lsn: 0,
+            replication_state: String::new(),
+            sync_state: String::new(),
+            operator_detached: false,
+            last_status_change: now,
+            cause: cause.into(),
+        }
     }
 }
 

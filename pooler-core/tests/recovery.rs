@@ -44,14 +44,7 @@ async fn recover_node_rebuilds_a_killed_and_wiped_standby_which_then_serves_read
     // The standby dies and loses its data directory.
     standby.stop(StopMode::Immediate).unwrap();
     let dir = standby.data_dir().to_path_buf();
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            std::fs::remove_dir_all(&path).unwrap();
-        } else {
-            std::fs::remove_file(&path).unwrap();
-        }
-    }
+    wipe_contents(&dir);
     let p = pooler.pooler.clone();
     assert!(eventually(Duration::from_secs(10), || p.cluster().nodes[1].status == Status::Down).await);
     assert_eq!(read().await, primary.port(), "reads fall back to the primary, no error");

@@ -532,14 +532,7 @@ async fn recover_node_through_repmgr_standby_clone_brings_a_wiped_standby_back_b
 
     tokio::task::block_in_place(|| cluster.kill_node(2)).unwrap();
     let data = cluster.node(2).data_dir().to_path_buf();
-    for entry in std::fs::read_dir(&data).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            std::fs::remove_dir_all(&path).unwrap();
-        } else {
-            std::fs::remove_file(&path).unwrap();
-        }
-    }
+    wipe_contents(&data);
     let p = pooler.pooler.clone();
     assert!(eventually(Duration::from_secs(10), || p.cluster().nodes[2].status == Status::Down).await);
     app.execute("INSERT INTO items (v, phase) VALUES (7, 'after')", &[]).await.unwrap();

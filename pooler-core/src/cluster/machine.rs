@@ -569,25 +569,7 @@ impl Machine {
     fn reconfigure(&mut self, nodes: &[crate::config::NodeConfig], removed: &[bool], out: &mut Outcome) {
         for (i, n) in nodes.iter().enumerate() {
             if i >= self.nodes.len() {
-                self.nodes.push(NodeState {
-                    id: i,
-                    host: n.host.clone(),
-                    port: n.port,
-                    weight: n.weight,
-                    role: Role::Unknown,
-                    status: Status::Waiting,
-                    pg_up: false,
-                    pg_role: Role::Unknown,
-                    lag_bytes: 0,
-                    lag_time: Duration::ZERO,
-                    lagging: false,
-                    lsn: 0,
-                    replication_state: String::new(),
-                    sync_state: String::new(),
-                    operator_detached: false,
-                    last_status_change: self.now.wall,
-                    cause: "added by a configuration reload".into(),
-                });
+                self.nodes.push(NodeState::unchecked(i, n, self.now.wall, "added by a configuration reload"));
                 self.seen.push(None);
                 self.warned.push(false);
                 self.former.push(false);

@@ -291,6 +291,19 @@ pub fn example_script(cluster: &Cluster, name: &str, args: &str) -> String {
     format!("PGBIN={} {os_user}sh {dir}/{name} {args}", cluster.bin_dir().display())
 }
 
+/// Deletes everything inside `dir`, keeping the directory (a node that lost
+/// its disk; the directory stays owned by the server user).
+pub fn wipe_contents(dir: &std::path::Path) {
+    for entry in std::fs::read_dir(dir).expect("read the directory") {
+        let path = entry.expect("a directory entry").path();
+        if path.is_dir() {
+            std::fs::remove_dir_all(&path).expect("remove a directory");
+        } else {
+            std::fs::remove_file(&path).expect("remove a file");
+        }
+    }
+}
+
 /// Transaction pooling over every node of `cluster`, data directories known
 /// (for `%D` / `%R`), health checks every 100 ms.
 pub fn failover_config(cluster: &Cluster) -> Config {
