@@ -22,9 +22,11 @@ impl Relay<'_> {
         if let Some(k) = login.client_key {
             p.learn_client_key(k);
         }
-        if let Some(slot) = self.pools.get_mut(node) {
-            *slot = Some(p.clone());
+        // A node a reload added after this session started: room for it.
+        if self.pools.len() <= node {
+            self.pools.resize(node + 1, None);
         }
+        self.pools[node] = Some(p.clone());
         p
     }
 
@@ -187,9 +189,10 @@ impl Relay<'_> {
             if lsn < min_lsn {
                 // Behind the session's own write: the primary serves this read.
                 if replayed.is_ok() && self.parks() {
-                    if let Some(slot) = self.parked.get_mut(node) {
-                        *slot = Some(lease);
+                    if self.parked.len() <= node {
+                        self.parked.resize_with(node + 1, || None);
                     }
+                    self.parked[node] = Some(lease);
                 } else if replayed.is_ok() {
                     Box::pin(self.pool_for(node).checkin(lease, TransactionStatus::Idle, Reset::None)).await;
                 } else {
@@ -409,9 +412,11 @@ impl Relay<'_> {
             // The connection stays this session's; between requests no cancel
             // points at it.
             self.cancel.set_target(None);
-            if let Some(slot) = self.parked.get_mut(self.core.node) {
-                *slot = Some(lease);
+            let node = self.core.node;
+            if self.parked.len() <= node {
+                self.parked.resize_with(node + 1, || None);
             }
+            self.parked[node] = Some(lease);
             return Ok(());
         }
         self.give_back(lease, self.core.node, TransactionStatus::Idle, true, false).await;
