@@ -111,6 +111,19 @@ async fn first_write(client: &tokio_postgres::Client, died: Instant) -> (Duratio
     }
 }
 
+/// Every idle client but the first (whose write measured the failover)
+/// writes once, without reconnecting, and lands on node `new`.
+async fn the_other_idle_clients_write_to(cluster: &RepmgrCluster, idle: &[tokio_postgres::Client], new: usize) {
+    for (i, c) in idle.iter().enumerate().skip(1) {
+        let port: i32 = c
+            .query_one("INSERT INTO items (v, phase) VALUES ($1, 'after') RETURNING inet_server_port()", &[&(i as i32)])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(port, cluster.node(new).port() as i32, "idle client {i} writes to the promoted node");
+    }
+}
+
 /// The node of `cluster` listening on `port`.
 fn index_of(cluster: &RepmgrCluster, port: u16) -> usize {
     cluster.nodes().iter().position(|n| n.port() == port).expect("a node's port")
@@ -195,14 +208,7 @@ async fn repmgrd_promotes_on_primary_death_and_the_pooler_sends_idle_clients_wri
     let new = index_of(&cluster, port);
     assert!(new == 1 || new == 2, "the write ran on a standby repmgrd promoted, not node {new}");
     assert_eq!(pooler.pooler.primary_node(), new);
-    for (i, c) in idle.iter().enumerate().skip(1) {
-        let port: i32 = c
-            .query_one("INSERT INTO items (v, phase) VALUES ($1, 'after') RETURNING inet_server_port()", &[&(i as i32)])
-            .await
-            .unwrap()
-            .get(0);
-        assert_eq!(port, cluster.node(new).port() as i32, "idle client {i} writes to the promoted node");
-    }
+    the_other_idle_clients_write_to(&cluster, &idle, new).await;
     assert_eq!(cluster.node(new).query_one("SELECT pg_is_in_recovery()").unwrap(), "f");
     assert_eq!(rows_on(&cluster, new, "after"), 3);
     assert_eq!(rows_on(&cluster, new, "before"), 3, "nothing acknowledged before the death was lost");
@@ -485,14 +491,7 @@ async fn repmgrd_runs_the_pause_promote_reload_resume_glue_and_writes_resume_on_
     let file = std::fs::read_to_string(&path).unwrap();
     assert!(!file.contains(&format!("port = {}\n", cluster.node(0).port())), "{file}");
     assert!(!p.is_paused("postgres"), "the glue resumed the pooler");
-    for (i, c) in idle.iter().enumerate().skip(1) {
-        let port: i32 = c
-            .query_one("INSERT INTO items (v, phase) VALUES ($1, 'after') RETURNING inet_server_port()", &[&(i as i32)])
-            .await
-            .unwrap()
-            .get(0);
-        assert_eq!(port, cluster.node(new).port() as i32, "idle client {i} writes to the promoted node");
-    }
+    the_other_idle_clients_write_to(&cluster, &idle, new).await;
     // The old primary comes back as a primary: the pooler does not know it.
     let old = cluster.node(0).clone();
     tokio::task::block_in_place(|| old.start()).expect("restart the old primary");

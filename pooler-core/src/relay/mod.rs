@@ -753,7 +753,7 @@ pub(crate) fn fuzz(mode: u8, client: &[u8], server: &[u8], chunk: usize) -> bool
     let shared = pooler.shared();
     let login = LoginInfo { user: "u".into(), database: "d".into(), secret: None, client_key: None };
     let key = crate::pool::PoolKey { node: 0, user: "u".into(), database: "d".into() };
-    let addr = shared.node(0).expect("a test pooler has a node");
+    let Some(addr) = shared.node(0) else { return true };
     let pool = shared.pools.get(key, &addr, || login.clone());
     let (mut cbuf, mut cout) = (BytesMut::new(), BytesMut::new());
     let params = std::sync::Arc::new(Vec::new());
