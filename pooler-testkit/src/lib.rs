@@ -23,6 +23,10 @@
 //! [`RepmgrCluster`] is the same made the repmgr way (repmgr must be
 //! installed): `primary register`, `standby clone` and `standby register`,
 //! repmgrd per node on demand.
+//!
+//! [`EtcdCluster`] is N etcd members forming one cluster on free loopback
+//! ports (etcd must be installed), whose members a test can kill, restart,
+//! SIGSTOP and SIGCONT.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
@@ -33,6 +37,8 @@ use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+mod etcd;
+pub use etcd::{etcd_binary, EtcdCluster, EtcdMember};
 mod repmgr;
 pub use repmgr::{repmgr_bin_dir, RepmgrBuilder, RepmgrCluster, RepmgrFailover};
 
