@@ -238,7 +238,7 @@ fn reload_files(pooler: &Pooler) {
 fn check(path: &Path) -> Result<()> {
     let config = Config::load(path)?;
     config.listen_addr()?;
-    drop(Pooler::new(config)?);
+    drop(with_coordination(Pooler::builder(config.clone()), &config)?.build()?);
     println!("{}: OK", path.display());
     Ok(())
 }
@@ -274,11 +274,24 @@ fn convert(file: &Path, from: Option<Source>) -> Result<()> {
     Ok(())
 }
 
+/// Gives the builder the store `[coordination]` names (etcd, when the
+/// binary is built with its `etcd` feature; without it, building fails with
+/// an error that says so).
+fn with_coordination(builder: pooler_core::PoolerBuilder, config: &Config) -> Result<pooler_core::PoolerBuilder> {
+    #[cfg(feature = "etcd")]
+    if config.coordination.backend == pooler_core::config::CoordinationBackend::Etcd {
+        let store = pooler_etcd::EtcdStore::new(&config.coordination)?;
+        return Ok(builder.coordination_store(std::sync::Arc::new(store)));
+    }
+    let _ = config;
+    Ok(builder)
+}
+
 /// Builds the pooler and binds its listeners (TCP and, with
 /// `server.unix_socket_dir`, the Unix socket): everything that can fail at
 /// start.
 async fn prepare(config: Config, file: Option<&Path>) -> Result<(Pooler, Listeners)> {
-    let mut builder = Pooler::builder(config.clone());
+    let mut builder = with_coordination(Pooler::builder(config.clone()), &config)?;
     if let Some(path) = file {
         builder = builder.config_file(path);
     }

@@ -43,6 +43,7 @@ mod clients;
 mod cluster;
 pub mod config;
 mod control;
+pub mod coordination;
 pub mod convert;
 mod error;
 mod hba;
@@ -74,6 +75,7 @@ pub use cluster::{
     HookOutcome, NodeCommandError, NodeInfo, Observation, ReplicaState, SqlHealthCheck,
 };
 pub use config::{Config, ConfigError};
+pub use coordination::{CoordinationStore, HaStatus, StoreError};
 pub use error::{Error, Failure, Retry, Side, Stage};
 pub use hba::{HbaError, HbaRules};
 pub use listen::{ListenError, Listeners};

@@ -96,3 +96,17 @@ pub const CLUSTER_GENERATION: &str = "pooler_cluster_generation";
 pub const BUFFER_BYTES: &str = "pooler_buffer_bytes";
 /// Gauge: `server.max_memory` in force (0: no limit).
 pub const MAX_MEMORY_BYTES: &str = "pooler_max_memory_bytes";
+/// Gauge: 1 while this pooler is the leader of its group (`[coordination]`).
+pub const HA_LEADER: &str = "pooler_ha_leader";
+/// Gauge: 1 while the coordination store answers; 0 when this pooler routes
+/// by the last state it knew and its own checks.
+pub const HA_STORE_REACHABLE: &str = "pooler_ha_store_reachable";
+/// Gauge: the term (store revision) of this pooler's last leadership.
+pub const HA_TERM: &str = "pooler_ha_term";
+/// Counter: failovers held back because a majority of the live poolers did
+/// not see the primary down.
+pub const HA_DISAGREEMENTS: &str = "pooler_ha_disagreements_total";
+/// Gauge per node (`node`): how many live poolers see it down.
+pub const HA_DOWN_VOTES: &str = "pooler_ha_node_down_votes";
+/// Gauge: live poolers in the group (views in the store).
+pub const HA_MEMBERS: &str = "pooler_ha_members";

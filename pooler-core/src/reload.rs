@@ -181,6 +181,7 @@ fn merged(old: &Config, mut new: Config, plan: &NodePlan) -> Config {
     }
     new.health.clone_from(&old.health);
     new.failover.clone_from(&old.failover);
+    new.coordination.clone_from(&old.coordination);
     new.server_tls.sslmode = old.server_tls.sslmode;
     new.metrics.listen.clone_from(&old.metrics.listen);
     let (o, n) = (&old.auth, &mut new.auth);
@@ -328,6 +329,30 @@ fn compare(old: &Config, new: &Config) -> ReloadReport {
             search_primary_node_timeout,
             false_primary,
             prefer_sync_standbys,
+        ]
+    );
+    fields!(
+        needs_restart,
+        "coordination",
+        old.coordination,
+        new.coordination,
+        [
+            backend,
+            endpoints,
+            prefix,
+            name,
+            lease_ttl,
+            quorum_wait,
+            request_timeout,
+            ca_file,
+            cert_file,
+            key_file,
+            user,
+            password_file,
+            if_up_command,
+            if_down_command,
+            arping_command,
+            command_timeout,
         ]
     );
     r

@@ -37,6 +37,11 @@ pub enum StartError {
     /// A certificate, key or CA file could not be used.
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    /// `[coordination]` names a backend but no store was given
+    /// ([`PoolerBuilder::coordination_store`]; the binary gives one when
+    /// built with its `etcd` feature).
+    #[error("coordination.backend = {0:?} but this pooler has no client for it (the binary needs its `etcd` feature: cargo build --release -p pooler-bin --features etcd)")]
+    NoCoordinationStore(String),
 }
 
 /// A configured pooler, ready to serve a listener.
@@ -92,6 +97,7 @@ pub struct PoolerBuilder {
     failover_hook: Option<Arc<dyn FailoverHook>>,
     routing_policy: Option<Arc<dyn RoutingPolicy>>,
     config_file: Option<std::path::PathBuf>,
+    store: Option<Arc<dyn crate::CoordinationStore>>,
 }
 
 impl std::fmt::Debug for PoolerBuilder {
@@ -102,6 +108,7 @@ impl std::fmt::Debug for PoolerBuilder {
             .field("health_check", &self.health_check.is_some())
             .field("failover_hook", &self.failover_hook.is_some())
             .field("routing_policy", &self.routing_policy.is_some())
+            .field("coordination_store", &self.store.is_some())
             .finish()
     }
 }
@@ -153,6 +160,14 @@ impl PoolerBuilder {
         self
     }
 
+    /// Coordinates with the other poolers of the group through `store`
+    /// (used only when `[coordination]` is on; see docs/HA.md). Default:
+    /// none, and a configuration with coordination on fails to build.
+    pub fn coordination_store(mut self, store: Arc<dyn crate::CoordinationStore>) -> PoolerBuilder {
+        self.store = Some(store);
+        self
+    }
+
     /// Validates the configuration, loads the password file unless one was
     /// given, and builds the pooler. Nothing runs before [`Pooler::run`]: no
     /// connection is opened and no task spawned here.
@@ -163,7 +178,12 @@ impl PoolerBuilder {
             (None, Some(path)) => Some(PasswordFile::load(path)?),
             (None, None) => None,
         };
-        let hooks = Hooks { check: self.health_check, failover: self.failover_hook, policy: self.routing_policy };
+        let hooks = Hooks {
+            check: self.health_check,
+            failover: self.failover_hook,
+            policy: self.routing_policy,
+            store: self.store,
+        };
         assemble(self.config, Passwords { file: passwords, in_memory, config_file: self.config_file }, hooks)
     }
 }
@@ -179,6 +199,7 @@ impl Pooler {
             failover_hook: None,
             routing_policy: None,
             config_file: None,
+            store: None,
         }
     }
 
@@ -362,6 +383,8 @@ impl Pooler {
         // Which node is the primary, which are up and how far behind: needed as
         // soon as there is more than one node.
         let health = tokio::spawn(crate::cluster::run(self.shared.cluster.clone(), self.hooks.clone()));
+        // Several poolers: this one's lease, its bid for the leadership, its view.
+        let membership = self.shared.cluster.ha().map(|ha| tokio::spawn(ha.clone().run()));
         // The admin console's PROMOTE NODE runs the same hooks.
         self.shared.control.set_hooks(self.hooks.clone());
         tokio::pin!(shutdown);
@@ -415,6 +438,10 @@ impl Pooler {
         }
         maintenance.abort();
         health.abort();
+        if let Some(m) = membership {
+            m.abort();
+            crate::cluster::leave_group(&self.shared.cluster).await;
+        }
         for pool in self.shared.pools.all() {
             pool.close_idle();
         }
@@ -430,6 +457,7 @@ struct Hooks {
     check: Option<Arc<dyn HealthCheck>>,
     failover: Option<Arc<dyn FailoverHook>>,
     policy: Option<Arc<dyn RoutingPolicy>>,
+    store: Option<Arc<dyn crate::CoordinationStore>>,
 }
 
 /// The password file, whether it was given in memory (a reload then keeps
@@ -456,6 +484,18 @@ fn assemble(config: Config, given_passwords: Passwords, given: Hooks) -> Result<
     let max_memory = config.server.max_memory;
     let config = Arc::new(config);
     let topology = Arc::new(Topology::new(Snapshot::initial(&config, std::time::SystemTime::now())));
+    let ha = match (config.coordination.enabled(), given.store) {
+        (false, _) => None,
+        (true, None) => {
+            return Err(StartError::NoCoordinationStore(format!("{:?}", config.coordination.backend).to_lowercase()))
+        }
+        (true, Some(store)) => Some(Arc::new(crate::coordination::Ha::new(
+            &config.coordination,
+            &config.server.listen,
+            store,
+            topology.clone(),
+        ))),
+    };
     let mut router = crate::route::Router::with_topology(&config, topology.clone()).map_err(|e| {
         crate::config::ConfigError::Invalid { key: format!("routing.{}", e.list), problem: e.to_string() }
     })?;
@@ -477,7 +517,7 @@ fn assemble(config: Config, given_passwords: Passwords, given: Hooks) -> Result<
     let shared = Shared {
         hba: arc_swap::ArcSwapOption::new(hba),
         auth_query,
-        cluster: Arc::new(crate::cluster::Cluster::new(config.clone(), topology, pools.clone())),
+        cluster: Arc::new(crate::cluster::Cluster::new(config.clone(), topology, pools.clone(), ha)),
         param_sets: ParamSets::default(),
         router,
         pools,

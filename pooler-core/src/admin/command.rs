@@ -27,6 +27,8 @@ pub(crate) enum Show {
     Nodes,
     PoolNodes,
     PoolProcesses,
+    Ha,
+    HaViews,
 }
 
 impl Show {
@@ -50,6 +52,8 @@ impl Show {
         ("nodes", Show::Nodes),
         ("pool_nodes", Show::PoolNodes),
         ("pool_processes", Show::PoolProcesses),
+        ("ha", Show::Ha),
+        ("ha_views", Show::HaViews),
     ];
 }
 

@@ -11,6 +11,7 @@
 mod actions;
 mod command;
 mod gauges;
+mod group;
 mod protocol;
 mod table;
 mod views;

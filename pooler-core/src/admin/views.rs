@@ -31,17 +31,19 @@ pub(crate) fn show(shared: &Shared, what: Show) -> Table {
         Show::Nodes => nodes(shared),
         Show::PoolNodes => pool_nodes(shared),
         Show::PoolProcesses => pool_processes(shared),
+        Show::Ha => super::group::ha(shared),
+        Show::HaViews => super::group::ha_views(shared),
     }
 }
 
 /// `SHOW HELP`'s lines.
 pub(crate) const HELP: &[&str] = &[
     "SHOW HELP|POOLS|CLIENTS|SERVERS|STATS|STATS_TOTALS|STATS_AVERAGES|DATABASES|USERS",
-    "SHOW CONFIG|LISTS|MEM|VERSION|STATE|PREPARED_STATEMENTS|NODES|POOL_NODES|POOL_PROCESSES",
-    "KILL_CLIENT id | KILL db | RECONNECT [db] | DISABLE db | ENABLE db",
+    "SHOW CONFIG|LISTS|MEM|VERSION|STATE|PREPARED_STATEMENTS|NODES|POOL_NODES|POOL_PROCESSES|HA|HA_VIEWS",
+    "KILL_CLIENT id | KILL db | RECONNECT [db] | DISABLE db | ENABLE db | PAUSE [db] | RESUME [db] | RELOAD",
     "SHUTDOWN [WAIT_FOR_SERVERS|WAIT_FOR_CLIENTS]",
-    "ATTACH NODE n | DETACH NODE n | PROMOTE NODE n [SWITCHOVER]",
-    "not available yet: PAUSE [db] | RESUME [db] | SUSPEND | WAIT_CLOSE [db] | RELOAD | RECOVER NODE n | SET key = value",
+    "ATTACH NODE n | DETACH NODE n | PROMOTE NODE n [SWITCHOVER] | RECOVER NODE n",
+    "not available yet: SUSPEND | WAIT_CLOSE [db] | SET key = value",
 ];
 
 fn help() -> Table {
@@ -52,7 +54,7 @@ fn help() -> Table {
     t
 }
 
-fn epoch(t: SystemTime) -> String {
+pub(super) fn epoch(t: SystemTime) -> String {
     // ISO 8601 in UTC, without a time-zone database: days from the epoch
     // by the civil-from-days algorithm.
     let secs = t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) as i64;
@@ -706,9 +708,12 @@ fn nodes(shared: &Shared) -> Table {
         ("detached", Int),
         ("last_status_change", Text),
         ("cause", Text),
+        ("state_from", Text),
+        ("down_votes", Text),
     ]);
     let snapshot = shared.router.snapshot();
     let stats = shared.router.node_stats();
+    let group = super::group::NodeColumns::of(shared);
     for n in &snapshot.nodes {
         let s = stats.get(n.id);
         t.push(vec![
@@ -732,6 +737,8 @@ fn nodes(shared: &Shared) -> Table {
             n.operator_detached.into(),
             epoch(n.last_status_change).into(),
             n.cause.as_str().into(),
+            group.state_from.into(),
+            group.down_votes(&n.host, n.port).into(),
         ]);
     }
     t

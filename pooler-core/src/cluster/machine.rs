@@ -32,6 +32,8 @@ use super::report::BackendError;
 use super::{NodeCommandError, NodeState, Role, Snapshot, Status};
 use crate::config::{Config, FalsePrimaryRule};
 
+mod coordinated;
+
 /// The time of an event, as the caller read it: the machine reads no clock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Now {
@@ -72,6 +74,13 @@ pub(crate) enum Event {
     /// ones first, at their indexes, then the new ones); `removed` says
     /// which slots left the configuration.
     Reconfigure { nodes: Vec<crate::config::NodeConfig>, removed: Vec<bool> },
+    /// The leader pooler's verdict on the primary `failed` seen down here
+    /// ([`Action::ConfirmDown`]): whether a majority of the live poolers
+    /// see it down too.
+    QuorumDown { failed: usize, agreed: bool, why: String },
+    /// Another pooler, the leader, declared the cluster state: `primary` is
+    /// its primary, `quarantined` the nodes it keeps out (indexes here).
+    Shared { leader: String, primary: Option<usize>, quarantined: Vec<usize> },
     /// Time passes (the search for a primary has a deadline).
     Tick,
 }
@@ -90,6 +99,9 @@ pub(crate) enum Action {
     Follow { standby: usize, new_main: usize, old_primary: usize },
     /// Run the failback hook for `node`.
     Failback { node: usize },
+    /// Coordinated: ask whether a majority of the live poolers see the
+    /// primary `failed` down, and report with [`Event::QuorumDown`].
+    ConfirmDown { failed: usize },
 }
 
 /// The result of applying one event.
@@ -116,6 +128,9 @@ struct Rules {
     checked: bool,
     /// The failover hook can promote a node.
     promotes: bool,
+    /// Several poolers coordinate (`[coordination]`): a failover needs the
+    /// quorum's agreement, and the leader's state is followed.
+    coordinated: bool,
 }
 
 /// The state machine.
@@ -145,6 +160,13 @@ pub(crate) struct Machine {
     former: Vec<bool>,
     /// Per node: an immediate check was asked for and has not reported yet.
     check_asked: Vec<bool>,
+    /// Coordinated: the primary whose failure the quorum is being asked
+    /// about, and the one it agreed is down.
+    confirming: Option<usize>,
+    confirmed: Option<usize>,
+    /// Coordinated: the node the leader declared the primary, taken as soon
+    /// as this pooler's own check sees it answer as one.
+    pending_primary: Option<usize>,
     /// The time of the event being applied (of the creation before any):
     /// the only time the machine knows.
     now: Now,
@@ -175,7 +197,11 @@ impl Machine {
                 application_names: config.nodes.iter().map(|n| n.application_name.clone()).collect(),
                 checked,
                 promotes: !f.command.is_empty(),
+                coordinated: config.coordination.enabled(),
             },
+            confirming: None,
+            confirmed: None,
+            pending_primary: None,
             generation: 0,
             failover_ran_for: None,
             promoting: None,
@@ -252,6 +278,8 @@ impl Machine {
                 }
             }
             Event::Reconfigure { nodes, removed } => self.reconfigure(&nodes, &removed, &mut out),
+            Event::QuorumDown { failed, agreed, why } => self.quorum_down(failed, agreed, &why, &mut out),
+            Event::Shared { leader, primary, quarantined } => self.shared(&leader, primary, &quarantined, &mut out),
             Event::Tick => {}
             Event::Checked { node, .. } | Event::BackendError { node, .. } => {
                 tracing::debug!(node, "event about an unknown node ignored");
@@ -381,6 +409,11 @@ impl Machine {
 
     /// A node other than the primary answered that it is not in recovery.
     fn claimant_checked(&mut self, i: usize, out: &mut Outcome) {
+        if self.pending_primary == Some(i) && self.nodes[i].status != Status::Removed {
+            self.pending_primary = None;
+            self.switch_primary(i, "declared the primary by the leader pooler, and answers as one", &mut out.actions);
+            return;
+        }
         if (self.nodes[i].status == Status::Quarantine && self.former[i]) || self.nodes[i].operator_detached {
             if !self.warned[i] {
                 self.warned[i] = true;
@@ -453,6 +486,21 @@ impl Machine {
         if !self.rules.promotes {
             return;
         }
+        if self.rules.coordinated && self.confirmed != Some(i) {
+            // The other poolers must see it down too (or this is a problem
+            // between this pooler and the primary, not a dead primary).
+            if self.confirming != Some(i) {
+                self.confirming = Some(i);
+                out.actions.push(Action::ConfirmDown { failed: i });
+            }
+            return;
+        }
+        self.confirmed = None;
+        self.fail_over(i, out);
+    }
+
+    /// Starts the failover of the failed primary `i`.
+    fn fail_over(&mut self, i: usize, out: &mut Outcome) {
         // Every standby in service is asked what it has received; which one
         // is promoted is decided from those answers (`positions`).
         let candidates: Vec<usize> = (0..self.nodes.len())
@@ -529,6 +577,11 @@ impl Machine {
         }
         self.primary = new;
         self.failover_ran_for = None;
+        self.confirming = None;
+        self.confirmed = None;
+        if self.pending_primary == Some(new) {
+            self.pending_primary = None;
+        }
         self.promoting = None;
         self.primary_lost_at = None;
         self.search_reported = false;
@@ -701,27 +754,27 @@ mod tests {
     }
 
     /// The fake clock's start: tests move time by hand, never by sleeping.
-    fn t0() -> Now {
+    pub(super) fn t0() -> Now {
         static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
         Now { mono: *START.get_or_init(Instant::now), wall: SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000) }
     }
 
     /// `secs` seconds after [`t0`].
-    fn at(secs: u64) -> Now {
+    pub(super) fn at(secs: u64) -> Now {
         let t = t0();
         Now { mono: t.mono + Duration::from_secs(secs), wall: t.wall + Duration::from_secs(secs) }
     }
 
     /// A failed look.
-    fn err(why: &str) -> Result<Observation, CheckError> {
+    pub(super) fn err(why: &str) -> Result<Observation, CheckError> {
         Err(CheckError::Connect { reason: why.into() })
     }
 
-    fn primary(lsn: u64) -> Result<Observation, CheckError> {
+    pub(super) fn primary(lsn: u64) -> Result<Observation, CheckError> {
         Ok(Observation { in_recovery: false, lsn, ..Default::default() })
     }
 
-    fn standby(lsn: u64, from_port: u16) -> Result<Observation, CheckError> {
+    pub(super) fn standby(lsn: u64, from_port: u16) -> Result<Observation, CheckError> {
         Ok(Observation {
             in_recovery: true,
             lsn,
@@ -731,11 +784,11 @@ mod tests {
         })
     }
 
-    fn check(m: &mut Machine, node: usize, result: Result<Observation, CheckError>) -> Vec<Action> {
+    pub(super) fn check(m: &mut Machine, node: usize, result: Result<Observation, CheckError>) -> Vec<Action> {
         m.apply(Event::Checked { node, result }, at(0)).actions
     }
 
-    fn status(m: &Machine) -> Vec<Status> {
+    pub(super) fn status(m: &Machine) -> Vec<Status> {
         m.nodes.iter().map(|n| n.status).collect()
     }
 

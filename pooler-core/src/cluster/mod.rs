@@ -21,6 +21,7 @@ mod hook;
 pub(crate) mod machine;
 mod recover;
 mod report;
+mod vip;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,6 +36,7 @@ pub(crate) use recover::recover;
 pub(crate) use report::BackendError;
 
 use crate::config::Config;
+use crate::coordination::{Ha, SharedState, Verdict};
 use crate::pool::Pools;
 use crate::topology::Topology;
 use machine::{Action, Event, Machine, Now};
@@ -78,6 +80,10 @@ pub enum NodeCommandError {
     /// streaming standby within `recovery.stream_timeout`; it stays detached.
     #[error("node {0} never answered as a streaming standby after the recovery command; it stays detached")]
     NeverStreamed(usize),
+    /// Several poolers coordinate and this one is not their leader: only
+    /// the leader promotes and recovers nodes (the reason names the leader).
+    #[error("{0}; run it on the leader")]
+    NotLeader(crate::coordination::NotLeader),
 }
 
 /// A request to the controller.
@@ -104,6 +110,8 @@ pub(crate) struct Cluster {
     checked: bool,
     /// Nodes an online recovery is rebuilding now.
     recovering: std::sync::Mutex<std::collections::HashSet<usize>>,
+    /// This pooler's membership of a pooler group (`[coordination]`).
+    ha: Option<Arc<Ha>>,
 }
 
 impl std::fmt::Debug for Command {
@@ -116,7 +124,12 @@ impl Cluster {
     /// The cluster of `config.nodes`, before any check: the first node is the
     /// primary, every node waiting (or up, when there is a single node,
     /// which is never checked).
-    pub(crate) fn new(config: Arc<Config>, topology: Arc<Topology>, pools: Arc<Pools>) -> Cluster {
+    pub(crate) fn new(
+        config: Arc<Config>,
+        topology: Arc<Topology>,
+        pools: Arc<Pools>,
+        ha: Option<Arc<Ha>>,
+    ) -> Cluster {
         let (tx, rx) = mpsc::unbounded_channel();
         Cluster {
             // One per slot a reload may ever add (see MAX_NODE_SLOTS).
@@ -126,6 +139,7 @@ impl Cluster {
             checked: config.nodes.len() > 1,
             config: arc_swap::ArcSwap::new(config),
             recovering: Default::default(),
+            ha,
             topology,
             pools,
             tx,
@@ -164,6 +178,20 @@ impl Cluster {
         self.checked
     }
 
+    /// This pooler's membership of a pooler group, when coordinated.
+    pub(crate) fn ha(&self) -> Option<&Arc<Ha>> {
+        self.ha.as_ref()
+    }
+
+    /// Coordinated: proves this pooler leads before it runs `what` (always
+    /// true when it runs alone).
+    pub(crate) async fn fence(&self, what: &str) -> Result<(), NodeCommandError> {
+        match &self.ha {
+            None => Ok(()),
+            Some(ha) => ha.fence(what).await.map_err(NodeCommandError::NotLeader),
+        }
+    }
+
     /// A reload changed the node list: `config` (its nodes are every slot)
     /// is in force from now on, and the controller adds and removes nodes
     /// as `removed` says (see [`machine`]).
@@ -199,6 +227,9 @@ fn publish(cluster: &Cluster, snapshot: Snapshot) {
     let (removed, left): (Vec<usize>, Vec<usize>) =
         left.into_iter().partition(|&i| snapshot.nodes[i].status == Status::Removed);
     cluster.topology.publish(snapshot);
+    if let Some(ha) = &cluster.ha {
+        ha.wake();
+    }
     // A node removed from the configuration drains: its transactions
     // finish, and each connection closes when it comes back.
     for node in removed {
@@ -245,6 +276,10 @@ pub(crate) async fn run(cluster: Arc<Cluster>, hooks: Arc<Hooks>) {
     }
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut shared = cluster.ha.as_ref().map(|ha| ha.shared());
+    if let Some(ha) = &cluster.ha {
+        tasks.spawn(vip::run(ha.leading(), config_of(&cluster)));
+    }
     loop {
         let command = tokio::select! {
             c = rx.recv() => match c {
@@ -252,6 +287,7 @@ pub(crate) async fn run(cluster: Arc<Cluster>, hooks: Arc<Hooks>) {
                 None => break,
             },
             _ = tick.tick() => Command { event: Event::Tick, reply: None },
+            Some(state) = next_shared(&mut shared) => Command { event: shared_event(&cluster, &state), reply: None },
         };
         if let Event::Reconfigure { nodes, removed } = &command.event {
             if cluster.checked {
@@ -281,6 +317,46 @@ pub(crate) async fn run(cluster: Arc<Cluster>, hooks: Arc<Hooks>) {
     if let Ok(mut slot) = cluster.rx.lock() {
         *slot = Some(rx);
     }
+}
+
+/// The coordination settings in force.
+fn config_of(cluster: &Cluster) -> crate::config::CoordinationConfig {
+    cluster.config.load().coordination.clone()
+}
+
+/// The leader's next state (never resolves when not coordinated).
+async fn next_shared(
+    rx: &mut Option<tokio::sync::watch::Receiver<Option<Arc<SharedState>>>>,
+) -> Option<Arc<SharedState>> {
+    let Some(rx) = rx.as_mut() else { return std::future::pending().await };
+    if rx.changed().await.is_err() {
+        return std::future::pending().await;
+    }
+    rx.borrow_and_update().clone()
+}
+
+/// The leader's state in this pooler's node indexes (a node at an address
+/// not configured here is left out, with a warning).
+fn shared_event(cluster: &Cluster, state: &SharedState) -> Event {
+    let config = cluster.config.load();
+    let removed = cluster.topology.current();
+    let index = |host: &str, port: u16| {
+        let found = config.nodes.iter().enumerate().position(|(i, n)| {
+            n.host == host && n.port == port && removed.nodes.get(i).is_none_or(|s| s.status != Status::Removed)
+        });
+        if found.is_none() {
+            tracing::warn!(host, port, leader = %state.leader, "the leader pooler names a node not configured here: the poolers' node lists differ");
+        }
+        found
+    };
+    let primary = index(&state.primary_host, state.primary_port);
+    let quarantined = state
+        .nodes
+        .iter()
+        .filter(|n| n.status == Status::Quarantine.as_str())
+        .filter_map(|n| index(&n.host, n.port))
+        .collect();
+    Event::Shared { leader: state.leader.clone(), primary, quarantined }
 }
 
 /// Carries out what transitions ask for, in order; the results go back into
@@ -330,8 +406,31 @@ async fn perform(cluster: &Cluster, hooks: &Hooks, machine: &mut Machine, action
             seen.sort_by_key(|(j, _)| *j);
             return apply_now(cluster, machine, Event::Positions { failed, seen });
         }
+        Action::ConfirmDown { failed } => {
+            let Some(ha) = cluster.ha.clone() else {
+                return apply_now(cluster, machine, Event::QuorumDown { failed, agreed: true, why: "alone".into() });
+            };
+            let (host, port) = (config.nodes[failed].host.clone(), config.nodes[failed].port);
+            let tx = cluster.tx.clone();
+            // The controller goes on meanwhile: the answer comes back as an event.
+            tokio::spawn(async move {
+                let (agreed, why) = match ha.confirm_down(&host, port).await {
+                    Verdict::Agreed(v) => (true, format!("{} of {} live poolers see it down", v.down, v.live)),
+                    Verdict::Disagreed(v) => {
+                        (false, format!("only {} of {} live poolers see it down", v.down, v.live))
+                    }
+                    Verdict::NotLeader => (false, "this pooler is not the leader; the leader decides".into()),
+                };
+                let _ = tx.send(Command { event: Event::QuorumDown { failed, agreed, why }, reply: None });
+            });
+        }
         Action::Failover { failed, new_main } => {
             let ctx = FailoverContext { subject: info(failed), new_main: info(new_main), old_primary: info(failed) };
+            if let Err(e) = cluster.fence("failover_command").await {
+                tracing::warn!(failed, new_main, error = %e, "failover not run: this pooler cannot prove it leads");
+                let outcome = HookOutcome::failed(e.to_string());
+                return apply_now(cluster, machine, Event::FailoverDone { failed, outcome });
+            }
             tracing::warn!(failed, new_main, "primary down: running the failover hook");
             metrics::counter!(crate::metrics::FAILOVERS).increment(1);
             let outcome = hooks.failover.failover(&ctx).await;
@@ -345,6 +444,10 @@ async fn perform(cluster: &Cluster, hooks: &Hooks, machine: &mut Machine, action
         Action::Follow { standby, new_main, old_primary } => {
             let ctx =
                 FailoverContext { subject: info(standby), new_main: info(new_main), old_primary: info(old_primary) };
+            if cluster.ha.is_some() && cluster.fence("follow_primary_command").await.is_err() {
+                tracing::debug!(standby, "follow-primary left to the leader pooler");
+                return Vec::new();
+            }
             if let HookOutcome::Failed { reason } = hooks.failover.follow_primary(&ctx).await {
                 tracing::warn!(standby, new_main, %reason, "the follow-primary hook failed");
             }
@@ -352,6 +455,10 @@ async fn perform(cluster: &Cluster, hooks: &Hooks, machine: &mut Machine, action
         Action::Failback { node } => {
             let primary = machine.primary();
             let ctx = FailoverContext { subject: info(node), new_main: info(primary), old_primary: info(primary) };
+            if cluster.ha.is_some() && cluster.fence("failback_command").await.is_err() {
+                tracing::debug!(node, "failback left to the leader pooler");
+                return Vec::new();
+            }
             if let HookOutcome::Failed { reason } = hooks.failover.failback(&ctx).await {
                 tracing::warn!(node, %reason, "the failback hook failed");
             }
@@ -378,6 +485,7 @@ pub(crate) async fn promote(cluster: &Cluster, hooks: &Hooks, node: usize) -> Re
     let config = cluster.config.load_full();
     let info = |i: usize| NodeInfo::of(i, &config.nodes[i]);
     let ctx = FailoverContext { subject: info(primary), new_main: info(node), old_primary: info(primary) };
+    cluster.fence("failover_command (switchover)").await?;
     tracing::warn!(node, primary, "switchover requested by the operator: running the failover hook");
     if let HookOutcome::Failed { reason } = hooks.failover.failover(&ctx).await {
         return Err(NodeCommandError::HookFailed(reason));
@@ -392,6 +500,18 @@ pub(crate) async fn promote(cluster: &Cluster, hooks: &Hooks, node: usize) -> Re
     }
     tracing::error!(node, "promoted node never answered as a primary; writes stay where they were");
     Err(NodeCommandError::NeverPromoted(node))
+}
+
+/// At shutdown: gives up the leadership and the lease at once (another
+/// pooler takes over without waiting for the lease to expire), running
+/// `if_down_command` if this pooler led.
+pub(crate) async fn leave_group(cluster: &Cluster) {
+    let Some(ha) = &cluster.ha else { return };
+    let led = ha.term().is_some();
+    ha.leave().await;
+    if led {
+        vip::bring_down(&cluster.config.load().coordination).await;
+    }
 }
 
 /// The health probe's row reader, for the fuzz target.

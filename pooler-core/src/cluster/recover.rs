@@ -32,6 +32,7 @@ pub(crate) async fn recover(
     if !snapshot.primary_available() {
         return Err(NodeCommandError::NoPrimary);
     }
+    cluster.fence("recovery_command").await?;
     let Some(_busy) = Busy::take(cluster, node) else {
         return Err(NodeCommandError::Busy(node));
     };

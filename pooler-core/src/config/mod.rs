@@ -9,6 +9,7 @@ use serde::{Deserialize, Deserializer};
 mod admin;
 mod auth;
 mod cluster;
+mod coordination;
 mod metrics;
 mod pool;
 mod routing;
@@ -17,6 +18,7 @@ mod tls;
 pub use admin::{AdminConfig, ConsoleRole};
 pub use auth::{AuthConfig, AuthMethod, DEFAULT_AUTH_QUERY};
 pub use cluster::{FailoverConfig, FalsePrimaryRule, HealthConfig, NodeConfig, RecoveryConfig};
+pub use coordination::{CoordinationBackend, CoordinationConfig};
 pub use metrics::MetricsConfig;
 pub use pool::{PoolConfig, PoolMode, PoolOverride};
 pub use routing::{BalancePolicy, NodePreference, RoutingConfig, WriteStickiness};
@@ -100,6 +102,9 @@ pub struct Config {
     /// The binary's Prometheus endpoint.
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// Several poolers in front of one cluster (docs/HA.md).
+    #[serde(default)]
+    pub coordination: CoordinationConfig,
 }
 
 /// Listener and client-facing settings (`[server]`).
@@ -215,6 +220,7 @@ impl Config {
             nodes,
             admin: AdminConfig::default(),
             metrics: MetricsConfig::default(),
+            coordination: CoordinationConfig::default(),
         }
     }
 
@@ -332,6 +338,7 @@ impl Config {
         }
         self.admin.validate()?;
         self.metrics.validate()?;
+        self.coordination.validate()?;
         let r = &self.routing;
         crate::classify::Classifier::new(&crate::classify::ClassifierLists {
             write_functions: r.write_functions.clone(),
