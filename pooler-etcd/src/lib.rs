@@ -179,6 +179,11 @@ impl CoordinationStore for EtcdStore {
                     *slot = None;
                     Err(StoreError::Unreachable("the keep-alive stream closed".into()))
                 }
+                // etcd answers a renewal of an expired lease this way.
+                Err(etcd_client::Error::LeaseKeepAliveError(m)) if m.contains("not found") => {
+                    *slot = None;
+                    Ok(None)
+                }
                 Err(e) => {
                     *slot = None;
                     drop(slot);

@@ -257,7 +257,7 @@ pub(crate) fn expand(template: &str, r: &FailoverContext) -> String {
 /// Runs `command` with `sh -c`, up to `timeout`, logging its output. Done
 /// when it exited with status 0.
 pub(crate) async fn run(what: &str, command: &str, timeout: Duration) -> HookOutcome {
-    tracing::warn!(what, command, "running failover command");
+    tracing::warn!(what, command, "running a command");
     let child = tokio::process::Command::new("sh")
         .arg("-c")
         .arg(command)
@@ -295,7 +295,7 @@ pub(crate) async fn run(what: &str, command: &str, timeout: Duration) -> HookOut
             }
             match status {
                 Ok(s) if s.success() => {
-                    tracing::warn!(what, "failover command succeeded");
+                    tracing::warn!(what, "the command succeeded");
                     HookOutcome::Done
                 }
                 Ok(s) => {
