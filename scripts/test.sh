@@ -6,10 +6,13 @@
 #   - the `postgres` OS user when run as root (PostgreSQL refuses to run as
 #     root; the tests start it as that user, or as $POOLER_TEST_PG_USER);
 #   - repmgr (postgresql-<major>-repmgr, the major version the tests use);
+#   - etcd (etcd-server) for the tests of several poolers coordinating, and
+#     protoc (protobuf-compiler), which the etcd client needs to build;
 #   - psycopg 3, the Python driver one end-to-end test drives, in a virtualenv
 #     at .venv/ (git-ignored), handed to the tests as $POOLER_TEST_PYTHON.
 # System packages are installed with apt-get, as root or through sudo.
 # Arguments go to cargo test: scripts/test.sh -p pooler-core --test auth
+# (it runs cargo test --workspace --locked --features pooler-bin/etcd).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
@@ -43,6 +46,8 @@ if ! have_postgres; then
   fi
 fi
 [ -x /bin/kill ] || [ -x /usr/bin/kill ] || need+=(procps)
+command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
+command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
 # A virtualenv needs python3 with ensurepip (Debian ships it as python3-venv).
 if ! command -v python3 >/dev/null 2>&1; then
   need+=(python3 python3-venv)
@@ -114,4 +119,5 @@ fi
 POOLER_TEST_PYTHON="$(pwd)/.venv/bin/python"
 export POOLER_TEST_PYTHON
 
-exec cargo test --workspace --locked "$@"
+# The binary's etcd feature: the HA tests run three of them (docs/HA.md).
+exec cargo test --workspace --locked --features pooler-bin/etcd "$@"

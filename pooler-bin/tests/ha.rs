@@ -270,7 +270,9 @@ impl Group {
 
     /// Which running poolers say they lead.
     fn leaders(&self) -> Vec<usize> {
-        (0..self.poolers.len()).filter(|&i| self.poolers[i].child.is_some() && self.poolers[i].role() == "leader").collect()
+        (0..self.poolers.len())
+            .filter(|&i| self.poolers[i].child.is_some() && self.poolers[i].role() == "leader")
+            .collect()
     }
 
     fn failovers(&self) -> Vec<String> {
@@ -322,9 +324,19 @@ impl Group {
     /// Asserts that exactly one failover command ran, and that it stays so
     /// for a while.
     fn exactly_one_failover(&self) {
-        assert!(eventually(Duration::from_secs(15), || !self.failovers().is_empty()), "a failover ran:\n{}", self.logs());
+        assert!(
+            eventually(Duration::from_secs(15), || !self.failovers().is_empty()),
+            "a failover ran:\n{}",
+            self.logs()
+        );
         std::thread::sleep(Duration::from_secs(2));
-        assert_eq!(self.failovers().len(), 1, "exactly one failover command ran: {:?}\n{}", self.failovers(), self.logs());
+        assert_eq!(
+            self.failovers().len(),
+            1,
+            "exactly one failover command ran: {:?}\n{}",
+            self.failovers(),
+            self.logs()
+        );
     }
 
     /// The node every running pooler writes to, after a failover.
@@ -375,6 +387,60 @@ fn a_killed_primary_is_failed_over_exactly_once_and_every_pooler_writes_to_the_n
     let new = promoted(&g.failovers()[0]);
     g.all_follow(&[0, 1, 2], new);
     assert_eq!(rows_on(&g.pg, new, "after"), 3, "every pooler's write is on the new primary");
+    // A leader that shuts down hands over at once: it revokes its lease.
+    let leader = g.leaders()[0];
+    let name = g.poolers[leader].name.clone();
+    g.poolers[leader].signal("TERM");
+    let stopped = Instant::now();
+    let others: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    assert!(
+        eventually(TTL, || others.iter().any(|&i| g.poolers[i].role() == "leader")),
+        "another pooler leads well within the lease:\n{}",
+        g.logs()
+    );
+    eprintln!("FIGURES (a) leader shut down: replaced after {} ms", stopped.elapsed().as_millis());
+    assert!(g.vip_log().contains(&format!("down {name}")), "the leaving leader ran if_down: {}", g.vip_log());
+}
+
+/// The example virtual-IP scripts, against a veth interface in a network
+/// namespace of the test's own (skipped where namespaces cannot be made).
+#[test]
+fn the_example_vip_scripts_add_and_remove_the_address_idempotently() {
+    let ns = format!("pooler-vip-{}", std::process::id());
+    let ip = |args: &[&str]| Command::new("ip").args(args).output().map(|o| o.status.success()).unwrap_or(false);
+    if !ip(&["netns", "add", &ns]) {
+        eprintln!("skipped: cannot create a network namespace here");
+        return;
+    }
+    struct Ns(String);
+    impl Drop for Ns {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "delete", &self.0]).status();
+        }
+    }
+    let _ns = Ns(ns.clone());
+    // A veth pair (the dummy driver is not on every kernel).
+    assert!(ip(&["netns", "exec", &ns, "ip", "link", "add", "vip0", "type", "veth", "peer", "name", "vip1"]));
+    assert!(ip(&["netns", "exec", &ns, "ip", "link", "set", "vip0", "up"]));
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/ha");
+    let script = |name: &str| {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &ns, "sh", &format!("{dir}/{name}"), "10.200.0.100/24", "vip0"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let addrs = || {
+        let out = Command::new("ip").args(["netns", "exec", &ns, "ip", "-o", "addr", "show", "dev", "vip0"]).output();
+        String::from_utf8_lossy(&out.unwrap().stdout).into_owned()
+    };
+    assert!(script("vip_up.sh").contains("added"));
+    assert!(addrs().contains("10.200.0.100/24"), "{}", addrs());
+    assert!(script("vip_up.sh").contains("already"), "running it twice is fine");
+    assert!(script("vip_down.sh").contains("removed"));
+    assert!(!addrs().contains("10.200.0.100"), "{}", addrs());
+    assert!(script("vip_down.sh").contains("not on"), "and so is removing it twice");
 }
 
 #[test]
@@ -386,7 +452,11 @@ fn a_killed_leader_is_replaced_within_the_lease_and_the_new_leader_fails_over() 
     assert!(eventually(TTL * 4, || g.leaders().len() == 1), "a new leader:\n{}", g.logs());
     let took = killed.elapsed();
     let new_leader = g.leaders()[0];
-    eprintln!("FIGURES (b) leader killed: p{new_leader} leads after {} ms (lease {} ms)", took.as_millis(), TTL.as_millis());
+    eprintln!(
+        "FIGURES (b) leader killed: p{new_leader} leads after {} ms (lease {} ms)",
+        took.as_millis(),
+        TTL.as_millis()
+    );
     assert!(took <= TTL + Duration::from_millis(1500), "replaced within the lease time to live: {took:?}");
     assert!(eventually(TTL * 2, || g.members_everywhere(2)), "the dead pooler's view expired");
     let rest: Vec<usize> = (0..3).filter(|&i| i != old).collect();
@@ -482,7 +552,10 @@ fn without_etcd_quorum_poolers_keep_serving_and_fail_over_only_once_it_is_back()
     g.etcd.member(1).stop_process().unwrap();
     g.etcd.member(2).stop_process().unwrap();
     assert!(
-        eventually(TTL * 4, || g.poolers.iter().all(|p| p.ha().get("store_reachable").map(String::as_str) == Some("no"))),
+        eventually(TTL * 4, || g
+            .poolers
+            .iter()
+            .all(|p| p.ha().get("store_reachable").map(String::as_str) == Some("no"))),
         "every pooler sees the store unreachable:\n{}",
         g.logs()
     );

@@ -43,8 +43,8 @@ mod clients;
 mod cluster;
 pub mod config;
 mod control;
-pub mod coordination;
 pub mod convert;
+pub mod coordination;
 mod error;
 mod hba;
 mod listen;
@@ -169,6 +169,19 @@ pub mod fuzzing {
     /// found.
     pub fn certificate(data: &[u8]) -> bool {
         crate::certificate::subject_common_name(data).is_some() | crate::certificate::end_point(data).is_some()
+    }
+
+    /// Reads `data` as the records poolers of a group write to the store (a
+    /// pooler's view, the leader's state): another pooler, or anyone with
+    /// access to the store, writes them. Returns whether either parsed.
+    pub fn coordination_records(data: &[u8]) -> bool {
+        use crate::coordination::record::{decode, votes, SharedState, View};
+        let view = decode::<View>(data);
+        let state = decode::<SharedState>(data);
+        if let Some(v) = &view {
+            let _ = votes(std::slice::from_ref(v), v, "127.0.0.1", 5432).majority();
+        }
+        view.is_some() || state.is_some()
     }
 
     /// Reads `data` as the health probe's row (fields split at NUL bytes, an

@@ -71,7 +71,8 @@ impl EtcdStore {
             .with_keep_alive_while_idle(true)
             .with_require_leader(true);
         if let (Some(user), Some(file)) = (&config.user, &config.password_file) {
-            let password = String::from_utf8_lossy(&read("password_file", file)?).lines().next().unwrap_or("").to_owned();
+            let password =
+                String::from_utf8_lossy(&read("password_file", file)?).lines().next().unwrap_or("").to_owned();
             options = options.with_user(user.clone(), password);
         }
         if config.ca_file.is_some() || config.cert_file.is_some() {
@@ -273,7 +274,8 @@ impl CoordinationStore for EtcdStore {
     fn watch<'a>(&'a self, prefix: &'a str, after_revision: i64) -> StoreFuture<'a, mpsc::Receiver<i64>> {
         Box::pin(async move {
             let mut c = self.client().await?;
-            let options = WatchOptions::new().with_prefix().with_start_revision(after_revision + 1).with_progress_notify();
+            let options =
+                WatchOptions::new().with_prefix().with_start_revision(after_revision + 1).with_progress_notify();
             let mut stream = match c.watch(prefix, Some(options)).await {
                 Ok(s) => s,
                 Err(e) => return self.failed(e).await,

@@ -124,12 +124,7 @@ impl Cluster {
     /// The cluster of `config.nodes`, before any check: the first node is the
     /// primary, every node waiting (or up, when there is a single node,
     /// which is never checked).
-    pub(crate) fn new(
-        config: Arc<Config>,
-        topology: Arc<Topology>,
-        pools: Arc<Pools>,
-        ha: Option<Arc<Ha>>,
-    ) -> Cluster {
+    pub(crate) fn new(config: Arc<Config>, topology: Arc<Topology>, pools: Arc<Pools>, ha: Option<Arc<Ha>>) -> Cluster {
         let (tx, rx) = mpsc::unbounded_channel();
         Cluster {
             // One per slot a reload may ever add (see MAX_NODE_SLOTS).
@@ -416,9 +411,7 @@ async fn perform(cluster: &Cluster, hooks: &Hooks, machine: &mut Machine, action
             tokio::spawn(async move {
                 let (agreed, why) = match ha.confirm_down(&host, port).await {
                     Verdict::Agreed(v) => (true, format!("{} of {} live poolers see it down", v.down, v.live)),
-                    Verdict::Disagreed(v) => {
-                        (false, format!("only {} of {} live poolers see it down", v.down, v.live))
-                    }
+                    Verdict::Disagreed(v) => (false, format!("only {} of {} live poolers see it down", v.down, v.live)),
                     Verdict::NotLeader => (false, "this pooler is not the leader; the leader decides".into()),
                 };
                 let _ = tx.send(Command { event: Event::QuorumDown { failed, agreed, why }, reply: None });

@@ -33,7 +33,8 @@ async fn bring_up(config: &CoordinationConfig) {
     if config.if_up_command.is_empty() {
         return;
     }
-    if let HookOutcome::Failed { reason } = hook::run("if_up_command", &config.if_up_command, config.command_timeout).await
+    if let HookOutcome::Failed { reason } =
+        hook::run("if_up_command", &config.if_up_command, config.command_timeout).await
     {
         tracing::error!(%reason, "if_up_command failed: clients of the virtual address may not reach this leader");
         return;

@@ -407,7 +407,9 @@ impl Ha {
         let mine = self.term();
         match &leader {
             Some((name, term)) if *name == self.name && mine.is_none() && self.adopt(*term, valid_until) => {}
-            Some((_, term)) if mine.is_some_and(|t| t != *term) => self.step_down("another pooler holds the leader key"),
+            Some((_, term)) if mine.is_some_and(|t| t != *term) => {
+                self.step_down("another pooler holds the leader key")
+            }
             None if mine.is_some() => self.step_down("the leader key is gone"),
             _ => {}
         }
@@ -460,12 +462,11 @@ impl Ha {
     pub(crate) async fn fence(&self, what: &str) -> Result<(), NotLeader> {
         let leader = || self.status.load().leader.clone();
         let Some(term) = self.term() else { return Err(NotLeader::Follower(leader())) };
-        let record = format!(
-            "pooler = {:?}\nterm = {term}\ncommand = {what:?}\nat = {:?}\n",
-            self.name,
-            humantime_now()
-        );
-        match self.call(self.store.put_fenced(&self.key("leader"), term, &self.key("last_command"), record.into_bytes())).await
+        let record =
+            format!("pooler = {:?}\nterm = {term}\ncommand = {what:?}\nat = {:?}\n", self.name, humantime_now());
+        match self
+            .call(self.store.put_fenced(&self.key("leader"), term, &self.key("last_command"), record.into_bytes()))
+            .await
         {
             Ok(true) if self.term() == Some(term) => Ok(()),
             Ok(_) => {

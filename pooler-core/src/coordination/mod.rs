@@ -12,7 +12,7 @@ mod ha;
 pub mod record;
 mod store;
 
-pub use ha::{HaStatus, NotLeader};
 pub(crate) use ha::{Ha, Verdict};
+pub use ha::{HaStatus, NotLeader};
 pub use record::{NodeSeen, NodeStatus, Seen, SharedState, View, Votes};
 pub use store::{CoordinationStore, Created, Entry, LeaseId, StoreError, StoreFuture};

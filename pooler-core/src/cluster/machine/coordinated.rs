@@ -29,7 +29,11 @@ impl Machine {
             let cause = format!("down as seen from this pooler; no failover: {why}");
             // Asked again at every failed check: said once per reason.
             if self.nodes[failed].cause != cause {
-                tracing::warn!(failed, why, "the primary is down as seen from here, but no failover: writes wait for it");
+                tracing::warn!(
+                    failed,
+                    why,
+                    "the primary is down as seen from here, but no failover: writes wait for it"
+                );
                 self.nodes[failed].cause = cause;
             }
         }
@@ -41,7 +45,11 @@ impl Machine {
             if self.nodes[p].status == Status::Removed {
                 tracing::warn!(node = p, leader, "the leader pooler declared a node removed here the primary: ignored");
             } else if self.nodes[p].pg_up && self.nodes[p].pg_role == Role::Primary {
-                self.switch_primary(p, &format!("declared the primary by the leader pooler {leader}"), &mut out.actions);
+                self.switch_primary(
+                    p,
+                    &format!("declared the primary by the leader pooler {leader}"),
+                    &mut out.actions,
+                );
             } else if self.pending_primary != Some(p) {
                 // Checked, not assumed: writes move once it answers as a primary.
                 tracing::info!(node = p, leader, "the leader pooler declared a new primary: checking it now");
