@@ -83,4 +83,13 @@ pub(crate) fn record(shared: &Shared) {
             metrics::gauge!(m::NODE_STATUS, &labels).set(f64::from(u8::from(n.status == status)));
         }
     }
+    // Several poolers: how many there are, and how many see each node down.
+    if let Some(ha) = shared.cluster.ha() {
+        let views = ha.views();
+        metrics::gauge!(m::HA_MEMBERS).set(views.len() as f64);
+        for n in &snapshot.nodes {
+            let down = views.iter().filter(|v| v.seen(&n.host, n.port) == crate::coordination::Seen::Down).count();
+            metrics::gauge!(m::HA_DOWN_VOTES, &[("node", n.id.to_string())]).set(down as f64);
+        }
+    }
 }

@@ -148,6 +148,8 @@ pub const OWN_VIEWS: &[(&str, &[&str])] = &[
     ("NODES", &["node", "host", "port", "status", "role"]),
     ("pool_nodes", &["node_id", "hostname", "port", "status", "pg_status", "lb_weight", "role"]),
     ("pool_processes", &["pool_pid", "start_time", "database", "username"]),
+    ("HA", &["key", "value"]),
+    ("HA_VIEWS", &["pooler", "node", "host", "port", "seen"]),
 ];
 
 /// What psql printed for `sql` on the console as `user`: the header's
