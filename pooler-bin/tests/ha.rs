@@ -155,6 +155,17 @@ fn console(port: u16, command: &str) -> String {
     out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default()
 }
 
+/// What psql printed on stderr for a console command.
+fn console_error(port: u16, command: &str) -> String {
+    let bin = pooler_testkit::pg_bin_dir().unwrap();
+    let out = Command::new(bin.join("psql"))
+        .args(["-X", "-q", "-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres", "-d", "pooler"])
+        .args(["-c", command])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
@@ -512,6 +523,9 @@ fn a_primary_seen_down_by_one_pooler_alone_causes_no_failover() {
     );
     // The worst case: the pooler cut off from the primary is the leader.
     assert_eq!(g.leaders(), vec![0]);
+    // Switchovers and recoveries run on the leader only.
+    let refused = console_error(g.poolers[1].port, "PROMOTE NODE 2");
+    assert!(refused.contains("not the leader (leader: p0)"), "{refused}");
     // Locked out, and its open health-check connection cut.
     g.pg.primary()
         .psql(

@@ -335,6 +335,19 @@ impl Pooler {
         self.shared.router.primary()
     }
 
+    /// How this pooler stands in its group (`[coordination]`, docs/HA.md):
+    /// its role, the leader, the term, the lease, whether the store answers.
+    /// `None` when the pooler runs alone.
+    pub fn ha_status(&self) -> Option<crate::HaStatus> {
+        self.shared.cluster.ha().map(|ha| ha.status())
+    }
+
+    /// Every live pooler's view of every node (this pooler's own from its
+    /// checks), sorted by pooler name; empty when the pooler runs alone.
+    pub fn ha_views(&self) -> Vec<crate::coordination::View> {
+        self.shared.cluster.ha().map(|ha| ha.views()).unwrap_or_default()
+    }
+
     /// Reads the certificate, key and CA files of `[client_tls]` and
     /// `[server_tls]` again (a renewed certificate) and puts them in place:
     /// new connections use them; connected clients and open server

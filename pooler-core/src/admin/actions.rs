@@ -33,6 +33,9 @@ fn node_error(e: NodeCommandError) -> CommandError {
         NodeCommandError::NoHook | NodeCommandError::NoRecoveryCommand => "55000",
         NodeCommandError::NoPrimary => "57P03",
         NodeCommandError::Busy(_) => "55006",
+        // Not this pooler's to do: another one leads (object not in the
+        // prerequisite state).
+        NodeCommandError::NotLeader(_) => "55000",
         _ => "XX000",
     };
     CommandError::new(code, e.to_string())
