@@ -597,3 +597,21 @@ async fn refuse_too_many(mut stream: crate::transport::Stream, shared: Arc<Share
     };
     let _ = tokio::time::timeout(Duration::from_secs(5), work).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn coordination_without_a_store_fails_to_build_and_says_how_to_get_one() {
+        let mut config = Config::with_nodes(vec![crate::config::NodeConfig::new("127.0.0.1", 5432)]);
+        config.auth.method = crate::config::AuthMethod::Trust;
+        config.coordination.backend = crate::config::CoordinationBackend::Etcd;
+        config.coordination.endpoints = vec!["http://127.0.0.1:2379".into()];
+        let err = Pooler::builder(config.clone()).build().unwrap_err();
+        assert!(matches!(err, StartError::NoCoordinationStore(ref b) if b == "etcd"), "{err}");
+        assert!(err.to_string().contains("--features etcd"), "{err}");
+        config.coordination.backend = crate::config::CoordinationBackend::None;
+        assert!(Pooler::builder(config).build().is_ok(), "alone, no store is needed");
+    }
+}
