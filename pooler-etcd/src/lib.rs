@@ -131,6 +131,12 @@ fn error(e: etcd_client::Error) -> StoreError {
     }
 }
 
+/// etcd's answer to a renewal of an expired or revoked lease (not a TTL of
+/// 0, as the protocol would suggest).
+fn lease_gone(e: &etcd_client::Error) -> bool {
+    matches!(e, etcd_client::Error::LeaseKeepAliveError(m) if m.contains("not found"))
+}
+
 fn entry(kv: &etcd_client::KeyValue) -> Entry {
     Entry {
         key: String::from_utf8_lossy(kv.key()).into_owned(),
@@ -159,6 +165,7 @@ impl CoordinationStore for EtcdStore {
                 let mut c = self.client().await?;
                 let (keeper, stream) = match c.lease_keep_alive(lease).await {
                     Ok(k) => k,
+                    Err(e) if lease_gone(&e) => return Ok(None),
                     Err(e) => {
                         drop(slot);
                         return self.failed(e).await;
@@ -180,8 +187,7 @@ impl CoordinationStore for EtcdStore {
                     *slot = None;
                     Err(StoreError::Unreachable("the keep-alive stream closed".into()))
                 }
-                // etcd answers a renewal of an expired lease this way.
-                Err(etcd_client::Error::LeaseKeepAliveError(m)) if m.contains("not found") => {
+                Err(e) if lease_gone(&e) => {
                     *slot = None;
                     Ok(None)
                 }

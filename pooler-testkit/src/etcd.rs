@@ -60,6 +60,19 @@ pub fn etcd_binary() -> Option<PathBuf> {
     std::env::split_paths(&path).map(|d| d.join("etcd")).find(|p| executable(p))
 }
 
+/// TLS for an etcd cluster's client URLs ([`EtcdCluster::start_tls`]): the
+/// server certificate and key every member presents (it must name
+/// 127.0.0.1), and the CA whose client certificates members require.
+#[derive(Clone, Debug)]
+pub struct EtcdTls {
+    /// Server certificate (PEM).
+    pub cert_file: PathBuf,
+    /// Its key (PEM).
+    pub key_file: PathBuf,
+    /// CA (PEM) that client certificates must be signed by.
+    pub client_ca_file: PathBuf,
+}
+
 /// A running etcd cluster. Its members are killed and its dir deleted on drop.
 #[derive(Debug)]
 pub struct EtcdCluster {
@@ -79,6 +92,17 @@ impl EtcdCluster {
     ///
     /// If `members` is 0.
     pub fn start(members: usize) -> Result<EtcdCluster, Error> {
+        EtcdCluster::start_with(members, None)
+    }
+
+    /// Like [`EtcdCluster::start`], with the client URLs on `https://`
+    /// requiring a client certificate (`--client-cert-auth`); `/health` is
+    /// then probed on a plain-HTTP metrics URL of each member.
+    pub fn start_tls(members: usize, tls: &EtcdTls) -> Result<EtcdCluster, Error> {
+        EtcdCluster::start_with(members, Some(tls))
+    }
+
+    fn start_with(members: usize, tls: Option<&EtcdTls>) -> Result<EtcdCluster, Error> {
         assert!(members > 0, "an etcd cluster needs at least one member");
         let bin = etcd_binary().ok_or_else(|| Error::Spawn {
             command: "etcd".into(),
@@ -96,7 +120,7 @@ impl EtcdCluster {
             attempt += 1;
             cluster.remove_members();
             cluster.token = format!("{}-{attempt}", cluster.dir.file_name().unwrap_or_default().to_string_lossy());
-            cluster.members = cluster.new_members(&bin, members)?;
+            cluster.members = cluster.new_members(&bin, members, tls)?;
             for m in &cluster.members {
                 m.spawn("new")?;
             }
@@ -108,7 +132,8 @@ impl EtcdCluster {
         }
     }
 
-    /// The client URLs, `http://127.0.0.1:PORT`, one per member in order.
+    /// The client URLs, `http://127.0.0.1:PORT` (`https://` with TLS), one
+    /// per member in order.
     pub fn endpoints(&self) -> Vec<String> {
         self.members.iter().map(EtcdMember::client_url).collect()
     }
@@ -222,26 +247,40 @@ impl EtcdCluster {
     }
 
     /// Members on fresh, distinct ports, not started yet.
-    fn new_members(&self, bin: &Path, n: usize) -> Result<Vec<EtcdMember>, Error> {
-        let mut ports: Vec<u16> = Vec::with_capacity(2 * n);
-        while ports.len() < 2 * n {
+    fn new_members(&self, bin: &Path, n: usize, tls: Option<&EtcdTls>) -> Result<Vec<EtcdMember>, Error> {
+        let mut ports: Vec<u16> = Vec::with_capacity(3 * n);
+        while ports.len() < 3 * n {
             let p = free_port()?;
             if !ports.contains(&p) {
                 ports.push(p);
             }
         }
         let url = |port: u16| format!("http://127.0.0.1:{port}");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let client_url = |port: u16| format!("{scheme}://127.0.0.1:{port}");
         let initial_cluster: Vec<String> = (0..n).map(|i| format!("etcd{i}={}", url(ports[2 * i + 1]))).collect();
         let initial_cluster = initial_cluster.join(",");
         Ok((0..n)
             .map(|i| {
                 let (name, client_port, peer_port) = (format!("etcd{i}"), ports[2 * i], ports[2 * i + 1]);
                 let data_dir = self.dir.join(format!("{name}.data"));
+                let health_port = if tls.is_some() { ports[2 * n + i] } else { client_port };
+                let mut flags: Vec<(&str, String)> = Vec::new();
+                if let Some(t) = tls {
+                    flags.extend([
+                        ("--cert-file", t.cert_file.to_string_lossy().into_owned()),
+                        ("--key-file", t.key_file.to_string_lossy().into_owned()),
+                        ("--trusted-ca-file", t.client_ca_file.to_string_lossy().into_owned()),
+                        // A boolean flag: no separate value.
+                        ("--client-cert-auth", String::new()),
+                        ("--listen-metrics-urls", url(health_port)),
+                    ]);
+                }
                 let args: Vec<String> = [
                     ("--name", name.clone()),
                     ("--data-dir", data_dir.to_string_lossy().into_owned()),
-                    ("--listen-client-urls", url(client_port)),
-                    ("--advertise-client-urls", url(client_port)),
+                    ("--listen-client-urls", client_url(client_port)),
+                    ("--advertise-client-urls", client_url(client_port)),
                     ("--listen-peer-urls", url(peer_port)),
                     ("--initial-advertise-peer-urls", url(peer_port)),
                     ("--initial-cluster", initial_cluster.clone()),
@@ -252,12 +291,15 @@ impl EtcdCluster {
                     ("--log-outputs", "stderr".into()),
                 ]
                 .into_iter()
-                .flat_map(|(k, v)| [k.to_owned(), v])
+                .chain(flags)
+                .flat_map(|(k, v)| if v.is_empty() { vec![k.to_owned()] } else { vec![k.to_owned(), v] })
                 .collect();
                 EtcdMember {
                     log_file: self.dir.join(format!("{name}.log")),
                     name,
                     client_port,
+                    health_port,
+                    scheme,
                     peer_port,
                     data_dir,
                     bin: bin.to_path_buf(),
@@ -286,6 +328,10 @@ impl Drop for EtcdCluster {
 pub struct EtcdMember {
     name: String,
     client_port: u16,
+    /// Where `/health` is asked: the client port, or with TLS a metrics port.
+    health_port: u16,
+    /// `http` or `https` (the client URLs).
+    scheme: &'static str,
     peer_port: u16,
     data_dir: PathBuf,
     log_file: PathBuf,
@@ -305,7 +351,7 @@ impl EtcdMember {
 
     /// `http://127.0.0.1:PORT`, where clients connect.
     pub fn client_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        format!("{}://127.0.0.1:{}", self.scheme, self.client_port)
     }
 
     /// The client port.
@@ -388,7 +434,7 @@ impl EtcdMember {
     /// takes up to about a second then; a SIGSTOPped member never answers,
     /// and this gives up (false) after 3 s.
     pub fn healthy(&self) -> bool {
-        http_get(self.client_port, "/health")
+        http_get(self.health_port, "/health")
             .is_ok_and(|(status, body)| status == 200 && body.contains(r#""health":"true""#))
     }
 

@@ -38,7 +38,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 mod etcd;
-pub use etcd::{etcd_binary, EtcdCluster, EtcdMember};
+pub use etcd::{etcd_binary, EtcdCluster, EtcdMember, EtcdTls};
 mod repmgr;
 pub use repmgr::{repmgr_bin_dir, RepmgrBuilder, RepmgrCluster, RepmgrFailover};
 
