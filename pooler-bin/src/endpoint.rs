@@ -17,8 +17,14 @@ use tokio::net::{TcpListener, TcpStream};
 const BUCKETS: &[f64] = &[0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
 /// Installs the Prometheus recorder as the process's `metrics` recorder and
-/// serves it on `[metrics] listen`, if set. Returns the server task.
-pub async fn start(pooler: &Arc<Pooler>) -> Result<Option<tokio::task::JoinHandle<()>>> {
+/// serves it on `[metrics] listen`, if set: on `inherited` (a predecessor's
+/// socket, after an upgrade), else on a new one. A copy of the socket goes
+/// into `sockets`, for a successor. Returns the server task.
+pub async fn start(
+    pooler: &Arc<Pooler>,
+    inherited: Option<std::net::TcpListener>,
+    sockets: &mut pooler_core::upgrade::SocketSet,
+) -> Result<Option<tokio::task::JoinHandle<()>>> {
     let Some(addr) = pooler.config().metrics.listen_addr()? else {
         return Ok(None);
     };
@@ -26,7 +32,11 @@ pub async fn start(pooler: &Arc<Pooler>) -> Result<Option<tokio::task::JoinHandl
         PrometheusBuilder::new().set_buckets(BUCKETS).context("metrics: histogram buckets")?.build_recorder();
     let handle = recorder.handle();
     metrics::set_global_recorder(recorder).context("metrics: a recorder is already installed")?;
-    let listener = TcpListener::bind(addr).await.with_context(|| format!("metrics.listen: cannot listen on {addr}"))?;
+    let listener = match inherited {
+        Some(l) => TcpListener::from_std(l).context("metrics: the inherited socket")?,
+        None => TcpListener::bind(addr).await.with_context(|| format!("metrics.listen: cannot listen on {addr}"))?,
+    };
+    sockets.push_tcp("metrics", &listener).context("metrics: cannot copy the socket")?;
     tracing::info!(%addr, "metrics endpoint listening (/metrics, /health)");
     let pooler = pooler.clone();
     Ok(Some(tokio::spawn(async move {

@@ -3,6 +3,7 @@
 
 mod ctl;
 mod endpoint;
+mod upgrade;
 
 use std::path::{Path, PathBuf};
 
@@ -182,6 +183,7 @@ struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
     hup: tokio::signal::unix::Signal,
+    usr2: tokio::signal::unix::Signal,
 }
 
 impl Signals {
@@ -191,19 +193,34 @@ impl Signals {
             term: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
             int: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
             hup: signal(SignalKind::hangup()).context("cannot handle SIGHUP")?,
+            usr2: signal(SignalKind::user_defined2()).context("cannot handle SIGUSR2")?,
         })
     }
 
     /// Resolves on SIGTERM or SIGINT. SIGHUP (which would otherwise kill the
     /// process, and which pgbouncer users send to reload) reloads the
     /// configuration file, as the console's RELOAD does: connected clients
-    /// keep their sessions; an invalid file changes nothing.
-    async fn shutdown(mut self, pooler: &Pooler) {
+    /// keep their sessions; an invalid file changes nothing. SIGUSR2 (with a
+    /// `handover`) starts the binary again and hands it the listening
+    /// sockets; once it is ready this resolves, and this process drains.
+    async fn shutdown(mut self, pooler: &Pooler, handover: Option<&upgrade::Handover>) {
         loop {
             tokio::select! {
                 _ = self.term.recv() => return tracing::info!("SIGTERM received"),
                 _ = self.int.recv() => return tracing::info!("SIGINT received"),
                 _ = self.hup.recv() => reload_files(pooler),
+                _ = self.usr2.recv() => {
+                    let Some(h) = handover else {
+                        tracing::warn!("SIGUSR2: nothing to hand over here (the demo); ignored");
+                        continue;
+                    };
+                    match upgrade::hand_over(h).await {
+                        Ok(pid) => {
+                            return tracing::warn!(pid, "upgrade: the new process serves; this one stops accepting and drains");
+                        }
+                        Err(e) => tracing::error!(error = format!("{e:#}"), "upgrade failed: this process goes on serving"),
+                    }
+                }
             }
         }
     }
@@ -290,13 +307,16 @@ fn with_coordination(builder: pooler_core::PoolerBuilder, config: &Config) -> Re
 /// Builds the pooler and binds its listeners (TCP and, with
 /// `server.unix_socket_dir`, the Unix socket): everything that can fail at
 /// start.
-async fn prepare(config: Config, file: Option<&Path>) -> Result<(Pooler, Listeners)> {
+async fn prepare(config: Config, file: Option<&Path>, inherited: Option<Listeners>) -> Result<(Pooler, Listeners)> {
     let mut builder = with_coordination(Pooler::builder(config.clone()), &config)?;
     if let Some(path) = file {
         builder = builder.config_file(path);
     }
     let pooler = builder.build().context("cannot start")?;
-    let listeners = Listeners::bind(&config).await.context("cannot listen")?;
+    let listeners = match inherited {
+        Some(l) => l,
+        None => Listeners::bind(&config).await.context("cannot listen")?,
+    };
     if let Some(addr) = listeners.tcp_addr() {
         tracing::info!(%addr, "listening");
     }
@@ -308,10 +328,23 @@ async fn prepare(config: Config, file: Option<&Path>) -> Result<(Pooler, Listene
 
 async fn serve(config: Config, file: Option<&Path>) -> Result<()> {
     let signals = Signals::install()?;
-    let (pooler, listener) = prepare(config, file).await?;
+    // Started by a predecessor's SIGUSR2: its sockets, not new ones.
+    let (inherited, metrics, control) = match upgrade::inherit()? {
+        Some((mut set, control)) => {
+            let listeners = Listeners::from_socket_set(&mut set).context("cannot use the inherited sockets")?;
+            (Some(listeners), set.take_tcp("metrics")?, Some(control))
+        }
+        None => (None, None, None),
+    };
+    let (pooler, listener) = prepare(config, file, inherited).await?;
     let pooler = std::sync::Arc::new(pooler);
-    let endpoint = endpoint::start(&pooler).await?;
-    pooler.run(listener, signals.shutdown(&pooler)).await;
+    let (mut sockets, handed_over) = listener.socket_set().context("cannot copy the listening sockets")?;
+    let endpoint = endpoint::start(&pooler, metrics, &mut sockets).await?;
+    let handover = upgrade::Handover { sockets, handed_over };
+    if let Some(control) = control {
+        upgrade::ready(control).await.context("cannot tell the previous process")?;
+    }
+    pooler.run(listener, signals.shutdown(&pooler, Some(&handover))).await;
     if let Some(e) = endpoint {
         e.abort();
     }
@@ -340,7 +373,7 @@ async fn demo(port: u16, mode: PoolMode, load_balance: bool) -> Result<()> {
     config.validate()?;
     // Bind before telling anyone to connect; on failure the cluster is still
     // dropped (stopped and removed) on the way out.
-    let (pooler, listener) = prepare(config, None).await?;
+    let (pooler, listener) = prepare(config, None, None).await?;
     println!("primary  on 127.0.0.1:{}", cluster.primary().port());
     for s in cluster.standbys() {
         println!("standby  on 127.0.0.1:{} (streaming from the primary)", s.port());
@@ -353,7 +386,7 @@ async fn demo(port: u16, mode: PoolMode, load_balance: bool) -> Result<()> {
     println!("    psql -h 127.0.0.1 -p {port} -U postgres postgres");
     println!();
     println!("Press Ctrl-C to stop; the cluster and its files are removed.");
-    pooler.run(listener, signals.shutdown(&pooler)).await;
+    pooler.run(listener, signals.shutdown(&pooler, None)).await;
     tokio::task::spawn_blocking(move || drop(cluster)).await.ok();
     println!("demo cluster stopped and removed");
     Ok(())

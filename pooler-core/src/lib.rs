@@ -68,6 +68,7 @@ mod sql;
 mod tls;
 mod topology;
 mod transport;
+pub mod upgrade;
 
 pub use auth::{PasswordFile, PasswordFileError};
 pub use cluster::{
@@ -78,7 +79,7 @@ pub use config::{Config, ConfigError};
 pub use coordination::{CoordinationStore, HaStatus, StoreError};
 pub use error::{Error, Failure, Retry, Side, Stage};
 pub use hba::{HbaError, HbaRules};
-pub use listen::{ListenError, Listeners};
+pub use listen::{HandedOver, ListenError, Listeners};
 pub use pool::{Pool, PoolKey, PoolStats, Pools};
 pub use protocol::ProtocolError;
 pub use reload::{ReloadError, ReloadReport};
@@ -182,6 +183,11 @@ pub mod fuzzing {
             let _ = votes(std::slice::from_ref(v), v, "127.0.0.1", 5432).majority();
         }
         view.is_some() || state.is_some()
+    }
+
+    /// Reads `data` as a socket handover message (without descriptors).
+    pub fn handover(data: &[u8]) -> bool {
+        crate::upgrade::fuzz_parse(data)
     }
 
     /// Reads `data` as the health probe's row (fields split at NUL bytes, an

@@ -48,11 +48,32 @@ pub struct Listeners {
 struct UnixSocket {
     listener: UnixListener,
     path: PathBuf,
+    /// Handed over: the successor accepts on the file, which stays.
+    handed_over: HandedOver,
 }
 
 impl Drop for UnixSocket {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        if !self.handed_over.is_set() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Set once the listeners were handed to a successor process
+/// ([`Listeners::socket_set`]): dropping them then leaves the Unix socket's
+/// file in place, for the successor accepts on it.
+#[derive(Clone, Debug, Default)]
+pub struct HandedOver(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl HandedOver {
+    /// Marks the listeners as handed over.
+    pub fn set(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn is_set(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
@@ -96,6 +117,36 @@ impl Listeners {
     /// The Unix socket accepted on, if any.
     pub fn unix_path(&self) -> Option<&Path> {
         self.unix.as_ref().map(|u| u.path.as_path())
+    }
+
+    /// Copies of the listening sockets, labelled `tcp` and `unix`, to hand
+    /// to a successor process ([`crate::upgrade`]), and the flag to set once
+    /// it has them.
+    pub fn socket_set(&self) -> std::io::Result<(crate::upgrade::SocketSet, HandedOver)> {
+        let mut set = crate::upgrade::SocketSet::default();
+        if let Some(l) = &self.tcp {
+            set.push_tcp("tcp", l)?;
+        }
+        let mut flag = HandedOver::default();
+        if let Some(u) = &self.unix {
+            set.push_unix("unix", u.path.clone(), &u.listener)?;
+            flag = u.handed_over.clone();
+        }
+        Ok((set, flag))
+    }
+
+    /// The listeners a predecessor handed over (`tcp` and `unix` from
+    /// `set`), to accept on instead of binding. Needs a Tokio runtime.
+    pub fn from_socket_set(set: &mut crate::upgrade::SocketSet) -> std::io::Result<Listeners> {
+        let mut listeners = Listeners::default();
+        if let Some(l) = set.take_tcp("tcp")? {
+            listeners.tcp = Some(TcpListener::from_std(l)?);
+        }
+        if let Some((l, path)) = set.take_unix("unix")? {
+            let listener = UnixListener::from_std(l)?;
+            listeners.unix = Some(UnixSocket { listener, path, handed_over: HandedOver::default() });
+        }
+        Ok(listeners)
     }
 
     /// The next client on any of the sockets.
@@ -148,7 +199,7 @@ async fn bind_unix(path: &Path, mode: u32) -> Result<UnixSocket, ListenError> {
         }
     }
     let listener = UnixListener::bind(path).map_err(failed)?;
-    let socket = UnixSocket { listener, path: path.to_owned() };
+    let socket = UnixSocket { listener, path: path.to_owned(), handed_over: HandedOver::default() };
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(failed)?;
     Ok(socket)

@@ -1,0 +1,218 @@
+//! End to end, SIGUSR2: the running binary starts itself again and hands
+//! the new process its listening sockets (TCP, the Unix socket, metrics);
+//! new clients are never refused meanwhile, and the old process drains and
+//! exits. A new process that cannot start leaves the old one serving.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pooler_testkit::Cluster;
+
+const BIN: &str = env!("CARGO_BIN_EXE_pooler");
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!("pooler-upgrade-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The first pooler process, and whatever successor its log names: both
+/// killed on drop.
+struct Poolers {
+    first: Child,
+    log: PathBuf,
+}
+
+impl Poolers {
+    fn start(config: &PathBuf, log: PathBuf, port: u16) -> Poolers {
+        let file = std::fs::File::create(&log).unwrap();
+        let first = Command::new(BIN)
+            .arg("--config")
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "the pooler did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Poolers { first, log }
+    }
+
+    fn log_text(&self) -> String {
+        let mut s = String::new();
+        let _ = std::fs::File::open(&self.log).and_then(|mut f| f.read_to_string(&mut s));
+        s
+    }
+
+    /// The pid of the successor the first process started (from its log).
+    fn successor(&self) -> Option<u32> {
+        let log = self.log_text();
+        let line = log.lines().find(|l| l.contains("upgrade: started the new process"))?;
+        line.split("pid=").nth(1)?.split_whitespace().next()?.parse().ok()
+    }
+
+    fn usr2(&self) {
+        assert!(Command::new("kill").arg("-USR2").arg(self.first.id().to_string()).status().unwrap().success());
+    }
+}
+
+impl Drop for Poolers {
+    fn drop(&mut self) {
+        if let Some(pid) = self.successor() {
+            let _ = Command::new("kill").arg("-KILL").arg(pid.to_string()).status();
+        }
+        let _ = self.first.kill();
+        let _ = self.first.wait();
+    }
+}
+
+fn psql(port: u16, db: &str, sql: &str) -> Option<String> {
+    pooler_testkit::psql_at(port, "postgres", db, sql).ok()
+}
+
+fn config(dir: &TempDir, port: u16, metrics: u16, pg: &Cluster) -> PathBuf {
+    let body = format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\nunix_socket_dir = \"{}\"\nshutdown_timeout = \"3s\"\n\
+         [auth]\nmethod = \"trust\"\n[admin]\nadmin_users = [\"postgres\"]\n[pool]\nmode = \"transaction\"\n\
+         [metrics]\nlisten = \"127.0.0.1:{metrics}\"\n[[nodes]]\nhost = \"127.0.0.1\"\nport = {}\n",
+        dir.0.display(),
+        pg.primary().port()
+    );
+    let p = dir.0.join("pooler.toml");
+    std::fs::write(&p, body).unwrap();
+    p
+}
+
+fn metrics_answer(port: u16) -> bool {
+    use std::io::Write;
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return false };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(3)));
+    let _ = s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n");
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    body.starts_with("HTTP/1.1 200") || body.starts_with("HTTP/1.0 200")
+}
+
+#[test]
+fn sigusr2_hands_the_listening_sockets_to_a_new_process_and_no_new_client_is_refused() {
+    let pg = Cluster::builder().start().expect("a primary");
+    let dir = TempDir::new("handover");
+    let (port, metrics) = (pooler_testkit::free_port().unwrap(), pooler_testkit::free_port().unwrap());
+    let cfg = config(&dir, port, metrics, &pg);
+    let mut p = Poolers::start(&cfg, dir.0.join("pooler.log"), port);
+    // New clients arrive all along, over TCP: one every few milliseconds.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, refused) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let prober = {
+        let (stop, ok, refused) = (stop.clone(), ok.clone(), refused.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                match psql(port, "postgres", "SELECT 1") {
+                    Some(_) => ok.fetch_add(1, Ordering::Relaxed),
+                    None => refused.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let old = p.first.id();
+    p.usr2();
+    // The old process gives way: it exits once its clients are gone.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = p.first.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the old process did not exit:\n{}", p.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}:\n{}", p.log_text());
+    let new = p.successor().expect("a successor was started");
+    assert_ne!(new, old);
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    prober.join().unwrap();
+    let (ok, refused) = (ok.load(Ordering::Relaxed), refused.load(Ordering::Relaxed));
+    eprintln!("FIGURES upgrade: {ok} connections served across the handover, {refused} refused or failed");
+    assert_eq!(refused, 0, "no client refused:\n{}", p.log_text());
+    assert!(ok > 10, "clients were served meanwhile: {ok}");
+    // The new process serves TCP, the Unix socket and metrics on the same
+    // sockets; the socket file is still there.
+    assert!(std::path::Path::new(&dir.0.join(format!(".s.PGSQL.{port}"))).exists(), "the socket file stays");
+    let over_unix = Command::new(pooler_testkit::pg_bin_dir().unwrap().join("psql"))
+        .args(["-X", "-At", "-h", &dir.0.display().to_string(), "-p", &port.to_string(), "-U", "postgres"])
+        .args(["-d", "postgres", "-c", "SELECT 2"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&over_unix.stdout).trim(),
+        "2",
+        "{}",
+        String::from_utf8_lossy(&over_unix.stderr)
+    );
+    assert!(metrics_answer(metrics), "the metrics endpoint answers from the new process");
+    assert!(std::fs::metadata(format!("/proc/{new}")).is_ok(), "the new process runs");
+    assert!(p.log_text().contains("took over the listening sockets"), "{}", p.log_text());
+    // And it can be upgraded in turn.
+    assert!(Command::new("kill").arg("-USR2").arg(new.to_string()).status().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::fs::read_to_string(format!("/proc/{new}/stat")).is_ok_and(|s| !s.contains(") Z")) {
+        assert!(Instant::now() < deadline, "the second process did not give way:\n{}", p.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(psql(port, "postgres", "SELECT 3").as_deref().map(str::trim), Some("3"));
+    // The third process: kill it too (its pid is in the log, after the second).
+    let third: Vec<u32> = p
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("upgrade: started the new process"))
+        .filter_map(|l| l.split("pid=").nth(1)?.split_whitespace().next()?.parse().ok())
+        .collect();
+    for pid in third {
+        let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+    }
+}
+
+#[test]
+fn a_new_process_that_cannot_start_leaves_the_old_one_serving() {
+    let pg = Cluster::builder().start().expect("a primary");
+    let dir = TempDir::new("failed");
+    let (port, metrics) = (pooler_testkit::free_port().unwrap(), pooler_testkit::free_port().unwrap());
+    let cfg = config(&dir, port, metrics, &pg);
+    let mut p = Poolers::start(&cfg, dir.0.join("pooler.log"), port);
+    // A client connected before, idle.
+    assert_eq!(psql(port, "postgres", "SELECT 1").as_deref().map(str::trim), Some("1"));
+    // The file the new process would read is broken.
+    std::fs::write(&cfg, "[server\nnot toml").unwrap();
+    p.usr2();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !p.log_text().contains("upgrade failed") {
+        assert!(Instant::now() < deadline, "the upgrade did not fail:\n{}", p.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(p.first.try_wait().unwrap().is_none(), "the old process still runs");
+    for _ in 0..5 {
+        assert_eq!(psql(port, "postgres", "SELECT 1").as_deref().map(str::trim), Some("1"), "{}", p.log_text());
+    }
+    assert!(metrics_answer(metrics));
+    assert!(dir.0.join(format!(".s.PGSQL.{port}")).exists());
+}
