@@ -29,6 +29,10 @@ USAGE:
                                 pgpool.conf as our TOML (docs/MIGRATION.md)
     pooler --version
 
+Signals: SIGTERM/SIGINT shut down gracefully; SIGHUP reloads the configuration
+file; SIGUSR2 starts the binary again and hands it the listening sockets
+(docs/ADMIN.md, upgrading without a gap).
+
 Options: --log-format text|json (default text; no colours unless on a terminal).
 Logging follows RUST_LOG (default: info), e.g. RUST_LOG=pooler_core=debug.
 ";

@@ -122,14 +122,17 @@ fn sigusr2_hands_the_listening_sockets_to_a_new_process_and_no_new_client_is_ref
     // New clients arrive all along, over TCP: one every few milliseconds.
     let stop = Arc::new(AtomicBool::new(false));
     let (ok, refused) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let longest = Arc::new(AtomicU64::new(0));
     let prober = {
-        let (stop, ok, refused) = (stop.clone(), ok.clone(), refused.clone());
+        let (stop, ok, refused, longest) = (stop.clone(), ok.clone(), refused.clone(), longest.clone());
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
+                let asked = Instant::now();
                 match psql(port, "postgres", "SELECT 1") {
                     Some(_) => ok.fetch_add(1, Ordering::Relaxed),
                     None => refused.fetch_add(1, Ordering::Relaxed),
                 };
+                longest.fetch_max(asked.elapsed().as_micros() as u64, Ordering::Relaxed);
             }
         })
     };
@@ -152,7 +155,11 @@ fn sigusr2_hands_the_listening_sockets_to_a_new_process_and_no_new_client_is_ref
     stop.store(true, Ordering::Relaxed);
     prober.join().unwrap();
     let (ok, refused) = (ok.load(Ordering::Relaxed), refused.load(Ordering::Relaxed));
-    eprintln!("FIGURES upgrade: {ok} connections served across the handover, {refused} refused or failed");
+    let longest = Duration::from_micros(longest.load(Ordering::Relaxed));
+    eprintln!(
+        "FIGURES upgrade: {ok} connections (psql, one query each) across the handover, {refused} refused or failed, \
+         the longest {longest:?}"
+    );
     assert_eq!(refused, 0, "no client refused:\n{}", p.log_text());
     assert!(ok > 10, "clients were served meanwhile: {ok}");
     // The new process serves TCP, the Unix socket and metrics on the same
