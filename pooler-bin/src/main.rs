@@ -220,6 +220,7 @@ impl Signals {
                     };
                     match upgrade::hand_over(h).await {
                         Ok(pid) => {
+                            pooler.retire().await;
                             return tracing::warn!(pid, "upgrade: the new process serves; this one stops accepting and drains");
                         }
                         Err(e) => tracing::error!(error = format!("{e:#}"), "upgrade failed: this process goes on serving"),

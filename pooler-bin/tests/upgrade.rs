@@ -223,3 +223,81 @@ fn a_new_process_that_cannot_start_leaves_the_old_one_serving() {
     assert!(metrics_answer(metrics));
     assert!(dir.0.join(format!(".s.PGSQL.{port}")).exists());
 }
+
+/// While the old process drains after a handover, the primary dies: only the
+/// new process runs the failover command (the old one is retired), so it
+/// runs once.
+#[test]
+fn a_draining_old_process_runs_no_failover_command_the_new_one_runs_it_once() {
+    let pg = Cluster::builder().standbys(1).start().expect("a primary and a standby");
+    pg.wait_for_replication(Duration::from_secs(30)).unwrap();
+    let dir = TempDir::new("retired");
+    let (port, metrics) = (pooler_testkit::free_port().unwrap(), pooler_testkit::free_port().unwrap());
+    let log = dir.0.join("failovers.log");
+    let runas = pooler_testkit::server_os_user().map(|(u, _, _)| format!("runuser -u {u} -- ")).unwrap_or_default();
+    let failover =
+        format!("echo $PPID >> {} && {runas}{}/pg_ctl promote -w -D %R", log.display(), pg.bin_dir().display());
+    let standby = &pg.standbys()[0];
+    let body = format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\nshutdown_timeout = \"30s\"\n\
+         [auth]\nmethod = \"trust\"\n[admin]\nadmin_users = [\"postgres\"]\n\
+         [pool]\nmode = \"transaction\"\n\
+         [routing]\nload_balance = true\ndatabase_preference = {{ postgres = \"standby\" }}\n\
+         [metrics]\nlisten = \"127.0.0.1:{metrics}\"\n\
+         [health]\nperiod = \"100ms\"\n[failover]\ncommand = '{failover}'\n\
+         [[nodes]]\nhost = \"127.0.0.1\"\nport = {}\ndata_dir = \"{}\"\n\
+         [[nodes]]\nhost = \"127.0.0.1\"\nport = {}\ndata_dir = \"{}\"\n",
+        pg.primary().port(),
+        pg.primary().data_dir().display(),
+        standby.port(),
+        standby.data_dir().display(),
+    );
+    let cfg = dir.0.join("pooler.toml");
+    std::fs::write(&cfg, body).unwrap();
+    let mut p = Poolers::start(&cfg, dir.0.join("pooler.log"), port);
+    // A long read on the standby keeps the old process draining (a session
+    // closes when its transaction ends), and outlives the primary. Once the
+    // standby is up (checked), so that it goes there.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !psql(port, "pooler", "SHOW NODES").is_some_and(|t| t.lines().filter(|l| l.contains("|up|")).count() == 2) {
+        assert!(Instant::now() < deadline, "both nodes up:\n{}", p.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut holder = Command::new(pooler_testkit::pg_bin_dir().unwrap().join("psql"))
+        .args(["-X", "-q", "-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres", "-d", "postgres"])
+        .args(["-c", "SELECT pg_sleep(6)"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the standby has served it and the checks have seen both nodes.
+    std::thread::sleep(Duration::from_millis(1500));
+    p.usr2();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !p.log_text().contains("the new process serves") {
+        assert!(Instant::now() < deadline, "no handover:\n{}", p.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    pg.primary().stop(pooler_testkit::StopMode::Immediate).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while psql(port, "postgres", "CREATE TABLE IF NOT EXISTS after_upgrade (x int)").is_none() {
+        assert!(Instant::now() < deadline, "writes resume on the promoted standby:\n{}", p.log_text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let still_draining = p.first.try_wait().unwrap().is_none();
+    let runs = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(runs.lines().count(), 1, "one failover command: {runs:?}\n{}", p.log_text());
+    let ran_by: u32 = runs.trim().parse().unwrap();
+    assert_ne!(ran_by, p.first.id(), "not by the old process");
+    assert!(
+        still_draining,
+        "the old process was still draining when the primary died (the case under test):\n{}",
+        p.log_text()
+    );
+    assert!(
+        p.log_text().contains("handed over to its successor"),
+        "the old process held its command back:\n{}",
+        p.log_text()
+    );
+    assert!(holder.wait().unwrap().success(), "the long read on the standby finished in the old process");
+}

@@ -335,6 +335,15 @@ impl Pooler {
         self.shared.router.primary()
     }
 
+    /// Tells the pooler that it handed its listeners to a successor process
+    /// (an upgrade, [`crate::upgrade`]): it runs no more failover,
+    /// follow-primary, failback, recovery or switchover commands, for the
+    /// successor does, and leaves its pooler group at once. Its clients are
+    /// served on until they leave; stop it as usual.
+    pub async fn retire(&self) {
+        crate::cluster::retire(&self.shared.cluster).await;
+    }
+
     /// How this pooler stands in its group (`[coordination]`, docs/HA.md):
     /// its role, the leader, the term, the lease, whether the store answers.
     /// `None` when the pooler runs alone.

@@ -112,6 +112,9 @@ pub(crate) struct Cluster {
     recovering: std::sync::Mutex<std::collections::HashSet<usize>>,
     /// This pooler's membership of a pooler group (`[coordination]`).
     ha: Option<Arc<Ha>>,
+    /// This process handed its listeners to a successor, which runs the
+    /// commands now: none runs here any more.
+    retired: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Command {
@@ -135,6 +138,7 @@ impl Cluster {
             config: arc_swap::ArcSwap::new(config),
             recovering: Default::default(),
             ha,
+            retired: Default::default(),
             topology,
             pools,
             tx,
@@ -179,8 +183,12 @@ impl Cluster {
     }
 
     /// Coordinated: proves this pooler leads before it runs `what` (always
-    /// true when it runs alone).
+    /// true when it runs alone). A retired pooler runs nothing.
     pub(crate) async fn fence(&self, what: &str) -> Result<(), NodeCommandError> {
+        if self.retired.load(std::sync::atomic::Ordering::SeqCst) {
+            tracing::info!(what, "not run: this process handed over to its successor, which runs the commands");
+            return Err(NodeCommandError::NotRunning);
+        }
         match &self.ha {
             None => Ok(()),
             Some(ha) => ha.fence(what).await.map_err(NodeCommandError::NotLeader),
@@ -437,7 +445,7 @@ async fn perform(cluster: &Cluster, hooks: &Hooks, machine: &mut Machine, action
         Action::Follow { standby, new_main, old_primary } => {
             let ctx =
                 FailoverContext { subject: info(standby), new_main: info(new_main), old_primary: info(old_primary) };
-            if cluster.ha.is_some() && cluster.fence("follow_primary_command").await.is_err() {
+            if cluster.fence("follow_primary_command").await.is_err() {
                 tracing::debug!(standby, "follow-primary left to the leader pooler");
                 return Vec::new();
             }
@@ -448,7 +456,7 @@ async fn perform(cluster: &Cluster, hooks: &Hooks, machine: &mut Machine, action
         Action::Failback { node } => {
             let primary = machine.primary();
             let ctx = FailoverContext { subject: info(node), new_main: info(primary), old_primary: info(primary) };
-            if cluster.ha.is_some() && cluster.fence("failback_command").await.is_err() {
+            if cluster.fence("failback_command").await.is_err() {
                 tracing::debug!(node, "failback left to the leader pooler");
                 return Vec::new();
             }
@@ -493,6 +501,15 @@ pub(crate) async fn promote(cluster: &Cluster, hooks: &Hooks, node: usize) -> Re
     }
     tracing::error!(node, "promoted node never answered as a primary; writes stay where they were");
     Err(NodeCommandError::NeverPromoted(node))
+}
+
+/// This process handed its listeners to a successor: from now on it runs
+/// no failover, follow-primary, failback, recovery or switchover command
+/// (the successor, checking the same nodes, does), and it leaves its pooler
+/// group at once so the successor can lead.
+pub(crate) async fn retire(cluster: &Cluster) {
+    cluster.retired.store(true, std::sync::atomic::Ordering::SeqCst);
+    leave_group(cluster).await;
 }
 
 /// At shutdown: gives up the leadership and the lease at once (another
