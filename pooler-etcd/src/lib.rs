@@ -150,7 +150,10 @@ impl CoordinationStore for EtcdStore {
     fn grant(&self, ttl: Duration) -> StoreFuture<'_, LeaseId> {
         Box::pin(async move {
             let mut c = self.client().await?;
-            let secs = i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX);
+            // etcd counts whole seconds: rounded up, so the lease outlives
+            // the pooler's own idea of it (which ends first, as it must).
+            let whole = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
+            let secs = i64::try_from(whole.max(1)).unwrap_or(i64::MAX);
             match c.lease_grant(secs, None).await {
                 Ok(r) => Ok(r.id()),
                 Err(e) => self.failed(e).await,

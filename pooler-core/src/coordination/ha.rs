@@ -304,8 +304,9 @@ impl Ha {
                 _ = renew.tick() => {
                     let sent = Instant::now();
                     match self.call(self.store.keep_alive(lease)).await {
-                        Ok(Some(_)) => {
-                            valid_until = sent + ttl;
+                        Ok(Some(granted)) => {
+                            // The shorter of what was asked and what etcd granted.
+                            valid_until = sent + ttl.min(granted);
                             if let Ok(mut l) = self.lead.lock() {
                                 if let Some(l) = l.as_mut() {
                                     l.valid_until = valid_until;

@@ -57,7 +57,8 @@ pub enum Created {
 /// Every read must be linearizable: a pooler counts votes and proves its
 /// leadership with them.
 pub trait CoordinationStore: Send + Sync + std::fmt::Debug {
-    /// A new lease that expires `ttl` after its last renewal.
+    /// A new lease that expires `ttl` after its last renewal (or later, if
+    /// the store counts coarser units: never sooner).
     fn grant(&self, ttl: Duration) -> StoreFuture<'_, LeaseId>;
     /// Renews `lease`; the time to live the store granted, or `None` when
     /// the lease is gone (expired or revoked).
