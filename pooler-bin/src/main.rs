@@ -219,8 +219,9 @@ impl Signals {
                         continue;
                     };
                     match upgrade::hand_over(h).await {
-                        Ok(pid) => {
+                        Ok((pid, control)) => {
                             pooler.retire().await;
+                            pooler.hand_over_clients(control);
                             return tracing::warn!(pid, "upgrade: the new process serves; this one stops accepting and drains");
                         }
                         Err(e) => tracing::error!(error = format!("{e:#}"), "upgrade failed: this process goes on serving"),
@@ -346,10 +347,24 @@ async fn serve(config: Config, file: Option<&Path>) -> Result<()> {
     let (mut sockets, handed_over) = listener.socket_set().context("cannot copy the listening sockets")?;
     let endpoint = endpoint::start(&pooler, metrics, &mut sockets).await?;
     let handover = upgrade::Handover { sockets, handed_over };
-    if let Some(control) = control {
-        upgrade::ready(control).await.context("cannot tell the previous process")?;
-    }
+    let adopting = match control {
+        Some(control) => {
+            upgrade::ready(&control).context("cannot tell the previous process")?;
+            // Its idle clients follow, one by one.
+            let pooler = pooler.clone();
+            Some(tokio::spawn(async move {
+                match pooler.adopt_clients(control).await {
+                    Ok(n) => tracing::warn!(clients = n, "upgrade: the previous process handed over its clients"),
+                    Err(e) => tracing::error!(error = %e, "upgrade: taking over clients stopped"),
+                }
+            }))
+        }
+        None => None,
+    };
     pooler.run(listener, signals.shutdown(&pooler, Some(&handover))).await;
+    if let Some(a) = adopting {
+        a.abort();
+    }
     if let Some(e) = endpoint {
         e.abort();
     }

@@ -5,8 +5,9 @@
 //! the same arguments and `POOLER_UPGRADE_SOCKET` naming it, and sends the
 //! new process its listening sockets (clients, Unix socket, metrics). The
 //! new process builds its pooler on them and answers `ready`; only then does
-//! the old one stop accepting, let its clients finish as at a shutdown and
-//! exit. A new process that fails to start, or is not ready within
+//! the old one stop accepting and send it, one by one at their next idle
+//! point, its clients pooled by transaction or statement (socket and
+//! session); the others finish as at a shutdown; then it exits. A new process that fails to start, or is not ready within
 //! [`READY_TIMEOUT`], is stopped, and the old one goes on serving as if
 //! nothing had happened.
 
@@ -17,7 +18,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use pooler_core::upgrade::SocketSet;
 use pooler_core::HandedOver;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tokio::io::AsyncBufReadExt;
 
 /// The variable naming the control socket a new process takes over through.
 pub const SOCKET_ENV: &str = "POOLER_UPGRADE_SOCKET";
@@ -46,9 +47,10 @@ fn binary() -> Result<PathBuf> {
     std::env::current_exe().context("cannot tell which binary to start")
 }
 
-/// Starts the successor and hands it the sockets; Ok (its pid) once it is
-/// ready, after which this process must stop accepting.
-pub async fn hand_over(h: &Handover) -> Result<u32> {
+/// Starts the successor and hands it the sockets; Ok (its pid, and the
+/// control stream to send it the idle clients on) once it is ready, after
+/// which this process must stop accepting.
+pub async fn hand_over(h: &Handover) -> Result<(u32, UnixStream)> {
     let path = std::env::temp_dir().join(format!("pooler-upgrade-{}.sock", std::process::id()));
     let _ = std::fs::remove_file(&path);
     let control = tokio::net::UnixListener::bind(&path).with_context(|| format!("cannot bind {}", path.display()))?;
@@ -67,21 +69,27 @@ pub async fn hand_over(h: &Handover) -> Result<u32> {
         stream.set_nonblocking(false)?;
         h.sockets.send(&stream).context("cannot send the sockets")?;
         stream.set_nonblocking(true)?;
-        let mut lines = tokio::io::BufReader::new(tokio::net::UnixStream::from_std(stream)?).lines();
-        match lines.next_line().await? {
-            Some(l) if l == "ready" => Ok(()),
-            Some(l) => bail!("the new process answered {l:?}"),
-            None => bail!("the new process hung up before it was ready"),
+        let mut reader = tokio::io::BufReader::new(tokio::net::UnixStream::from_std(stream)?);
+        let mut line = String::new();
+        reader.read_line(&mut line).await?;
+        match line.trim_end() {
+            "ready" => {}
+            "" => bail!("the new process hung up before it was ready"),
+            other => bail!("the new process answered {other:?}"),
         }
+        // It says nothing more: nothing is left in the reader.
+        let stream = reader.into_inner().into_std()?;
+        stream.set_nonblocking(false)?;
+        Ok(stream)
     };
     let outcome = tokio::select! {
         r = tokio::time::timeout(READY_TIMEOUT, talk) => r.unwrap_or_else(|_| Err(anyhow::anyhow!("not ready within {READY_TIMEOUT:?}"))),
         status = child.wait() => Err(anyhow::anyhow!("the new process exited before it was ready ({})", status.map(|s| s.to_string()).unwrap_or_default())),
     };
     match outcome {
-        Ok(()) => {
+        Ok(stream) => {
             h.handed_over.set();
-            Ok(pid)
+            Ok((pid, stream))
         }
         Err(e) => {
             let _ = child.start_kill();
@@ -111,10 +119,10 @@ pub fn inherit() -> Result<Option<(SocketSet, UnixStream)>> {
     Ok(Some((set, stream)))
 }
 
-/// Tells the predecessor this process serves now.
-pub async fn ready(stream: UnixStream) -> Result<()> {
-    stream.set_nonblocking(true)?;
-    let mut s = tokio::net::UnixStream::from_std(stream)?;
-    s.write_all(b"ready\n").await?;
+/// Tells the predecessor this process serves now (a few bytes on a
+/// blocking stream: they fit in its buffer at once).
+pub fn ready(stream: &UnixStream) -> Result<()> {
+    use std::io::Write;
+    (&*stream).write_all(b"ready\n")?;
     Ok(())
 }

@@ -301,3 +301,75 @@ fn a_draining_old_process_runs_no_failover_command_the_new_one_runs_it_once() {
     );
     assert!(holder.wait().unwrap().success(), "the long read on the standby finished in the old process");
 }
+
+/// Idle clients go to the new process with their sessions: each one's next
+/// query there uses its prepared statement and its SET state, a cancel sent
+/// with its old key reaches it, and the old process exits once they went.
+#[test]
+fn idle_clients_move_to_the_new_process_with_their_settings_statements_and_cancel_keys() {
+    let pg = Cluster::builder()
+        .init_sql("CREATE SCHEMA s1")
+        .init_sql("CREATE TABLE s1.t (x int)")
+        .init_sql("INSERT INTO s1.t VALUES (42)")
+        .start()
+        .expect("a primary");
+    let dir = TempDir::new("clients");
+    let (port, metrics) = (pooler_testkit::free_port().unwrap(), pooler_testkit::free_port().unwrap());
+    let cfg = config(&dir, port, metrics, &pg);
+    let mut p = Poolers::start(&cfg, dir.0.join("pooler.log"), port);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    // POOLER_TEST_HANDOVER_CLIENTS=1000 for the figure of a larger handover.
+    let clients_wanted = std::env::var("POOLER_TEST_HANDOVER_CLIENTS").ok().and_then(|n| n.parse().ok());
+    let count: usize = clients_wanted.unwrap_or(200);
+    let clients = rt.block_on(async {
+        let mut clients = Vec::new();
+        for i in 0..count {
+            let mut c = tokio_postgres::Config::new();
+            c.host("127.0.0.1").port(port).user("postgres").dbname("postgres");
+            let (client, conn) = c.connect(tokio_postgres::NoTls).await.expect("connect");
+            tokio::spawn(conn);
+            client.batch_execute(&format!("SET search_path = s1; SET work_mem = '{}kB'", 3001 + 2 * i)).await.unwrap();
+            let stmt = client.prepare("SELECT x FROM t").await.unwrap();
+            assert_eq!(client.query_one(&stmt, &[]).await.unwrap().get::<_, i32>(0), 42);
+            clients.push((client, stmt));
+        }
+        clients
+    });
+    let asked = Instant::now();
+    p.usr2();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = p.first.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the old process did not hand over its clients:\n{}", p.log_text());
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let took = asked.elapsed();
+    assert!(status.success(), "{status}");
+    eprintln!("FIGURES upgrade: {count} idle clients handed over, old process gone after {took:?}");
+    rt.block_on(async {
+        for (i, (client, stmt)) in clients.iter().enumerate() {
+            let x: i32 = client.query_one(stmt, &[]).await.expect("the prepared statement works").get(0);
+            assert_eq!(x, 42);
+            let wm = client.query_one("SHOW work_mem", &[]).await.unwrap().get::<_, String>(0);
+            assert_eq!(wm, format!("{}kB", 3001 + 2 * i), "client {i}'s SET survived");
+        }
+        // A cancel with a key given by the old process reaches the query.
+        let (client, _) = &clients[0];
+        let token = client.cancel_token();
+        let sleeping = client.simple_query("SELECT pg_sleep(20)");
+        let cancel = async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            token.cancel_query(tokio_postgres::NoTls).await.expect("cancel sent");
+        };
+        let started = Instant::now();
+        let (r, ()) = tokio::join!(sleeping, cancel);
+        let e = r.expect_err("cancelled");
+        assert_eq!(e.code().map(|c| c.code()), Some("57014"), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+    });
+    assert!(
+        p.log_text().contains("handed over its clients") || p.log_text().contains("the previous process handed over")
+    );
+}

@@ -112,6 +112,11 @@ impl ClientStatements {
         self.map.get(name)
     }
 
+    /// Every statement, with the client's name for it.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&[u8], &Arc<StatementDef>)> {
+        self.map.iter().map(|(k, v)| (&**k, v))
+    }
+
     pub(crate) fn insert(&mut self, name: &[u8], def: Arc<StatementDef>) {
         self.map.insert(name.into(), def);
     }

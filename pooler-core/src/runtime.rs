@@ -25,6 +25,10 @@ pub(crate) enum Phase {
     Running,
     /// Not accepting; sessions close when their transaction ends.
     Draining,
+    /// Not accepting; the listeners went to a successor process, and each
+    /// client that can be is handed to it at its next idle point (the
+    /// others are served until they leave, as at a drain).
+    HandingOver,
     /// The drain timeout ran out: every session closes now.
     Force,
 }
@@ -72,6 +76,8 @@ pub(crate) struct Shared {
     pub(crate) memory: crate::memory::MemoryBudget,
     /// What operators change at run time (disabled databases, shutdown).
     pub(crate) control: crate::control::Control,
+    /// Where idle clients go while this process hands over to a successor.
+    pub(crate) handover: arc_swap::ArcSwapOption<crate::upgrade::ClientSink>,
 }
 
 /// A few distinct client parameter sets, each held once: clients whose

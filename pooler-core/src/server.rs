@@ -344,6 +344,49 @@ impl Pooler {
         crate::cluster::retire(&self.shared.cluster).await;
     }
 
+    /// Hands the idle clients to the successor at the other end of
+    /// `control` (after the listeners, [`crate::upgrade`]): when the shutdown
+    /// future given to [`Pooler::run`] resolves, each client pooled by
+    /// transaction or statement, on a plain socket, goes to the successor at
+    /// its next idle point with its session (parameters, SET state, prepared
+    /// statements, cancel key). The others (session mode, pinned, TLS) are
+    /// served until they leave, as at a shutdown. A client the successor
+    /// cannot take is served on here.
+    pub fn hand_over_clients(&self, control: std::os::unix::net::UnixStream) {
+        self.shared.handover.store(Some(Arc::new(crate::upgrade::ClientSink::new(control))));
+    }
+
+    /// The successor's side of [`Pooler::hand_over_clients`]: serves every
+    /// client the predecessor sends on `control`, from its session, until the
+    /// predecessor closes it. Returns how many were taken.
+    pub async fn adopt_clients(
+        &self,
+        control: std::os::unix::net::UnixStream,
+    ) -> Result<usize, crate::upgrade::HandoverError> {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+        let reader = tokio::task::spawn_blocking(move || -> Result<(), crate::upgrade::HandoverError> {
+            control.set_nonblocking(false)?;
+            control.set_read_timeout(None)?;
+            while let Some(client) = crate::upgrade::SessionState::receive(&control)? {
+                if tx.blocking_send(client).is_err() {
+                    break;
+                }
+            }
+            Ok(())
+        });
+        let mut taken = 0;
+        while let Some((state, fd)) = rx.recv().await {
+            match crate::session::adopt(self.shared.clone(), state, fd) {
+                Ok(()) => taken += 1,
+                Err(e) => tracing::warn!(error = %e, "upgrade: a handed-over client's socket is unusable"),
+            }
+        }
+        match reader.await {
+            Ok(r) => r.map(|()| taken),
+            Err(_) => Ok(taken),
+        }
+    }
+
     /// How this pooler stands in its group (`[coordination]`, docs/HA.md):
     /// its role, the leader, the term, the lease, whether the store answers.
     /// `None` when the pooler runs alone.
@@ -448,6 +491,9 @@ impl Pooler {
         let all = u32::try_from(max_clients).unwrap_or(u32::MAX);
         if requested.is_some() {
             Box::pin(crate::admin::shut_down(&self.phase_tx, &slots, all, requested, shutdown)).await;
+        } else if self.shared.handover.load().is_some() {
+            tracing::info!("handing over: idle clients go to the successor; the others are served until they leave");
+            let _ = self.phase_tx.send(Phase::HandingOver);
         } else {
             tracing::info!("shutting down: no new clients; waiting for transactions to finish");
             let _ = self.phase_tx.send(Phase::Draining);
@@ -458,6 +504,8 @@ impl Pooler {
             let _ = self.phase_tx.send(Phase::Force);
             let _ = tokio::time::timeout(Duration::from_secs(5), slots.acquire_many(all)).await;
         }
+        // The successor learns that every client that could go went.
+        self.shared.handover.store(None);
         maintenance.abort();
         health.abort();
         if let Some(m) = membership {
@@ -557,6 +605,7 @@ fn assemble(config: Config, given_passwords: Passwords, given: Hooks) -> Result<
         clients: Default::default(),
         memory: crate::memory::MemoryBudget::new(max_memory),
         control,
+        handover: Default::default(),
     };
     Ok(Pooler { shared: Arc::new(shared), phase_tx, hooks: Arc::new(hooks) })
 }

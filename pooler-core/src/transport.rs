@@ -221,6 +221,19 @@ impl Stream {
     }
 
     /// True when the stream runs TLS.
+    /// The socket and what it is (`tcp`, `unix`), when no TLS runs over it:
+    /// what a successor process can take over.
+    pub(crate) fn plain_socket(&self) -> Option<(std::os::fd::BorrowedFd<'_>, &'static str)> {
+        use std::os::fd::AsFd;
+        if self.tls.is_some() {
+            return None;
+        }
+        Some(match &self.socket {
+            Socket::Tcp(s) => (s.as_fd(), "tcp"),
+            Socket::Unix(s) => (s.as_fd(), "unix"),
+        })
+    }
+
     pub(crate) fn is_tls(&self) -> bool {
         self.tls.is_some()
     }

@@ -66,6 +66,9 @@ pub(crate) enum End {
     ServerFatal(Bytes),
     /// Something failed.
     Failed(Error),
+    /// Idle while the pooler hands its clients to a successor: the client's
+    /// session state (its socket stays with the session).
+    HandOver(Box<crate::upgrade::SessionState>),
 }
 
 impl std::fmt::Display for End {
@@ -81,6 +84,7 @@ impl std::fmt::Display for End {
                 write!(f, "the server ended the session: {severity} {code}: {}", e.message().unwrap_or("(no message)"))
             }
             End::Failed(e) => write!(f, "{e}"),
+            End::HandOver(_) => f.write_str("handed over to the successor process"),
         }
     }
 }
@@ -225,6 +229,15 @@ impl<'a> Relay<'a> {
         }
     }
 
+    /// Starts from a session a predecessor process handed over: its
+    /// statements and the parameters to restore.
+    pub(crate) fn imported(mut self, state: Option<&crate::upgrade::SessionState>) -> Self {
+        if let Some(s) = state {
+            self.core.import(s);
+        }
+        self
+    }
+
     /// Reports what the client does (idle, active, waiting, pinned) to
     /// `client`, the admin console's entry for it.
     pub(crate) fn tracked(mut self, client: &'a crate::clients::ClientInfo) -> Self {
@@ -313,6 +326,7 @@ impl<'a> Relay<'a> {
         let mut force = std::pin::pin!(force_rx.wait_for(|p| *p == Phase::Force));
         let mut drain = std::pin::pin!(drain_rx.wait_for(|p| *p != Phase::Running));
         let mut draining = false;
+        let mut handing_over = false;
         loop {
             if self.core.refresh_settings() {
                 // A reload changed the pool's settings: its timeouts apply now.
@@ -328,7 +342,7 @@ impl<'a> Relay<'a> {
                 }
                 let attach = match self.core.next(false, false) {
                     Next::Close(e) => return End::Failed(e),
-                    Next::Attach if draining => return End::Shutdown,
+                    Next::Attach if draining && !handing_over => return End::Shutdown,
                     Next::Attach => true,
                     Next::Release | Next::Wait => false,
                 };
@@ -425,8 +439,13 @@ impl<'a> Relay<'a> {
                     Mode::Session => self.core.quiet(server_idle) && self.core.status == TransactionStatus::Idle,
                     _ => self.lease.is_none(),
                 };
-                if idle {
+                if idle && !handing_over {
                     return End::Shutdown;
+                }
+                // Handing over: a client that can go goes at its idle point;
+                // one that cannot is served until it leaves.
+                if idle && self.can_hand_over() {
+                    return End::HandOver(Box::new(self.session_state()));
                 }
             }
             if self.lease.is_none() && self.core.cbuf.is_empty() {
@@ -489,9 +508,47 @@ impl<'a> Relay<'a> {
                         return End::Failed(e);
                     }
                 }
-                Event::Drain => draining = true,
+                Event::Drain => {
+                    draining = true;
+                    handing_over = *phase.borrow() == Phase::HandingOver;
+                }
             }
         }
+    }
+
+    /// Whether this client can go to a successor now: pooled by
+    /// transaction or statement (no server connection is its own), nothing
+    /// pinned, no connection lent or parked, and a plain socket (a TLS
+    /// session's keys do not leave rustls, so a TLS client stays until it
+    /// leaves).
+    fn can_hand_over(&self) -> bool {
+        self.core.mode != Mode::Session
+            && !matches!(self.core.link, Link::Pinned(_))
+            && self.lease.is_none()
+            && self.parked.iter().all(Option::is_none)
+            && !self.stream.is_tls()
+            && self.core.status == TransactionStatus::Idle
+    }
+
+    /// The client's session as a successor takes it.
+    fn session_state(&self) -> crate::upgrade::SessionState {
+        let key = self.cancel.key();
+        let mut state = crate::upgrade::SessionState {
+            user: self.core.login.user.clone(),
+            database: self.core.login.database.clone(),
+            application_name: String::new(),
+            socket: String::new(),
+            peer: String::new(),
+            cancel_pid: key.pid,
+            cancel_secret: key.secret,
+            params: Vec::new(),
+            extra: Vec::new(),
+            dirty: Vec::new(),
+            statements: Vec::new(),
+            client_key: String::new(),
+        };
+        self.core.export(&mut state);
+        state
     }
 
     /// After the server connection failed (closed, reset, a write refused):

@@ -21,8 +21,11 @@ use crate::runtime::{Phase, Shared};
 use crate::topology::Status;
 use crate::transport::{Peer, Stream};
 
+mod adopt;
 mod login;
 mod startup;
+
+pub(crate) use adopt::adopt;
 
 use login::{authenticate, check_transport};
 use startup::{read_startup, Startup};
@@ -472,10 +475,25 @@ async fn run_session(
     let opened = Box::pin(open_session(client, shared, &startup, user, database, client_key)).await;
     // The startup packet's parameters are applied: not kept for the session.
     drop(startup);
-    let Opened { pool, lease, node, login, mode, login_state, cancel, phase } = match opened {
+    let opened = match opened {
         Ok(o) => o,
         Err(end) => return end,
     };
+    relay_opened(client, shared, opened, &application_name, None).await
+}
+
+/// Relays an opened session until it ends (`imported`: the session a
+/// predecessor handed over, whose state it starts from); a client idle
+/// while this process hands over goes to the successor, or, if that fails,
+/// is served on here.
+async fn relay_opened(
+    client: &mut Client,
+    shared: &Arc<Shared>,
+    opened: Opened,
+    application_name: &str,
+    imported: Option<&crate::upgrade::SessionState>,
+) -> End {
+    let Opened { pool, lease, node, login, mode, login_state, cancel, phase } = opened;
     metrics::gauge!(m::CLIENTS_ACTIVE).increment(1.0);
     let (params, extra) = login_state;
     let Client { stream, buf, out, peer, .. } = client;
@@ -483,7 +501,7 @@ async fn run_session(
     let who = crate::clients::Registration {
         user: &login.user,
         database: &login.database,
-        application_name: &application_name,
+        application_name,
         peer: peer.tcp_addr(),
         tls: stream.tls_info().map(|t| t.summary()),
         state: crate::clients::ClientState::Idle,
@@ -491,28 +509,34 @@ async fn run_session(
     let registered = shared.clients.register(who, &*stream);
     // Boxed: the login's futures and the relay's do not share one
     // allocation sized for both.
-    let outcome = Box::pin(
-        crate::relay::Relay::new(
-            shared,
-            pool.clone(),
-            mode,
-            &cancel,
-            (stream, buf, out),
-            (lease, node),
-            login,
-            (params, extra),
-            *peer,
-        )
-        .tracked(&registered)
-        .run(&phase),
+    let relay = crate::relay::Relay::new(
+        shared,
+        pool.clone(),
+        mode,
+        &cancel,
+        (stream, buf, out),
+        (lease, node),
+        login,
+        (params, extra),
+        *peer,
     )
-    .await;
+    .tracked(&registered)
+    .imported(imported);
+    let outcome = Box::pin(relay.run(&phase)).await;
     metrics::gauge!(m::CLIENTS_ACTIVE).decrement(1.0);
     drop(cancel);
     if registered.killed() {
         let e = Error::Refused { code: "57P01", message: "terminating connection due to administrator command".into() };
         client.send_error(Severity::Fatal, &e).await;
         return End::Failed(e);
+    }
+    if let End::HandOver(mut state) = outcome.end {
+        drop(registered);
+        if adopt::hand_over(shared, client, &mut state, application_name).await {
+            return End::HandOver(state);
+        }
+        // The successor could not take it: served on here, never dropped.
+        return Box::pin(adopt::serve(client, shared, &state)).await;
     }
     if let (Some(n), true) = (end_notice(&outcome.end), outcome.client_can_take_error) {
         client.send_failure(Severity::Fatal, &n).await;
@@ -529,7 +553,7 @@ fn end_notice(end: &End) -> Option<Failure<'_>> {
         End::Shutdown => Some(Failure::shutdown(false)),
         End::ForcedShutdown => Some(Failure::shutdown(true)),
         End::Failed(e) => e.end_notice(),
-        End::Terminated | End::ClientClosed | End::ServerFatal(_) => None,
+        End::Terminated | End::ClientClosed | End::ServerFatal(_) | End::HandOver(_) => None,
     }
 }
 

@@ -6,6 +6,37 @@
 use super::*;
 
 impl Core<'_> {
+    /// What a successor needs of this client's session, between
+    /// transactions: what it was told, what it set, its statements.
+    pub(crate) fn export(&self, state: &mut crate::upgrade::SessionState) {
+        use base64::Engine as _;
+        let b64 = &base64::engine::general_purpose::STANDARD;
+        state.params = self.params.iter().cloned().collect();
+        state.extra.clone_from(&self.extra);
+        state.dirty.clone_from(&self.dirty);
+        state.statements =
+            self.statements.iter().map(|(name, def)| (b64.encode(name), b64.encode(&def.body))).collect();
+        state.client_key = self.login.client_key.map(|k| b64.encode(k)).unwrap_or_default();
+    }
+
+    /// Takes a predecessor's session state: the parameters to restore on
+    /// the next connection and the prepared statements (prepared there when
+    /// first used). A statement that does not decode is left out.
+    pub(crate) fn import(&mut self, state: &crate::upgrade::SessionState) {
+        use base64::Engine as _;
+        let b64 = &base64::engine::general_purpose::STANDARD;
+        self.dirty.clone_from(&state.dirty);
+        let classifier = self.shared.router.classifier_now();
+        let generation = self.shared.router.generation();
+        for (name, body) in &state.statements {
+            let (Ok(name), Ok(body)) = (b64.decode(name), b64.decode(body)) else { continue };
+            let text_end = body.iter().position(|&b| b == 0).unwrap_or(body.len());
+            let sql = &body[..text_end];
+            let def = self.shared.statements.intern(&body, generation, || classifier.classify(sql));
+            self.statements.insert(&name, def);
+        }
+    }
+
     /// Answers a Bind or Describe of a name in the pooler's namespace that is
     /// not the client's own: as if it did not exist, which for this client
     /// it does not.
