@@ -302,11 +302,12 @@ fn a_draining_old_process_runs_no_failover_command_the_new_one_runs_it_once() {
     assert!(holder.wait().unwrap().success(), "the long read on the standby finished in the old process");
 }
 
-/// Idle clients go to the new process with their sessions: each one's next
+/// 200 clients under steady load go to the new process at their idle points,
+/// with their sessions: none sees an error; each one's next
 /// query there uses its prepared statement and its SET state, a cancel sent
 /// with its old key reaches it, and the old process exits once they went.
 #[test]
-fn idle_clients_move_to_the_new_process_with_their_settings_statements_and_cancel_keys() {
+fn clients_under_load_move_to_the_new_process_with_their_settings_statements_and_cancel_keys() {
     let pg = Cluster::builder()
         .init_sql("CREATE SCHEMA s1")
         .init_sql("CREATE TABLE s1.t (x int)")
@@ -335,8 +336,39 @@ fn idle_clients_move_to_the_new_process_with_their_settings_statements_and_cance
         }
         clients
     });
+    // Steady load: every client runs its prepared statement in a loop, one
+    // in an explicit transaction that stays open across the SIGUSR2.
+    let clients: Vec<_> = clients.into_iter().map(Arc::new).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (errors, longest, done) =
+        (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let workers: Vec<_> = clients
+        .iter()
+        .skip(1)
+        .map(|c| {
+            let (c, stop, errors, longest, done) =
+                (c.clone(), stop.clone(), errors.clone(), longest.clone(), done.clone());
+            rt.spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let asked = Instant::now();
+                    match c.0.query_one(&c.1, &[]).await {
+                        Ok(_) => done.fetch_add(1, Ordering::Relaxed),
+                        Err(_) => errors.fetch_add(1, Ordering::Relaxed),
+                    };
+                    longest.fetch_max(asked.elapsed().as_micros() as u64, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+        })
+        .collect();
+    rt.block_on(clients[0].0.batch_execute("BEGIN; SELECT 1")).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
     let asked = Instant::now();
     p.usr2();
+    // The open transaction finishes on the old process, which waits for it.
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(p.first.try_wait().unwrap().is_none(), "the old process waits for the open transaction");
+    rt.block_on(clients[0].0.batch_execute("COMMIT")).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
         if let Some(s) = p.first.try_wait().unwrap() {
@@ -347,16 +379,28 @@ fn idle_clients_move_to_the_new_process_with_their_settings_statements_and_cance
     };
     let took = asked.elapsed();
     assert!(status.success(), "{status}");
-    eprintln!("FIGURES upgrade: {count} idle clients handed over, old process gone after {took:?}");
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        rt.block_on(w).unwrap();
+    }
+    let (errors, done) = (errors.load(Ordering::Relaxed), done.load(Ordering::Relaxed));
+    let longest = Duration::from_micros(longest.load(Ordering::Relaxed));
+    eprintln!(
+        "FIGURES upgrade: {count} clients under load handed over, old process gone {took:?} after SIGUSR2 \
+         (0.7 s of it waiting for an open transaction); {done} queries, {errors} errors, the longest {longest:?}"
+    );
+    assert_eq!(errors, 0, "no client saw an error:\n{}", p.log_text());
     rt.block_on(async {
-        for (i, (client, stmt)) in clients.iter().enumerate() {
+        for (i, c) in clients.iter().enumerate() {
+            let (client, stmt) = &**c;
             let x: i32 = client.query_one(stmt, &[]).await.expect("the prepared statement works").get(0);
             assert_eq!(x, 42);
             let wm = client.query_one("SHOW work_mem", &[]).await.unwrap().get::<_, String>(0);
             assert_eq!(wm, format!("{}kB", 3001 + 2 * i), "client {i}'s SET survived");
         }
         // A cancel with a key given by the old process reaches the query.
-        let (client, _) = &clients[0];
+        let (client, _) = &*clients[0];
         let token = client.cancel_token();
         let sleeping = client.simple_query("SELECT pg_sleep(20)");
         let cancel = async {

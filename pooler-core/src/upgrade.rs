@@ -4,10 +4,12 @@
 //! bound, so no client is refused while one process gives way to the other
 //! (docs/ADMIN.md, "Upgrading without a gap").
 //!
-//! What travels is a [`SocketSet`]: labelled listening sockets (TCP, or a
-//! Unix socket with its path), one message, the descriptors as ancillary
-//! data. The sender keeps its own copies and goes on accepting until it
-//! decides to stop; nothing is closed by sending.
+//! What travels first is a [`SocketSet`]: labelled listening sockets (TCP,
+//! or a Unix socket with its path), one message, the descriptors as
+//! ancillary data. The sender keeps its own copies and goes on accepting
+//! until it decides to stop; nothing is closed by sending. Then, on the
+//! same stream, each idle client: its socket and its session record
+//! (`SessionState`), until the old process closes the stream.
 
 use std::io::{IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
@@ -185,7 +187,7 @@ fn parse(bytes: &[u8], fds: Vec<OwnedFd>) -> Result<SocketSet, HandoverError> {
 /// For the fuzz target: reads `bytes` as a handover message without
 /// descriptors; whether it checks out.
 pub(crate) fn fuzz_parse(bytes: &[u8]) -> bool {
-    parse(bytes, Vec::new()).is_ok()
+    parse(bytes, Vec::new()).is_ok() | parse_session(bytes).is_some()
 }
 
 #[cfg(test)]
