@@ -336,6 +336,21 @@ fn clients_under_load_move_to_the_new_process_with_their_settings_statements_and
         }
         clients
     });
+    // psycopg (a driver that prepares server-side) holding a prepared
+    // statement and SET state: it waits, idle, until told to go on.
+    let psycopg: Vec<Child> = (0..4).map(|i| psycopg_client(port, i)).collect();
+    let mut psycopg: Vec<(Child, std::io::BufReader<std::process::ChildStdout>)> = psycopg
+        .into_iter()
+        .map(|mut c| {
+            let out = std::io::BufReader::new(c.stdout.take().unwrap());
+            (c, out)
+        })
+        .collect();
+    for (_, out) in &mut psycopg {
+        let mut line = String::new();
+        std::io::BufRead::read_line(out, &mut line).unwrap();
+        assert_eq!(line.trim(), "prepared", "the psycopg client started: {line:?}");
+    }
     // Steady load: every client runs its prepared statement in a loop, one
     // in an explicit transaction that stays open across the SIGUSR2.
     let clients: Vec<_> = clients.into_iter().map(Arc::new).collect();
@@ -391,6 +406,16 @@ fn clients_under_load_move_to_the_new_process_with_their_settings_statements_and
          (0.7 s of it waiting for an open transaction); {done} queries, {errors} errors, the longest {longest:?}"
     );
     assert_eq!(errors, 0, "no client saw an error:\n{}", p.log_text());
+    // The psycopg clients go on: their next executions run on the new
+    // process, prepared statement and SET state intact.
+    for (i, (mut child, mut out)) in psycopg.into_iter().enumerate() {
+        use std::io::Write;
+        child.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+        let status = child.wait().unwrap();
+        assert!(status.success() && rest.contains(&format!("ok 42 {}kB", 5001 + 2 * i)), "psycopg client {i}: {rest}");
+    }
     rt.block_on(async {
         for (i, c) in clients.iter().enumerate() {
             let (client, stmt) = &**c;
@@ -416,4 +441,34 @@ fn clients_under_load_move_to_the_new_process_with_their_settings_statements_and
     assert!(
         p.log_text().contains("handed over its clients") || p.log_text().contains("the previous process handed over")
     );
+}
+
+/// A psycopg 3 client (server-side prepared statements, `prepare_threshold
+/// = 0`) that prepares and SETs, says `prepared`, waits for a line on its
+/// stdin, then runs its statement again and prints `ok <x> <work_mem>`.
+fn psycopg_client(port: u16, i: usize) -> Child {
+    let python = std::env::var("POOLER_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = r#"
+import sys, psycopg
+port, i = int(sys.argv[1]), int(sys.argv[2])
+conn = psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres", autocommit=True, prepare_threshold=0)
+conn.execute("SET search_path = s1")
+conn.execute("SET work_mem = '%dkB'" % (5001 + 2 * i))
+q = "SELECT x FROM t WHERE x > %s"
+assert conn.execute(q, (0,), prepare=True).fetchone()[0] == 42
+print("prepared", flush=True)
+sys.stdin.readline()
+x = conn.execute(q, (1,), prepare=True).fetchone()[0]
+wm = conn.execute("SHOW work_mem").fetchone()[0]
+print("ok %d %s" % (x, wm), flush=True)
+"#;
+    Command::new(&python)
+        .arg("-c")
+        .arg(script)
+        .arg(port.to_string())
+        .arg(i.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {python} (scripts/test.sh makes a venv with psycopg): {e}"))
 }

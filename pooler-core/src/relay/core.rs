@@ -277,6 +277,10 @@ pub(crate) struct Core<'a> {
     pub(super) stickiness: Stickiness,
     /// The lent connection has been inside a transaction block.
     pub(super) in_block: bool,
+    /// Prepared statements (by id) whose text sets parameters, with their
+    /// names: executing one (its Bind) changes the session's settings, as
+    /// running the text would. Empty for nearly every client.
+    pub(super) setting_statements: Vec<(u64, Vec<String>)>,
     /// The body of the last message relayed from the server, when it was a
     /// FATAL (or PANIC) ErrorResponse: the server closes after it.
     pub(super) last_words: Option<Box<[u8]>>,
@@ -352,6 +356,7 @@ impl<'a> Core<'a> {
             scratch: Vec::new(),
             stickiness: Stickiness::Balanced,
             in_block: false,
+            setting_statements: Vec::new(),
             last_words: None,
             wants: Vec::new(),
         }
@@ -700,6 +705,7 @@ impl<'a> Core<'a> {
                     self.note_function_ddl(sql);
                 }
                 self.statements.insert(name, def.clone());
+                self.note_setting_statement(&def, sql);
                 let undo = Some((Some(name.into()), def.clone()));
                 if self.server_has(&def, srv) {
                     self.push_synthetic(Kind::Parse, Synthetic::ParseComplete, undo, srv);
@@ -713,6 +719,9 @@ impl<'a> Core<'a> {
                     Some(def) if !b.statement.is_empty() => {
                         if !self.effective_now(statement_sql(&def), self.def_class(&def)).is_read_only() {
                             self.wrote = true;
+                        }
+                        if !self.setting_statements.is_empty() {
+                            self.executes_settings(def.id);
                         }
                         self.ensure_prepared(&def, srv);
                         w::bind_named(&mut self.sout, b.portal, &def.server_name, b.rest);

@@ -33,7 +33,38 @@ impl Core<'_> {
             let text_end = body.iter().position(|&b| b == 0).unwrap_or(body.len());
             let sql = &body[..text_end];
             let def = self.shared.statements.intern(&body, generation, || classifier.classify(sql));
+            self.note_setting_statement(&def, sql);
             self.statements.insert(&name, def);
+        }
+    }
+
+    /// Remembers `def` (text `sql`) if running it sets parameters (a
+    /// prepared `SET`, `set_config(...)`, a tracked parameter).
+    pub(super) fn note_setting_statement(&mut self, def: &StatementDef, sql: &[u8]) {
+        if self.known_plain(sql).is_some() {
+            return;
+        }
+        let mut names = facts::analyze(sql).parameters;
+        for name in &self.settings.track_extra_parameters {
+            if facts::mentions(sql, name) && !names.iter().any(|n| n.eq_ignore_ascii_case(name)) {
+                names.push(name.to_ascii_lowercase());
+            }
+        }
+        if !names.is_empty() && !self.setting_statements.iter().any(|(id, _)| *id == def.id) {
+            self.setting_statements.push((def.id, names));
+        }
+    }
+
+    /// A Bind of statement `id` runs it: the parameters it sets are read
+    /// back when the connection is released (a prepared `SET` executed
+    /// later than its Parse, as psycopg does with `prepare_threshold = 0`).
+    pub(super) fn executes_settings(&mut self, id: u64) {
+        let Some((_, names)) = self.setting_statements.iter().find(|(i, _)| *i == id) else { return };
+        for name in names {
+            let reported = self.params.iter().any(|(k, _)| k.eq_ignore_ascii_case(name));
+            if !reported && !self.dirty.contains(name) {
+                self.dirty.push(name.clone());
+            }
         }
     }
 

@@ -374,6 +374,26 @@ fn parameters_the_client_sets_are_tracked_for_the_next_connection() {
 }
 
 #[test]
+fn a_prepared_set_changes_the_settings_when_it_runs_not_only_when_it_is_parsed() {
+    // psycopg with prepare_threshold = 0: Parse and Sync first, Bind and
+    // Execute later. The value is read back after the Bind that runs it.
+    let shared = shared(PoolMode::Transaction);
+    let (mut c, mut o) = bufs();
+    let mut s = Session::new(&shared, (&mut c, &mut o));
+    let sent = s.client(&cat(&[parse("_pg3_0", "SET search_path = s1"), sync()]));
+    s.serve(&sent);
+    s.core.dirty.clear();
+    s.client(&cat(&[bind("_pg3_0"), execute(), sync()]));
+    assert_eq!(s.core.dirty, vec!["search_path".to_string()], "executing it sets search_path");
+    // A statement that sets nothing marks nothing.
+    let sent = s.client(&cat(&[parse("q", "SELECT 1"), sync()]));
+    s.serve(&sent);
+    s.core.dirty.clear();
+    s.client(&cat(&[bind("q"), execute(), sync()]));
+    assert!(s.core.dirty.is_empty());
+}
+
+#[test]
 fn a_name_in_the_poolers_namespace_is_refused_without_reaching_the_server() {
     let shared = shared(PoolMode::Transaction);
     let (mut c, mut o) = bufs();
