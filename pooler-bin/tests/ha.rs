@@ -13,31 +13,14 @@ use std::time::{Duration, Instant};
 
 use pooler_testkit::{Cluster, EtcdCluster, StopMode};
 
+mod common;
+use common::TempDir;
+
 const BIN: &str = env!("CARGO_BIN_EXE_pooler");
 /// What a pooler logs when it runs the failover command.
 const RAN_FAILOVER: &str = "running a command what=\"failover_command\"";
 /// The lease every pooler in these tests holds.
 const TTL: Duration = Duration::from_secs(2);
-
-/// A temp dir removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let p = std::env::temp_dir().join(format!("pooler-ha-{name}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// One pooler process.
 struct Pooler {
@@ -606,7 +589,7 @@ fn without_etcd_quorum_poolers_keep_serving_and_fail_over_only_once_it_is_back()
 
 #[test]
 fn a_pooler_whose_store_is_down_at_start_serves_alone_and_says_so() {
-    let dir = TempDir::new("nostore");
+    let dir = TempDir::new("ha-nostore");
     let pg = Cluster::builder().init_sql("CREATE TABLE ledger (tag text)").start().expect("a primary");
     let (port, dead) = (pooler_testkit::free_port().unwrap(), pooler_testkit::free_port().unwrap());
     let config = dir.0.join("p.toml");

@@ -12,24 +12,10 @@ use std::time::{Duration, Instant};
 
 use pooler_testkit::Cluster;
 
+mod common;
+use common::TempDir;
+
 const BIN: &str = env!("CARGO_BIN_EXE_pooler");
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!("pooler-upgrade-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// The first pooler process, and whatever successor its log names: both
 /// killed on drop.
@@ -115,7 +101,7 @@ fn metrics_answer(port: u16) -> bool {
 #[test]
 fn sigusr2_hands_the_listening_sockets_to_a_new_process_and_no_new_client_is_refused() {
     let pg = Cluster::builder().start().expect("a primary");
-    let dir = TempDir::new("handover");
+    let dir = TempDir::new("upgrade-handover");
     let (port, metrics) = (pooler_testkit::free_port().unwrap(), pooler_testkit::free_port().unwrap());
     let cfg = config(&dir, port, metrics, &pg);
     let mut p = Poolers::start(&cfg, dir.0.join("pooler.log"), port);
@@ -202,7 +188,7 @@ fn sigusr2_hands_the_listening_sockets_to_a_new_process_and_no_new_client_is_ref
 #[test]
 fn a_new_process_that_cannot_start_leaves_the_old_one_serving() {
     let pg = Cluster::builder().start().expect("a primary");
-    let dir = TempDir::new("failed");
+    let dir = TempDir::new("upgrade-failed");
     let (port, metrics) = (pooler_testkit::free_port().unwrap(), pooler_testkit::free_port().unwrap());
     let cfg = config(&dir, port, metrics, &pg);
     let mut p = Poolers::start(&cfg, dir.0.join("pooler.log"), port);
@@ -231,7 +217,7 @@ fn a_new_process_that_cannot_start_leaves_the_old_one_serving() {
 fn a_draining_old_process_runs_no_failover_command_the_new_one_runs_it_once() {
     let pg = Cluster::builder().standbys(1).start().expect("a primary and a standby");
     pg.wait_for_replication(Duration::from_secs(30)).unwrap();
-    let dir = TempDir::new("retired");
+    let dir = TempDir::new("upgrade-retired");
     let (port, metrics) = (pooler_testkit::free_port().unwrap(), pooler_testkit::free_port().unwrap());
     let log = dir.0.join("failovers.log");
     let runas = pooler_testkit::server_os_user().map(|(u, _, _)| format!("runuser -u {u} -- ")).unwrap_or_default();
@@ -314,7 +300,7 @@ fn clients_under_load_move_to_the_new_process_with_their_settings_statements_and
         .init_sql("INSERT INTO s1.t VALUES (42)")
         .start()
         .expect("a primary");
-    let dir = TempDir::new("clients");
+    let dir = TempDir::new("upgrade-clients");
     let (port, metrics) = (pooler_testkit::free_port().unwrap(), pooler_testkit::free_port().unwrap());
     let cfg = config(&dir, port, metrics, &pg);
     let mut p = Poolers::start(&cfg, dir.0.join("pooler.log"), port);

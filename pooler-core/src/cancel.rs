@@ -113,20 +113,16 @@ impl CancelRegistry {
     /// to this one, so that a cancel the client sends with it works here;
     /// `None` if this registry already issued that very pair.
     pub fn adopt(self: &Arc<Self>, key: CancelKey) -> Option<CancelHandle> {
-        match self.entries.entry(key) {
-            dashmap::Entry::Vacant(v) => {
-                let entry =
-                    Arc::new(Entry { state: Mutex::new(EntryState::default()), quiet: tokio::sync::Notify::new() });
-                v.insert(entry.clone());
-                Some(CancelHandle { registry: self.clone(), key, entry })
-            }
-            dashmap::Entry::Occupied(_) => None,
-        }
+        self.insert(key)
     }
 
     /// Inserts `pid` with a random secret, unless that pair is taken.
     fn try_insert(self: &Arc<Self>, pid: i32) -> Option<CancelHandle> {
-        let key = CancelKey { pid, secret: rand::rng().random() };
+        self.insert(CancelKey { pid, secret: rand::rng().random() })
+    }
+
+    /// Inserts `key`, unless it is taken.
+    fn insert(self: &Arc<Self>, key: CancelKey) -> Option<CancelHandle> {
         match self.entries.entry(key) {
             dashmap::Entry::Vacant(v) => {
                 let entry =
