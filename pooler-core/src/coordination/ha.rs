@@ -325,6 +325,13 @@ impl Ha {
                     if watching.is_some() && self.status.load().leader.is_empty() {
                         let _ = self.refresh(lease, valid_until).await;
                     }
+                    // Its own view gone from the store (a predecessor of the
+                    // same name revoked its lease after an upgrade): written
+                    // again, so the quorum counts this pooler.
+                    if watching.is_some() && !self.views.load().iter().any(|v| v.name == self.name) {
+                        written.view = None;
+                        self.publish_logged(lease, &mut written).await;
+                    }
                 }
                 changed = next(&mut watching) => {
                     if changed {
