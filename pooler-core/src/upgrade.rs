@@ -113,19 +113,7 @@ impl SocketSet {
             return Err(HandoverError::Malformed("a label or path is too long or holds a tab"));
         }
         let fds: Vec<_> = self.entries.iter().map(|e| e.fd.as_fd()).collect();
-        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_SOCKETS))];
-        let mut control = SendAncillaryBuffer::new(&mut space);
-        if !control.push(SendAncillaryMessage::ScmRights(&fds)) {
-            return Err(HandoverError::TooMany);
-        }
-        let sent = rustix::net::sendmsg(
-            stream,
-            &[IoSlice::new(text.as_bytes())],
-            &mut control,
-            rustix::net::SendFlags::NOSIGNAL,
-        )
-        .map_err(std::io::Error::from)?;
-        if sent != text.len() {
+        if send_with_fds(stream, text.as_bytes(), &fds)? != text.len() {
             return Err(HandoverError::Malformed("the message was cut short"));
         }
         Ok(())
@@ -136,21 +124,45 @@ impl SocketSet {
     /// came with it is closed.
     pub fn receive(stream: &UnixStream) -> Result<SocketSet, HandoverError> {
         let mut buf = vec![0u8; MAX_MESSAGE];
-        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_SOCKETS))];
-        let mut control = RecvAncillaryBuffer::new(&mut space);
-        let got = rustix::net::recvmsg(stream, &mut [IoSliceMut::new(&mut buf)], &mut control, RecvFlags::CMSG_CLOEXEC)
-            .map_err(std::io::Error::from)?;
-        let mut fds: Vec<OwnedFd> = Vec::new();
-        for message in control.drain() {
-            if let RecvAncillaryMessage::ScmRights(rights) = message {
-                fds.extend(rights);
-            }
-        }
-        if got.flags.contains(rustix::net::ReturnFlags::CTRUNC) {
-            return Err(HandoverError::TooMany);
-        }
-        parse(&buf[..got.bytes], fds)
+        let (bytes, fds) = recv_with_fds(stream, &mut buf)?;
+        parse(&buf[..bytes], fds)
     }
+}
+
+/// Sends `bytes` with `fds` as SCM_RIGHTS in one message; the bytes sent.
+fn send_with_fds(
+    stream: &UnixStream,
+    bytes: &[u8],
+    fds: &[std::os::fd::BorrowedFd<'_>],
+) -> Result<usize, HandoverError> {
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_SOCKETS))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    if fds.len() > MAX_SOCKETS || !control.push(SendAncillaryMessage::ScmRights(fds)) {
+        return Err(HandoverError::TooMany);
+    }
+    let sent = rustix::net::sendmsg(stream, &[IoSlice::new(bytes)], &mut control, rustix::net::SendFlags::NOSIGNAL)
+        .map_err(std::io::Error::from)?;
+    Ok(sent)
+}
+
+/// Receives one message into `buf` with the descriptors that came with it
+/// (at most [`MAX_SOCKETS`]; more is refused, and every one received is
+/// closed with the error).
+fn recv_with_fds(stream: &UnixStream, buf: &mut [u8]) -> Result<(usize, Vec<OwnedFd>), HandoverError> {
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_SOCKETS))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let got = rustix::net::recvmsg(stream, &mut [IoSliceMut::new(buf)], &mut control, RecvFlags::CMSG_CLOEXEC)
+        .map_err(std::io::Error::from)?;
+    let mut fds: Vec<OwnedFd> = Vec::new();
+    for message in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(rights) = message {
+            fds.extend(rights);
+        }
+    }
+    if got.flags.contains(rustix::net::ReturnFlags::CTRUNC) {
+        return Err(HandoverError::TooMany);
+    }
+    Ok((got.bytes, fds))
 }
 
 /// The set a message describes, with the descriptors that came with it.
@@ -307,15 +319,7 @@ impl SessionState {
             return Err(HandoverError::Malformed("the session record is too large"));
         }
         let len = (text.len() as u32).to_be_bytes();
-        let fds = [fd.as_fd()];
-        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
-        let mut control = SendAncillaryBuffer::new(&mut space);
-        if !control.push(SendAncillaryMessage::ScmRights(&fds)) {
-            return Err(HandoverError::TooMany);
-        }
-        let sent = rustix::net::sendmsg(stream, &[IoSlice::new(&len)], &mut control, rustix::net::SendFlags::NOSIGNAL)
-            .map_err(std::io::Error::from)?;
-        if sent != len.len() {
+        if send_with_fds(stream, &len, &[fd.as_fd()])? != len.len() {
             return Err(HandoverError::Malformed("the length was cut short"));
         }
         std::io::Write::write_all(&mut &*stream, text.as_bytes())?;
@@ -326,20 +330,11 @@ impl SessionState {
     /// at the end of the stream (the predecessor has handed over everyone).
     pub(crate) fn receive(stream: &UnixStream) -> Result<Option<(SessionState, OwnedFd)>, HandoverError> {
         let mut len = [0u8; 4];
-        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
-        let mut control = RecvAncillaryBuffer::new(&mut space);
-        let got = rustix::net::recvmsg(stream, &mut [IoSliceMut::new(&mut len)], &mut control, RecvFlags::CMSG_CLOEXEC)
-            .map_err(std::io::Error::from)?;
-        let mut fds: Vec<OwnedFd> = Vec::new();
-        for message in control.drain() {
-            if let RecvAncillaryMessage::ScmRights(rights) = message {
-                fds.extend(rights);
-            }
-        }
-        if got.bytes == 0 && fds.is_empty() {
+        let (got, mut fds) = recv_with_fds(stream, &mut len)?;
+        if got == 0 && fds.is_empty() {
             return Ok(None);
         }
-        let mut have = got.bytes;
+        let mut have = got;
         while have < len.len() {
             let n = std::io::Read::read(&mut &*stream, &mut len[have..])?;
             if n == 0 {
