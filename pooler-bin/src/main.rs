@@ -354,7 +354,11 @@ async fn serve(config: Config, file: Option<&Path>) -> Result<()> {
             let pooler = pooler.clone();
             Some(tokio::spawn(async move {
                 match pooler.adopt_clients(control).await {
-                    Ok(n) => tracing::warn!(clients = n, "upgrade: the previous process handed over its clients"),
+                    Ok(n) => tracing::warn!(
+                        clients = n.clients,
+                        servers = n.servers,
+                        "upgrade: the previous process handed over its clients and idle server connections"
+                    ),
                     Err(e) => tracing::error!(error = %e, "upgrade: taking over clients stopped"),
                 }
             }))

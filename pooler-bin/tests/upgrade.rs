@@ -77,7 +77,7 @@ fn psql(port: u16, db: &str, sql: &str) -> Option<String> {
 
 fn config(dir: &TempDir, port: u16, metrics: u16, pg: &Cluster) -> PathBuf {
     let body = format!(
-        "[server]\nlisten = \"127.0.0.1:{port}\"\nunix_socket_dir = \"{}\"\nshutdown_timeout = \"3s\"\n\
+        "[server]\nlisten = \"127.0.0.1:{port}\"\nmax_client_connections = 5000\nunix_socket_dir = \"{}\"\nshutdown_timeout = \"3s\"\n\
          [auth]\nmethod = \"trust\"\n[admin]\nadmin_users = [\"postgres\"]\n[pool]\nmode = \"transaction\"\n\
          [metrics]\nlisten = \"127.0.0.1:{metrics}\"\n[[nodes]]\nhost = \"127.0.0.1\"\nport = {}\n",
         dir.0.display(),
@@ -427,6 +427,104 @@ fn clients_under_load_move_to_the_new_process_with_their_settings_statements_and
     assert!(
         p.log_text().contains("handed over its clients") || p.log_text().contains("the previous process handed over")
     );
+}
+
+/// The pool's idle server connections go to the new process: it opens
+/// none of its own, serves its clients on the very backends the old one
+/// had, and reset them first (their last statement is `DISCARD ALL`).
+#[test]
+fn idle_server_connections_move_to_the_new_process_which_opens_none() {
+    hand_over_four_server_connections(4);
+}
+
+/// A new process whose pools are smaller takes what fits and closes the
+/// rest: its pool's size holds across an upgrade too.
+#[test]
+fn a_smaller_pool_in_the_new_process_keeps_only_what_fits() {
+    hand_over_four_server_connections(2);
+}
+
+/// Four idle server connections, then an upgrade to a process whose pool
+/// size is `size`.
+fn hand_over_four_server_connections(size: usize) {
+    let pg = Cluster::builder().start().expect("a primary");
+    let dir = TempDir::new("upgrade-servers");
+    let (port, metrics) = (pooler_testkit::free_port().unwrap(), pooler_testkit::free_port().unwrap());
+    let cfg = config(&dir, port, metrics, &pg);
+    let body = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("mode = \"transaction\"\n", "mode = \"transaction\"\nsize = 4\n");
+    std::fs::write(&cfg, body).unwrap();
+    let mut p = Poolers::start(&cfg, dir.0.join("pooler.log"), port);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    // Four transactions at once: four server connections, idle after.
+    let connect = || async {
+        let mut c = tokio_postgres::Config::new();
+        c.host("127.0.0.1").port(port).user("postgres").dbname("postgres");
+        let (client, conn) = c.connect(tokio_postgres::NoTls).await.expect("connect");
+        tokio::spawn(conn);
+        client
+    };
+    let in_transactions = |clients: &[tokio_postgres::Client]| {
+        let clients: Vec<_> = clients.iter().collect();
+        rt.block_on(async move {
+            let mut pids = std::collections::BTreeSet::new();
+            for c in &clients {
+                c.batch_execute("BEGIN").await.unwrap();
+                pids.insert(c.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get::<_, i32>(0));
+            }
+            for c in &clients {
+                c.batch_execute("COMMIT").await.unwrap();
+            }
+            pids
+        })
+    };
+    let clients: Vec<_> = rt.block_on(async {
+        let mut v = Vec::new();
+        for _ in 0..4 {
+            v.push(connect().await);
+        }
+        v
+    });
+    let before = in_transactions(&clients);
+    assert_eq!(before.len(), 4, "four server connections");
+    let backends = |q: &str| -> Vec<String> {
+        let sql = format!(
+            "SELECT {q} FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() ORDER BY pid"
+        );
+        pg.primary().psql("postgres", &sql).unwrap().lines().map(str::to_owned).filter(|l| !l.is_empty()).collect()
+    };
+    let pids_of = |rows: Vec<String>| {
+        rows.iter().map(|l| l.trim().parse::<i32>().unwrap()).collect::<std::collections::BTreeSet<_>>()
+    };
+    assert_eq!(pids_of(backends("pid")), before);
+    let body = std::fs::read_to_string(&cfg).unwrap().replace("size = 4\n", &format!("size = {size}\n"));
+    std::fs::write(&cfg, body).unwrap();
+    p.usr2();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while p.first.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the old process did not exit:\n{}", p.log_text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The backends the new pool has room for, each reset by the new
+    // process; the others closed.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let kept = loop {
+        let kept = pids_of(backends("pid"));
+        if kept.len() == size || Instant::now() > deadline {
+            break kept;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(kept.len(), size, "{}", p.log_text());
+    assert!(kept.is_subset(&before), "{kept:?} of {before:?}");
+    assert!(backends("query").iter().all(|q| q.trim() == "DISCARD ALL"), "{:?}", backends("query"));
+    assert!(p.log_text().contains(&format!("servers={size}")), "{}", p.log_text());
+    // The handed-over clients run their next transactions on them (four
+    // at once: a smaller pool opens the missing ones).
+    let used = in_transactions(&clients[..size]);
+    assert_eq!(used, kept, "the handed-over backends serve");
+    assert_eq!(pids_of(backends("pid")), kept, "and none was opened");
 }
 
 /// A psycopg 3 client (server-side prepared statements, `prepare_threshold

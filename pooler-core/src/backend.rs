@@ -49,7 +49,6 @@ pub(crate) type NodeAddrs = std::sync::Arc<arc_swap::ArcSwap<Vec<ServerAddr>>>;
 
 impl ServerAddr {
     /// A server at `host:port` reached in plain text.
-    #[cfg(test)]
     pub(crate) fn plain(host: impl Into<String>, port: u16) -> ServerAddr {
         ServerAddr { host: host.into(), port, tls: None }
     }
@@ -547,6 +546,46 @@ pub(crate) fn note_param(params: &mut Vec<(String, String)>, p: ParameterStatus<
             }
         }
         None => params.push((p.name.to_owned(), p.value.to_owned())),
+    }
+}
+
+/// An upgrade's handover of idle connections (`crate::upgrade`).
+impl ServerConn {
+    /// The socket to hand over and its kind (`tcp`, `unix`): `None` for a
+    /// TLS connection (its session state cannot travel) or one with bytes
+    /// waiting (not at rest at ReadyForQuery).
+    pub(crate) fn handover_socket(&self) -> Option<(std::os::fd::BorrowedFd<'_>, &'static str)> {
+        if !self.is_alive() {
+            return None;
+        }
+        self.stream.plain_socket()
+    }
+
+    /// A connection a predecessor process handed over, idle at
+    /// ReadyForQuery: `initial_params` are what the server reported at its
+    /// login, which a `DISCARD ALL` brings it back to.
+    pub(crate) fn adopted(
+        stream: crate::transport::Stream,
+        addr: ServerAddr,
+        key: BackendKeyData,
+        initial_params: Vec<(String, String)>,
+        created: Instant,
+        max_message: usize,
+    ) -> ServerConn {
+        ServerConn {
+            stream,
+            buf: BytesMut::new(),
+            params: initial_params.clone(),
+            key,
+            addr: Arc::new(addr),
+            created,
+            idle_since: Instant::now(),
+            max_message,
+            statements: Default::default(),
+            extra: Vec::new(),
+            initial_params,
+            lifeline: None,
+        }
     }
 }
 

@@ -147,6 +147,68 @@ pub(crate) struct Registration<'a> {
     pub(crate) state: ClientState,
 }
 
+/// The connection limit (`server.max_client_connections`): one permit per
+/// client session. A client handed over by a predecessor at an upgrade is
+/// never refused: past the limit it is counted apart, so that a drain still
+/// waits for it.
+#[derive(Debug)]
+pub(crate) struct ClientSlots {
+    permits: Arc<tokio::sync::Semaphore>,
+    size: u32,
+    /// Adopted clients served beyond the limit.
+    over: Arc<AtomicU64>,
+}
+
+/// A session's place under the limit (or beyond it); freed when dropped.
+#[derive(Debug)]
+pub(crate) enum ClientSlot {
+    Within(#[allow(dead_code)] tokio::sync::OwnedSemaphorePermit),
+    Beyond(Arc<AtomicU64>),
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        if let ClientSlot::Beyond(over) = self {
+            over.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl ClientSlots {
+    /// `size` sessions at once.
+    pub(crate) fn new(size: usize) -> ClientSlots {
+        let size = u32::try_from(size).unwrap_or(u32::MAX).min(tokio::sync::Semaphore::MAX_PERMITS as u32);
+        ClientSlots { permits: Arc::new(tokio::sync::Semaphore::new(size as usize)), size, over: Arc::default() }
+    }
+
+    /// A place for a new client, if the limit allows one.
+    pub(crate) fn try_take(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.permits.clone().try_acquire_owned().ok()
+    }
+
+    /// A place for a client handed over by a predecessor: within the limit
+    /// if there is room, else beyond it.
+    pub(crate) fn take_adopted(&self) -> ClientSlot {
+        match self.try_take() {
+            Some(p) => ClientSlot::Within(p),
+            None => {
+                self.over.fetch_add(1, Ordering::Relaxed);
+                ClientSlot::Beyond(self.over.clone())
+            }
+        }
+    }
+
+    /// Resolves when no session is left (within the limit or beyond).
+    pub(crate) async fn all_gone(&self) {
+        if let Ok(all) = self.permits.acquire_many(self.size).await {
+            drop(all);
+        }
+        while self.over.load(Ordering::Relaxed) > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+}
+
 /// Every connected client, by id.
 #[derive(Debug)]
 pub(crate) struct Clients {

@@ -46,6 +46,7 @@ mod control;
 pub mod convert;
 pub mod coordination;
 mod error;
+mod handover;
 mod hba;
 mod listen;
 mod lsn;
@@ -84,7 +85,7 @@ pub use pool::{Pool, PoolKey, PoolStats, Pools};
 pub use protocol::ProtocolError;
 pub use reload::{ReloadError, ReloadReport};
 pub use route::{NodeStats, RequestClass, RouteChoice, RouteRequest, RoutingPolicy};
-pub use server::{Pooler, PoolerBuilder, StartError};
+pub use server::{Adopted, Pooler, PoolerBuilder, StartError};
 pub use tls::TlsError;
 pub use topology::{NodeState, Role, Snapshot, Status, Topology};
 

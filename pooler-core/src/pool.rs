@@ -687,6 +687,46 @@ impl Pool {
         }
     }
 
+    /// Takes every idle connection out of the pool (an upgrade hands them
+    /// to the successor; what cannot go is given back with
+    /// [`Pool::adopt_idle`]).
+    pub(crate) fn take_idle(&self) -> Vec<ServerConn> {
+        match self.idle.lock() {
+            Ok(mut idle) => idle.drain(..).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Puts an idle connection opened elsewhere (a predecessor's, handed
+    /// over at an upgrade) in the idle list, if the pool has room for it:
+    /// idle plus lent stay within the pool's size. False: it was closed.
+    pub(crate) fn adopt_idle(&self, mut conn: ServerConn) -> bool {
+        conn.hold_lifeline(&self.lifelines, self.settings.load().tcp_user_timeout);
+        conn.idle_since = Instant::now();
+        let kept = match self.idle.lock() {
+            Ok(mut idle) => {
+                // Under the idle lock: a concurrent adoption or prewarm
+                // cannot push past the size between the count and the push.
+                let room =
+                    idle.len() + self.active_count() < self.slots.size() && !self.slots.owes() && self.reusable(&conn);
+                if room {
+                    idle.push(conn);
+                    None
+                } else {
+                    Some(conn)
+                }
+            }
+            Err(_) => Some(conn),
+        };
+        match kept {
+            None => true,
+            Some(conn) => {
+                self.discard(conn);
+                false
+            }
+        }
+    }
+
     /// Closes every idle connection (shutdown).
     pub(crate) fn close_idle(&self) {
         let all: Vec<ServerConn> = match self.idle.lock() {

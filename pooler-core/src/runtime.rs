@@ -76,6 +76,8 @@ pub(crate) struct Shared {
     pub(crate) memory: crate::memory::MemoryBudget,
     /// What operators change at run time (disabled databases, shutdown).
     pub(crate) control: crate::control::Control,
+    /// `server.max_client_connections`: a place per client session.
+    pub(crate) client_slots: crate::clients::ClientSlots,
     /// Where idle clients go while this process hands over to a successor.
     pub(crate) handover: arc_swap::ArcSwapOption<crate::upgrade::ClientSink>,
 }

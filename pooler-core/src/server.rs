@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 
 use crate::auth::PasswordFile;
 use crate::backend::ServerAddr;
@@ -42,6 +42,15 @@ pub enum StartError {
     /// built with its `etcd` feature).
     #[error("coordination.backend = {0:?} but this pooler has no client for it (the binary needs its `etcd` feature: cargo build --release -p pooler-bin --features etcd)")]
     NoCoordinationStore(String),
+}
+
+/// What [`Pooler::adopt_clients`] took over from the predecessor.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Adopted {
+    /// Clients now served here, with their sessions.
+    pub clients: usize,
+    /// Idle server connections now in this process's pools.
+    pub servers: usize,
 }
 
 /// A configured pooler, ready to serve a listener.
@@ -351,35 +360,50 @@ impl Pooler {
     /// its next idle point with its session (parameters, SET state, prepared
     /// statements, cancel key). The others (session mode, pinned, TLS) are
     /// served until they leave, as at a shutdown. A client the successor
-    /// cannot take is served on here.
+    /// cannot take is served on here. The pools' idle server connections on
+    /// plain sockets go too: at once, and those that came back idle once
+    /// every client has left.
     pub fn hand_over_clients(&self, control: std::os::unix::net::UnixStream) {
         self.shared.handover.store(Some(Arc::new(crate::upgrade::ClientSink::new(control))));
     }
 
     /// The successor's side of [`Pooler::hand_over_clients`]: serves every
-    /// client the predecessor sends on `control`, from its session, until the
-    /// predecessor closes it. Returns how many were taken.
+    /// client the predecessor sends on `control`, from its session, and
+    /// lends every idle server connection it sends from the pool of the
+    /// node with the same address (reset first, within the pool's size),
+    /// until the predecessor closes it. Returns how many of each were taken.
     pub async fn adopt_clients(
         &self,
         control: std::os::unix::net::UnixStream,
-    ) -> Result<usize, crate::upgrade::HandoverError> {
+    ) -> Result<Adopted, crate::upgrade::HandoverError> {
+        use crate::upgrade::Record;
         let (tx, mut rx) = tokio::sync::mpsc::channel(64);
         let reader = tokio::task::spawn_blocking(move || -> Result<(), crate::upgrade::HandoverError> {
             control.set_nonblocking(false)?;
             control.set_read_timeout(None)?;
-            while let Some(client) = crate::upgrade::SessionState::receive(&control)? {
-                if tx.blocking_send(client).is_err() {
+            while let Some(record) = Record::receive(&control)? {
+                if tx.blocking_send(record).is_err() {
                     break;
                 }
             }
             Ok(())
         });
-        let mut taken = 0;
-        while let Some((state, fd)) = rx.recv().await {
-            match crate::session::adopt(self.shared.clone(), state, fd) {
-                Ok(()) => taken += 1,
-                Err(e) => tracing::warn!(error = %e, "upgrade: a handed-over client's socket is unusable"),
+        let mut taken = Adopted::default();
+        let mut servers = tokio::task::JoinSet::new();
+        while let Some((record, fd)) = rx.recv().await {
+            match record {
+                Record::Client(state) => match crate::session::adopt(self.shared.clone(), state, fd) {
+                    Ok(()) => taken.clients += 1,
+                    Err(e) => tracing::warn!(error = %e, "upgrade: a handed-over client's socket is unusable"),
+                },
+                // Each is reset with a round trip of its own: at once, side by side.
+                Record::Server(state) => {
+                    servers.spawn(crate::handover::adopt(self.shared.clone(), state, fd));
+                }
             }
+        }
+        while let Some(kept) = servers.join_next().await {
+            taken.servers += usize::from(kept.unwrap_or(false));
         }
         match reader.await {
             Ok(r) => r.map(|()| taken),
@@ -443,7 +467,7 @@ impl Pooler {
     pub async fn run(&self, listeners: impl Into<crate::Listeners>, shutdown: impl Future<Output = ()>) {
         let listener = listeners.into();
         let max_clients = self.shared.config().server.max_client_connections;
-        let slots = Arc::new(Semaphore::new(max_clients));
+        let slots = &self.shared.client_slots;
         let maintenance = tokio::spawn(maintain(self.shared.clone()));
         // Which node is the primary, which are up and how far behind: needed as
         // soon as there is more than one node.
@@ -472,15 +496,15 @@ impl Pooler {
                 }
             };
             metrics::counter!(m::CLIENT_CONNECTIONS).increment(1);
-            match slots.clone().try_acquire_owned() {
-                Ok(permit) => {
+            match slots.try_take() {
+                Some(permit) => {
                     let shared = self.shared.clone();
                     tokio::spawn(async move {
                         crate::session::serve(stream, peer, shared).await;
                         drop(permit);
                     });
                 }
-                Err(_) => {
+                None => {
                     metrics::counter!(m::CLIENTS_REFUSED).increment(1);
                     tracing::warn!(client = %peer, max_clients, "too many clients; connection refused");
                     tokio::spawn(refuse_too_many(stream, self.shared.clone()));
@@ -488,23 +512,40 @@ impl Pooler {
             }
         }
         drop(listener);
-        let all = u32::try_from(max_clients).unwrap_or(u32::MAX);
+        let mut servers_going = None;
         if requested.is_some() {
-            Box::pin(crate::admin::shut_down(&self.phase_tx, &slots, all, requested, shutdown)).await;
+            Box::pin(crate::admin::shut_down(&self.phase_tx, slots, requested, shutdown)).await;
         } else if self.shared.handover.load().is_some() {
             tracing::info!("handing over: idle clients go to the successor; the others are served until they leave");
             let _ = self.phase_tx.send(Phase::HandingOver);
+            // The idle server connections too, so that the successor does
+            // not open its own for the clients that follow them.
+            let shared = self.shared.clone();
+            servers_going = Some(tokio::spawn(async move {
+                let n = crate::handover::hand_over_idle(&shared).await;
+                tracing::info!(servers = n, "upgrade: idle server connections handed over");
+            }));
         } else {
             tracing::info!("shutting down: no new clients; waiting for transactions to finish");
             let _ = self.phase_tx.send(Phase::Draining);
         }
         let timeout = self.shared.config().server.shutdown_timeout;
-        if tokio::time::timeout(timeout, slots.acquire_many(all)).await.is_err() {
+        if tokio::time::timeout(timeout, slots.all_gone()).await.is_err() {
             tracing::warn!(?timeout, "shutdown timeout reached; closing remaining clients");
             let _ = self.phase_tx.send(Phase::Force);
-            let _ = tokio::time::timeout(Duration::from_secs(5), slots.acquire_many(all)).await;
+            let _ = tokio::time::timeout(Duration::from_secs(5), slots.all_gone()).await;
         }
-        // The successor learns that every client that could go went.
+        // What the last transactions gave back goes too (after the first
+        // batch is all sent: a connection taken out for it and not yet sent
+        // would die with this process); then the successor learns that
+        // everything that could go went.
+        if let Some(first) = servers_going {
+            let _ = first.await;
+        }
+        let n = crate::handover::hand_over_idle(&self.shared).await;
+        if n > 0 {
+            tracing::info!(servers = n, "upgrade: the last idle server connections handed over");
+        }
         self.shared.handover.store(None);
         maintenance.abort();
         health.abort();
@@ -552,6 +593,7 @@ fn assemble(config: Config, given_passwords: Passwords, given: Hooks) -> Result<
     let (phase_tx, phase) = watch::channel(Phase::Running);
     let node_count = config.nodes.len();
     let max_memory = config.server.max_memory;
+    let client_slots = crate::clients::ClientSlots::new(config.server.max_client_connections);
     let config = Arc::new(config);
     let topology = Arc::new(Topology::new(Snapshot::initial(&config, std::time::SystemTime::now())));
     let ha = match (config.coordination.enabled(), given.store) {
@@ -606,6 +648,7 @@ fn assemble(config: Config, given_passwords: Passwords, given: Hooks) -> Result<
         memory: crate::memory::MemoryBudget::new(max_memory),
         control,
         handover: Default::default(),
+        client_slots,
     };
     Ok(Pooler { shared: Arc::new(shared), phase_tx, hooks: Arc::new(hooks) })
 }

@@ -19,7 +19,7 @@ mod views;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 
 use crate::clients::{ClientState, Registration};
 use crate::config::ConsoleRole;
@@ -171,8 +171,7 @@ pub(crate) async fn serve(
 /// (a SIGTERM then drains as usual).
 pub(crate) async fn shut_down(
     phase: &watch::Sender<Phase>,
-    slots: &Semaphore,
-    all: u32,
+    slots: &crate::clients::ClientSlots,
     mode: Option<ShutdownMode>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
@@ -186,7 +185,7 @@ pub(crate) async fn shut_down(
                 "shutting down (admin SHUTDOWN WAIT_FOR_CLIENTS): no new clients; waiting for every client to leave"
             );
             tokio::select! {
-                _ = slots.acquire_many(all) => {}
+                _ = slots.all_gone() => {}
                 _ = shutdown => tracing::info!("shutdown signal during SHUTDOWN WAIT_FOR_CLIENTS: draining now"),
             }
             let _ = phase.send(Phase::Draining);

@@ -15,8 +15,8 @@ use crate::error::Error;
 use crate::pool::PoolKey;
 use crate::protocol::CancelKey;
 use crate::runtime::Shared;
-use crate::transport::{Peer, Stream};
-use crate::upgrade::SessionState;
+use crate::transport::Peer;
+use crate::upgrade::{Record, SessionState};
 
 /// Old side: sends the idle client and `state` to the successor. True when
 /// the successor has it: nothing more may be written to the socket here.
@@ -35,7 +35,7 @@ pub(super) async fn hand_over(
         Peer::Tcp(addr) => addr.to_string(),
         Peer::Unix { uid } => uid.map(|u| u.to_string()).unwrap_or_default(),
     };
-    let record = state.clone();
+    let record = Record::Client(state.clone());
     match tokio::task::spawn_blocking(move || sink.send(&record, &fd)).await {
         Ok(Ok(())) => true,
         Ok(Err(e)) => {
@@ -49,24 +49,12 @@ pub(super) async fn hand_over(
 /// New side: a client handed over with its socket `fd`; served in a task of
 /// its own until it leaves.
 pub(crate) fn adopt(shared: Arc<Shared>, state: SessionState, fd: OwnedFd) -> std::io::Result<()> {
-    let (stream, peer) = match state.socket.as_str() {
-        "tcp" => {
-            let s = std::net::TcpStream::from(fd);
-            s.set_nonblocking(true)?;
-            let addr = s.peer_addr()?;
-            let s = tokio::net::TcpStream::from_std(s)?;
-            let _ = s.set_nodelay(true);
-            (Stream::from(s), Peer::Tcp(addr))
-        }
-        _ => {
-            let s = std::os::unix::net::UnixStream::from(fd);
-            s.set_nonblocking(true)?;
-            let s = tokio::net::UnixStream::from_std(s)?;
-            let uid = s.peer_cred().ok().map(|c| c.uid());
-            (Stream::from(s), Peer::Unix { uid })
-        }
-    };
+    let (stream, peer) = crate::upgrade::stream_from_fd(fd, &state.socket)?;
+    // Counted against `max_client_connections` like any client, but never
+    // refused for it: it was connected before the upgrade.
+    let slot = shared.client_slots.take_adopted();
     tokio::spawn(async move {
+        let _slot = slot;
         let mut client = Client { stream, buf: BytesMut::new(), out: BytesMut::new(), peer, channel_binding: None };
         let end = serve(&mut client, &shared, &state).await;
         if shared.config().server.log_connections {

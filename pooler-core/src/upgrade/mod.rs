@@ -8,14 +8,19 @@
 //! or a Unix socket with its path), one message, the descriptors as
 //! ancillary data. The sender keeps its own copies and goes on accepting
 //! until it decides to stop; nothing is closed by sending. Then, on the
-//! same stream, each idle client: its socket and its session record
-//! (`SessionState`), until the old process closes the stream.
+//! same stream, each idle client (its socket and session) and each idle
+//! server connection of the pools (its socket and backend key), until the
+//! old process closes the stream (the `records` module).
 
 use std::io::{IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
+
+mod records;
+
+pub(crate) use records::{ClientSink, Record, ServerState, SessionState};
 
 use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer, SendAncillaryMessage};
 
@@ -196,10 +201,37 @@ fn parse(bytes: &[u8], fds: Vec<OwnedFd>) -> Result<SocketSet, HandoverError> {
     Ok(SocketSet { entries })
 }
 
+/// A connected socket received from the predecessor, as a stream of this
+/// runtime: `kind` is `tcp` or `unix` (anything else is a Unix socket's
+/// kind too: a record's kind is checked when it is parsed).
+pub(crate) fn stream_from_fd(
+    fd: OwnedFd,
+    kind: &str,
+) -> std::io::Result<(crate::transport::Stream, crate::transport::Peer)> {
+    use crate::transport::{Peer, Stream};
+    Ok(match kind {
+        "tcp" => {
+            let s = std::net::TcpStream::from(fd);
+            s.set_nonblocking(true)?;
+            let addr = s.peer_addr()?;
+            let s = tokio::net::TcpStream::from_std(s)?;
+            let _ = s.set_nodelay(true);
+            (Stream::from(s), Peer::Tcp(addr))
+        }
+        _ => {
+            let s = std::os::unix::net::UnixStream::from(fd);
+            s.set_nonblocking(true)?;
+            let s = tokio::net::UnixStream::from_std(s)?;
+            let uid = s.peer_cred().ok().map(|c| c.uid());
+            (Stream::from(s), Peer::Unix { uid })
+        }
+    })
+}
+
 /// For the fuzz target: reads `bytes` as a handover message without
 /// descriptors; whether it checks out.
 pub(crate) fn fuzz_parse(bytes: &[u8]) -> bool {
-    parse(bytes, Vec::new()).is_ok() | parse_session(bytes).is_some()
+    parse(bytes, Vec::new()).is_ok() | records::parse_record(bytes).is_some()
 }
 
 #[cfg(test)]
@@ -257,152 +289,5 @@ mod tests {
         let (a, b) = UnixStream::pair().unwrap();
         std::io::Write::write_all(&mut &a, b"POOLER-SOCKETS 1 1\nclients\t-\n").unwrap();
         assert!(matches!(SocketSet::receive(&b), Err(HandoverError::Malformed(_))));
-    }
-}
-
-/// An idle client's session, as handed to a successor with its socket: who
-/// it is, what it was told at login, what it changed since, its prepared
-/// statements (names and texts, prepared again lazily on the successor's
-/// connections) and its cancel key (so a cancel sent later still reaches
-/// it). TOML on the wire; binary fields in base64.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub(crate) struct SessionState {
-    pub(crate) user: String,
-    pub(crate) database: String,
-    pub(crate) application_name: String,
-    /// `tcp` or `unix`: what the socket is.
-    pub(crate) socket: String,
-    /// The client's address (`tcp`), or its uid (`unix`, empty if unknown).
-    pub(crate) peer: String,
-    pub(crate) cancel_pid: i32,
-    pub(crate) cancel_secret: i32,
-    /// The ParameterStatus values the client was sent.
-    pub(crate) params: Vec<(String, String)>,
-    /// Parameters it set (SET), with their values.
-    pub(crate) extra: Vec<(String, String)>,
-    /// Parameters changed since, to restore on its next connection.
-    pub(crate) dirty: Vec<String>,
-    /// Prepared statements: the client's name and the Parse body, base64.
-    pub(crate) statements: Vec<(String, String)>,
-    /// The SCRAM ClientKey the client proved, base64 (empty: none).
-    pub(crate) client_key: String,
-}
-
-/// Where a handing-over process sends its idle clients: the control
-/// stream to the successor, one client at a time.
-#[derive(Debug)]
-pub(crate) struct ClientSink {
-    stream: std::sync::Mutex<UnixStream>,
-}
-
-impl ClientSink {
-    pub(crate) fn new(stream: UnixStream) -> ClientSink {
-        ClientSink { stream: std::sync::Mutex::new(stream) }
-    }
-
-    /// Sends one client (blocking; call from a blocking thread).
-    pub(crate) fn send(&self, state: &SessionState, fd: &OwnedFd) -> Result<(), HandoverError> {
-        let stream = self.stream.lock().map_err(|_| HandoverError::Malformed("the control stream was poisoned"))?;
-        state.send(&stream, fd)
-    }
-}
-
-/// The longest session record accepted.
-const MAX_SESSION: usize = 16 << 20;
-
-impl SessionState {
-    /// Sends the record and the client's socket `fd` on `stream` (blocking):
-    /// the length and the socket in one message, then the record.
-    pub(crate) fn send(&self, stream: &UnixStream, fd: &impl AsFd) -> Result<(), HandoverError> {
-        let text = toml::to_string(self).map_err(|_| HandoverError::Malformed("the session does not encode"))?;
-        if text.len() > MAX_SESSION {
-            return Err(HandoverError::Malformed("the session record is too large"));
-        }
-        let len = (text.len() as u32).to_be_bytes();
-        if send_with_fds(stream, &len, &[fd.as_fd()])? != len.len() {
-            return Err(HandoverError::Malformed("the length was cut short"));
-        }
-        std::io::Write::write_all(&mut &*stream, text.as_bytes())?;
-        Ok(())
-    }
-
-    /// Receives one record and its socket from `stream` (blocking); `None`
-    /// at the end of the stream (the predecessor has handed over everyone).
-    pub(crate) fn receive(stream: &UnixStream) -> Result<Option<(SessionState, OwnedFd)>, HandoverError> {
-        let mut len = [0u8; 4];
-        let (got, mut fds) = recv_with_fds(stream, &mut len)?;
-        if got == 0 && fds.is_empty() {
-            return Ok(None);
-        }
-        let mut have = got;
-        while have < len.len() {
-            let n = std::io::Read::read(&mut &*stream, &mut len[have..])?;
-            if n == 0 {
-                return Err(HandoverError::Malformed("the stream ended inside a length"));
-            }
-            have += n;
-        }
-        let (Some(fd), true) = (fds.pop(), fds.is_empty()) else {
-            return Err(HandoverError::Malformed("a session comes with exactly one socket"));
-        };
-        let size = u32::from_be_bytes(len) as usize;
-        if size > MAX_SESSION {
-            return Err(HandoverError::Malformed("the session record is too large"));
-        }
-        let mut text = vec![0u8; size];
-        std::io::Read::read_exact(&mut &*stream, &mut text)?;
-        let state = parse_session(&text).ok_or(HandoverError::Malformed("the session record does not parse"))?;
-        Ok(Some((state, fd)))
-    }
-}
-
-/// A session record from its text.
-pub(crate) fn parse_session(text: &[u8]) -> Option<SessionState> {
-    let s: SessionState = toml::from_str(std::str::from_utf8(text).ok()?).ok()?;
-    (matches!(s.socket.as_str(), "tcp" | "unix") && !s.user.is_empty()).then_some(s)
-}
-
-#[cfg(test)]
-mod session_tests {
-    use super::*;
-
-    fn state() -> SessionState {
-        SessionState {
-            user: "app".into(),
-            database: "db".into(),
-            application_name: "svc".into(),
-            socket: "tcp".into(),
-            peer: "127.0.0.1:5000".into(),
-            cancel_pid: 4_000_001,
-            cancel_secret: -7,
-            params: vec![("TimeZone".into(), "UTC".into())],
-            extra: vec![("search_path".into(), "a, \"b\"".into())],
-            dirty: vec!["work_mem".into()],
-            statements: vec![("czE=".into(), "U0VMRUNUIDEAAAA=".into())],
-            client_key: String::new(),
-        }
-    }
-
-    #[test]
-    fn a_session_and_its_socket_cross_a_socket_pair_and_the_end_is_seen() {
-        let (a, b) = UnixStream::pair().unwrap();
-        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        state().send(&a, &tcp).unwrap();
-        drop(a);
-        let (got, fd) = SessionState::receive(&b).unwrap().expect("one session");
-        assert_eq!(got, state());
-        let l = std::net::TcpListener::from(fd);
-        assert_eq!(l.local_addr().unwrap(), tcp.local_addr().unwrap(), "the very socket");
-        assert!(SessionState::receive(&b).unwrap().is_none(), "then the end");
-    }
-
-    #[test]
-    fn a_record_that_does_not_check_out_is_refused() {
-        assert!(parse_session(b"user = 1").is_none());
-        assert!(parse_session(&toml::to_string(&SessionState { socket: "x".into(), ..state() }).unwrap().into_bytes())
-            .is_none());
-        let (a, b) = UnixStream::pair().unwrap();
-        std::io::Write::write_all(&mut &a, &[0, 0, 0, 3, b'a', b'b', b'c']).unwrap();
-        assert!(matches!(SessionState::receive(&b), Err(HandoverError::Malformed(_))), "no socket with it");
     }
 }
