@@ -392,6 +392,27 @@ fn clients_under_load_move_to_the_new_process_with_their_settings_statements_and
          (0.7 s of it waiting for an open transaction); {done} queries, {errors} errors, the longest {longest:?}"
     );
     assert_eq!(errors, 0, "no client saw an error:\n{}", p.log_text());
+    // From the old log: the new process serving, to the last client but the
+    // one in a transaction leaving the old one.
+    let log = p.log_text();
+    let at = |line: &str| -> Option<f64> {
+        let t = line.split_whitespace().next()?.split('T').nth(1)?.trim_end_matches('Z');
+        let mut parts = t.split(':');
+        let (h, m, s): (f64, f64, f64) =
+            (parts.next()?.parse().ok()?, parts.next()?.parse().ok()?, parts.next()?.parse().ok()?);
+        Some(h * 3600.0 + m * 60.0 + s)
+    };
+    let serving = log.lines().find(|l| l.contains("the new process serves")).and_then(at);
+    let mut gone: Vec<f64> =
+        log.lines().filter(|l| l.contains("handed over to the successor")).filter_map(at).collect();
+    gone.sort_by(f64::total_cmp);
+    if let (Some(start), Some(&last)) = (serving, gone.get(gone.len().saturating_sub(2))) {
+        eprintln!(
+            "FIGURES upgrade: {} clients left the old process within {:.0} ms of the new one serving",
+            gone.len() - 1,
+            (last - start) * 1000.0
+        );
+    }
     // The psycopg clients go on: their next executions run on the new
     // process, prepared statement and SET state intact.
     for (i, (mut child, mut out)) in psycopg.into_iter().enumerate() {
