@@ -30,6 +30,11 @@ pub(crate) struct StatementDef {
     /// Some server accepted it: a Parse of it can be answered without a
     /// server connection (the server would accept it again).
     pub(crate) valid: std::sync::atomic::AtomicBool,
+    /// A server refused it as stale ("cached plan must not change result
+    /// type": DDL changed what it returns): clients that prepared it before
+    /// get that error, as from PostgreSQL; a new Parse of the text gets a
+    /// new statement.
+    pub(crate) stale: std::sync::atomic::AtomicBool,
     /// What the router makes of its text, decided once...
     pub(crate) class: crate::classify::Classification,
     /// ...under this generation of the routing lists (a reload that
@@ -41,9 +46,18 @@ pub(crate) struct StatementDef {
 /// statement no client holds any more is forgotten by [`Registry::prune`].
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
+    /// By key: the body, or the body and what else sets the statement
+    /// apart (an unnamed statement's `search_path` and `role`).
     by_body: DashMap<Bytes, Weak<StatementDef>>,
     next: AtomicU64,
+    /// Hashes of unnamed statements' keys seen once, not yet worth a name
+    /// on servers (bounded: cleared when full).
+    seen: DashMap<u64, ()>,
+    hasher: std::hash::RandomState,
 }
+
+/// The most unnamed statements remembered as seen once.
+const MAX_SEEN: usize = 16_384;
 
 impl Registry {
     /// The statement for this Parse body (after the name), created if new.
@@ -53,11 +67,48 @@ impl Registry {
         generation: u64,
         classify: impl FnOnce() -> crate::classify::Classification,
     ) -> Arc<StatementDef> {
-        if let Some(def) = self.by_body.get(body).and_then(|w| w.upgrade()).filter(|d| d.generation == generation) {
+        self.intern_as(body, body, generation, classify)
+    }
+
+    /// The live statement under `key` classified under `generation`, if
+    /// some client or connection holds it.
+    pub(crate) fn find(&self, key: &[u8], generation: u64) -> Option<Arc<StatementDef>> {
+        self.by_body
+            .get(key)
+            .and_then(|w| w.upgrade())
+            .filter(|d| d.generation == generation && !d.stale.load(Ordering::Relaxed))
+    }
+
+    /// True when an unnamed statement under `key` was offered before;
+    /// otherwise notes it and says false (a statement seen once is not yet
+    /// worth a name on servers: ad-hoc SQL would fill their caches).
+    pub(crate) fn seen_before(&self, key: &[u8]) -> bool {
+        use std::hash::BuildHasher;
+        let h = self.hasher.hash_one(key);
+        if self.seen.contains_key(&h) {
+            return true;
+        }
+        if self.seen.len() >= MAX_SEEN {
+            self.seen.clear();
+        }
+        self.seen.insert(h, ());
+        false
+    }
+
+    /// The statement for Parse body `body` under `key` (the body, or the
+    /// body and what else sets it apart), created if new.
+    pub(crate) fn intern_as(
+        &self,
+        key: &[u8],
+        body: &[u8],
+        generation: u64,
+        classify: impl FnOnce() -> crate::classify::Classification,
+    ) -> Arc<StatementDef> {
+        if let Some(def) = self.find(key, generation) {
             return def;
         }
-        let mut entry = self.by_body.entry(Bytes::copy_from_slice(body)).or_default();
-        if let Some(def) = entry.upgrade().filter(|d| d.generation == generation) {
+        let mut entry = self.by_body.entry(Bytes::copy_from_slice(key)).or_default();
+        if let Some(def) = entry.upgrade().filter(|d| d.generation == generation && !d.stale.load(Ordering::Relaxed)) {
             return def;
         }
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
@@ -66,6 +117,7 @@ impl Registry {
             server_name: format!("_pooler_{id}"),
             body: Bytes::copy_from_slice(body),
             valid: Default::default(),
+            stale: Default::default(),
             class: classify(),
             generation,
         });
@@ -75,7 +127,10 @@ impl Registry {
 
     /// The statement for this Parse body if a server has accepted it before.
     pub(crate) fn find_valid(&self, body: &[u8]) -> Option<Arc<StatementDef>> {
-        self.by_body.get(body).and_then(|w| w.upgrade()).filter(|d| d.valid.load(Ordering::Relaxed))
+        self.by_body
+            .get(body)
+            .and_then(|w| w.upgrade())
+            .filter(|d| d.valid.load(Ordering::Relaxed) && !d.stale.load(Ordering::Relaxed))
     }
 
     /// Forgets statements that no client holds.

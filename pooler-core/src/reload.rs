@@ -250,6 +250,7 @@ fn compare(old: &Config, new: &Config) -> ReloadReport {
             check_delay,
             check_query,
             prepared_statement_cache_size,
+            unnamed_statement_cache,
             track_extra_parameters,
             databases,
             users,

@@ -111,6 +111,14 @@ pub struct PoolConfig {
     /// Named prepared statements kept per backend connection in transaction and
     /// statement mode; the least recently used is closed to make room.
     pub prepared_statement_cache_size: usize,
+    /// Transaction and statement mode: an unnamed statement (what most
+    /// drivers send: Parse with no name, Bind, Execute, Sync) whose text the
+    /// pooler has seen before is prepared once per server connection under
+    /// a name of the pooler's and bound by that name, so PostgreSQL skips
+    /// parsing and planning it again. Keyed by the text, the parameter
+    /// types and the client's `search_path` and `role`; a statement that a
+    /// DDL change made stale is prepared again transparently.
+    pub unnamed_statement_cache: bool,
     /// Parameters the server does not report (ParameterStatus) that transaction
     /// mode carries from one backend connection to the next for each client.
     pub track_extra_parameters: Vec<String>,
@@ -168,6 +176,7 @@ impl Default for PoolConfig {
             check_delay: Duration::from_secs(30),
             check_query: "SELECT 1".into(),
             prepared_statement_cache_size: 256,
+            unnamed_statement_cache: true,
             track_extra_parameters: vec!["search_path".into()],
             databases: Default::default(),
             users: Default::default(),

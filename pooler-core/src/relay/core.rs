@@ -82,6 +82,9 @@ struct Pending {
     /// A Parse of a named statement: if it fails or is skipped, the client's
     /// name (if any) and the server's cache forget it.
     parse: Option<ParseUndo>,
+    /// A Bind or Describe of a statement under the pooler's name: the
+    /// statement, marked stale if the server refuses it as such.
+    stmt: Option<Arc<StatementDef>>,
 }
 
 impl Kind {
@@ -100,7 +103,12 @@ impl Kind {
 
 impl Pending {
     fn plain(kind: Kind) -> Self {
-        Pending { kind, hidden: false, synthetic: None, parse: None }
+        Pending { kind, hidden: false, synthetic: None, parse: None, stmt: None }
+    }
+
+    /// A Bind or Describe of `def` under the pooler's name.
+    fn using(kind: Kind, def: Arc<StatementDef>) -> Self {
+        Pending { kind, hidden: false, synthetic: None, parse: None, stmt: Some(def) }
     }
 }
 
@@ -286,6 +294,10 @@ pub(crate) struct Core<'a> {
     pub(super) last_words: Option<Box<[u8]>>,
     /// What the driver is asked to do, in order (drained by it).
     pub(super) wants: Vec<Want>,
+    /// A request that used a cached unnamed statement, kept until its
+    /// ReadyForQuery to be sent again if the statement proves stale
+    /// (core/unnamed.rs).
+    replay: Option<Box<unnamed::Replay>>,
 }
 
 impl<'a> Core<'a> {
@@ -359,6 +371,7 @@ impl<'a> Core<'a> {
             setting_statements: Vec::new(),
             last_words: None,
             wants: Vec::new(),
+            replay: None,
         }
     }
 
@@ -527,6 +540,9 @@ impl<'a> Core<'a> {
                 // A type PostgreSQL refuses: never forwarded (refused_message).
                 break;
             }
+            if self.holds_client_messages() {
+                break;
+            }
             let Some((t, total)) = peek_header(self.cbuf).map_err(Error::ClientProtocol)? else {
                 break;
             };
@@ -578,6 +594,7 @@ impl<'a> Core<'a> {
                 self.cbuf.advance(total);
                 return Ok(false);
             }
+            let request_start = self.at_request_start;
             self.at_request_start = matches!(t, tag::QUERY | b'S' | b'F');
             if self.client_skip && t != b'S' {
                 self.cbuf.advance(total);
@@ -589,7 +606,7 @@ impl<'a> Core<'a> {
             frame.clear();
             frame.extend_from_slice(&self.cbuf[..total]);
             self.cbuf.advance(total);
-            let r = self.client_message(t, &frame, srv);
+            let r = self.client_message(t, &frame, request_start, srv);
             self.scratch = frame;
             r?;
         }
@@ -636,7 +653,32 @@ impl<'a> Core<'a> {
         self.cbuf.advance(total);
     }
 
-    fn client_message(&mut self, t: u8, frame: &[u8], srv: &mut ServerView<'_>) -> Result<(), Error> {
+    /// One whole client message of type `t` (`frame`); `request_start`:
+    /// it opens a request. Kept for a replay when a request that used a
+    /// cached unnamed statement is in flight.
+    fn client_message(
+        &mut self,
+        t: u8,
+        frame: &[u8],
+        request_start: bool,
+        srv: &mut ServerView<'_>,
+    ) -> Result<(), Error> {
+        let (start, queued) = (self.sout.len(), self.queue.len());
+        self.client_message_inner(t, frame, request_start, srv)?;
+        if self.replay.is_some() && t != tag::PARSE {
+            let kind = (self.queue.len() > queued).then(|| self.queue.back().map(|p| p.kind)).flatten();
+            self.record_for_replay(t, start..self.sout.len(), kind);
+        }
+        Ok(())
+    }
+
+    fn client_message_inner(
+        &mut self,
+        t: u8,
+        frame: &[u8],
+        request_start: bool,
+        srv: &mut ServerView<'_>,
+    ) -> Result<(), Error> {
         if matches!(t, tag::QUERY | tag::PARSE) && self.peer.is_some() {
             log_statement(self.peer.as_deref(), t, &frame[HEADER_LEN..]);
         }
@@ -651,6 +693,8 @@ impl<'a> Core<'a> {
                 if self.known_plain(sql).is_none() && self.query_facts(sql, true, srv) {
                     return Ok(());
                 }
+                // A simple query destroys the unnamed statement.
+                self.statements.remove(b"");
                 let class = self.effective_now(sql, self.class_of(sql));
                 if !class.is_read_only() {
                     self.wrote = true;
@@ -688,6 +732,19 @@ impl<'a> Core<'a> {
                         self.wrote = true;
                     }
                     self.unnamed_class = Some(class);
+                    if let Some(def) = self.cached_unnamed(rest, sql, request_start) {
+                        // The client's unnamed statement is the cached one.
+                        self.statements.insert(b"", def.clone());
+                        if self.server_has(&def, srv) {
+                            self.arm_replay(def);
+                            self.push_synthetic(Kind::Parse, Synthetic::ParseComplete, None, srv);
+                        } else {
+                            let undo = Some((Some(Box::from(&b""[..])), def.clone()));
+                            self.prepare_on_server(&def, false, undo, srv);
+                        }
+                        return Ok(());
+                    }
+                    self.statements.remove(b"");
                     self.sout.extend_from_slice(frame);
                     self.queue.push_back(Pending::plain(Kind::Parse));
                     return Ok(());
@@ -715,8 +772,15 @@ impl<'a> Core<'a> {
             }
             b'B' => {
                 let b = Bind::parse(body).map_err(bad)?;
-                match self.statements.get(b.statement).cloned() {
-                    Some(def) if !b.statement.is_empty() => {
+                let pending = match self.statements.get(b.statement).cloned() {
+                    Some(def) if def.stale.load(std::sync::atomic::Ordering::Relaxed) => {
+                        self.refuse_stale(Kind::Bind, srv);
+                        return Ok(());
+                    }
+                    Some(def) => {
+                        if b.statement.is_empty() && self.server_has(&def, srv) {
+                            self.arm_replay_at_use(&def, request_start);
+                        }
                         if !self.effective_now(statement_sql(&def), self.def_class(&def)).is_read_only() {
                             self.wrote = true;
                         }
@@ -725,33 +789,48 @@ impl<'a> Core<'a> {
                         }
                         self.ensure_prepared(&def, srv);
                         w::bind_named(&mut self.sout, b.portal, &def.server_name, b.rest);
+                        Pending::using(Kind::Bind, def)
                     }
                     None if facts::is_reserved(b.statement) => {
                         self.refuse_name(Kind::Bind, b.statement, srv);
                         return Ok(());
                     }
-                    _ => self.sout.extend_from_slice(frame),
-                }
-                self.queue.push_back(Pending::plain(Kind::Bind));
+                    _ => {
+                        self.sout.extend_from_slice(frame);
+                        Pending::plain(Kind::Bind)
+                    }
+                };
+                self.queue.push_back(pending);
             }
             b'D' => {
                 let d = Target::parse(body).map_err(bad)?;
-                match self.statements.get(d.name).cloned() {
-                    Some(def) if d.kind == b'S' && !d.name.is_empty() => {
+                let pending = match self.statements.get(d.name).cloned() {
+                    Some(def) if d.kind == b'S' && def.stale.load(std::sync::atomic::Ordering::Relaxed) => {
+                        self.refuse_stale(Kind::Describe, srv);
+                        return Ok(());
+                    }
+                    Some(def) if d.kind == b'S' => {
+                        if d.name.is_empty() && self.server_has(&def, srv) {
+                            self.arm_replay_at_use(&def, request_start);
+                        }
                         self.ensure_prepared(&def, srv);
                         w::describe_or_close(&mut self.sout, b'D', b'S', &def.server_name);
+                        Pending::using(Kind::Describe, def)
                     }
                     None if d.kind == b'S' && facts::is_reserved(d.name) => {
                         self.refuse_name(Kind::Describe, d.name, srv);
                         return Ok(());
                     }
-                    _ => self.sout.extend_from_slice(frame),
-                }
-                self.queue.push_back(Pending::plain(Kind::Describe));
+                    _ => {
+                        self.sout.extend_from_slice(frame);
+                        Pending::plain(Kind::Describe)
+                    }
+                };
+                self.queue.push_back(pending);
             }
             b'C' => {
                 let c = Target::parse(body).map_err(bad)?;
-                if c.kind == b'S' && !c.name.is_empty() && self.statements.remove(c.name).is_some() {
+                if c.kind == b'S' && self.statements.remove(c.name).is_some() {
                     // The server keeps it for other clients; the client's name is gone.
                     self.push_synthetic(Kind::Close, Synthetic::CloseComplete, None, srv);
                 } else {
@@ -835,6 +914,7 @@ fn pass_on(src: &mut BytesMut, dst: Option<&mut BytesMut>, want: usize) -> usize
 mod answers;
 mod classes;
 mod statements;
+mod unnamed;
 
 #[cfg(test)]
 mod tests;

@@ -12,7 +12,7 @@ impl Core<'_> {
         parse: Option<ParseUndo>,
         srv: &mut ServerView<'_>,
     ) {
-        let p = Pending { kind, hidden: false, synthetic: Some(s), parse };
+        let p = Pending { kind, hidden: false, synthetic: Some(s), parse, stmt: None };
         if self.server_skip && kind != Kind::Ready {
             // The server skips to the next Sync after an error; so does the pooler.
             self.undo(p, srv);
@@ -136,8 +136,35 @@ impl Core<'_> {
                         }
                         undo_in(&mut self.statements, srv.statements, p);
                     }
+                    if self.replay.is_some() && self.request_answered(srv) {
+                        // The request went again: its answers are to come.
+                        forward = false;
+                    }
+                }
+                tag::ERROR_RESPONSE if self.stale_and_replayable(&srv.buf[HEADER_LEN..total]) => {
+                    // A cached statement made stale by DDL: the client sent
+                    // an unnamed Parse and must not see this. The server skips
+                    // to the Sync; the request goes again at its ReadyForQuery.
+                    forward = false;
+                    while self.queue.front().is_some_and(|p| p.kind != Kind::Ready) {
+                        if let Some(p) = self.queue.pop_front() {
+                            undo_in(&mut self.statements, srv.statements, p);
+                        }
+                    }
+                    self.mark_stale();
                 }
                 tag::ERROR_RESPONSE if self.queue.front().is_some_and(|p| p.kind != Kind::Ready) => {
+                    if let Some(def) = self.queue.front().and_then(|p| p.stmt.as_ref()) {
+                        if unnamed::is_stale_plan(&srv.buf[HEADER_LEN..total]) {
+                            // DDL changed what a statement of the pooler's
+                            // returns. Clients that prepared it keep getting
+                            // this error, as from PostgreSQL; a new Parse of
+                            // the text gets a new statement. The connection
+                            // drops its statements before it is lent again.
+                            def.stale.store(true, std::sync::atomic::Ordering::Relaxed);
+                            srv.statements.unsure = true;
+                        }
+                    }
                     // The failed message and everything after it up to Sync:
                     // the server skips them, and so do their entries.
                     while self.queue.front().is_some_and(|p| p.kind != Kind::Ready) {
@@ -175,6 +202,9 @@ impl Core<'_> {
                 self.last_words = fatal.then(|| body.into());
             }
             if forward {
+                if self.replay.is_some() {
+                    self.note_forwarded(t);
+                }
                 if t == tag::READY_FOR_QUERY {
                     self.tally.queries += 1;
                     if self.status == TransactionStatus::Idle {

@@ -167,9 +167,9 @@ impl Core<'_> {
         let capacity = self.settings.prepared_statement_cache_size;
         if let Some(old) = srv.statements.add(def, capacity) {
             w::describe_or_close(&mut self.sout, b'C', b'S', &old.server_name);
-            self.queue.push_back(Pending { kind: Kind::Close, hidden: true, synthetic: None, parse: None });
+            self.queue.push_back(Pending { kind: Kind::Close, hidden: true, synthetic: None, parse: None, stmt: None });
         }
         w::parse_named(&mut self.sout, &def.server_name, &def.body);
-        self.queue.push_back(Pending { kind: Kind::Parse, hidden, synthetic: None, parse: undo });
+        self.queue.push_back(Pending { kind: Kind::Parse, hidden, synthetic: None, parse: undo, stmt: None });
     }
 }

@@ -564,3 +564,5 @@ fn session_mode_passes_statement_names_through_and_streams_what_it_need_not_see(
     assert_eq!(tags(&s.server(&cat(&[complete("SELECT 1"), ready(b'I')]))), "CZ");
     assert!(s.quiet());
 }
+
+mod unnamed;
