@@ -16,6 +16,37 @@ use std::sync::{Arc, Weak};
 use bytes::Bytes;
 use dashmap::DashMap;
 
+/// Hashes the pooler's own statement ids (sequential, never chosen by a
+/// client): a multiplication spreads them; SipHash would cost more than the
+/// lookup it serves on every Bind.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct IdHash;
+
+impl std::hash::BuildHasher for IdHash {
+    type Hasher = IdHasher;
+    fn build_hasher(&self) -> IdHasher {
+        IdHasher(0)
+    }
+}
+
+/// The hasher of [`IdHash`]: for `u64` keys only.
+#[derive(Debug)]
+pub(crate) struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
 /// One distinct statement: its server-side name and the Parse body after the
 /// name (query text and parameter types), shared by every client that
 /// prepared the same thing.
@@ -153,47 +184,67 @@ impl Registry {
 }
 
 /// One client's named statements: its own names to the shared definitions.
+/// The empty name (the unnamed statement, when the pooler caches it on its
+/// connections) is kept apart: looked up on every request, never hashed.
 #[derive(Debug, Default)]
 pub(crate) struct ClientStatements {
     map: HashMap<Box<[u8]>, Arc<StatementDef>>,
+    unnamed: Option<Arc<StatementDef>>,
 }
 
 impl ClientStatements {
     pub(crate) fn contains(&self, name: &[u8]) -> bool {
-        self.map.contains_key(name)
+        self.get(name).is_some()
     }
 
     pub(crate) fn get(&self, name: &[u8]) -> Option<&Arc<StatementDef>> {
+        if name.is_empty() {
+            return self.unnamed.as_ref();
+        }
+        if self.map.is_empty() {
+            return None;
+        }
         self.map.get(name)
     }
 
     /// Every statement, with the client's name for it.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&[u8], &Arc<StatementDef>)> {
-        self.map.iter().map(|(k, v)| (&**k, v))
+        self.unnamed.iter().map(|d| (&b""[..], d)).chain(self.map.iter().map(|(k, v)| (&**k, v)))
     }
 
     pub(crate) fn insert(&mut self, name: &[u8], def: Arc<StatementDef>) {
-        self.map.insert(name.into(), def);
+        if name.is_empty() {
+            self.unnamed = Some(def);
+        } else {
+            self.map.insert(name.into(), def);
+        }
     }
 
     /// Removes `name`, only if it still means statement `id`.
     pub(crate) fn remove_if(&mut self, name: &[u8], id: u64) {
-        if self.map.get(name).is_some_and(|d| d.id == id) {
-            self.map.remove(name);
+        if self.get(name).is_some_and(|d| d.id == id) {
+            self.remove(name);
         }
     }
 
     pub(crate) fn remove(&mut self, name: &[u8]) -> Option<Arc<StatementDef>> {
+        if name.is_empty() {
+            return self.unnamed.take();
+        }
+        if self.map.is_empty() {
+            return None;
+        }
         self.map.remove(name)
     }
 
     pub(crate) fn clear(&mut self) {
         self.map.clear();
+        self.unnamed = None;
     }
 
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.map.len()
+        self.map.len() + usize::from(self.unnamed.is_some())
     }
 }
 
@@ -202,9 +253,9 @@ impl ClientStatements {
 #[derive(Debug, Default)]
 pub(crate) struct ServerStatements {
     /// Statement id -> last use tick.
-    used: HashMap<u64, u64>,
+    used: HashMap<u64, u64, IdHash>,
     /// Server-side names by id, to close evicted ones.
-    names: HashMap<u64, Arc<StatementDef>>,
+    names: HashMap<u64, Arc<StatementDef>, IdHash>,
     tick: u64,
     /// The set may not match the server (a client ran DISCARD ALL or
     /// DEALLOCATE ALL, which may or may not have taken effect): the pooler

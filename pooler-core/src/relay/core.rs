@@ -108,7 +108,11 @@ impl Pending {
 
     /// A Bind or Describe of `def` under the pooler's name.
     fn using(kind: Kind, def: Arc<StatementDef>) -> Self {
-        Pending { kind, hidden: false, synthetic: None, parse: None, stmt: Some(def) }
+        Pending::using_or_plain(kind, Some(def))
+    }
+
+    fn using_or_plain(kind: Kind, stmt: Option<Arc<StatementDef>>) -> Self {
+        Pending { kind, hidden: false, synthetic: None, parse: None, stmt }
     }
 }
 
@@ -297,7 +301,13 @@ pub(crate) struct Core<'a> {
     /// A request that used a cached unnamed statement, kept until its
     /// ReadyForQuery to be sent again if the statement proves stale
     /// (core/unnamed.rs).
-    replay: Option<Box<unnamed::Replay>>,
+    replay: Option<unnamed::Replay>,
+    /// What that request sent after its Parse (empty otherwise; its memory
+    /// goes back between transactions with the other buffers).
+    pub(super) replay_sent: BytesMut,
+    /// `cout`'s length when all it held was the pooler's ParseComplete and
+    /// CloseComplete answers (`Core::output_can_wait`).
+    pub(super) held: usize,
 }
 
 impl<'a> Core<'a> {
@@ -372,6 +382,8 @@ impl<'a> Core<'a> {
             last_words: None,
             wants: Vec::new(),
             replay: None,
+            replay_sent: BytesMut::new(),
+            held: usize::MAX,
         }
     }
 

@@ -388,8 +388,10 @@ impl<'a> Relay<'a> {
                 }
             }
             let queued = self.core.cout.len();
-            if let Err(e) = self.stream.flush(self.core.cout) {
-                return End::Failed(Error::ClientIo(e));
+            if !self.core.output_can_wait() {
+                if let Err(e) = self.stream.flush(self.core.cout) {
+                    return End::Failed(Error::ClientIo(e));
+                }
             }
             self.core.tally.sent += (queued - self.core.cout.len()) as u64;
             if self.core.mode == Mode::Session && self.core.tally.transactions > 0 {
@@ -453,6 +455,7 @@ impl<'a> Relay<'a> {
                 release_memory(self.core.cbuf);
                 release_memory(self.core.cout);
                 release_memory(&mut self.core.sout);
+                release_memory(&mut self.core.replay_sent);
             }
             let server_buf = self.lease.as_ref().map_or(0, |l| l.conn_ref().buffer_capacity());
             self.memory
@@ -468,7 +471,7 @@ impl<'a> Relay<'a> {
                 r = readable(server), if read_server => Event::ServerReadable(r),
                 r = self.stream.readable(), if read_client => Event::ClientReadable(r),
                 r = writable(server), if server.is_some_and(|s| !self.core.sout.is_empty() || s.wants_write()) => Event::Writable(r, false),
-                r = self.stream.writable(), if !self.core.cout.is_empty() || self.stream.wants_write() => Event::Writable(r, true),
+                r = self.stream.writable(), if (!self.core.cout.is_empty() && !self.core.output_can_wait()) || self.stream.wants_write() => Event::Writable(r, true),
                 _ = sleep_until(deadline), if deadline.is_some() => Event::Deadline,
                 _ = &mut drain, if !draining => Event::Drain,
             };

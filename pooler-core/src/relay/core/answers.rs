@@ -26,6 +26,10 @@ impl Core<'_> {
     pub(super) fn answer_synthetic(&mut self) {
         while self.queue.front().is_some_and(|p| p.synthetic.is_some()) {
             let Some(p) = self.queue.pop_front() else { break };
+            let alone = self.cout.is_empty();
+            if matches!(p.synthetic, Some(Synthetic::ParseComplete | Synthetic::CloseComplete)) {
+                self.held = if alone || self.held == self.cout.len() { self.cout.len() + 5 } else { usize::MAX };
+            }
             match p.synthetic {
                 Some(Synthetic::ParseComplete) => w::parse_complete(self.cout),
                 Some(Synthetic::CloseComplete) => w::close_complete(self.cout),
@@ -48,6 +52,14 @@ impl Core<'_> {
                 None => {}
             }
         }
+    }
+
+    /// What the client is to get now is only the pooler's own ParseComplete
+    /// or CloseComplete, and the server owes the answers that follow them
+    /// up to a Sync already sent: they can wait to go out with those, in
+    /// one write instead of two.
+    pub(in crate::relay) fn output_can_wait(&self) -> bool {
+        self.held == self.cout.len() && !self.cout.is_empty() && !self.needs_sync && !self.queue.is_empty()
     }
 
     /// A pending message that will never be answered: forget what it set up.

@@ -15,11 +15,10 @@ impl Core<'_> {
         request_start: bool,
         srv: &mut ServerView<'_>,
     ) -> Result<(), Error> {
-        let (start, queued) = (self.sout.len(), self.queue.len());
+        let start = self.sout.len();
         self.client_message_inner(t, frame, request_start, srv)?;
         if self.replay.is_some() && t != tag::PARSE {
-            let kind = (self.queue.len() > queued).then(|| self.queue.back().map(|p| p.kind)).flatten();
-            self.record_for_replay(t, start..self.sout.len(), kind);
+            self.record_for_replay(t, start..self.sout.len());
         }
         Ok(())
     }

@@ -33,15 +33,12 @@ const STALE_PLAN_CODE: &str = "0A000";
 const STALE_PLAN_MESSAGE: &str = "cached plan must not change result type";
 
 /// A request that used a cached statement, kept until its ReadyForQuery so
-/// that it can be sent again if the statement proves stale.
+/// that it can be sent again if the statement proves stale. What it sent
+/// after the Parse (or from the first message that used the statement),
+/// names rewritten, is in `Core::replay_sent`.
 #[derive(Debug)]
 pub(super) struct Replay {
     def: Arc<StatementDef>,
-    /// The client's messages after the Parse (or from the first one that
-    /// used the statement), as sent to the server: names rewritten.
-    sent: Vec<u8>,
-    /// The answer each of them is owed, in order.
-    kinds: Vec<Kind>,
     /// The Sync that ends the request was sent.
     synced: bool,
     /// Nothing but ParseComplete (and notices) reached the client yet.
@@ -49,6 +46,12 @@ pub(super) struct Replay {
     /// The server refused the statement as stale: at its ReadyForQuery the
     /// request goes again.
     stale: bool,
+}
+
+/// A parameter through which the names in a query text resolve: an
+/// unnamed statement is cached per value of it.
+fn sets_names_apart(name: &str) -> bool {
+    name.eq_ignore_ascii_case("search_path") || name.eq_ignore_ascii_case("role")
 }
 
 /// The ErrorResponse `body` is PostgreSQL refusing a cached plan whose
@@ -73,13 +76,11 @@ impl Core<'_> {
     fn unnamed_key(&self, rest: &[u8]) -> Vec<u8> {
         let mut key = rest.to_vec();
         key.push(0xfe);
-        for (k, v) in &self.extra {
-            if k.eq_ignore_ascii_case("search_path") || k.eq_ignore_ascii_case("role") {
-                key.push(0xff);
-                key.extend_from_slice(k.as_bytes());
-                key.push(b'=');
-                key.extend_from_slice(v.as_bytes());
-            }
+        for (k, v) in self.extra.iter().filter(|(k, _)| sets_names_apart(k)) {
+            key.push(0xff);
+            key.extend_from_slice(k.as_bytes());
+            key.push(b'=');
+            key.extend_from_slice(v.as_bytes());
         }
         key
     }
@@ -96,8 +97,16 @@ impl Core<'_> {
         {
             return None;
         }
-        let key = self.unnamed_key(rest);
         let generation = self.shared.router.generation();
+        // The usual case: the client runs the text it ran last, under the
+        // same settings; no key, no lookup.
+        if let Some(def) = self.statements.get(b"") {
+            let fresh = def.generation == generation && !def.stale.load(std::sync::atomic::Ordering::Relaxed);
+            if fresh && *def.body == *rest && !self.extra.iter().any(|(k, _)| sets_names_apart(k)) {
+                return Some(def.clone());
+            }
+        }
+        let key = self.unnamed_key(rest);
         let registry = &self.shared.statements;
         let def = match registry.find(&key, generation) {
             Some(def) => def,
@@ -162,25 +171,21 @@ impl Core<'_> {
 
     /// Keeps what the request sends from now on, to send it again.
     pub(super) fn arm_replay(&mut self, def: Arc<StatementDef>) {
-        self.replay = Some(Box::new(Replay {
-            def,
-            sent: Vec::new(),
-            kinds: Vec::new(),
-            synced: false,
-            clean: true,
-            stale: false,
-        }));
+        if self.replay_sent.capacity() == 0 {
+            self.replay_sent = crate::buffers::recycled();
+        }
+        self.replay_sent.clear();
+        self.replay = Some(Replay { def, synced: false, clean: true, stale: false });
     }
 
-    /// After a client message of type `t` that put `sent` on the wire and
-    /// queued one answer of `kind` (`None`: none): kept for a replay.
-    pub(super) fn record_for_replay(&mut self, t: u8, sent: std::ops::Range<usize>, kind: Option<Kind>) {
-        let Some(r) = self.replay.as_deref_mut() else { return };
+    /// After a client message of type `t` that put `sent` on the wire:
+    /// kept for a replay.
+    pub(super) fn record_for_replay(&mut self, t: u8, sent: std::ops::Range<usize>) {
+        let Some(r) = self.replay.as_mut() else { return };
         if r.synced {
             return;
         }
-        r.sent.extend_from_slice(&self.sout[sent]);
-        r.kinds.extend(kind);
+        self.replay_sent.extend_from_slice(&self.sout[sent]);
         if t == b'S' {
             r.synced = true;
         }
@@ -195,7 +200,7 @@ impl Core<'_> {
     /// An answer of type `t` reaches the client: past ParseComplete and
     /// notices, the request can no longer be replayed unseen.
     pub(super) fn note_forwarded(&mut self, t: u8) {
-        if let Some(r) = self.replay.as_deref_mut() {
+        if let Some(r) = self.replay.as_mut() {
             if !matches!(t, b'1' | b'N' | b'S') {
                 r.clean = false;
             }
@@ -206,7 +211,7 @@ impl Core<'_> {
     /// request in flight is stale, and the request can still go again
     /// unseen: the error is the pooler's to swallow.
     pub(super) fn stale_and_replayable(&self, body: &[u8]) -> bool {
-        let Some(r) = self.replay.as_deref() else { return false };
+        let Some(r) = self.replay.as_ref() else { return false };
         if !r.synced || !r.clean || r.stale {
             return false;
         }
@@ -218,7 +223,7 @@ impl Core<'_> {
 
     /// Marks the request for a replay at its ReadyForQuery.
     pub(super) fn mark_stale(&mut self) {
-        if let Some(r) = self.replay.as_deref_mut() {
+        if let Some(r) = self.replay.as_mut() {
             r.stale = true;
         }
     }
@@ -229,6 +234,7 @@ impl Core<'_> {
     pub(super) fn request_answered(&mut self, srv: &mut ServerView<'_>) -> bool {
         let Some(r) = self.replay.take() else { return false };
         if !r.stale {
+            self.replay_sent.clear();
             return false;
         }
         tracing::debug!(statement = %r.def.server_name, "a cached statement was stale (DDL): prepared again and the request replayed");
@@ -236,8 +242,23 @@ impl Core<'_> {
         self.queue.push_back(Pending { kind: Kind::Close, hidden: true, synthetic: None, parse: None, stmt: None });
         srv.statements.forget(r.def.id);
         self.prepare_on_server(&r.def, true, Some((Some(Box::from(&b""[..])), r.def.clone())), srv);
-        self.sout.extend_from_slice(&r.sent);
-        self.queue.extend(r.kinds.into_iter().map(Pending::plain));
+        self.sout.extend_from_slice(&self.replay_sent);
+        // The answers they are owed, in order (only these kinds were kept).
+        let mut rest = &self.replay_sent[..];
+        while let Ok(Some((t, total))) = peek_header(rest) {
+            let kind = match t {
+                b'B' => Some(Kind::Bind),
+                b'D' => Some(Kind::Describe),
+                b'E' => Some(Kind::Execute),
+                b'C' => Some(Kind::Close),
+                b'S' => Some(Kind::Ready),
+                _ => None,
+            };
+            let stmt = matches!(t, b'B' | b'D').then(|| r.def.clone());
+            self.queue.extend(kind.map(|k| Pending::using_or_plain(k, stmt)));
+            rest = rest.get(total..).unwrap_or_default();
+        }
+        self.replay_sent.clear();
         true
     }
 }
