@@ -124,13 +124,9 @@ impl Core<'_> {
             b'B' => {
                 let b = Bind::parse(body).map_err(bad)?;
                 let pending = match self.statements.get(b.statement).cloned() {
-                    Some(def) if def.stale.load(std::sync::atomic::Ordering::Relaxed) => {
-                        self.refuse_stale(Kind::Bind, srv);
-                        return Ok(());
-                    }
                     Some(def) => {
-                        if b.statement.is_empty() && self.server_has(&def, srv) {
-                            self.arm_replay_at_use(&def, request_start);
+                        if !self.uses(Kind::Bind, b.statement, &def, request_start, srv) {
+                            return Ok(());
                         }
                         if !self.effective_now(statement_sql(&def), self.def_class(&def)).is_read_only() {
                             self.wrote = true;
@@ -138,7 +134,6 @@ impl Core<'_> {
                         if !self.setting_statements.is_empty() {
                             self.executes_settings(def.id);
                         }
-                        self.ensure_prepared(&def, srv);
                         w::bind_named(&mut self.sout, b.portal, &def.server_name, b.rest);
                         Pending::using(Kind::Bind, def)
                     }
@@ -156,15 +151,10 @@ impl Core<'_> {
             b'D' => {
                 let d = Target::parse(body).map_err(bad)?;
                 let pending = match self.statements.get(d.name).cloned() {
-                    Some(def) if d.kind == b'S' && def.stale.load(std::sync::atomic::Ordering::Relaxed) => {
-                        self.refuse_stale(Kind::Describe, srv);
-                        return Ok(());
-                    }
                     Some(def) if d.kind == b'S' => {
-                        if d.name.is_empty() && self.server_has(&def, srv) {
-                            self.arm_replay_at_use(&def, request_start);
+                        if !self.uses(Kind::Describe, d.name, &def, request_start, srv) {
+                            return Ok(());
                         }
-                        self.ensure_prepared(&def, srv);
                         w::describe_or_close(&mut self.sout, b'D', b'S', &def.server_name);
                         Pending::using(Kind::Describe, def)
                     }
@@ -200,5 +190,29 @@ impl Core<'_> {
             }
         }
         Ok(())
+    }
+
+    /// A Bind or Describe (`kind`) of the client's statement `def`, named
+    /// `name`: refused as PostgreSQL refuses it once a server found it
+    /// stale; else prepared first on the lent connection if it lacks it. A
+    /// request that starts with the cached unnamed statement keeps what it
+    /// sends, for a replay. False: refused.
+    fn uses(
+        &mut self,
+        kind: Kind,
+        name: &[u8],
+        def: &Arc<StatementDef>,
+        request_start: bool,
+        srv: &mut ServerView<'_>,
+    ) -> bool {
+        if def.stale.load(std::sync::atomic::Ordering::Relaxed) {
+            self.refuse_stale(kind, srv);
+            return false;
+        }
+        if name.is_empty() && self.server_has(def, srv) {
+            self.arm_replay_at_use(def, request_start);
+        }
+        self.ensure_prepared(def, srv);
+        true
     }
 }
