@@ -159,3 +159,24 @@ async fn a_named_statement_made_stale_by_ddl_works_again_once_prepared_again() {
     let theirs = other.prepare("SELECT * FROM named_t").await.unwrap();
     assert_eq!(other.query(&theirs, &[]).await.unwrap()[0].len(), 2);
 }
+
+/// A client that pipelines unnamed statements (tokio-postgres sends
+/// concurrent queries of one client back to back) gets every answer, in
+/// order, whether or not its requests were cached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_unnamed_statements_of_one_client_all_answer_in_order() {
+    let cluster = primary_only().await;
+    let pooler = TestPooler::start(txn_config(&cluster, 2, true), None).await;
+    let client = pooler.connect("postgres").await;
+    for round in 0..20i32 {
+        let queries = (0..8i32).map(|i| {
+            let client = &client;
+            async move {
+                let v = round * 100 + i;
+                let rows = client.query_typed("SELECT $1::int4 + 0", &[(&v, Type::INT4)]).await.unwrap();
+                assert_eq!(rows[0].get::<_, i32>(0), v);
+            }
+        });
+        futures_util::future::join_all(queries).await;
+    }
+}

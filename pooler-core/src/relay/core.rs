@@ -308,6 +308,10 @@ pub(crate) struct Core<'a> {
     /// `cout`'s length when all it held was the pooler's ParseComplete and
     /// CloseComplete answers (`Core::output_can_wait`).
     pub(super) held: usize,
+    /// The client sent more while a request that used a cached unnamed
+    /// statement was in flight: it pipelines, and its unnamed statements
+    /// are no longer cached (they would make it wait a round trip).
+    pub(super) pipelines: bool,
 }
 
 impl<'a> Core<'a> {
@@ -384,6 +388,7 @@ impl<'a> Core<'a> {
             replay: None,
             replay_sent: BytesMut::new(),
             held: usize::MAX,
+            pipelines: false,
         }
     }
 
@@ -553,6 +558,11 @@ impl<'a> Core<'a> {
                 break;
             }
             if self.holds_client_messages() {
+                if !self.cbuf.is_empty() {
+                    // The client pipelines: from now on its unnamed
+                    // statements go as sent, rather than wait like this.
+                    self.pipelines = true;
+                }
                 break;
             }
             let Some((t, total)) = peek_header(self.cbuf).map_err(Error::ClientProtocol)? else {

@@ -378,11 +378,17 @@ impl<'a> Relay<'a> {
                     Err(e) => return End::Failed(e),
                 }
             }
+            // Client messages held behind a replayable request (core/unnamed.rs)
+            // go on once it is answered: they are read already, and no event
+            // would bring the loop back to them.
+            let mut resume = false;
             if self.core.cout.len() < HIGH_WATER {
                 let before = (self.core.tally.queries, self.core.tally.transactions);
+                let holding = self.core.holds_client_messages();
                 if let Err(e) = self.relay_server_messages() {
                     return End::Failed(e);
                 }
+                resume = holding && !self.core.holds_client_messages() && !self.core.cbuf.is_empty();
                 if let Some(t) = self.timing.as_deref_mut() {
                     t.answered(before, &mut self.core.tally);
                 }
@@ -433,6 +439,9 @@ impl<'a> Relay<'a> {
                         continue;
                     }
                 }
+            }
+            if resume {
+                continue;
             }
             if draining && self.core.cbuf.is_empty() && self.core.cout.is_empty() {
                 // Between requests (session mode: with nothing in flight and

@@ -59,7 +59,12 @@ impl Core<'_> {
     /// up to a Sync already sent: they can wait to go out with those, in
     /// one write instead of two.
     pub(in crate::relay) fn output_can_wait(&self) -> bool {
-        self.held == self.cout.len() && !self.cout.is_empty() && !self.needs_sync && !self.queue.is_empty()
+        self.held == self.cout.len()
+            && !self.cout.is_empty()
+            && !self.needs_sync
+            && !self.queue.is_empty()
+            // Only those answers, whatever came and went since they were counted.
+            && self.cout.chunks(5).all(|m| matches!(m, [b'1' | b'3', 0, 0, 0, 4]))
     }
 
     /// A pending message that will never be answered: forget what it set up.

@@ -14,8 +14,13 @@ impl Core<'_> {
         state.params = self.params.iter().cloned().collect();
         state.extra.clone_from(&self.extra);
         state.dirty.clone_from(&self.dirty);
-        state.statements =
-            self.statements.iter().map(|(name, def)| (b64.encode(name), b64.encode(&def.body))).collect();
+        // The unnamed statement stays behind: its next request parses it again.
+        state.statements = self
+            .statements
+            .iter()
+            .filter(|(name, _)| !name.is_empty())
+            .map(|(name, def)| (b64.encode(name), b64.encode(&def.body)))
+            .collect();
         state.client_key = self.login.client_key.map(|k| b64.encode(k)).unwrap_or_default();
     }
 

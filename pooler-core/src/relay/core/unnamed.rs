@@ -129,6 +129,7 @@ impl Core<'_> {
             && self.replay.is_none()
             && self.dirty.is_empty()
             && !self.pinned()
+            && !self.pipelines
     }
 
     /// The rest of the request in the client's buffer is Bind / Describe /
@@ -192,8 +193,9 @@ impl Core<'_> {
     }
 
     /// Client messages wait while a replayable request is in flight (a
-    /// replay must reach the server before anything sent after it).
-    pub(super) fn holds_client_messages(&self) -> bool {
+    /// replay must reach the server before anything sent after it). A
+    /// client found waiting here is not cached for again (`Core::pipelines`).
+    pub(in crate::relay) fn holds_client_messages(&self) -> bool {
         self.replay.as_ref().is_some_and(|r| r.synced)
     }
 

@@ -164,3 +164,46 @@ fn a_simple_query_destroys_the_unnamed_statement_and_a_later_bind_of_it_goes_as_
     let sent = s.client(&cat(&[bind(""), execute(), sync()]));
     assert_eq!(names(&sent), [""], "the server answers as PostgreSQL would");
 }
+
+#[test]
+fn a_request_sent_behind_a_replayable_one_waits_for_its_answer_and_the_client_is_not_cached_again() {
+    let shared = shared(PoolMode::Transaction);
+    let (mut c, mut o) = bufs();
+    let mut s = Session::new(&shared, (&mut c, &mut o));
+    for _ in 0..2 {
+        let sent = s.client(&request("SELECT 1"));
+        s.serve(&sent);
+    }
+    let first = s.client(&request("SELECT 1"));
+    assert_eq!(tags(&first), "BES", "cached, replayable");
+    // The next request arrives before the answer: it waits, so that a
+    // replay of the first could not be overtaken by it.
+    assert!(s.client(&request("SELECT 1")).is_empty());
+    s.core.cout.clear();
+    assert_eq!(tags(&s.serve(&first)), "2CZ");
+    let second = s.client(&[]);
+    assert_eq!(names(&second), ["", ""], "sent as it is: the client pipelines");
+    assert_eq!(tags(&s.serve(&second)), "12CZ");
+}
+
+#[test]
+fn the_poolers_parse_complete_waits_to_go_out_with_the_servers_answers() {
+    let shared = shared(PoolMode::Transaction);
+    let (mut c, mut o) = bufs();
+    let mut s = Session::new(&shared, (&mut c, &mut o));
+    for _ in 0..2 {
+        let sent = s.client(&request("SELECT 1"));
+        s.serve(&sent);
+    }
+    s.client(&request("SELECT 1"));
+    assert!(s.core.output_can_wait(), "ParseComplete alone, a Sync sent: it can wait");
+    // Without a Sync (the client flushes and waits), it cannot.
+    let (mut c2, mut o2) = bufs();
+    let mut t = Session::new(&shared, (&mut c2, &mut o2));
+    for _ in 0..2 {
+        let sent = t.client(&request("SELECT 1"));
+        t.serve(&sent);
+    }
+    t.client(&cat(&[parse("", "SELECT 1"), bind(""), execute(), frame(b'H', &[])]));
+    assert!(!t.core.output_can_wait());
+}
