@@ -280,10 +280,14 @@ fn a_draining_old_process_runs_no_failover_command_the_new_one_runs_it_once() {
         "the old process was still draining when the primary died (the case under test):\n{}",
         p.log_text()
     );
+    // The old process either reached the decision and held its command
+    // back, or looked after the new one had promoted and followed it (the
+    // new process, which ran the command, logs "promoted by the failover
+    // hook" instead): either way it ran none, as counted above.
+    let text = p.log_text();
     assert!(
-        p.log_text().contains("handed over to its successor"),
-        "the old process held its command back:\n{}",
-        p.log_text()
+        text.contains("handed over to its successor") || text.contains("this node answers as a primary"),
+        "the old process held its command back or followed the promotion:\n{text}"
     );
     assert!(holder.wait().unwrap().success(), "the long read on the standby finished in the old process");
 }
