@@ -19,6 +19,14 @@ fn names(sent: &[u8]) -> Vec<String> {
         .collect()
 }
 
+/// Runs `sql` twice as a request, answered: the next run is cached.
+fn warm(s: &mut Session<'_>, sql: &str) {
+    for _ in 0..2 {
+        let sent = s.client(&request(sql));
+        s.serve(&sent);
+    }
+}
+
 fn stale_error() -> Vec<u8> {
     let mut b = BytesMut::new();
     crate::protocol::write::error_response(&mut b, Severity::Error, "0A000", "cached plan must not change result type");
@@ -54,10 +62,7 @@ fn a_statement_made_stale_by_ddl_is_prepared_again_and_the_request_replayed_unse
     let shared = shared(PoolMode::Transaction);
     let (mut c, mut o) = bufs();
     let mut s = Session::new(&shared, (&mut c, &mut o));
-    for _ in 0..2 {
-        let sent = s.client(&request("SELECT * FROM t"));
-        s.serve(&sent);
-    }
+    warm(&mut s, "SELECT * FROM t");
     let name = names(&s.client(&request("SELECT * FROM t")))[0].clone();
     assert_eq!(tags(&s.core.cout.split()), "1");
     // The table changed: the server refuses the Bind, skips to the Sync.
@@ -87,10 +92,7 @@ fn an_error_other_than_a_stale_plan_reaches_the_client_as_it_is() {
     let shared = shared(PoolMode::Transaction);
     let (mut c, mut o) = bufs();
     let mut s = Session::new(&shared, (&mut c, &mut o));
-    for _ in 0..2 {
-        let sent = s.client(&request("SELECT 1/0"));
-        s.serve(&sent);
-    }
+    warm(&mut s, "SELECT 1/0");
     s.client(&request("SELECT 1/0"));
     s.core.cout.clear();
     assert_eq!(tags(&s.server(&cat(&[frame(b'2', &[]), error("22012"), ready(b'I')]))), "2EZ");
@@ -103,10 +105,7 @@ fn inside_a_transaction_block_or_behind_another_request_unnamed_statements_go_as
     let shared = shared(PoolMode::Transaction);
     let (mut c, mut o) = bufs();
     let mut s = Session::new(&shared, (&mut c, &mut o));
-    for _ in 0..2 {
-        let sent = s.client(&request("SELECT 1"));
-        s.serve(&sent);
-    }
+    warm(&mut s, "SELECT 1");
     // In a transaction block: a stale plan there could not be replayed.
     let sent = s.client(&query("BEGIN"));
     s.server(&cat(&[complete("BEGIN"), ready(b'T')]));
@@ -130,10 +129,7 @@ fn the_cache_keys_by_search_path_and_can_be_turned_off() {
     let mut other = Session::new(&shared, (&mut c2, &mut o2));
     other.core.extra.push(("search_path".into(), "s2".into()));
     let name = |s: &mut Session<'_>| {
-        for _ in 0..2 {
-            let sent = s.client(&request("SELECT x FROM t"));
-            s.serve(&sent);
-        }
+        warm(s, "SELECT x FROM t");
         let sent = s.client(&request("SELECT x FROM t"));
         let n = names(&sent);
         s.serve(&sent);
@@ -170,10 +166,7 @@ fn a_request_sent_behind_a_replayable_one_waits_for_its_answer_and_the_client_is
     let shared = shared(PoolMode::Transaction);
     let (mut c, mut o) = bufs();
     let mut s = Session::new(&shared, (&mut c, &mut o));
-    for _ in 0..2 {
-        let sent = s.client(&request("SELECT 1"));
-        s.serve(&sent);
-    }
+    warm(&mut s, "SELECT 1");
     let first = s.client(&request("SELECT 1"));
     assert_eq!(tags(&first), "BES", "cached, replayable");
     // The next request arrives before the answer: it waits, so that a
@@ -191,19 +184,13 @@ fn the_poolers_parse_complete_waits_to_go_out_with_the_servers_answers() {
     let shared = shared(PoolMode::Transaction);
     let (mut c, mut o) = bufs();
     let mut s = Session::new(&shared, (&mut c, &mut o));
-    for _ in 0..2 {
-        let sent = s.client(&request("SELECT 1"));
-        s.serve(&sent);
-    }
+    warm(&mut s, "SELECT 1");
     s.client(&request("SELECT 1"));
     assert!(s.core.output_can_wait(), "ParseComplete alone, a Sync sent: it can wait");
     // Without a Sync (the client flushes and waits), it cannot.
     let (mut c2, mut o2) = bufs();
     let mut t = Session::new(&shared, (&mut c2, &mut o2));
-    for _ in 0..2 {
-        let sent = t.client(&request("SELECT 1"));
-        t.serve(&sent);
-    }
+    warm(&mut t, "SELECT 1");
     t.client(&cat(&[parse("", "SELECT 1"), bind(""), execute(), frame(b'H', &[])]));
     assert!(!t.core.output_can_wait());
 }
