@@ -71,9 +71,10 @@ pub(crate) struct ClientInfo {
     /// The node the client last used.
     node: AtomicU64,
     killed: AtomicBool,
-    /// A duplicate of the client's socket: shutting its reading side down
-    /// ends the session at its next read, with no cost on the relay's path.
-    socket: Mutex<Option<socket2::Socket>>,
+    /// Wakes the session when it is killed ([`ClientInfo::kill_requested`]).
+    /// (A duplicate of each client's socket, shut down to end it, would cost
+    /// every client a second descriptor and every login a `dup`.)
+    kill_signal: tokio::sync::Notify,
     registry_start: Instant,
 }
 
@@ -127,11 +128,15 @@ impl ClientInfo {
 
     fn kill(&self) {
         self.killed.store(true, Ordering::Relaxed);
-        if let Ok(Some(s)) = self.socket.lock().map(|mut s| s.take()) {
-            // The session sees the end of its input at once and ends; the
-            // writing side stays open so it can say why.
-            let _ = s.shutdown(std::net::Shutdown::Read);
-        }
+        // A permit is kept if the session is not waiting at this moment: it
+        // sees the kill at its next wait.
+        self.kill_signal.notify_one();
+    }
+
+    /// Completes once an operator has killed the session: the session then
+    /// ends and says why (its connection stays open for that).
+    pub(crate) async fn kill_requested(&self) {
+        self.kill_signal.notified().await
     }
 }
 
@@ -263,8 +268,7 @@ impl Clients {
             wait_started_us: AtomicU64::new(0),
             node: AtomicU64::new(0),
             killed: AtomicBool::new(false),
-            // Out of descriptors: the client cannot be killed, but serves.
-            socket: Mutex::new(sock.try_clone().ok()),
+            kill_signal: tokio::sync::Notify::new(),
             registry_start: self.start,
         });
         if let Ok(mut map) = self.map.lock() {
@@ -311,11 +315,10 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_client_is_listed_while_registered_and_killing_it_ends_its_input() {
-        use tokio::io::AsyncReadExt;
+    async fn a_client_is_listed_while_registered_and_killing_it_wakes_its_session() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let _far = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
-        let (mut near, _) = listener.accept().await.unwrap();
+        let (near, _) = listener.accept().await.unwrap();
         let clients = Clients::default();
         let r = clients.register(who("app", ClientState::Idle), &near);
         assert_eq!(clients.all().len(), 1);
@@ -324,12 +327,26 @@ mod tests {
         assert_eq!(r.state(), ClientState::Waiting);
         assert!(clients.kill(r.id));
         assert!(r.killed());
-        let mut buf = [0u8; 8];
-        let n = tokio::time::timeout(std::time::Duration::from_secs(5), near.read(&mut buf)).await.unwrap().unwrap();
-        assert_eq!(n, 0, "a killed client's socket reads as closed");
+        // Killed before the session waits: the wait ends at once.
+        tokio::time::timeout(std::time::Duration::from_secs(5), r.kill_requested()).await.unwrap();
         assert!(!clients.kill(r.id + 100));
         drop(r);
         assert!(clients.all().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_listed_client_costs_no_second_file_descriptor() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let _far = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (near, _) = listener.accept().await.unwrap();
+        let clients = Clients::default();
+        let open = || std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0);
+        let before = open();
+        let listed: Vec<_> = (0..50).map(|_| clients.register(who("app", ClientState::Idle), &near)).collect();
+        // Other tests of this binary open and close descriptors meanwhile: a
+        // duplicate per client would show as 50 more.
+        assert!(open() < before + 25, "{} descriptors before, {} with 50 clients listed", before, open());
+        drop(listed);
     }
 
     #[tokio::test]

@@ -124,7 +124,9 @@ pub struct Pool {
     slots: Slots,
     /// Extra slots for clients that waited `reserve_timeout`.
     reserve: Slots,
-    idle: Mutex<Vec<ServerConn>>,
+    /// Boxed, as in a [`Lease`]: a lease is then two words wherever it is
+    /// kept (every client's relay has a slot for one per node).
+    idle: Mutex<Vec<Box<ServerConn>>>,
     stats: PoolStats,
     /// The node's connections, to cut when it is marked down.
     lifelines: Arc<Lifelines>,
@@ -201,7 +203,7 @@ pub(crate) struct IdleServer {
 /// dropping it instead closes the connection and frees its slot.
 #[derive(Debug)]
 pub struct Lease {
-    conn: ServerConn,
+    conn: Box<ServerConn>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -267,7 +269,7 @@ impl Pool {
         self.generation.fetch_add(1, Ordering::Release);
         // Smaller: idle connections past the new size close now (lent ones
         // as they come back, in `checkin_idle`).
-        let extra: Vec<ServerConn> = match self.idle.lock() {
+        let extra: Vec<Box<ServerConn>> = match self.idle.lock() {
             Ok(mut idle) => {
                 let room = self.capacity().saturating_sub(self.active_count());
                 let excess = idle.len().saturating_sub(room);
@@ -415,7 +417,7 @@ impl Pool {
     }
 
     /// Counts a checkout and makes the lease.
-    fn lent(&self, conn: ServerConn, permit: OwnedSemaphorePermit) -> Lease {
+    fn lent(&self, conn: Box<ServerConn>, permit: OwnedSemaphorePermit) -> Lease {
         self.stats.checkouts.fetch_add(1, Ordering::Relaxed);
         metrics::counter!(m::CHECKOUTS).increment(1);
         Lease { conn, _permit: permit }
@@ -438,7 +440,7 @@ impl Pool {
         // Opening a connection is the cold path: boxed, so every task that
         // can check out does not carry its state inline.
         let conn = Box::pin(self.open()).await?;
-        Ok(self.lent(conn, permit))
+        Ok(self.lent(Box::new(conn), permit))
     }
 
     /// Waits for a regular slot; after `reserve_timeout`, for either a regular
@@ -524,7 +526,7 @@ impl Pool {
                     conn.idle_since = Instant::now();
                     conn.release_buffer();
                     match self.idle.lock() {
-                        Ok(mut idle) => idle.push(conn),
+                        Ok(mut idle) => idle.push(Box::new(conn)),
                         Err(_) => return,
                     }
                     drop(permit);
@@ -537,7 +539,7 @@ impl Pool {
         }
     }
 
-    fn pop_idle(&self) -> Option<ServerConn> {
+    fn pop_idle(&self) -> Option<Box<ServerConn>> {
         // LIFO: the most recently used connection is the warmest, and the others
         // age out through the idle timeout.
         self.idle.lock().ok()?.pop()
@@ -587,10 +589,10 @@ impl Pool {
         &self.addr
     }
 
-    fn discard(&self, conn: ServerConn) {
+    fn discard(&self, conn: Box<ServerConn>) {
         self.stats.closed.fetch_add(1, Ordering::Relaxed);
         metrics::counter!(m::SERVER_CONNECTIONS_CLOSED).increment(1);
-        tokio::spawn(conn.close());
+        tokio::spawn((*conn).close());
     }
 
     /// [`Pool::checkin`] of an idle connection that needs no reset, without
@@ -674,7 +676,7 @@ impl Pool {
 
     /// Closes idle connections past their idle timeout or lifetime.
     pub(crate) fn prune(&self) {
-        let expired: Vec<ServerConn> = match self.idle.lock() {
+        let expired: Vec<Box<ServerConn>> = match self.idle.lock() {
             Ok(mut idle) => {
                 let (keep, drop): (Vec<_>, Vec<_>) = idle.drain(..).partition(|c| self.reusable(c));
                 *idle = keep;
@@ -692,7 +694,7 @@ impl Pool {
     /// [`Pool::adopt_idle`]).
     pub(crate) fn take_idle(&self) -> Vec<ServerConn> {
         match self.idle.lock() {
-            Ok(mut idle) => idle.drain(..).collect(),
+            Ok(mut idle) => idle.drain(..).map(|c| *c).collect(),
             Err(_) => Vec::new(),
         }
     }
@@ -700,7 +702,8 @@ impl Pool {
     /// Puts an idle connection opened elsewhere (a predecessor's, handed
     /// over at an upgrade) in the idle list, if the pool has room for it:
     /// idle plus lent stay within the pool's size. False: it was closed.
-    pub(crate) fn adopt_idle(&self, mut conn: ServerConn) -> bool {
+    pub(crate) fn adopt_idle(&self, conn: ServerConn) -> bool {
+        let mut conn = Box::new(conn);
         conn.hold_lifeline(&self.lifelines, self.settings.load().tcp_user_timeout);
         conn.idle_since = Instant::now();
         let kept = match self.idle.lock() {
@@ -729,7 +732,7 @@ impl Pool {
 
     /// Closes every idle connection (shutdown).
     pub(crate) fn close_idle(&self) {
-        let all: Vec<ServerConn> = match self.idle.lock() {
+        let all: Vec<Box<ServerConn>> = match self.idle.lock() {
             Ok(mut idle) => idle.drain(..).collect(),
             Err(_) => return,
         };

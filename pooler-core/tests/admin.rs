@@ -173,6 +173,63 @@ async fn kill_client_ends_that_session_only() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_client_ends_a_session_waiting_for_a_connection_and_one_inside_a_transaction() {
+    use tokio::io::AsyncWriteExt;
+    let cluster = primary_only().await;
+    let mut config = console_config(&cluster);
+    config.pool.mode = PoolMode::Transaction;
+    config.pool.size = 1;
+    let pooler = TestPooler::start(config, None).await;
+    // The holder keeps the pool's only connection in an open transaction.
+    let mut holder = raw_login(pooler.addr).await;
+    holder.write_all(&simple_query("BEGIN; SELECT 1")).await.unwrap();
+    // The waiter asks for a connection and waits for it.
+    let mut waiter = raw_login(pooler.addr).await;
+    waiter.write_all(&simple_query("SELECT 2")).await.unwrap();
+    let ops = on_console(&pooler, "ops", "pooler").await;
+    let id_in = |state: &'static str| {
+        let ops = &ops;
+        async move {
+            let rows = ops.query("SHOW CLIENTS", &[]).await.unwrap();
+            rows.iter()
+                .find(|r| r.get::<_, &str>("database") == "postgres" && r.get::<_, &str>("state") == state)
+                .map(|r| r.get::<_, i64>("id"))
+        }
+    };
+    let mut waiting = None;
+    for _ in 0..100 {
+        waiting = id_in("waiting").await;
+        if waiting.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let waiting = waiting.expect("a client waits for the pool's only connection");
+    ops.simple_query(&format!("KILL_CLIENT {waiting}")).await.unwrap();
+    let said = describe(&read_until_closed(&mut waiter, &mut Vec::new()).await);
+    assert!(said.iter().any(|m| m.contains("FATAL") && m.contains("57P01")), "the waiter: {said:?}");
+    assert!(!said.iter().any(|m| m.starts_with('T') || m.starts_with('D')), "the waiter's query never ran: {said:?}");
+    let holding = id_in("active").await.expect("the holder is in its transaction");
+    ops.simple_query(&format!("KILL_CLIENT {holding}")).await.unwrap();
+    let said = describe(&read_until_closed(&mut holder, &mut Vec::new()).await);
+    assert!(said.iter().any(|m| m.contains("FATAL") && m.contains("57P01")), "the holder: {said:?}");
+    // Its transaction is gone and the connection serves the next client.
+    let next = tokio::time::timeout(Duration::from_secs(10), pooler.connect("postgres")).await.expect("login");
+    let open = next.query_one("SELECT count(*) FROM pg_stat_activity WHERE state LIKE 'idle in transaction%'", &[]);
+    let open: i64 = tokio::time::timeout(Duration::from_secs(10), open).await.expect("served").unwrap().get(0);
+    assert_eq!(open, 0, "the killed client's transaction was rolled back");
+}
+
+/// A simple-protocol Query message.
+fn simple_query(sql: &str) -> Vec<u8> {
+    let mut m = vec![b'Q'];
+    m.extend_from_slice(&((sql.len() + 5) as i32).to_be_bytes());
+    m.extend_from_slice(sql.as_bytes());
+    m.push(0);
+    m
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconnect_replaces_server_connections_and_disable_refuses_new_clients_until_enable() {
     let cluster = primary_only().await;
     let mut config = console_config(&cluster);

@@ -128,6 +128,7 @@ pub(crate) async fn serve(
             Ok(None) => {
                 let read = tokio::select! {
                     r = stream.read_some(buf) => r,
+                    _ = registered.kill_requested() => break None,
                     _ = async { drop(phase.wait_for(|p| *p != Phase::Running).await) } => {
                         w::error_response(out, Severity::Fatal, "57P01", "terminating connection due to administrator command");
                         let _ = stream.flush_all(out).await;
@@ -136,7 +137,6 @@ pub(crate) async fn serve(
                 };
                 match read {
                     Ok(0) => break None,
-                    Ok(_) if registered.killed() => break None,
                     Ok(_) => continue,
                     Err(e) => break Some(Error::ClientIo(e)),
                 }

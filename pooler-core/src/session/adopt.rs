@@ -93,7 +93,7 @@ pub(super) async fn serve(client: &mut Client, shared: &Arc<Shared>, state: &Ses
         shared.cancels.register()
     });
     let mode = pool.settings().mode;
-    let opened = Opened {
+    let opened = Box::new(Opened {
         pool,
         lease: None,
         node,
@@ -102,6 +102,6 @@ pub(super) async fn serve(client: &mut Client, shared: &Arc<Shared>, state: &Ses
         login_state: (state.params.clone(), state.extra.clone()),
         cancel,
         phase: shared.phase.clone(),
-    };
+    });
     relay_opened(client, shared, opened, &state.application_name, Some(state)).await
 }

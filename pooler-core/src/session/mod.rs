@@ -85,6 +85,12 @@ impl Client {
         w::ready_for_query(&mut self.out, TransactionStatus::Idle);
         self.flush().await?;
         self.out = BytesMut::new();
+        if self.buf.is_empty() {
+            // Nothing after the login yet: the relay reads on demand into a
+            // recycled buffer; this one's allocation would otherwise stay
+            // with an idle client (a read chunk each).
+            self.buf = BytesMut::new();
+        }
         Ok(())
     }
 
@@ -231,7 +237,7 @@ async fn open_session(
     user: String,
     database: String,
     client_key: Option<[u8; 32]>,
-) -> Result<Opened, End> {
+) -> Result<Box<Opened>, End> {
     if shared.memory.over() {
         shared.memory.refused();
         let e = Error::OutOfMemory { held: shared.memory.held(), limit: shared.memory.limit(), waited_ms: 0 };
@@ -258,7 +264,7 @@ async fn open_session_once(
     user: String,
     database: String,
     client_key: Option<[u8; 32]>,
-) -> Result<Opened, End> {
+) -> Result<Box<Opened>, End> {
     // A plain session-mode client needs the primary for its whole session:
     // during a failover it waits (bounded) for the new one.
     let plain_session =
@@ -420,7 +426,7 @@ async fn open_session_once(
         Box::pin(finish(&pool, lease, true, TransactionStatus::Idle)).await;
         return Err(End::Failed(e));
     }
-    Ok(Opened { pool, lease: Some(lease), node, login, mode, login_state, cancel, phase })
+    Ok(Box::new(Opened { pool, lease: Some(lease), node, login, mode, login_state, cancel, phase }))
 }
 
 /// Transaction and statement mode: the login answered without a server
@@ -437,7 +443,7 @@ async fn login_without_server(
     pool: &Arc<crate::pool::Pool>,
     node: usize,
     login: &LoginInfo,
-) -> Result<Option<Opened>, End> {
+) -> Result<Option<Box<Opened>>, End> {
     let mode = pool.settings().mode;
     if !matches!(mode, PoolMode::Transaction | PoolMode::Statement)
         || node != shared.router.primary()
@@ -449,7 +455,7 @@ async fn login_without_server(
     let Some(params) = crate::relay::login_state_from_defaults(&defaults, startup) else { return Ok(None) };
     let cancel = shared.cancels.register();
     client.end_login(&params, &cancel).await.map_err(End::Failed)?;
-    Ok(Some(Opened {
+    Ok(Some(Box::new(Opened {
         pool: pool.clone(),
         lease: None,
         node,
@@ -458,7 +464,7 @@ async fn login_without_server(
         login_state: (params, Vec::new()),
         cancel,
         phase: shared.phase.clone(),
-    }))
+    })))
 }
 
 /// After authentication: take a server connection, finish the client's
@@ -489,27 +495,31 @@ async fn run_session(
 async fn relay_opened(
     client: &mut Client,
     shared: &Arc<Shared>,
-    opened: Opened,
+    opened: Box<Opened>,
     application_name: &str,
     imported: Option<&crate::upgrade::SessionState>,
 ) -> End {
-    let Opened { pool, lease, node, login, mode, login_state, cancel, phase } = opened;
     metrics::gauge!(m::CLIENTS_ACTIVE).increment(1.0);
-    let (params, extra) = login_state;
     let Client { stream, buf, out, peer, .. } = client;
     // Listed for the admin console (SHOW CLIENTS, KILL_CLIENT) while it lasts.
     let who = crate::clients::Registration {
-        user: &login.user,
-        database: &login.database,
+        user: &opened.login.user,
+        database: &opened.login.database,
         application_name,
         peer: peer.tcp_addr(),
         tls: stream.tls_info().map(|t| t.summary()),
         state: crate::clients::ClientState::Idle,
     };
     let registered = shared.clients.register(who, &*stream);
-    // Boxed: the login's futures and the relay's do not share one
-    // allocation sized for both.
-    let relay = crate::relay::Relay::new(
+    // What the relay takes is moved straight into it: a part of `opened`
+    // left in this future would stay for the whole session, in every idle
+    // client's memory.
+    let Opened { pool, lease, node, login, mode, login_state, cancel, phase } = {
+        // The box itself is freed here, not when the session ends.
+        let opened = opened;
+        *opened
+    };
+    let mut relay = crate::relay::Relay::new(
         shared,
         pool.clone(),
         mode,
@@ -517,12 +527,13 @@ async fn relay_opened(
         (stream, buf, out),
         (lease, node),
         login,
-        (params, extra),
+        login_state,
         *peer,
     )
     .tracked(&registered)
     .imported(imported);
-    let outcome = Box::pin(relay.run(&phase)).await;
+    let outcome = relay.run(&phase).await;
+    drop(relay);
     metrics::gauge!(m::CLIENTS_ACTIVE).decrement(1.0);
     drop(cancel);
     if registered.killed() {
