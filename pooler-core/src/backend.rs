@@ -109,6 +109,9 @@ enum Scram {
     Key(ScramKeyClient),
 }
 
+/// Reported parameters (name, value), shared between clients.
+pub(crate) type SharedParams = Arc<Vec<(String, String)>>;
+
 /// An authenticated server connection, idle at ReadyForQuery or lent to a client.
 #[derive(Debug)]
 pub struct ServerConn {
@@ -117,6 +120,12 @@ pub struct ServerConn {
     pub(crate) buf: BytesMut,
     /// Run-time parameters as the server last reported them.
     params: Vec<(String, String)>,
+    /// A client's parameter set `params` was found equal to, kept while
+    /// `params` stays as it is: the check before each lending
+    /// ([`crate::params::has_settings`]) is then a pointer comparison, not
+    /// a comparison of every name and value. Holding the set keeps its
+    /// address from being reused by another.
+    pub(crate) params_match: Option<SharedParams>,
     key: BackendKeyData,
     addr: Arc<ServerAddr>,
     created: Instant,
@@ -224,6 +233,7 @@ impl ServerConn {
             stream,
             buf: BytesMut::new(),
             params: Vec::new(),
+            params_match: None,
             key: BackendKeyData { pid: 0, secret: 0 },
             addr: Arc::new(addr.clone()),
             created: now,
@@ -449,15 +459,19 @@ impl ServerConn {
     pub(crate) fn note_parameter(&mut self, body: &[u8]) -> Result<(), Error> {
         let p = ParameterStatus::parse(body).map_err(Error::ServerProtocol)?;
         note_param(&mut self.params, p);
+        self.params_match = None;
         Ok(())
     }
 
-    /// The read buffer, the prepared statements and the parameter list,
-    /// borrowed apart: the relay core's view of the connection.
+    /// The read buffer, the prepared statements and the parameter list
+    /// (with its match, to forget when the list changes), borrowed apart:
+    /// the relay core's view of the connection.
+    #[allow(clippy::type_complexity)]
     pub(crate) fn protocol_parts(
         &mut self,
-    ) -> (&mut BytesMut, &mut crate::prepared::ServerStatements, &mut Vec<(String, String)>) {
-        (&mut self.buf, &mut self.statements, &mut self.params)
+    ) -> (&mut BytesMut, &mut crate::prepared::ServerStatements, (&mut Vec<(String, String)>, &mut Option<SharedParams>))
+    {
+        (&mut self.buf, &mut self.statements, (&mut self.params, &mut self.params_match))
     }
 
     /// The read buffer's capacity (what it holds in memory).
@@ -576,6 +590,7 @@ impl ServerConn {
             stream,
             buf: BytesMut::new(),
             params: initial_params.clone(),
+            params_match: None,
             key,
             addr: Arc::new(addr),
             created,
@@ -702,5 +717,36 @@ mod tests {
         let e = ServerConn::connect(&addr, &login, Duration::from_secs(5), 1 << 20).await.unwrap_err();
         assert!(e.is_unavailable(), "{e:?}");
         assert!(e.to_string().contains("could not connect"), "{e}");
+    }
+
+    /// The check before lending is a pointer comparison once a client's
+    /// set was found equal, and a full one again once the server reports a
+    /// change (or for another set with other values).
+    #[tokio::test]
+    async fn a_parameter_match_holds_until_the_server_reports_a_change() {
+        use crate::params::has_settings;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let near = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let _far = listener.accept().await.unwrap();
+        let initial = vec![("DateStyle".to_owned(), "ISO, MDY".to_owned()), ("TimeZone".to_owned(), "UTC".to_owned())];
+        let addr = ServerAddr::plain("127.0.0.1", 1);
+        let key = BackendKeyData { pid: 1, secret: 2 };
+        let mut conn = ServerConn::adopted(near.into(), addr, key, initial.clone(), Instant::now(), 1 << 20);
+        let client = Arc::new(initial.clone());
+        assert!(conn.params_match.is_none());
+        assert!(has_settings(&mut conn, &client, &[]));
+        assert!(conn.params_match.as_ref().is_some_and(|m| Arc::ptr_eq(m, &client)), "remembered");
+        assert!(has_settings(&mut conn, &client, &[]));
+        // Unreported settings are compared as they are.
+        assert!(!has_settings(&mut conn, &client, &[("work_mem".into(), "1MB".into())]));
+        // Another client's set with another value is not taken for a match.
+        let other = Arc::new(vec![initial[0].clone(), ("TimeZone".to_owned(), "Europe/Paris".to_owned())]);
+        assert!(!has_settings(&mut conn, &other, &[]));
+        // The server reports a change (a client's SET): the match is gone,
+        // and the old set no longer matches.
+        conn.note_parameter(b"TimeZone\0Europe/Paris\0").unwrap();
+        assert!(conn.params_match.is_none());
+        assert!(!has_settings(&mut conn, &client, &[]));
+        assert!(has_settings(&mut conn, &other, &[]));
     }
 }

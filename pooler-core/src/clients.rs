@@ -9,6 +9,21 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
+/// Lifecycle of the whole pooler, seen by every session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Serving.
+    Running,
+    /// Not accepting; sessions close when their transaction ends.
+    Draining,
+    /// Not accepting; the listeners went to a successor process, and each
+    /// client that can be is handed to it at its next idle point (the
+    /// others are served until they leave, as at a drain).
+    HandingOver,
+    /// The drain timeout ran out: every session closes now.
+    Force,
+}
+
 /// What a client is doing, as `SHOW CLIENTS` tells it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum ClientState {
@@ -71,10 +86,12 @@ pub(crate) struct ClientInfo {
     /// The node the client last used.
     node: AtomicU64,
     killed: AtomicBool,
-    /// Wakes the session when it is killed ([`ClientInfo::kill_requested`]).
-    /// (A duplicate of each client's socket, shut down to end it, would cost
+    /// Wakes the session when it is killed or the pooler's phase changes
+    /// ([`ClientInfo::attention`]). Its own, so a relay waits on one signal
+    /// nobody else polls, rather than on a watch every session shares. (A
+    /// duplicate of each client's socket, shut down to end it, would cost
     /// every client a second descriptor and every login a `dup`.)
-    kill_signal: tokio::sync::Notify,
+    attention: tokio::sync::Notify,
     registry_start: Instant,
 }
 
@@ -130,13 +147,15 @@ impl ClientInfo {
         self.killed.store(true, Ordering::Relaxed);
         // A permit is kept if the session is not waiting at this moment: it
         // sees the kill at its next wait.
-        self.kill_signal.notify_one();
+        self.attention.notify_one();
     }
 
-    /// Completes once an operator has killed the session: the session then
-    /// ends and says why (its connection stays open for that).
-    pub(crate) async fn kill_requested(&self) {
-        self.kill_signal.notified().await
+    /// Completes once the session has something to look at: an operator
+    /// killed it ([`ClientInfo::killed`]; it then ends and says why, its
+    /// connection still open for that), or the pooler's phase changed
+    /// ([`Clients::phase`]).
+    pub(crate) async fn attention(&self) {
+        self.attention.notified().await
     }
 }
 
@@ -220,11 +239,20 @@ pub(crate) struct Clients {
     next: AtomicU64,
     map: Mutex<BTreeMap<u64, Arc<ClientInfo>>>,
     start: Instant,
+    /// The pooler's phase as last announced ([`Clients::announce`]), read
+    /// by every relay at every turn of its loop: a relaxed load of a value
+    /// that changes once or twice in a process's life.
+    phase: AtomicU8,
 }
 
 impl Default for Clients {
     fn default() -> Self {
-        Clients { next: AtomicU64::new(1), map: Mutex::new(BTreeMap::new()), start: Instant::now() }
+        Clients {
+            next: AtomicU64::new(1),
+            map: Mutex::new(BTreeMap::new()),
+            start: Instant::now(),
+            phase: AtomicU8::new(Phase::Running as u8),
+        }
     }
 }
 
@@ -268,13 +296,38 @@ impl Clients {
             wait_started_us: AtomicU64::new(0),
             node: AtomicU64::new(0),
             killed: AtomicBool::new(false),
-            kill_signal: tokio::sync::Notify::new(),
+            attention: tokio::sync::Notify::new(),
             registry_start: self.start,
         });
         if let Ok(mut map) = self.map.lock() {
             map.insert(info.id, info.clone());
         }
         Registered { clients: self, info }
+    }
+
+    /// Moves the pooler to `phase`: the watch for those waiting on it
+    /// (logins, the console) and every listed session woken. A session
+    /// listed after the wake-up reads the phase when its relay starts: the
+    /// phase is stored before the registry is locked to wake, and a
+    /// registration takes that lock.
+    pub(crate) fn announce(&self, tx: &tokio::sync::watch::Sender<Phase>, phase: Phase) {
+        tx.send_replace(phase);
+        self.phase.store(phase as u8, Ordering::SeqCst);
+        if let Ok(map) = self.map.lock() {
+            for c in map.values() {
+                c.attention.notify_one();
+            }
+        }
+    }
+
+    /// The pooler's phase as last announced.
+    pub(crate) fn phase(&self) -> Phase {
+        match self.phase.load(Ordering::Relaxed) {
+            x if x == Phase::Draining as u8 => Phase::Draining,
+            x if x == Phase::HandingOver as u8 => Phase::HandingOver,
+            x if x == Phase::Force as u8 => Phase::Force,
+            _ => Phase::Running,
+        }
     }
 
     /// Every client now, by id.
@@ -328,7 +381,7 @@ mod tests {
         assert!(clients.kill(r.id));
         assert!(r.killed());
         // Killed before the session waits: the wait ends at once.
-        tokio::time::timeout(std::time::Duration::from_secs(5), r.kill_requested()).await.unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(5), r.attention()).await.unwrap();
         assert!(!clients.kill(r.id + 100));
         drop(r);
         assert!(clients.all().is_empty());

@@ -1,7 +1,10 @@
 //! Session parameters as SQL: what a startup packet asks for, and the
 //! statements that give a server connection a client's settings.
 
+use std::sync::Arc;
+
 use crate::backend::ServerConn;
+use crate::backend::SharedParams;
 use crate::error::Error;
 use crate::protocol::StartupMessage;
 
@@ -116,6 +119,24 @@ fn parse_options(options: &str) -> Result<Vec<(String, String)>, Error> {
         out.push((k.replace('-', "_"), v.to_owned()));
     }
     Ok(out)
+}
+
+/// Whether `conn` has a client's parameters already (reported ones
+/// `params`, unreported ones `extra`), so nothing need be run before it is
+/// lent: the usual case, checked before every transaction. Once the
+/// connection's list was found equal to `params`, a pointer comparison.
+pub(crate) fn has_settings(conn: &mut ServerConn, params: &SharedParams, extra: &[(String, String)]) -> bool {
+    if extra != conn.extra.as_slice() {
+        return false;
+    }
+    if conn.params_match.as_ref().is_some_and(|m| Arc::ptr_eq(m, params)) {
+        return true;
+    }
+    if params.as_slice() == conn.params() {
+        conn.params_match = Some(params.clone());
+        return true;
+    }
+    false
 }
 
 /// The statements that give `conn` a client's parameters: reported ones

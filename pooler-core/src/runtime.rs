@@ -18,20 +18,9 @@ use crate::pool::Pools;
 /// Longest time a forwarded cancel may take to reach its server.
 pub(crate) const CANCEL_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Lifecycle of the whole pooler, seen by every session.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Phase {
-    /// Serving.
-    Running,
-    /// Not accepting; sessions close when their transaction ends.
-    Draining,
-    /// Not accepting; the listeners went to a successor process, and each
-    /// client that can be is handed to it at its next idle point (the
-    /// others are served until they leave, as at a drain).
-    HandingOver,
-    /// The drain timeout ran out: every session closes now.
-    Force,
-}
+/// Lifecycle of the whole pooler (defined with the client registry, which
+/// announces it to every session).
+pub(crate) use crate::clients::Phase;
 
 /// What every session shares.
 #[derive(Debug)]
@@ -88,8 +77,9 @@ pub(crate) struct Shared {
 #[derive(Debug, Default)]
 pub(crate) struct ParamSets(std::sync::Mutex<Vec<SharedParams>>);
 
-/// Reported parameters (name, value), shared between clients.
-pub(crate) type SharedParams = Arc<Vec<(String, String)>>;
+/// Reported parameters (name, value), shared between clients (defined with
+/// the server connection, which remembers the set it was found equal to).
+pub(crate) use crate::backend::SharedParams;
 
 impl ParamSets {
     const MAX: usize = 32;

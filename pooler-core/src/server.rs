@@ -514,10 +514,11 @@ impl Pooler {
         drop(listener);
         let mut servers_going = None;
         if requested.is_some() {
-            Box::pin(crate::admin::shut_down(&self.phase_tx, slots, requested, shutdown)).await;
+            let phase = (&self.phase_tx, &self.shared.clients);
+            Box::pin(crate::admin::shut_down(phase, slots, requested, shutdown)).await;
         } else if self.shared.handover.load().is_some() {
             tracing::info!("handing over: idle clients go to the successor; the others are served until they leave");
-            let _ = self.phase_tx.send(Phase::HandingOver);
+            self.shared.clients.announce(&self.phase_tx, Phase::HandingOver);
             // The idle server connections too, so that the successor does
             // not open its own for the clients that follow them.
             let shared = self.shared.clone();
@@ -527,12 +528,12 @@ impl Pooler {
             }));
         } else {
             tracing::info!("shutting down: no new clients; waiting for transactions to finish");
-            let _ = self.phase_tx.send(Phase::Draining);
+            self.shared.clients.announce(&self.phase_tx, Phase::Draining);
         }
         let timeout = self.shared.config().server.shutdown_timeout;
         if tokio::time::timeout(timeout, slots.all_gone()).await.is_err() {
             tracing::warn!(?timeout, "shutdown timeout reached; closing remaining clients");
-            let _ = self.phase_tx.send(Phase::Force);
+            self.shared.clients.announce(&self.phase_tx, Phase::Force);
             let _ = tokio::time::timeout(Duration::from_secs(5), slots.all_gone()).await;
         }
         // What the last transactions gave back goes too (after the first

@@ -128,7 +128,13 @@ pub(crate) async fn serve(
             Ok(None) => {
                 let read = tokio::select! {
                     r = stream.read_some(buf) => r,
-                    _ = registered.kill_requested() => break None,
+                    // A kill ends the console; a phase change is the arm below's.
+                    _ = registered.attention() => {
+                        if registered.killed() {
+                            break None;
+                        }
+                        continue;
+                    }
                     _ = async { drop(phase.wait_for(|p| *p != Phase::Running).await) } => {
                         w::error_response(out, Severity::Fatal, "57P01", "terminating connection due to administrator command");
                         let _ = stream.flush_all(out).await;
@@ -170,7 +176,7 @@ pub(crate) async fn serve(
 /// client has left, unless the embedder's own `shutdown` future resolves
 /// (a SIGTERM then drains as usual).
 pub(crate) async fn shut_down(
-    phase: &watch::Sender<Phase>,
+    (phase, clients): (&watch::Sender<Phase>, &crate::clients::Clients),
     slots: &crate::clients::ClientSlots,
     mode: Option<ShutdownMode>,
     shutdown: impl std::future::Future<Output = ()>,
@@ -178,7 +184,7 @@ pub(crate) async fn shut_down(
     match mode {
         Some(ShutdownMode::Immediate) => {
             tracing::warn!("shutting down now (admin SHUTDOWN): closing every client");
-            let _ = phase.send(Phase::Force);
+            clients.announce(phase, Phase::Force);
         }
         Some(ShutdownMode::WaitForClients) => {
             tracing::warn!(
@@ -188,13 +194,13 @@ pub(crate) async fn shut_down(
                 _ = slots.all_gone() => {}
                 _ = shutdown => tracing::info!("shutdown signal during SHUTDOWN WAIT_FOR_CLIENTS: draining now"),
             }
-            let _ = phase.send(Phase::Draining);
+            clients.announce(phase, Phase::Draining);
         }
         Some(ShutdownMode::WaitForServers) | None => {
             tracing::warn!(
                 "shutting down (admin SHUTDOWN WAIT_FOR_SERVERS): no new clients; waiting for transactions to finish"
             );
-            let _ = phase.send(Phase::Draining);
+            clients.announce(phase, Phase::Draining);
         }
     }
 }

@@ -208,6 +208,8 @@ pub(crate) struct ServerView<'a> {
     pub(crate) statements: &'a mut ServerStatements,
     /// Parameters as the server last reported them.
     pub(crate) params: &'a mut Vec<(String, String)>,
+    /// Forgotten when `params` changes (`ServerConn::params_match`).
+    pub(crate) params_match: &'a mut Option<crate::runtime::SharedParams>,
     /// The server backend's pid (its NOTIFY messages carry it).
     pub(crate) pid: i32,
 }

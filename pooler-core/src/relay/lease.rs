@@ -202,7 +202,9 @@ impl Relay<'_> {
                 lease = self.parked_or_checkout(primary).await?;
             }
         }
-        let sql = restore_sql(&self.core.params, &self.core.extra, lease.conn_ref());
+        let settled = has_settings(lease.conn(), &self.core.params, &self.core.extra);
+        let sql =
+            if settled { String::new() } else { restore_sql(&self.core.params, &self.core.extra, lease.conn_ref()) };
         if !sql.is_empty() {
             if let Err(e) = Box::pin(lease.conn().simple_query(&sql)).await {
                 // A server that cannot take the client's settings back is not
@@ -247,7 +249,11 @@ impl Relay<'_> {
         let Some(lease) = self.pool_for(node).checkout_now() else {
             return false;
         };
-        if !restore_sql(&self.core.params, &self.core.extra, lease.conn_ref()).is_empty() {
+        let mut lease = lease;
+        if !has_settings(lease.conn(), &self.core.params, &self.core.extra)
+            && !restore_sql(&self.core.params, &self.core.extra, lease.conn_ref()).is_empty()
+        {
+            // Settings to restore first: that takes a round trip.
             self.pool_for(node).checkin_idle(lease);
             return false;
         }

@@ -19,14 +19,13 @@ use std::time::{Duration, Instant};
 
 use crate::transport::Stream;
 use bytes::{Bytes, BytesMut};
-use tokio::sync::watch;
 
 use crate::backend::{LoginInfo, ServerConn};
 use crate::buffers::{recycled, release_memory};
 use crate::cancel::{CancelHandle, CancelTarget};
 use crate::config::PoolMode;
 use crate::error::Error;
-use crate::params::{param_statements, restore_sql, startup_settings};
+use crate::params::{has_settings, param_statements, restore_sql, startup_settings};
 use crate::pool::PoolKey;
 use crate::pool::{Lease, Pool, Reset};
 use crate::protocol::messages::tag;
@@ -45,8 +44,8 @@ pub(crate) type Settings = Vec<(String, String)>;
 /// The core's view of a lent server connection.
 fn view(conn: &mut ServerConn) -> ServerView<'_> {
     let pid = conn.key().pid;
-    let (buf, statements, params) = conn.protocol_parts();
-    ServerView { buf, statements, params, pid }
+    let (buf, statements, (params, params_match)) = conn.protocol_parts();
+    ServerView { buf, statements, params, params_match, pid }
 }
 
 /// Why a session ended (for the log).
@@ -280,8 +279,8 @@ impl<'a> Relay<'a> {
     /// lent, is given back (or closed) before this returns. By reference: a
     /// future that took the relay by value would hold it twice (the argument
     /// and its moved copy), 1.2 KiB more per idle client.
-    pub(crate) async fn run(&mut self, phase: &watch::Receiver<Phase>) -> Outcome {
-        let end = self.run_loop(phase).await;
+    pub(crate) async fn run(&mut self) -> Outcome {
+        let end = self.run_loop().await;
         // Boxed: the end's steps (and the leases they hold) take no room in
         // the future every idle client keeps.
         Box::pin(self.finish(end)).await
@@ -330,15 +329,25 @@ impl<'a> Relay<'a> {
         Outcome { end, client_can_take_error }
     }
 
-    async fn run_loop(&mut self, phase: &watch::Receiver<Phase>) -> End {
-        let mut force_rx = phase.clone();
-        let mut drain_rx = phase.clone();
-        let mut force = std::pin::pin!(force_rx.wait_for(|p| *p == Phase::Force));
-        let mut drain = std::pin::pin!(drain_rx.wait_for(|p| *p != Phase::Running));
-        let mut kill = std::pin::pin!(kill_requested(self.client));
+    async fn run_loop(&mut self) -> End {
+        // One signal for a kill and for the pooler's phase: the session's
+        // own (crate::clients), re-armed after each wake-up.
+        let client = self.client;
+        let mut attention = std::pin::pin!(attention(client));
         let mut draining = false;
         let mut handing_over = false;
         loop {
+            // The phase is read at every turn (a relaxed load), so a session
+            // that started after the announcement sees it too.
+            match self.core.shared.clients.phase() {
+                Phase::Running => {}
+                Phase::Force => return End::ForcedShutdown,
+                p if !draining => {
+                    draining = true;
+                    handing_over = p == Phase::HandingOver;
+                }
+                _ => {}
+            }
             if self.core.refresh_settings() {
                 // A reload changed the pool's settings: its timeouts apply now.
                 self.timed = timed(self.core.mode == Mode::Session, &self.core.settings);
@@ -365,10 +374,21 @@ impl<'a> Relay<'a> {
                     if let Some(c) = self.client {
                         c.set_state(crate::clients::ClientState::Waiting);
                     }
-                    tokio::select! {
-                    r = Box::pin(self.attach()) => r,
-                    _ = &mut force => return End::ForcedShutdown,
-                    _ = &mut kill => return End::ClientClosed,
+                    let clients = &self.core.shared.clients;
+                    let mut attaching = Box::pin(self.attach());
+                    loop {
+                        tokio::select! {
+                        r = &mut attaching => break r,
+                        _ = &mut attention => {
+                            attention.set(self::attention(client));
+                            if client.is_some_and(|c| c.killed()) {
+                                return End::ClientClosed;
+                            }
+                            if clients.phase() == Phase::Force {
+                                return End::ForcedShutdown;
+                            }
+                        }
+                        }
                     }
                 };
                 if let Err(e) = attached {
@@ -488,16 +508,13 @@ impl<'a> Relay<'a> {
             let read_server = server.is_some() && self.core.cout.len() < HIGH_WATER;
             let event = tokio::select! {
                 biased;
-                _ = &mut force => return End::ForcedShutdown,
+                // First, so a busy client cannot keep a kill waiting.
+                _ = &mut attention => Event::Attention,
                 r = readable(server), if read_server => Event::ServerReadable(r),
                 r = self.stream.readable(), if read_client => Event::ClientReadable(r),
                 r = writable(server), if server.is_some_and(|s| !self.core.sout.is_empty() || s.wants_write()) => Event::Writable(r, false),
                 r = self.stream.writable(), if (!self.core.cout.is_empty() && !self.core.output_can_wait()) || self.stream.wants_write() => Event::Writable(r, true),
                 _ = sleep_until(deadline), if deadline.is_some() => Event::Deadline,
-                _ = &mut drain, if !draining => Event::Drain,
-                // KILL_CLIENT: the session ends as if the client had left, and
-                // is told why (crate::session).
-                _ = &mut kill => return End::ClientClosed,
             };
             match event {
                 Event::ServerReadable(r) => {
@@ -535,9 +552,14 @@ impl<'a> Relay<'a> {
                         return End::Failed(e);
                     }
                 }
-                Event::Drain => {
-                    draining = true;
-                    handing_over = *phase.borrow() == Phase::HandingOver;
+                Event::Attention => {
+                    attention.set(self::attention(client));
+                    if client.is_some_and(|c| c.killed()) {
+                        // KILL_CLIENT: the session ends as if the client had
+                        // left, and is told why (crate::session).
+                        return End::ClientClosed;
+                    }
+                    // A phase change: read at the top of the loop.
                 }
             }
         }
@@ -796,7 +818,8 @@ enum Event {
     ClientReadable(std::io::Result<()>),
     Writable(std::io::Result<()>, bool),
     Deadline,
-    Drain,
+    /// The session's signal: a kill, or the pooler's phase changed.
+    Attention,
 }
 
 async fn readable(s: Option<&Stream>) -> std::io::Result<()> {
@@ -813,11 +836,12 @@ async fn writable(s: Option<&Stream>) -> std::io::Result<()> {
     }
 }
 
-/// Completes when an operator kills the client's session (never for a
-/// relay that is not listed, as in the fuzz target).
-async fn kill_requested(client: Option<&crate::clients::ClientInfo>) {
+/// Completes when the client's session has something to look at: a kill,
+/// or the pooler's phase changed (never for a relay that is not listed, as
+/// in the fuzz target, whose phase never changes).
+async fn attention(client: Option<&crate::clients::ClientInfo>) {
     match client {
-        Some(c) => c.kill_requested().await,
+        Some(c) => c.attention().await,
         None => std::future::pending().await,
     }
 }
@@ -854,6 +878,7 @@ pub(crate) fn fuzz(mode: u8, client: &[u8], server: &[u8], chunk: usize) -> bool
     let mut core = Core::new(&shared, pool, mode, (&mut cbuf, &mut cout), 0, login, (params, Vec::new()), 1, peer);
     core.attached(0);
     let (mut sbuf, mut statements, mut sparams) = (BytesMut::new(), Default::default(), Vec::new());
+    let mut params_match = None;
     let mut clients = client.chunks(chunk.max(1));
     let mut servers = server.chunks(chunk.max(1));
     loop {
@@ -867,7 +892,13 @@ pub(crate) fn fuzz(mode: u8, client: &[u8], server: &[u8], chunk: usize) -> bool
         if let Some(s) = s {
             sbuf.extend_from_slice(s);
         }
-        let mut view = ServerView { buf: &mut sbuf, statements: &mut statements, params: &mut sparams, pid: 2 };
+        let mut view = ServerView {
+            buf: &mut sbuf,
+            statements: &mut statements,
+            params: &mut sparams,
+            params_match: &mut params_match,
+            pid: 2,
+        };
         if core.relay_client_messages(&mut view).is_err() || core.relay_server_messages(&mut view).is_err() {
             return true;
         }

@@ -101,7 +101,6 @@ pub(super) async fn serve(client: &mut Client, shared: &Arc<Shared>, state: &Ses
         mode,
         login_state: (state.params.clone(), state.extra.clone()),
         cancel,
-        phase: shared.phase.clone(),
     });
     relay_opened(client, shared, opened, &state.application_name, Some(state)).await
 }

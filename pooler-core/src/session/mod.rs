@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use tokio::sync::watch;
 
 use crate::backend::{LoginInfo, ServerConn};
 use crate::cancel::CancelTarget;
@@ -222,7 +221,6 @@ struct Opened {
     /// The client's reported and extra parameters.
     login_state: (crate::relay::Settings, crate::relay::Settings),
     cancel: crate::cancel::CancelHandle,
-    phase: watch::Receiver<Phase>,
 }
 
 /// After authentication: take a server connection and finish the client's
@@ -426,7 +424,7 @@ async fn open_session_once(
         Box::pin(finish(&pool, lease, true, TransactionStatus::Idle)).await;
         return Err(End::Failed(e));
     }
-    Ok(Box::new(Opened { pool, lease: Some(lease), node, login, mode, login_state, cancel, phase }))
+    Ok(Box::new(Opened { pool, lease: Some(lease), node, login, mode, login_state, cancel }))
 }
 
 /// Transaction and statement mode: the login answered without a server
@@ -463,7 +461,6 @@ async fn login_without_server(
         mode,
         login_state: (params, Vec::new()),
         cancel,
-        phase: shared.phase.clone(),
     })))
 }
 
@@ -514,7 +511,7 @@ async fn relay_opened(
     // What the relay takes is moved straight into it: a part of `opened`
     // left in this future would stay for the whole session, in every idle
     // client's memory.
-    let Opened { pool, lease, node, login, mode, login_state, cancel, phase } = {
+    let Opened { pool, lease, node, login, mode, login_state, cancel } = {
         // The box itself is freed here, not when the session ends.
         let opened = opened;
         *opened
@@ -532,7 +529,7 @@ async fn relay_opened(
     )
     .tracked(&registered)
     .imported(imported);
-    let outcome = relay.run(&phase).await;
+    let outcome = relay.run().await;
     drop(relay);
     metrics::gauge!(m::CLIENTS_ACTIVE).decrement(1.0);
     drop(cancel);
@@ -594,9 +591,12 @@ async fn apply_startup_params(conn: &mut ServerConn, startup: &StartupMessage) -
 mod task_size {
     /// Every client is a task holding this future for its whole life: what
     /// an idle client costs starts here. The login's steps and the relays'
-    /// cold paths are boxed so it stays small (it was 8.9 KB before).
+    /// cold paths are boxed so it stays small; the relay itself is inside
+    /// (no second box), so this is nearly all an idle client's task keeps.
+    /// It was 8.9 KB, then 2.8 KB plus a 4 KB box for the relay; now 2.5 KB
+    /// in a debug build, 2.9 KB in a release one.
     #[tokio::test]
-    async fn a_client_task_holds_less_than_4_kib_inline() {
+    async fn a_client_task_with_its_relay_holds_less_than_3_kib() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -606,6 +606,6 @@ mod task_size {
         let task = super::serve(stream.into(), crate::transport::Peer::Tcp(addr), shared);
         let size = std::mem::size_of_val(&task);
         eprintln!("client task future: {size} bytes");
-        assert!(size < 4096, "the client task's future is {size} bytes");
+        assert!(size < 3072, "the client task's future is {size} bytes");
     }
 }

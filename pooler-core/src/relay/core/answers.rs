@@ -132,6 +132,7 @@ impl Core<'_> {
                     let frame = srv.buf[..total].to_vec();
                     let p = ParameterStatus::parse(&frame[HEADER_LEN..]).map_err(Error::ServerProtocol)?;
                     backend::note_param(srv.params, p);
+                    *srv.params_match = None;
                     backend::note_param(Arc::make_mut(&mut self.params), p);
                 }
                 tag::READY_FOR_QUERY => {

@@ -37,11 +37,18 @@ struct Conn {
     buf: BytesMut,
     statements: ServerStatements,
     params: Vec<(String, String)>,
+    params_match: Option<crate::runtime::SharedParams>,
 }
 
 impl Conn {
     fn view(&mut self) -> ServerView<'_> {
-        ServerView { buf: &mut self.buf, statements: &mut self.statements, params: &mut self.params, pid: 4242 }
+        ServerView {
+            buf: &mut self.buf,
+            statements: &mut self.statements,
+            params: &mut self.params,
+            params_match: &mut self.params_match,
+            pid: 4242,
+        }
     }
 }
 
