@@ -9,6 +9,20 @@
 //! time per transaction (from /proc, process tree for pgpool) and its peak RSS.
 //! Idle-client memory is measured apart, with N clients logged in and silent.
 //!
+//! `--rounds N` measures every cell (workload × client count) N times, the
+//! targets alternating within the cell (round 1: every target in turn, then
+//! round 2, ...) so machine noise hits them alike; the tables show the median
+//! round by tps, the median of the rounds' CPU figures and every round's tps,
+//! and the charts and verdicts use the median rounds. After each workload's
+//! table, the pooler over pgbouncer and over each extra target: tps and CPU
+//! per transaction, of the medians and round by round.
+//!
+//! `--extra NAME:PORT:CONFIG:COMMAND` (repeatable) adds any pooler somebody
+//! built as one more target, measured in the same sitting over plain TCP:
+//! every `--extra` target is always measured, appended after the `--targets`
+//! list. Its configuration is CONFIG with placeholders filled in per run, and
+//! COMMAND runs as the invoking user (see [`ExtraTarget`] and `--help`).
+//!
 //! Results go to `--out` (default `benches/results/<date>/`): `results.md`
 //! (machine, tables, which targets hold) and one SVG chart per workload.
 //!
@@ -31,6 +45,8 @@ enum Target {
     PoolerLib,
     Pgbouncer,
     Pgpool,
+    /// A pooler given with `--extra` (parsed once, it lives for the run).
+    Extra(&'static ExtraTarget),
 }
 
 const ALL: [Target; 5] = [Target::Direct, Target::Pooler, Target::PoolerLib, Target::Pgbouncer, Target::Pgpool];
@@ -43,6 +59,16 @@ impl Target {
             Target::PoolerLib => "pooler (library)",
             Target::Pgbouncer => "pgbouncer",
             Target::Pgpool => "pgpool-II",
+            Target::Extra(x) => x.name.as_str(),
+        }
+    }
+
+    /// The directory of its files for a run with `clients` clients, under
+    /// the work directory.
+    fn dir_name(self, clients: usize) -> String {
+        match self {
+            Target::Extra(x) => format!("extra-{}-{clients}", x.name),
+            t => format!("{t:?}-{clients}").to_lowercase(),
         }
     }
 
@@ -58,6 +84,177 @@ impl Target {
     }
 }
 
+/// A pooler somebody built, measured next to the others: `--extra
+/// NAME:PORT:CONFIG:COMMAND`. Every `--extra` target is always measured,
+/// appended after the `--targets` list, over plain TCP only (`--transport
+/// tls|unix` gives it a "not run" note).
+///
+/// NAME labels it in the tables and charts. PORT is where it listens for
+/// clients on 127.0.0.1. CONFIG is a template file (its path without colons):
+/// each run replaces `{pg_host}` (127.0.0.1), `{pg_port}` (the primary's
+/// port), `{port}` (PORT), `{pool_size}` (`--pool-size`), `{max_clients}`
+/// (the run's clients + 100) and `{work_dir}` (a fresh directory for the
+/// run's files) and writes the result, under the template's file name, into
+/// that directory. COMMAND is the rest of the argument (colons allowed), split
+/// on whitespace, no quoting; `{config}` in a word becomes the written file's
+/// path, and when no word has it the path is appended as the last argument.
+/// It runs as the invoking user, from the current directory, standard output
+/// and error to a log in the run's directory; CPU and peak RSS are its pid's,
+/// so a wrapper script should `exec` the pooler. Stopped with SIGTERM, and
+/// killed if still alive after 3 s.
+#[derive(Debug, PartialEq, Eq)]
+struct ExtraTarget {
+    /// Its label, unique among the targets.
+    name: String,
+    /// The port it listens on for clients, on 127.0.0.1.
+    port: u16,
+    /// The template's file name, which the written configuration keeps.
+    config_name: String,
+    /// The template's text, placeholders unreplaced.
+    template: String,
+    /// The command, a word per element, `{config}` unreplaced.
+    command: Vec<String>,
+}
+
+impl ExtraTarget {
+    /// Parses `NAME:PORT:CONFIG:COMMAND` and reads the template.
+    fn parse(spec: &str) -> Result<ExtraTarget, String> {
+        let form = "expected NAME:PORT:CONFIG:COMMAND";
+        let mut parts = spec.splitn(4, ':');
+        let (Some(name), Some(port), Some(config), Some(command)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(format!("--extra {spec}: {form}"));
+        };
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
+            return Err(format!("--extra {spec}: NAME must be letters, digits, '-', '_' or '.'"));
+        }
+        if Target::parse(name).is_some() || ALL.iter().any(|t| t.label() == name) {
+            return Err(format!("--extra {spec}: {name} is the name of a built-in target"));
+        }
+        let port = match port.parse::<u16>() {
+            Ok(p) if p > 0 => p,
+            _ => return Err(format!("--extra {spec}: PORT must be a port number, got {port:?}")),
+        };
+        let path = Path::new(config);
+        let template =
+            std::fs::read_to_string(path).map_err(|e| format!("--extra {spec}: cannot read CONFIG {config}: {e}"))?;
+        let config_name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .map(str::to_owned)
+            .ok_or_else(|| format!("--extra {spec}: CONFIG {config} is no file name"))?;
+        let command: Vec<String> = command.split_whitespace().map(str::to_owned).collect();
+        if command.is_empty() {
+            return Err(format!("--extra {spec}: COMMAND is empty ({form})"));
+        }
+        Ok(ExtraTarget { name: name.to_owned(), port, config_name, template, command })
+    }
+}
+
+/// An `--extra` target running for one measurement; stopped on drop.
+struct ExtraProcess {
+    child: std::process::Child,
+    /// The port it listens on.
+    port: u16,
+}
+
+impl ExtraProcess {
+    /// Writes the configuration for `clients` clients into `dir` (emptied
+    /// first), starts the command and waits up to 20 s until it accepts
+    /// connections; errors are the row's note, with the end of its log.
+    fn start(setup: &Setup, x: &ExtraTarget, dir: &Path, clients: usize) -> Result<ExtraProcess, String> {
+        if setup.transport != Transport::Tcp {
+            return Err("not run: extra targets are measured over plain TCP only".into());
+        }
+        if std::net::TcpStream::connect(("127.0.0.1", x.port)).is_ok() {
+            return Err(format!("not run: something already listens on 127.0.0.1:{} before {} starts", x.port, x.name));
+        }
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir).map_err(|e| format!("not run: cannot create {}: {e}", dir.display()))?;
+        let config = dir.join(&x.config_name);
+        let text = x
+            .template
+            .replace("{pg_host}", "127.0.0.1")
+            .replace("{pg_port}", &setup.nodes[0].to_string())
+            .replace("{port}", &x.port.to_string())
+            .replace("{pool_size}", &setup.pool.to_string())
+            .replace("{max_clients}", &(clients + 100).to_string())
+            .replace("{work_dir}", &dir.display().to_string());
+        std::fs::write(&config, text).map_err(|e| format!("not run: cannot write {}: {e}", config.display()))?;
+        let path = config.display().to_string();
+        let mut words: Vec<String> = x.command.iter().map(|w| w.replace("{config}", &path)).collect();
+        if !x.command.iter().any(|w| w.contains("{config}")) {
+            words.push(path);
+        }
+        let log_path = dir.join("output.log");
+        let log = std::fs::File::create(&log_path)
+            .and_then(|f| Ok((f.try_clone()?, f)))
+            .map_err(|e| format!("not run: cannot create {}: {e}", log_path.display()))?;
+        let Some((program, args)) = words.split_first() else {
+            return Err(format!("not run: {} has no command", x.name));
+        };
+        let child = std::process::Command::new(program)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(log.0)
+            .stderr(log.1)
+            .spawn()
+            .map_err(|e| format!("not run: {} did not start ({program}): {e}", x.name))?;
+        let mut p = ExtraProcess { child, port: x.port };
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", x.port)).is_err() {
+            if let Ok(Some(status)) = p.child.try_wait() {
+                return Err(format!("not run: {} exited at start ({status}): {}", x.name, log_tail(&log_path)));
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(format!(
+                    "not run: {} did not listen on 127.0.0.1:{} within 20 s: {}",
+                    x.name,
+                    x.port,
+                    log_tail(&log_path)
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(p)
+    }
+
+    /// Process id.
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for ExtraProcess {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .stderr(std::process::Stdio::null())
+            .status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The last lines of a log, on one line (for a note).
+fn log_tail(path: &Path) -> String {
+    let log = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    if lines.is_empty() {
+        return "its log is empty".into();
+    }
+    lines[lines.len().saturating_sub(5)..].join(" · ")
+}
+
 struct Workload {
     name: &'static str,
     title: &'static str,
@@ -65,6 +262,7 @@ struct Workload {
     clients: Vec<usize>,
 }
 
+#[derive(Clone)]
 struct Row {
     target: Target,
     clients: usize,
@@ -77,6 +275,41 @@ struct Row {
     cpu_us: Option<f64>,
     rss_kib: Option<u64>,
     note: Option<String>,
+}
+
+/// One target at one client count over every round.
+struct Cell {
+    /// The median round by tps among those that ran (the lower one of an
+    /// even count), with the median of the rounds' CPU figures; a round that
+    /// did not run, with its note, when none did. What the table, charts and
+    /// verdicts show.
+    median: Row,
+    /// Every round in the order measured: round k of each target ran next
+    /// to round k of the others.
+    rounds: Vec<Row>,
+}
+
+impl Cell {
+    /// The cell of a target's rounds (`None` without any).
+    fn of(rounds: Vec<Row>) -> Option<Cell> {
+        let mut ran: Vec<&Row> = rounds.iter().filter(|r| r.note.is_none()).collect();
+        ran.sort_by(|a, b| a.tps.total_cmp(&b.tps));
+        let mut median = match ran.get(ran.len().saturating_sub(1) / 2) {
+            Some(r) => (*r).clone(),
+            None => rounds.first()?.clone(),
+        };
+        if !ran.is_empty() {
+            let mut cpu: Vec<f64> = ran.iter().filter_map(|r| r.cpu_us).collect();
+            cpu.sort_by(f64::total_cmp);
+            let n = cpu.len();
+            median.cpu_us = match n {
+                0 => None,
+                _ if n % 2 == 1 => Some(cpu[n / 2]),
+                _ => Some((cpu[n / 2 - 1] + cpu[n / 2]) / 2.0),
+            };
+        }
+        Some(Cell { median, rounds })
+    }
 }
 
 /// The pooler running inside this process, through the library.
@@ -145,6 +378,7 @@ enum Running {
     Lib(InProcess),
     Bouncer(Pgbouncer),
     Pool(Pgpool),
+    Extra(ExtraProcess),
 }
 
 impl Running {
@@ -155,6 +389,7 @@ impl Running {
             Running::Lib(p) => p.port,
             Running::Bouncer(b) => b.port,
             Running::Pool(p) => p.port,
+            Running::Extra(x) => x.port,
         }
     }
 
@@ -166,6 +401,7 @@ impl Running {
             Running::Lib(_) => cpu_seconds(std::process::id()),
             Running::Bouncer(b) => cpu_seconds(b.pid()),
             Running::Pool(p) => Some(tree_cpu_seconds(p.pid())),
+            Running::Extra(x) => cpu_seconds(x.pid()),
         }
     }
 
@@ -177,6 +413,7 @@ impl Running {
             Running::Lib(_) => rss_kib(std::process::id()).map(|r| r.0),
             Running::Bouncer(b) => rss_kib(b.pid()).map(|r| r.0),
             Running::Pool(p) => Some(tree_peak_rss_kib(p.pid())),
+            Running::Extra(x) => rss_kib(x.pid()).map(|r| r.0),
         }
     }
 }
@@ -281,7 +518,7 @@ fn tls_files(dir: &Path) -> Result<(PathBuf, PathBuf), Box<dyn std::error::Error
 }
 
 fn start(setup: &Setup, target: Target, clients: usize) -> Result<Running, String> {
-    let dir = setup.work.join(format!("{:?}-{clients}", target).to_lowercase());
+    let dir = setup.work.join(target.dir_name(clients));
     let e = |e: Box<dyn std::error::Error>| e.to_string();
     match target {
         Target::Direct => Ok(Running::Direct(setup.nodes[0])),
@@ -319,6 +556,7 @@ fn start(setup: &Setup, target: Target, clients: usize) -> Result<Running, Strin
             }
             Pgpool::start(&dir, &setup.nodes, clients).map(Running::Pool).map_err(e)
         }
+        Target::Extra(x) => ExtraProcess::start(setup, x, &dir, clients).map(Running::Extra),
     }
 }
 
@@ -409,6 +647,7 @@ fn idle_memory(setup: &Setup, target: Target, n: usize) -> Result<(u64, u64, f64
     let pid = match &running {
         Running::Process(p) => p.pid(),
         Running::Bouncer(b) => b.pid(),
+        Running::Extra(x) => x.pid(),
         _ => return Err("idle memory is measured for separate processes only".into()),
     };
     let login = |port: u16| -> std::io::Result<std::net::TcpStream> {
@@ -480,23 +719,44 @@ fn ms(us: u64) -> String {
     format!("{:.3}", us as f64 / 1000.0)
 }
 
-fn table(rows: &[Row]) -> String {
+/// A workload's table: per client count and target, the median round, and
+/// every round's tps.
+fn table(cells: &[Cell]) -> String {
     let mut t = String::from(
-        "| clients | target | tps | vs direct | p50 ms | p99 ms | p99.9 ms | failed | CPU µs/txn (ms per 1000) | peak RSS MiB | note |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| clients | target | tps | tps of each round | vs direct | p50 ms | p99 ms | p99.9 ms | failed | CPU µs/txn (ms per 1000) | peak RSS MiB | note |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
-    for r in rows {
-        let direct = rows.iter().find(|d| d.clients == r.clients && d.target == Target::Direct).map(|d| d.tps);
+    for cell in cells {
+        let r = &cell.median;
+        let direct = cells
+            .iter()
+            .map(|c| &c.median)
+            .find(|d| d.clients == r.clients && d.target == Target::Direct)
+            .map(|d| d.tps);
         let vs = match direct {
             Some(d) if d > 0.0 && r.tps > 0.0 => format!("{:.2}", r.tps / d),
             _ => "".into(),
         };
+        let each: Vec<String> =
+            cell.rounds.iter().map(|x| if x.note.is_none() { format!("{:.0}", x.tps) } else { "–".into() }).collect();
+        // The median ran: say why the other rounds did not.
+        let note = match &r.note {
+            Some(n) => n.clone(),
+            None => cell
+                .rounds
+                .iter()
+                .enumerate()
+                .filter_map(|(i, x)| Some(format!("round {}: {}", i + 1, x.note.as_deref()?)))
+                .collect::<Vec<_>>()
+                .join("; "),
+        };
         let _ = writeln!(
             t,
-            "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.clients,
             r.target.label(),
             r.tps,
+            each.join(" / "),
             vs,
             ms(r.p50),
             ms(r.p99),
@@ -504,10 +764,83 @@ fn table(rows: &[Row]) -> String {
             r.failed,
             r.cpu_us.map(|c| format!("{c:.1}")).unwrap_or_default(),
             r.rss_kib.map(|k| format!("{:.1}", k as f64 / 1024.0)).unwrap_or_default(),
-            r.note.as_deref().unwrap_or("")
+            note.replace('|', "\\|")
         );
     }
     t
+}
+
+/// After a workload's table: the pooler over each peer (pgbouncer, the
+/// `--extra` targets) per client count, tps and CPU per transaction, of the
+/// median rounds and, with more than one round, round by round (round k of
+/// both, measured next to each other). `None` without the pooler or a peer.
+fn ratios(cells: &[Cell], targets: &[Target], clients: &[usize]) -> Option<String> {
+    if !targets.contains(&Target::Pooler) {
+        return None;
+    }
+    let peers: Vec<Target> =
+        targets.iter().copied().filter(|t| matches!(t, Target::Pgbouncer | Target::Extra(_))).collect();
+    if peers.is_empty() {
+        return None;
+    }
+    let get = |t: Target, c: usize| cells.iter().find(|x| x.median.target == t && x.median.clients == c);
+    let mut s = format!(
+        "### {}\n\ntps above 1: the pooler is faster; CPU per transaction below 1: the pooler is cheaper. \
+         The median rounds' ratio{}.\n\n| clients |",
+        peers.iter().map(|p| format!("pooler / {}", p.label())).collect::<Vec<_>>().join(", "),
+        if cells.iter().any(|c| c.rounds.len() > 1) {
+            ", then each round's in parentheses (round k of both ran next to each other)"
+        } else {
+            ""
+        }
+    );
+    for p in &peers {
+        let _ = write!(s, " tps pooler / {0} | CPU/txn pooler / {0} |", p.label());
+    }
+    s.push_str("\n|---|");
+    for _ in &peers {
+        s.push_str("---|---|");
+    }
+    s.push('\n');
+    for &c in clients {
+        let Some(mine) = get(Target::Pooler, c) else { continue };
+        let _ = write!(s, "| {c} |");
+        for &p in &peers {
+            match get(p, c) {
+                Some(theirs) => {
+                    let _ = write!(
+                        s,
+                        " {} | {} |",
+                        ratio(mine, theirs, |r| Some(r.tps).filter(|&t| t > 0.0)),
+                        ratio(mine, theirs, |r| r.cpu_us)
+                    );
+                }
+                None => s.push_str(" | |"),
+            }
+        }
+        s.push('\n');
+    }
+    Some(s)
+}
+
+/// `f` of `a` over `f` of `b`: the median rounds', then, with more than one
+/// round, each round's in parentheses; `–` where either side has no figure
+/// (and alone when no round has one).
+fn ratio(a: &Cell, b: &Cell, f: impl Fn(&Row) -> Option<f64>) -> String {
+    let one =
+        |x: &Row, y: &Row| match (x.note.is_none().then(|| f(x)).flatten(), y.note.is_none().then(|| f(y)).flatten()) {
+            (Some(p), Some(q)) if q > 0.0 => format!("{:.2}", p / q),
+            _ => "–".into(),
+        };
+    let mut s = one(&a.median, &b.median);
+    if a.rounds.len() > 1 {
+        let each: Vec<String> = a.rounds.iter().zip(&b.rounds).map(|(x, y)| one(x, y)).collect();
+        if s == "–" && each.iter().all(|e| e == "–") {
+            return s;
+        }
+        let _ = write!(s, " ({})", each.join(" / "));
+    }
+    s
 }
 
 fn charts(out: &Path, w: &Workload, rows: &[Row], targets: &[Target]) -> std::io::Result<Vec<String>> {
@@ -578,35 +911,40 @@ type IdleResult = (Target, Result<(u64, u64, f64), String>);
 fn verdicts(sweep: &[Row], idle: &[IdleResult]) -> String {
     let mut v = String::new();
     let get = |t: Target, c: usize| sweep.iter().find(|r| r.target == t && r.clients == c && r.note.is_none());
-    for c in [64, 256] {
-        if let (Some(p), Some(b)) = (get(Target::Pooler, c), get(Target::Pgbouncer, c)) {
-            if let (Some(pc), Some(bc)) = (p.cpu_us, b.cpu_us) {
-                let _ = writeln!(
-                    v,
-                    "- CPU per transaction at {c} clients: pooler {pc:.1} µs, pgbouncer {bc:.1} µs, ratio {:.2} (target ≤ 0.50): {}",
-                    pc / bc,
-                    if pc <= bc / 2.0 { "holds" } else { "does not hold" }
-                );
-            }
-        }
-    }
-    let mut all_ge = true;
+    // The targets of the "cheaper than pgbouncer" work: at every client
+    // count, CPU per transaction at most 0.9 of pgbouncer's and throughput at
+    // least 1.05 of its (medians, when run in rounds).
+    let mut cpu_all = true;
+    let mut tps_all = true;
     let mut counted = 0;
     for b in sweep.iter().filter(|r| r.target == Target::Pgbouncer && r.note.is_none()) {
-        if let Some(p) = get(Target::Pooler, b.clients) {
-            counted += 1;
-            if p.tps < b.tps {
-                all_ge = false;
-                let _ =
-                    writeln!(v, "  - at {} clients: pooler {:.0} tps < pgbouncer {:.0} tps", b.clients, p.tps, b.tps);
-            }
+        let Some(p) = get(Target::Pooler, b.clients) else { continue };
+        counted += 1;
+        if let (Some(pc), Some(bc)) = (p.cpu_us, b.cpu_us) {
+            let holds = pc <= 0.9 * bc;
+            cpu_all &= holds;
+            let _ = writeln!(
+                v,
+                "  - at {} clients: CPU per transaction pooler {pc:.1} µs, pgbouncer {bc:.1} µs ({:.2}); throughput {:.0} vs {:.0} tps ({:.2})",
+                b.clients,
+                pc / bc,
+                p.tps,
+                b.tps,
+                p.tps / b.tps
+            );
         }
+        tps_all &= p.tps >= 1.05 * b.tps;
     }
     if counted > 0 {
         let _ = writeln!(
             v,
-            "- Throughput at least pgbouncer's at every client count: {}",
-            if all_ge { "holds" } else { "does not hold (above)" }
+            "- CPU per transaction ≤ 0.9 of pgbouncer's at every client count: {}",
+            if cpu_all { "holds" } else { "does not hold" }
+        );
+        let _ = writeln!(
+            v,
+            "- Throughput ≥ 1.05 of pgbouncer's at every client count: {}",
+            if tps_all { "holds" } else { "does not hold" }
         );
     }
     if let (Some(p), Some(d)) = (get(Target::Pooler, 16), get(Target::Direct, 16)) {
@@ -632,10 +970,10 @@ fn verdicts(sweep: &[Row], idle: &[IdleResult]) -> String {
         if let Ok((_, _, per)) = r {
             let _ = writeln!(
                 v,
-                "- Idle client memory, {}: {per:.1} KiB per client (target ≤ 8 KiB for the pooler){}",
+                "- Idle client memory, {}: {per:.1} KiB per client (target ≤ 2 KiB for the pooler){}",
                 t.label(),
                 if *t == Target::Pooler {
-                    if *per <= 8.0 {
+                    if *per <= 2.0 {
                         ": holds"
                     } else {
                         ": does not hold"
@@ -660,10 +998,30 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut out: Option<PathBuf> = None;
     let mut pooler_bin = PathBuf::from("target/release/pooler");
     let mut transport = Transport::Tcp;
+    let mut rounds = 1usize;
+    let mut extras: Vec<ExtraTarget> = Vec::new();
     let mut args = std::env::args().skip(1);
-    let usage = "bench-matrix [--quick] [--seconds N] [--clients 1,16,64,256,1000] [--workloads a,b] \
-                 [--targets direct,pooler,lib,pgbouncer,pgpool] [--pool-size N] [--pooler-threads N] [--idle N] [--out DIR] [--pooler PATH] \
-                 [--transport tcp|tls|unix]";
+    let usage = "bench-matrix [--quick] [--seconds N] [--rounds N] [--clients 1,16,64,256,1000] [--workloads a,b] \
+                 [--targets direct,pooler,lib,pgbouncer,pgpool] [--extra NAME:PORT:CONFIG:COMMAND]... [--pool-size N] \
+                 [--pooler-threads N] [--idle N] [--out DIR] [--pooler PATH] [--transport tcp|tls|unix]";
+    let help = "
+  --rounds N     measure each cell (workload x client count) N times, every target once per
+                 round in turn; the tables show the median round by tps, the median of the
+                 rounds' CPU figures and every round's tps (default 1)
+  --extra NAME:PORT:CONFIG:COMMAND
+                 one more target (repeatable), e.g. a pooler somebody built: always measured,
+                 appended after the --targets list, over plain TCP only (tls/unix: not run).
+                 NAME labels it; PORT is where it listens on 127.0.0.1; CONFIG is a template
+                 file (no colons in its path) in which {pg_host} (127.0.0.1), {pg_port} (the
+                 primary's port), {port} (PORT), {pool_size} (--pool-size), {max_clients} (the
+                 run's clients + 100) and {work_dir} (a fresh directory per run) are replaced;
+                 the result goes into {work_dir} under the template's file name. COMMAND is the
+                 rest (colons allowed), split on whitespace, no quoting; {config} in a word
+                 becomes the written file's path, else the path is appended. It runs as the
+                 invoking user from the current directory, output to {work_dir}/output.log;
+                 CPU and RSS are its pid's (a wrapper script should exec the pooler); SIGTERM
+                 when the run ends, killed after 3 s. Example:
+                 --extra 'other:6499:benches/configs/pooler-extra.toml:target/release/pooler --config {config}'";
     while let Some(a) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{a} needs a value\n{usage}"));
         match a.as_str() {
@@ -673,12 +1031,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 idle = 1000;
             }
             "--seconds" => seconds = value()?.parse()?,
+            "--rounds" => rounds = value()?.parse()?,
+            "--extra" => extras.push(ExtraTarget::parse(&value()?)?),
             "--clients" => sweep = value()?.split(',').map(|c| c.trim().parse()).collect::<Result<_, _>>()?,
             "--workloads" => only = Some(value()?.split(',').map(str::to_owned).collect()),
             "--targets" => {
                 targets = value()?
                     .split(',')
-                    .map(|t| Target::parse(t.trim()).ok_or_else(|| format!("unknown target {t}")))
+                    .map(|t| {
+                        Target::parse(t.trim()).ok_or_else(|| {
+                            format!(
+                                "unknown target {t} (--extra targets are always measured, after the --targets list)"
+                            )
+                        })
+                    })
                     .collect::<Result<_, _>>()?
             }
             "--pool-size" => pool = value()?.parse()?,
@@ -695,12 +1061,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }
             }
             "-h" | "--help" => {
-                println!("{usage}");
+                println!("{usage}\n{help}");
                 return Ok(());
             }
             _ => return Err(format!("unknown argument {a}\n{usage}").into()),
         }
     }
+    if rounds == 0 {
+        return Err(format!("--rounds must be at least 1\n{usage}").into());
+    }
+    for (i, x) in extras.iter().enumerate() {
+        if extras[..i].iter().any(|y| y.name == x.name) {
+            return Err(format!("--extra: the name {} is given twice", x.name).into());
+        }
+    }
+    // Every extra target is measured, after the --targets list; leaked once,
+    // they live for the whole run.
+    let extras: Vec<&'static ExtraTarget> = extras.into_iter().map(|x| &*Box::leak(Box::new(x))).collect();
+    targets.extend(extras.iter().map(|&x| Target::Extra(x)));
     if !pooler_bin.exists() {
         return Err(format!("{} not found: cargo build --release -p pooler-bin", pooler_bin.display()).into());
     }
@@ -812,25 +1190,57 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             Transport::Unix => "Unix sockets (pgbench to the target, and the target to PostgreSQL)",
         }
     );
+    let _ = writeln!(
+        md,
+        "Each cell (workload × clients) is measured {rounds} time{}, every target once per round in turn, so noise \
+         hits them alike; the tables show the median round by tps (of an even count, the lower of the two middle \
+         ones) with the median of the rounds' CPU figures, and every round's tps; the charts and verdicts use the \
+         median rounds.\n",
+        if rounds == 1 { "" } else { "s" }
+    );
+    if !extras.is_empty() {
+        md.push_str("Extra targets (`--extra`, over plain TCP, each run started afresh like the others):\n\n");
+        for x in &extras {
+            let _ = writeln!(
+                md,
+                "- {}: `{}` on port {}, configuration from the template `{}`",
+                x.name,
+                x.command.join(" "),
+                x.port,
+                x.config_name
+            );
+        }
+        md.push('\n');
+    }
     let mut sweep_rows: Vec<Row> = Vec::new();
     for w in &workloads {
-        let mut rows = Vec::new();
+        let mut cells = Vec::new();
         for &c in &w.clients {
-            for &t in &targets {
-                eprintln!("{} with {c} clients: {}...", w.name, t.label());
-                let r = measure(&setup, w, t, c, seconds);
-                eprintln!(
-                    "  {:.0} tps, p50 {} ms, p99 {} ms{}",
-                    r.tps,
-                    ms(r.p50),
-                    ms(r.p99),
-                    r.note.as_deref().map(|n| format!(" ({n})")).unwrap_or_default()
-                );
-                rows.push(r);
+            // Round k of every target, then round k + 1: side by side.
+            let mut runs: Vec<Vec<Row>> = targets.iter().map(|_| Vec::with_capacity(rounds)).collect();
+            for k in 1..=rounds {
+                for (&t, runs) in targets.iter().zip(&mut runs) {
+                    let round = if rounds > 1 { format!(", round {k}/{rounds}") } else { String::new() };
+                    eprintln!("{} with {c} clients{round}: {}...", w.name, t.label());
+                    let r = measure(&setup, w, t, c, seconds);
+                    eprintln!(
+                        "  {:.0} tps, p50 {} ms, p99 {} ms{}",
+                        r.tps,
+                        ms(r.p50),
+                        ms(r.p99),
+                        r.note.as_deref().map(|n| format!(" ({n})")).unwrap_or_default()
+                    );
+                    runs.push(r);
+                }
             }
+            cells.extend(runs.into_iter().filter_map(Cell::of));
         }
+        let rows: Vec<Row> = cells.iter().map(|c| c.median.clone()).collect();
         let files = charts(&out, w, &rows, &targets)?;
-        let _ = writeln!(md, "## {} (`{}`)\n\n`pgbench {}`\n\n{}", w.title, w.name, w.args.join(" "), table(&rows));
+        let _ = writeln!(md, "## {} (`{}`)\n\n`pgbench {}`\n\n{}", w.title, w.name, w.args.join(" "), table(&cells));
+        if let Some(r) = ratios(&cells, &targets, &w.clients) {
+            let _ = writeln!(md, "{r}");
+        }
         for f in files {
             let _ = writeln!(md, "![{f}]({f})");
         }
@@ -842,7 +1252,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut idle_rows = Vec::new();
     if idle > 0 {
         let _ = writeln!(md, "## Idle clients ({idle} logged in, silent)\n\n| target | RSS before | RSS with clients | per client |\n|---|---|---|---|");
-        for t in [Target::Pooler, Target::Pgbouncer].into_iter().filter(|t| targets.contains(t)) {
+        // Separate processes only: the pooler, pgbouncer and the extra targets.
+        let separate = [Target::Pooler, Target::Pgbouncer]
+            .into_iter()
+            .filter(|t| targets.contains(t))
+            .chain(targets.iter().copied().filter(|t| matches!(t, Target::Extra(_))));
+        for t in separate {
             eprintln!("idle memory with {idle} clients: {}...", t.label());
             let r = idle_memory(&setup, t, idle);
             match &r {
