@@ -40,25 +40,8 @@ TOML
   TARGETS+=("pooler-t$th:$port:$!")
   port=$((port+1))
 done
-cat > $W/bouncer.ini <<INI
-[databases]
-postgres = host=127.0.0.1 port=$PG
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = 6520
-auth_type = trust
-auth_file = $W/users.txt
-pool_mode = transaction
-default_pool_size = 20
-max_client_conn = 2000
-unix_socket_dir =
-logfile = $W/bouncer.log
-pidfile = $W/bouncer.pid
-INI
-echo '"postgres" ""' > $W/users.txt; chown postgres $W/bouncer.ini $W/users.txt
-su postgres -c "pgbouncer -d $W/bouncer.ini"
-sleep 1
-BP=$(pgrep -f "pgbouncer -d $W/bouncer.ini" | head -1); PIDS+=($BP)
+. "$(dirname "$0")/common.sh"
+start_pgbouncer "$W" 6520 "$PG"; BP=$BOUNCER_PID; PIDS+=($BP)
 TARGETS+=("pgbouncer:6520:$BP")
 TICK=$(getconf CLK_TCK)
 EVENTS=syscalls:sys_enter_sendto,syscalls:sys_enter_recvfrom,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_futex,syscalls:sys_enter_read,syscalls:sys_enter_write,syscalls:sys_enter_writev,syscalls:sys_enter_sched_yield,syscalls:sys_enter_epoll_ctl

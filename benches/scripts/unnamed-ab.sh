@@ -35,25 +35,8 @@ TOML
 mk 6501 true; mk 6502 false
 $BIN --config $W/p6501.toml >/dev/null 2>$W/p6501.log & P1=$!
 $BIN --config $W/p6502.toml >/dev/null 2>$W/p6502.log & P2=$!
-cat > $W/bouncer.ini <<INI
-[databases]
-postgres = host=127.0.0.1 port=$PG
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = 6503
-auth_type = trust
-auth_file = $W/users.txt
-pool_mode = transaction
-default_pool_size = 20
-max_client_conn = 2000
-unix_socket_dir =
-logfile = $W/bouncer.log
-pidfile = $W/bouncer.pid
-INI
-echo '"postgres" ""' > $W/users.txt; chown postgres $W/bouncer.ini $W/users.txt
-su postgres -c "pgbouncer -d $W/bouncer.ini"
-sleep 1
-P3=$(pgrep -f "pgbouncer -d $W/bouncer.ini" | head -1)
+. "$(dirname "$0")/common.sh"
+start_pgbouncer "$W" 6503 "$PG"; P3=$BOUNCER_PID
 cpu() { awk '{print $14+$15}' /proc/$1/stat; }
 run() { # name port pid
   local before after out tps

@@ -367,11 +367,17 @@ mod tests {
         Registration { user: "u", database: db, application_name: "", peer: None, tls: None, state }
     }
 
+    /// A connected socket (the pooler's end) and its peer.
+    async fn connected_pair() -> (tokio::net::TcpStream, tokio::net::TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let far = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (near, _) = listener.accept().await.unwrap();
+        (near, far)
+    }
+
     #[tokio::test]
     async fn a_client_is_listed_while_registered_and_killing_it_wakes_its_session() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let _far = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
-        let (near, _) = listener.accept().await.unwrap();
+        let (near, _far) = connected_pair().await;
         let clients = Clients::default();
         let r = clients.register(who("app", ClientState::Idle), &near);
         assert_eq!(clients.all().len(), 1);
@@ -389,9 +395,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_listed_client_costs_no_second_file_descriptor() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let _far = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
-        let (near, _) = listener.accept().await.unwrap();
+        let (near, _far) = connected_pair().await;
         let clients = Clients::default();
         let open = || std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0);
         let before = open();
@@ -404,9 +408,7 @@ mod tests {
 
     #[tokio::test]
     async fn killing_a_database_spares_other_databases_and_consoles() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let _a = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
-        let (s, _) = listener.accept().await.unwrap();
+        let (s, _a) = connected_pair().await;
         let clients = Clients::default();
         let app = clients.register(who("app", ClientState::Idle), &s);
         let other = clients.register(who("other", ClientState::Idle), &s);
